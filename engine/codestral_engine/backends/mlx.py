@@ -1,0 +1,193 @@
+"""MLX backend: mlx-lm's Mistral (llama) model code, its KV cache and its step loop.
+
+References: mlx_lm/models/llama.py (the architecture, used as is), mlx_lm/generate.py
+`generate_step` (chunked prefill with a progress callback, then a decode loop that evaluates
+one step ahead), mlx_lm/sample_utils.py `make_sampler`. This module only adapts them to the
+engine contract in `base.py`: strict weight checks, the three checkpoint layouts, a KV cache
+that can be trimmed and copied by prefix, and cancellation between prefill chunks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama
+from mlx_lm.models.cache import KVCache
+from mlx_lm.sample_utils import make_sampler
+
+from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope_heads
+from ..errors import ModelLoadError
+from ..params import GenerationParams
+from .base import PrefillProgress
+
+# Precomputed RoPE frequencies some Hugging Face exports carry; the model recomputes them.
+_IGNORED_SUFFIX = "rotary_emb.inv_freq"
+
+
+class MLXCache:
+    """One mlx-lm `KVCache` per layer, seen as a single cache of one token sequence."""
+
+    def __init__(self, layers: list[KVCache]):
+        self.layers = layers
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].offset
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def trim_to(self, n: int) -> None:
+        for layer in self.layers:
+            layer.trim(layer.offset - n)
+
+    def prefix_copy(self, n: int) -> MLXCache:
+        copies = []
+        for layer in self.layers:
+            copy = KVCache()
+            if layer.keys is not None and n > 0:
+                # MLX arrays are values: the next write to the copy concatenates into a new
+                # buffer and never touches the shared one.
+                copy.keys = layer.keys[..., :n, :]
+                copy.values = layer.values[..., :n, :]
+                copy.offset = n
+            copies.append(copy)
+        return MLXCache(copies)
+
+
+class MLXBackend:
+    name = "mlx"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.device = str(mx.default_device().type).split(".")[-1]
+
+    def new_cache(self) -> MLXCache:
+        return MLXCache(self.model.make_cache())
+
+    def generate(
+        self,
+        tokens: list[int],
+        cache: MLXCache,
+        params: GenerationParams,
+        *,
+        eos_id: int,
+        max_new_tokens: int,
+        prefill_chunk: int,
+        on_prefill: PrefillProgress,
+    ) -> Iterator[int]:
+        seed = params.random_seed if params.random_seed is not None else secrets.randbits(63)
+        mx.random.seed(seed)
+        processors = [_suppress_token(eos_id, params.min_tokens)] if params.min_tokens else None
+        steps = generate_step(
+            mx.array(tokens, dtype=mx.uint32),
+            self.model,
+            max_tokens=max_new_tokens,
+            sampler=make_sampler(temp=params.temperature, top_p=params.top_p),
+            logits_processors=processors,
+            prompt_cache=cache.layers,
+            prefill_step_size=prefill_chunk,
+            prompt_progress_callback=on_prefill,
+        )
+        try:
+            for token, _logprobs in steps:
+                yield token
+        finally:
+            steps.close()
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        out = self.model(mx.array(tokens, dtype=mx.uint32)[None])  # (1, T, vocab)
+        return np.array(out.astype(mx.float32))
+
+    def reset_peak_memory(self) -> None:
+        mx.reset_peak_memory()
+
+    def peak_memory(self) -> int:
+        return int(mx.get_peak_memory())
+
+    def release_thread(self) -> None:
+        mx.clear_streams()  # thread-local streams must not outlive their thread (mlx#3395)
+
+
+def load(checkpoint: Checkpoint) -> MLXBackend:
+    """Build mlx-lm's model for `checkpoint`, check every tensor, then load the weights."""
+    try:
+        args = llama.ModelArgs.from_dict(checkpoint.config)
+        model = llama.Model(args)  # parameters stay lazy: nothing is allocated yet
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"The config in {checkpoint.path} is not a valid Mistral config ({exc}). Restore it "
+            "from the model's release."
+        ) from exc
+    stored = {checkpoint.hf_name(n) for n in checkpoint.tensors}
+    if checkpoint.quantization:
+        _quantize(model, checkpoint.quantization, stored)
+    expected = {
+        name: (tuple(p.shape), "U32" if p.dtype == mx.uint32 else "float")
+        for name, p in tree_flatten(model.parameters())
+    }
+    check_tensors(_without_ignored(checkpoint), expected)
+    model.load_weights(list(_read_weights(checkpoint).items()), strict=True)
+    mx.eval(model.parameters())
+    return MLXBackend(model)
+
+
+def _without_ignored(checkpoint: Checkpoint) -> Checkpoint:
+    tensors = {n: t for n, t in checkpoint.tensors.items() if not n.endswith(_IGNORED_SUFFIX)}
+    return Checkpoint(checkpoint.path, checkpoint.layout, checkpoint.config, tensors)
+
+
+def _quantize(model: nn.Module, quantization: dict, stored: set[str]) -> None:
+    def predicate(path: str, module: nn.Module) -> bool | dict:
+        if path in quantization:  # per-layer override written by mlx-lm's converter
+            return quantization[path]
+        return hasattr(module, "to_quantized") and f"{path}.scales" in stored
+
+    nn.quantize(
+        model,
+        group_size=quantization.get("group_size", 64),
+        bits=quantization.get("bits", 4),
+        mode=quantization.get("mode", "affine"),
+        class_predicate=predicate,
+    )
+
+
+def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
+    weights = {}
+    for file in sorted({t.file for t in checkpoint.tensors.values()}):
+        try:
+            arrays = mx.load(str(file))
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelLoadError(
+                f"Cannot read weight file {file} ({exc}). Delete it and download it again."
+            ) from exc
+        for name, array in arrays.items():
+            if name.endswith(_IGNORED_SUFFIX):
+                continue
+            hf_name = checkpoint.hf_name(name)
+            heads = (
+                rope_heads(hf_name, checkpoint.config) if checkpoint.layout == "mistral" else None
+            )
+            weights[hf_name] = native_rope_rows_to_hf(array, heads) if heads else array
+    return weights
+
+
+def _suppress_token(token_id: int, count: int) -> Callable[[mx.array, mx.array], mx.array]:
+    """A logits processor that forbids `token_id` for the first `count` sampled tokens."""
+    calls = 0
+
+    def processor(_tokens: mx.array, logits: mx.array) -> mx.array:
+        nonlocal calls
+        calls += 1  # generate_step calls this once per sampled token
+        if calls <= count:
+            logits[:, token_id] = -mx.inf
+        return logits
+
+    return processor

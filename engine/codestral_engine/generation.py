@@ -1,0 +1,139 @@
+"""One request on the worker thread: reuse the prompt cache, step the backend, stream events.
+
+The backend yields token ids; this layer turns them into UTF-8 text deltas, applies end of
+sequence, stop strings, max/min tokens and cancellation, keeps the KV cache for the next
+request, and measures usage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .backends.base import Backend
+from .events import (
+    FINISH_CANCELLED,
+    FINISH_LENGTH,
+    FINISH_MODEL_LENGTH,
+    FINISH_STOP,
+    Finished,
+    TextDelta,
+    Usage,
+)
+from .prompt_cache import PromptCache
+from .request import Request
+from .stops import StopMatcher
+from .tokenizer import CodestralTokenizer, StreamDecoder
+
+
+class _Cancelled(Exception):
+    """Raised from the prefill progress callback to abandon a request between chunks."""
+
+
+@dataclass
+class Runtime:
+    """What the worker thread owns."""
+
+    backend: Backend
+    tokenizer: CodestralTokenizer
+    prompt_cache: PromptCache
+    context_length: int
+    prefill_chunk: int
+
+
+def run(request: Request, rt: Runtime) -> None:
+    """Generate `request` to the end, emitting its events; the worker catches what escapes."""
+    ids = list(request.prompt_token_ids)
+    params = request.params
+    if request.cancelled:  # cancelled while queued: never touch the model
+        request.emit(_finished(request, FINISH_CANCELLED, [], 0, None, None, 0))
+        return
+
+    kv, reused = rt.prompt_cache.take(ids)
+    kv = kv if kv is not None else rt.backend.new_cache()
+    room = rt.context_length - len(ids)
+    limit = room if params.max_tokens is None else min(params.max_tokens, room)
+    decoder = StreamDecoder(rt.tokenizer)
+    stops = StopMatcher(params.stop)
+    eos = rt.tokenizer.eos_id
+    sampled: list[int] = []  # every token fed back to the model, end of sequence included
+    completion: list[int] = []
+    first_at = last_at = None
+    finish = (
+        FINISH_LENGTH
+        if params.max_tokens is not None and params.max_tokens <= room
+        else FINISH_MODEL_LENGTH
+    )
+
+    def on_prefill(_done: int, _total: int) -> None:
+        if request.cancelled:
+            raise _Cancelled
+
+    rt.backend.reset_peak_memory()
+    steps = rt.backend.generate(
+        ids[reused:],
+        kv,
+        params,
+        eos_id=eos,
+        max_new_tokens=limit,
+        prefill_chunk=rt.prefill_chunk,
+        on_prefill=on_prefill,
+    )
+    stopped_by_string = False
+    try:
+        for token in steps:
+            last_at = time.perf_counter()
+            first_at = first_at or last_at
+            sampled.append(token)
+            if token == eos:
+                finish = FINISH_STOP
+                break
+            completion.append(token)
+            check_stops = len(completion) >= params.min_tokens
+            text, stopped_by_string = stops.push(decoder.push(token), check=check_stops)
+            request.emit(TextDelta(text, (token,)))
+            if stopped_by_string:
+                finish = FINISH_STOP
+                break
+            if request.cancelled:
+                finish = FINISH_CANCELLED
+                break
+    except _Cancelled:
+        finish = FINISH_CANCELLED
+    finally:
+        steps.close()
+    # Keep the cache only after a clean exit: an error mid-step may leave layers uneven.
+    rt.prompt_cache.put((ids + sampled)[: kv.length], kv)
+
+    if not stopped_by_string:
+        text, _ = stops.push(decoder.flush(), check=len(completion) >= params.min_tokens)
+        text += stops.flush()
+        if text:
+            request.emit(TextDelta(text, ()))
+    decode_rate = None
+    if first_at is not None and last_at > first_at and len(sampled) > 1:
+        decode_rate = (len(sampled) - 1) / (last_at - first_at)
+    ttft = None if first_at is None else first_at - request.submitted_at
+    request.emit(
+        _finished(request, finish, completion, reused, ttft, decode_rate, rt.backend.peak_memory())
+    )
+
+
+def _finished(
+    request: Request,
+    reason: str,
+    completion: list[int],
+    cached: int,
+    ttft: float | None,
+    decode_rate: float | None,
+    peak: int,
+) -> Finished:
+    usage = Usage(
+        prompt_tokens=len(request.prompt_token_ids),
+        cached_prompt_tokens=cached,
+        completion_tokens=len(completion),
+        time_to_first_token_s=ttft,
+        decode_tokens_per_s=decode_rate,
+        peak_memory_bytes=peak,
+    )
+    return Finished(reason, usage, request.prompt_token_ids, tuple(completion))

@@ -1,0 +1,95 @@
+"""Generation parameters with the meaning Mistral's FIM and chat APIs give them.
+
+`GenerationParams.from_options` is the one place options are checked, so the CLI, the HTTP
+server and the magic all reject the same bad input with the same message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import InvalidRequestError
+
+# Codestral's model card recommends a low temperature for code; greedy decoding also makes
+# ghost text stable from one keystroke to the next.
+DEFAULT_TEMPERATURE = 0.0
+MAX_STOP_STRINGS = 16
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Validated options for one request.
+
+    - max_tokens: most tokens to generate; None means until end of sequence or context.
+    - min_tokens: end of sequence and stop strings are ignored until this many tokens exist
+      (the rule vLLM applies too).
+    - stop: strings that end generation; the matched text is not part of the output.
+    - temperature: 0 is greedy; higher samples more freely.
+    - top_p: nucleus sampling mass, in (0, 1].
+    - random_seed: makes sampling reproducible.
+    """
+
+    max_tokens: int | None = None
+    min_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = 1.0
+    random_seed: int | None = None
+
+    @classmethod
+    def from_options(cls, **options: Any) -> GenerationParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidRequestError(
+                f"Unknown option(s): {', '.join(unknown)}. "
+                f"Valid options: {', '.join(sorted(known))}."
+            )
+        values = {k: v for k, v in options.items() if v is not None}
+        if "stop" in values:
+            values["stop"] = _stop_strings(values["stop"])
+        params = cls(**values)
+        params._check()
+        return params
+
+    def _check(self) -> None:
+        if self.max_tokens is not None:
+            _require_int("max_tokens", self.max_tokens, minimum=1)
+        _require_int("min_tokens", self.min_tokens, minimum=0)
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise InvalidRequestError(
+                f"min_tokens ({self.min_tokens}) is larger than max_tokens ({self.max_tokens}); "
+                "lower min_tokens or raise max_tokens."
+            )
+        _require_number("temperature", self.temperature, 0.0, 2.0, low_open=False)
+        _require_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.random_seed is not None:
+            _require_int("random_seed", self.random_seed, minimum=0)
+
+
+def _stop_strings(stop: Any) -> tuple[str, ...]:
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
+        raise InvalidRequestError("stop must be a string or a list of strings, e.g. ['\\n\\n'].")
+    if any(s == "" for s in items):
+        raise InvalidRequestError("stop strings must not be empty; remove the empty string.")
+    if len(items) > MAX_STOP_STRINGS:
+        raise InvalidRequestError(f"At most {MAX_STOP_STRINGS} stop strings are allowed.")
+    return tuple(items)
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequestError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _require_number(name: str, value: Any, low: float, high: float, low_open: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise InvalidRequestError(
+            f"{name} must be a number in {bracket}{low}, {high}], got {value!r}."
+        )
