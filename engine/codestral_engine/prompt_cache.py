@@ -58,7 +58,7 @@ class PromptCache:
             del self._entries[best_key]
             kv.trim_to(reuse)
             return kv, reuse
-        self._entries.move_to_end(best_key)
+        # Not a use of the entry: every FIM prompt shares its first tokens with every other.
         return kv.prefix_copy(reuse), reuse
 
     def put(self, tokens: Sequence[int], kv: KVState) -> None:

@@ -1,0 +1,93 @@
+"""The codestral-engine command as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mistral_common.protocol.fim.request import FIMRequest
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "codestral_engine", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_complete_json_events(models, reference_tokenizer, mlx_lm_greedy):
+    prompt, suffix = "def square(x):\n    return", "\n\nprint(square(3))"
+    result = run_cli(
+        "complete", "--model", str(models["mistral"]), "--prompt", prompt, "--suffix", suffix,
+        "--max-tokens", "7", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    texts, final = events[:-1], events[-1]
+    assert {e["type"] for e in texts} == {"text"}
+    assert final["type"] == "finish"
+    assert final["finish_reason"] == "length"
+    expected_ids = reference_tokenizer.encode_fim(FIMRequest(prompt=prompt, suffix=suffix)).tokens
+    assert final["prompt_token_ids"] == expected_ids
+    assert final["completion_token_ids"] == mlx_lm_greedy(expected_ids, 7)
+    assert [i for e in texts for i in e["token_ids"]] == final["completion_token_ids"]
+    assert final["usage"]["completion_tokens"] == 7
+    assert final["usage"]["cached_prompt_tokens"] == 0
+
+
+def test_complete_streams_plain_text(models, engine):
+    result = run_cli(
+        "complete", "--model", str(models["hf"]), "--prompt", "x =", "--max-tokens", "5"
+    )
+    assert result.returncode == 0, result.stderr
+    expected = engine.fim("x =", max_tokens=5).result().text
+    assert result.stdout == expected + "\n"
+
+
+def test_builtin_tiny_model_and_codestral_model_env(models, tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "CODESTRAL_MODEL": ""}
+    first = run_cli("complete", "--prompt", "import os", "--max-tokens", "3", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "built-in tiny random model" in first.stderr
+    assert (tmp_path / "codestral-engine" / "tiny-mlx-v1" / "config.json").is_file()
+
+    env["CODESTRAL_MODEL"] = str(models["mlx"])
+    chosen = run_cli("complete", "--prompt", "import os", "--max-tokens", "3", env=env)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "tiny random model" not in chosen.stderr
+
+
+def test_make_tiny_writes_a_loadable_native_model(tmp_path):
+    result = run_cli("make-tiny", str(tmp_path / "m"), "--layout", "mistral", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert names == ["consolidated.safetensors", "params.json", "tokenizer.model.v3"]
+    done = run_cli("complete", "--model", str(tmp_path / "m"), "--prompt", "a", "--max-tokens", "2")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args,code,fragment",
+    [
+        (["complete", "--prompt", "x", "--max-tokens", "many"], 2, "invalid int value"),
+        (["complete"], 2, "--prompt"),
+        (["complete", "--prompt", "x", "--backend", "tpu"], 2, "invalid choice"),
+        (["complete", "--prompt", "x", "--max-tokens", "0"], 1, "max_tokens must be"),
+        (["complete", "--prompt", "x", "--model", "/no/such/model"], 1, "does not exist"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_nonzero_exit(models, tmp_path, args, code, fragment):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "CODESTRAL_MODEL": str(models["mlx"])}
+    result = run_cli(*args, env=env)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,77 @@
+"""Both packages import from the editable install and from a built wheel; rooms keep their rules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINE = ROOT / "engine" / "codestral_engine"
+JUPYTER = ROOT / "jupyter_codestral"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def where_imported(cwd: Path, extra_path: Path | None = None) -> str:
+    env = {"PYTHONPATH": str(extra_path)} if extra_path else {}
+    code = "import codestral_engine, jupyter_codestral; print(codestral_engine.__file__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_editable_install_imports_both_packages(tmp_path):
+    assert where_imported(tmp_path).startswith(str(ENGINE))
+
+
+def test_built_wheel_holds_and_imports_both_packages(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    wheel = next((tmp_path / "dist").glob("jupyter_codestral-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "codestral_engine/__init__.py" in names
+    assert "codestral_engine/backends/mlx.py" in names
+    assert "jupyter_codestral/__init__.py" in names
+    assert not any(n.startswith(("tests/", "engine/")) for n in names)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert where_imported(tmp_path, extra_path=target).startswith(str(target))
+
+
+def test_engine_knows_nothing_of_jupyter():
+    forbidden = {"IPython", "ipykernel", "jupyter_server", "jupyter_client", "notebook", "tornado"}
+    for path in ENGINE.rglob("*.py"):
+        assert not imported_modules(path) & forbidden, path
+
+
+def test_only_backend_modules_import_mlx_or_torch():
+    allowed = {ENGINE / "backends" / "mlx.py": {"mlx", "mlx_lm"}, ENGINE / "tiny.py": {"mlx"}}
+    for path in [*ENGINE.rglob("*.py"), *JUPYTER.rglob("*.py")]:
+        heavy = imported_modules(path) & {"mlx", "mlx_lm", "torch"}
+        assert heavy <= allowed.get(path, set()), path
+
+
+def test_importing_the_engine_does_not_import_mlx():
+    code = "import sys, codestral_engine; print('mlx' in sys.modules, 'mlx_lm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
