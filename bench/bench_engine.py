@@ -60,17 +60,21 @@ def fim_prompt(engine: codestral_engine.Engine, prompt_tokens: int) -> tuple[str
     return prefix + "def average(row):\n    return ", "\n\n" + suffix
 
 
+def decode_rate(times: list[float]) -> float | None:
+    """Tokens per second after the first, from arrival times seen by the caller."""
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+
+
 def ours(engine: codestral_engine.Engine, prefix: str, suffix: str, max_tokens: int) -> dict:
     start = time.perf_counter()
-    first = None
-    request = engine.fim(prefix, suffix, max_tokens=max_tokens)
-    for event in request:
-        if first is None and isinstance(event, TextDelta):
-            first = time.perf_counter() - start
+    arrivals = []
+    for event in engine.fim(prefix, suffix, max_tokens=max_tokens):
+        if isinstance(event, TextDelta) and event.token_ids:
+            arrivals.append(time.perf_counter())
     usage = event.usage
     return {
-        "ttft": first,
-        "tps": usage.decode_tokens_per_s,
+        "ttft": arrivals[0] - start,
+        "tps": decode_rate(arrivals),
         "peak": usage.peak_memory_bytes,
         "new_tokens": usage.prompt_tokens - usage.cached_prompt_tokens,
     }
@@ -79,11 +83,10 @@ def ours(engine: codestral_engine.Engine, prefix: str, suffix: str, max_tokens: 
 def reference(model, tokenizer, ids: list[int], max_tokens: int) -> dict:
     mx.reset_peak_memory()
     start = time.perf_counter()
-    first = last = None
-    for last in stream_generate(model, tokenizer, ids, max_tokens=max_tokens):  # noqa: B007
-        if first is None:
-            first = time.perf_counter() - start
-    return {"ttft": first, "tps": last.generation_tps, "peak": mx.get_peak_memory()}
+    arrivals = [
+        time.perf_counter() for _ in stream_generate(model, tokenizer, ids, max_tokens=max_tokens)
+    ]
+    return {"ttft": arrivals[0] - start, "tps": decode_rate(arrivals), "peak": mx.get_peak_memory()}
 
 
 def main() -> None:

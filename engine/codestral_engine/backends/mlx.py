@@ -1,10 +1,11 @@
 """MLX backend: mlx-lm's Mistral (llama) model code, its KV cache and its step loop.
 
 References: mlx_lm/models/llama.py (the architecture, used as is), mlx_lm/generate.py
-`generate_step` (chunked prefill with a progress callback, then a decode loop that evaluates
-one step ahead), mlx_lm/sample_utils.py `make_sampler`. This module only adapts them to the
-engine contract in `base.py`: strict weight checks, the three checkpoint layouts, a KV cache
-that can be trimmed and copied by prefix, and cancellation between prefill chunks.
+`generate_step` (whose shape the step loop here follows: chunked prefill, then decoding one
+step ahead), mlx_lm/sample_utils.py `make_sampler`. The loop is ours so that the engine owns
+cancellation points and sampling: greedy decoding takes the argmax of the logits without
+normalising them into log-probabilities, and nothing else is evaluated per step. Also here:
+strict weight checks, the three checkpoint layouts, and a KV cache trimmed and copied by prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
-from mlx_lm.generate import generate_step
+from mlx_lm.generate import generation_stream
 from mlx_lm.models import llama
 from mlx_lm.models.cache import KVCache
 from mlx_lm.sample_utils import make_sampler
@@ -85,22 +86,28 @@ class MLXBackend:
     ) -> Iterator[int]:
         seed = params.random_seed if params.random_seed is not None else secrets.randbits(63)
         mx.random.seed(seed)
-        processors = [_suppress_token(eos_id, params.min_tokens)] if params.min_tokens else None
-        steps = generate_step(
-            mx.array(tokens, dtype=mx.uint32),
-            self.model,
-            max_tokens=max_new_tokens,
-            sampler=make_sampler(temp=params.temperature, top_p=params.top_p),
-            logits_processors=processors,
-            prompt_cache=cache.layers,
-            prefill_step_size=prefill_chunk,
-            prompt_progress_callback=on_prefill,
-        )
-        try:
-            for token, _logprobs in steps:
-                yield token
-        finally:
-            steps.close()
+        sample = _make_sampler(params, eos_id)
+        layers = cache.layers
+        prompt = mx.array(tokens, dtype=mx.uint32)
+        total, done = len(tokens), 0
+        with mx.stream(generation_stream):
+            on_prefill(0, total)
+            # All but the last token: the transformer body only, no output head.
+            while total - done > 1:
+                n = min(prefill_chunk, total - done - 1)
+                self.model.model(prompt[None, done : done + n], cache=layers)
+                mx.eval([layer.state for layer in layers])
+                done += n
+                on_prefill(done, total)
+            # Decode one step ahead: the next token is computed while this one is handed out.
+            y = sample(self.model(prompt[None, done:], cache=layers)[:, -1, :], 0)
+            mx.async_eval(y)
+            for n in range(1, max_new_tokens):
+                next_y = sample(self.model(y[:, None], cache=layers)[:, -1, :], n)
+                mx.async_eval(next_y)
+                yield y.item()
+                y = next_y
+            yield y.item()
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         out = self.model(mx.array(tokens, dtype=mx.uint32)[None])  # (1, T, vocab)
@@ -179,15 +186,16 @@ def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
     return weights
 
 
-def _suppress_token(token_id: int, count: int) -> Callable[[mx.array, mx.array], mx.array]:
-    """A logits processor that forbids `token_id` for the first `count` sampled tokens."""
-    calls = 0
+def _make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, int], mx.array]:
+    """(logits (1, vocab), index of the token being sampled) -> token id array (1,)."""
+    chain = make_sampler(temp=params.temperature, top_p=params.top_p)
+    greedy = params.temperature == 0
 
-    def processor(_tokens: mx.array, logits: mx.array) -> mx.array:
-        nonlocal calls
-        calls += 1  # generate_step calls this once per sampled token
-        if calls <= count:
-            logits[:, token_id] = -mx.inf
-        return logits
+    def sample(logits: mx.array, index: int) -> mx.array:
+        if index < params.min_tokens:
+            logits[:, eos_id] = -mx.inf
+        if greedy:  # argmax needs no normalisation
+            return mx.argmax(logits, axis=-1)
+        return chain(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
 
-    return processor
+    return sample
