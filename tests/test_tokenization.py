@@ -72,12 +72,19 @@ def test_chat_ids_equal_mistral_common(engine, reference_tokenizer):
 
 
 @pytest.mark.parametrize(
-    "messages",
-    [[], [{"role": "wizard", "content": "hi"}], [{"content": "no role"}], "not a list"],
+    "messages,cause",
+    [
+        ([], "at least one message"),
+        ([{"role": "wizard", "content": "hi"}], "messages.0: Input tag 'wizard'"),
+        ([{"content": "no role"}], "messages.0: Unable to extract tag"),
+        ("not a list", "messages: Input should be a valid list"),
+    ],
 )
-def test_bad_chat_messages_are_a_clear_error(engine, messages):
-    with pytest.raises(InvalidRequestError, match="role"):
+def test_bad_chat_messages_are_a_clear_error(engine, messages, cause):
+    with pytest.raises(InvalidRequestError) as info:
         engine.chat(messages)
+    assert cause in str(info.value)
+    assert "Send a list of" in str(info.value)  # and how to fix it
 
 
 def test_stream_decoder_never_splits_a_character(engine):

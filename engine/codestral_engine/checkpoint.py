@@ -174,21 +174,20 @@ def check_tensors(
 
 def native_to_hf_name(name: str) -> str:
     """Mistral-native tensor name -> Hugging Face name (unknown names are returned as is)."""
-    if name in _NATIVE_TO_HF:
-        return _NATIVE_TO_HF[name]
-    match = _NATIVE_LAYER.match(name)
-    if match and match.group(2) in _NATIVE_LAYER_TO_HF:
-        return f"model.layers.{match.group(1)}.{_NATIVE_LAYER_TO_HF[match.group(2)]}"
-    return name
+    return _rename(name, _NATIVE_TO_HF, _NATIVE_LAYER, _NATIVE_LAYER_TO_HF, "model.layers.")
 
 
 def hf_to_native_name(name: str) -> str:
     """Hugging Face tensor name -> Mistral-native name (the inverse of `native_to_hf_name`)."""
-    if name in _HF_TO_NATIVE:
-        return _HF_TO_NATIVE[name]
-    match = _HF_LAYER.match(name)
-    if match and match.group(2) in _HF_LAYER_TO_NATIVE:
-        return f"layers.{match.group(1)}.{_HF_LAYER_TO_NATIVE[match.group(2)]}"
+    return _rename(name, _HF_TO_NATIVE, _HF_LAYER, _HF_LAYER_TO_NATIVE, "layers.")
+
+
+def _rename(name: str, whole: dict, layer: re.Pattern, in_layer: dict, layer_prefix: str) -> str:
+    if name in whole:
+        return whole[name]
+    match = layer.match(name)
+    if match and match.group(2) in in_layer:
+        return f"{layer_prefix}{match.group(1)}.{in_layer[match.group(2)]}"
     return name
 
 

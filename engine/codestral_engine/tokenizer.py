@@ -141,4 +141,8 @@ class StreamDecoder:
 
 
 def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where}: {error['msg']}" if where else error["msg"]
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
