@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .backends import load_backend
 from .backends.base import Backend
 from .checkpoint import Checkpoint, inspect
-from .errors import (
-    ContextLengthError,
-    EngineClosedError,
-    EngineError,
-    InvalidRequestError,
-    ModelLoadError,
-)
+from .errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
 from .generation import Runtime, run
 from .params import GenerationParams
 from .prompt_cache import PromptCache
 from .request import Request
+from .scheduler import BATCH, INTERACTIVE, PRIORITIES, Scheduler
 from .tokenizer import CodestralTokenizer, find_tokenizer_file
 
 log = logging.getLogger(__name__)
@@ -32,12 +27,14 @@ DEFAULT_PREFILL_CHUNK = 512
 # Codestral-22B's KV cache is 224 KiB per token (bf16): 2 GiB keeps ~9K tokens of context.
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_PROMPT_CACHE_ENTRIES = 8
-_STOP = object()
+DEFAULT_MAX_QUEUED = 32
+# (fraction done in [0, 1], what is happening) while a model loads.
+LoadProgress = Callable[[float, str], None]
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 class Engine:
-    """A loaded model serving FIM and chat requests one at a time, in submission order."""
+    """A loaded model serving FIM and chat requests, one at a time, interactive ones first."""
 
     def __init__(
         self,
@@ -48,6 +45,7 @@ class Engine:
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
+        max_queued: int = DEFAULT_MAX_QUEUED,
     ):
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk must be >= 1, got {prefill_chunk}.")
@@ -60,11 +58,12 @@ class Engine:
             prompt_cache=PromptCache(prompt_cache_bytes, prompt_cache_entries),
             context_length=checkpoint.context_length,
             prefill_chunk=prefill_chunk,
+            preempt=self._run_more_urgent,
         )
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._scheduler = Scheduler(max_queued)
         self._lock = threading.Lock()
-        self._closed = False
-        self._running: Request | None = None
+        self._active: set[Request] = set()  # running, or preempted by a more urgent request
+        self._sessions: dict[str, Request] = {}
         self._worker = threading.Thread(target=self._serve, name="codestral-engine", daemon=True)
         self._worker.start()
         _open_engines.add(self)
@@ -79,27 +78,56 @@ class Engine:
 
     @property
     def queue_length(self) -> int:
-        """Requests waiting behind the one running."""
-        return self._queue.qsize()
+        """Requests waiting (not counting those running)."""
+        return len(self._scheduler)
 
     @property
     def prompt_cache(self) -> PromptCache:
         return self._runtime.prompt_cache
 
     def fim(self, prompt: str, suffix: str = "", **params: Any) -> Request:
-        """Fill in the middle between `prompt` (code before the cursor) and `suffix` (after)."""
+        """Fill in the middle between `prompt` (code before the cursor) and `suffix` (after).
+
+        Runs as an interactive request unless `priority="batch"` is given.
+        """
         for name, value in (("prompt", prompt), ("suffix", suffix)):
             if not isinstance(value, str):
                 raise InvalidRequestError(f"{name} must be a string, got {type(value).__name__}.")
+        self._refuse_oversized(len(prompt) + len(suffix))
         return self.submit(self.tokenizer.encode_fim(prompt, suffix), **params)
 
     def chat(self, messages: list[dict[str, Any]], **params: Any) -> Request:
-        """Answer a conversation ([{'role': 'user', 'content': ...}, ...]) in instruct format."""
+        """Answer a conversation ([{'role': 'user', 'content': ...}, ...]) in instruct format.
+
+        Runs as a batch request unless `priority="interactive"` is given.
+        """
+        if isinstance(messages, list):
+            contents = [m.get("content") for m in messages if isinstance(m, dict)]
+            self._refuse_oversized(sum(len(c) for c in contents if isinstance(c, str)))
+        params.setdefault("priority", "batch")
         return self.submit(self.tokenizer.encode_chat(messages), **params)
 
-    def submit(self, prompt_token_ids: list[int], **params: Any) -> Request:
-        """Queue a request given as exact token ids; validation errors raise here, at once."""
+    def submit(
+        self,
+        prompt_token_ids: list[int],
+        *,
+        priority: str = "interactive",
+        session: str | None = None,
+        **params: Any,
+    ) -> Request:
+        """Queue a request given as exact token ids; bad input raises here, at once.
+
+        `session`: a key naming where the request comes from (an editor, a cell). A new
+        request with the same key cancels the previous one if it is still queued or running:
+        the keystroke case, where only the latest prompt matters.
+        """
         options = GenerationParams.from_options(**params)
+        if priority not in PRIORITIES:
+            raise InvalidRequestError(
+                f"priority must be 'interactive' or 'batch', got {priority!r}."
+            )
+        if session is not None and not isinstance(session, str):
+            raise InvalidRequestError("session must be a string.")
         ids = list(prompt_token_ids)
         vocab = self.tokenizer.vocab_size
         if not ids or any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
@@ -107,33 +135,21 @@ class Engine:
                 f"prompt_token_ids must be a non-empty list of ids in [0, {vocab})."
             )
         if len(ids) >= self.context_length:
-            raise ContextLengthError(
-                f"The prompt is {len(ids)} tokens, but the model's context window is "
-                f"{self.context_length} and at least one token must be generated. Shorten the "
-                "prompt or suffix.",
-                prompt_tokens=len(ids),
-                context_length=self.context_length,
-            )
-        request = Request(ids, options)
+            raise _too_long(len(ids), self.context_length)
+        request = Request(ids, options, PRIORITIES[priority], session)
         with self._lock:
-            if self._closed:
-                raise EngineClosedError(
-                    "The engine is closed. Load the model again with codestral_engine.load()."
-                )
-            self._queue.put(request)
+            self._scheduler.put(request)
+            if session is not None:
+                superseded = self._sessions.get(session)
+                self._sessions[session] = request
+                if superseded is not None:
+                    superseded.cancel()
         return request
 
     def close(self) -> None:
-        """Cancel queued requests, finish the running one's cleanup and stop the worker."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pending = list(self._queue.queue)
-            self._queue.put(_STOP)
-        for request in [*pending, self._running]:
-            if request is not None:
-                request.cancel()
+        """Cancel queued and running requests and stop the worker."""
+        for request in [*self._scheduler.close(), *list(self._active)]:
+            request.cancel()
         if threading.current_thread() is not self._worker:
             self._worker.join()
 
@@ -143,35 +159,68 @@ class Engine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _refuse_oversized(self, characters: int) -> None:
+        # Before tokenizing: a multi-megabyte prompt cannot fit, whatever its tokens.
+        limit = self.context_length * self.tokenizer.max_token_chars
+        if characters > limit:
+            raise _too_long(characters // self.tokenizer.max_token_chars, self.context_length)
+
     def _serve(self) -> None:
         try:
-            while (request := self._queue.get()) is not _STOP:
-                self._running = request
-                try:
-                    run(request, self._runtime)
-                except Exception as exc:  # the worker must survive anything one request does
-                    log.exception("request %s failed", request.id)
-                    request.fail(
-                        EngineError(
-                            f"Generation failed: {exc}. The engine is still running; "
-                            "retry the request."
-                        )
-                    )
-                finally:
-                    self._running = None
+            while (request := self._scheduler.get()) is not None:
+                self._execute(request)
         finally:
             self.backend.release_thread()
+
+    def _execute(self, request: Request) -> None:
+        self._active.add(request)
+        try:
+            run(request, self._runtime)
+        except Exception as exc:  # the worker must survive anything one request does
+            log.exception("request %s failed", request.id)
+            request.fail(
+                EngineError(
+                    f"Generation failed: {exc}. The engine is still running; retry the request."
+                )
+            )
+        finally:
+            self._active.discard(request)
+            with self._lock:
+                if request.session is not None and self._sessions.get(request.session) is request:
+                    del self._sessions[request.session]
+
+    def _run_more_urgent(self, current: Request) -> None:
+        if current.priority == INTERACTIVE:
+            return
+        while (urgent := self._scheduler.pop_more_urgent(BATCH)) is not None:
+            self._execute(urgent)
+
+
+def _too_long(prompt_tokens: int, context_length: int) -> ContextLengthError:
+    return ContextLengthError(
+        f"The prompt is {prompt_tokens} tokens, but the model's context window is "
+        f"{context_length} and at least one token must be generated. Shorten the prompt or suffix.",
+        prompt_tokens=prompt_tokens,
+        context_length=context_length,
+    )
 
 
 def load(
     path: str | Path,
     backend: str = "auto",
     *,
+    progress: LoadProgress | None = None,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
     prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
+    max_queued: int = DEFAULT_MAX_QUEUED,
 ) -> Engine:
-    """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout)."""
+    """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout).
+
+    `progress(fraction, stage)` is called as loading advances (weights are read layer by layer).
+    """
+    report = progress or (lambda fraction, stage: None)
+    report(0.0, "checking the checkpoint")
     checkpoint = inspect(path)
     tokenizer = CodestralTokenizer(find_tokenizer_file(checkpoint.path))
     if tokenizer.vocab_size != int(checkpoint.config["vocab_size"]):
@@ -180,14 +229,17 @@ def load(
             f"in {checkpoint.path} expects {checkpoint.config['vocab_size']}. Use the tokenizer "
             "released with these weights."
         )
-    return Engine(
-        load_backend(checkpoint, backend),
+    engine = Engine(
+        load_backend(checkpoint, backend, report),
         tokenizer,
         checkpoint,
         prefill_chunk=prefill_chunk,
         prompt_cache_bytes=prompt_cache_bytes,
         prompt_cache_entries=prompt_cache_entries,
+        max_queued=max_queued,
     )
+    report(1.0, "ready")
+    return engine
 
 
 @atexit.register

@@ -28,3 +28,11 @@ class ContextLengthError(InvalidRequestError):
 
 class EngineClosedError(EngineError):
     """The engine was closed; requests can no longer be submitted."""
+
+
+class QueueFullError(EngineError):
+    """Too many requests are waiting; retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -8,6 +8,7 @@ request, and measures usage.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backends.base import Backend
@@ -39,6 +40,8 @@ class Runtime:
     prompt_cache: PromptCache
     context_length: int
     prefill_chunk: int
+    # Runs waiting requests more urgent than the given one; called between steps.
+    preempt: Callable[[Request], None]
 
 
 def run(request: Request, rt: Runtime) -> None:
@@ -68,6 +71,7 @@ def run(request: Request, rt: Runtime) -> None:
     def on_prefill(_done: int, _total: int) -> None:
         if request.cancelled:
             raise _Cancelled
+        rt.preempt(request)
 
     rt.backend.reset_peak_memory()
     steps = rt.backend.generate(
@@ -98,6 +102,7 @@ def run(request: Request, rt: Runtime) -> None:
             if request.cancelled:
                 finish = FINISH_CANCELLED
                 break
+            rt.preempt(request)
     except _Cancelled:
         finish = FINISH_CANCELLED
     finally:

@@ -22,10 +22,18 @@ class Request:
     the block cancels the request, so abandoning a stream never leaves the model busy.
     """
 
-    def __init__(self, prompt_token_ids: list[int], params: GenerationParams):
+    def __init__(
+        self,
+        prompt_token_ids: list[int],
+        params: GenerationParams,
+        priority: int = 0,
+        session: str | None = None,
+    ):
         self.id = next(_ids)
         self.prompt_token_ids = tuple(prompt_token_ids)
         self.params = params
+        self.priority = priority  # scheduler.INTERACTIVE or scheduler.BATCH
+        self.session = session
         self.submitted_at = time.perf_counter()
         self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
         self._cancelled = threading.Event()

@@ -86,6 +86,8 @@ class CodestralTokenizer:
         self.bos_id: int = self._raw.bos_id
         self.eos_id: int = self._raw.eos_id
         self.token_bytes: list[bytes] = self._token_bytes(vocab)
+        # No token spells more characters than this: bounds a prompt's length before encoding.
+        self.max_token_chars: int = max(len(b) for b in self.token_bytes)
 
     def _token_bytes(self, vocab: list[str]) -> list[bytes]:
         # One bytes value per id, looked up per generated token (no per-token library call).

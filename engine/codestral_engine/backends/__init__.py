@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from ..checkpoint import Checkpoint
 from ..errors import EngineError, ModelLoadError
@@ -23,8 +24,12 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def load_backend(checkpoint: Checkpoint, name: str = "auto") -> Backend:
-    """Load `checkpoint` on the chosen backend."""
+def load_backend(
+    checkpoint: Checkpoint,
+    name: str = "auto",
+    progress: Callable[[float, str], None] | None = None,
+) -> Backend:
+    """Load `checkpoint` on the chosen backend; `progress(fraction, stage)` reports the load."""
     concrete = resolve_backend(name)
     try:
         module = importlib.import_module(f"{__name__}.{concrete}")
@@ -33,4 +38,4 @@ def load_backend(checkpoint: Checkpoint, name: str = "auto") -> Backend:
             f"The {concrete} backend cannot be imported ({exc}). Install it: "
             f"{_INSTALL_HINT[concrete]}."
         ) from exc
-    return module.load(checkpoint)
+    return module.load(checkpoint, progress or (lambda fraction, stage: None))

@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import generation_stream
 from mlx_lm.models import llama
 from mlx_lm.models.cache import KVCache
-from mlx_lm.sample_utils import make_sampler
+from mlx_lm.sample_utils import apply_top_p
 
 from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope_heads
 from ..errors import ModelLoadError
@@ -84,8 +84,6 @@ class MLXBackend:
         prefill_chunk: int,
         on_prefill: PrefillProgress,
     ) -> Iterator[int]:
-        seed = params.random_seed if params.random_seed is not None else secrets.randbits(63)
-        mx.random.seed(seed)
         sample = _make_sampler(params, eos_id)
         layers = cache.layers
         prompt = mx.array(tokens, dtype=mx.uint32)
@@ -123,7 +121,7 @@ class MLXBackend:
         mx.clear_streams()  # thread-local streams must not outlive their thread (mlx#3395)
 
 
-def load(checkpoint: Checkpoint) -> MLXBackend:
+def load(checkpoint: Checkpoint, progress: Callable[[float, str], None]) -> MLXBackend:
     """Build mlx-lm's model for `checkpoint`, check every tensor, then load the weights."""
     try:
         args = llama.ModelArgs.from_dict(checkpoint.config)
@@ -142,7 +140,11 @@ def load(checkpoint: Checkpoint) -> MLXBackend:
     }
     check_tensors(_without_ignored(checkpoint), expected)
     model.load_weights(list(_read_weights(checkpoint).items()), strict=True)
-    mx.eval(model.parameters())
+    # Weights are read lazily: evaluating them part by part is the load, and its progress.
+    parts = [model.model.embed_tokens, *model.model.layers, model.model.norm, model]
+    for i, part in enumerate(parts):
+        mx.eval(part.parameters())
+        progress((i + 1) / len(parts), f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)")
     return MLXBackend(model)
 
 
@@ -187,15 +189,24 @@ def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
 
 
 def _make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, int], mx.array]:
-    """(logits (1, vocab), index of the token being sampled) -> token id array (1,)."""
-    chain = make_sampler(temp=params.temperature, top_p=params.top_p)
-    greedy = params.temperature == 0
+    """(logits (1, vocab), index of the token being sampled) -> token id array (1,).
+
+    Each request draws from its own random key, so a request that runs in between (a
+    preempting FIM) never shifts a seeded request's samples.
+    """
+    seed = params.random_seed if params.random_seed is not None else secrets.randbits(63)
+    key = mx.random.key(seed)
 
     def sample(logits: mx.array, index: int) -> mx.array:
+        nonlocal key
         if index < params.min_tokens:
             logits[:, eos_id] = -mx.inf
-        if greedy:  # argmax needs no normalisation
+        if params.temperature == 0:  # argmax needs no normalisation
             return mx.argmax(logits, axis=-1)
-        return chain(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        if params.top_p < 1.0:
+            logprobs = apply_top_p(logprobs, params.top_p)
+        key, step_key = mx.random.split(key)
+        return mx.random.categorical(logprobs * (1.0 / params.temperature), key=step_key)
 
     return sample
