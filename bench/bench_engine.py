@@ -15,14 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import codestral_engine
 import mlx.core as mx
-from codestral_engine.events import TextDelta
-from codestral_engine.tiny import TinyShape, make_tiny, tokenizer_path
 from mlx_lm import stream_generate
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.utils import load_model
 from transformers import LlamaTokenizer
+
+import codestral_engine
+from codestral_engine.events import TextDelta
+from codestral_engine.tiny import TinyShape, make_tiny, tokenizer_path
 
 # Big enough that a 2K-token prefill dominates, small enough for MLX on a laptop CPU.
 BENCH_SHAPE = TinyShape(

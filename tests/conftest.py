@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import codestral_engine
 import mlx.core as mx
 import numpy as np
 import pytest
-from codestral_engine.tiny import TinyShape, make_tiny
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from mlx_lm.generate import generate_step
 from mlx_lm.utils import load_model
+
+import codestral_engine
+from codestral_engine.tiny import TinyShape, make_tiny
 
 PREFILL_CHUNK = 16  # small chunks so a few hundred tokens give many cancellation points
 

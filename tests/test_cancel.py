@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import codestral_engine
 import pytest
+
+import codestral_engine
 from codestral_engine import EngineClosedError
 
 from .conftest import PREFILL_CHUNK

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-import codestral_engine
 import pytest
+
+import codestral_engine
 from codestral_engine import ContextLengthError, Finished, InvalidRequestError, TextDelta
 
 PREFIX = "def greet(name):\n    "

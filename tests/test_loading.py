@@ -6,10 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-import codestral_engine
 import mlx.core as mx
 import numpy as np
 import pytest
+
+import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
 from codestral_engine.checkpoint import inspect
 

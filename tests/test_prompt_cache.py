@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import codestral_engine
 import pytest
+
+import codestral_engine
 
 CELL_ABOVE = "import pandas as pd\n\ndf = pd.read_csv('sales.csv')\nsummary = df.describe()\n"
 SUFFIX = "\n\nprint(total)\n"

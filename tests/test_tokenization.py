@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
-from codestral_engine import InvalidRequestError
-from codestral_engine.tokenizer import StreamDecoder
 from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
+
+from codestral_engine import InvalidRequestError
+from codestral_engine.tokenizer import StreamDecoder
 
 LOOKALIKES = ["[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[INST]", "[/INST]", "</s>", "<s>", "<unk>", "▁"]
 ALPHABET = list("abcXYZ019_(){}[]:;.,'\"#=+-*/ \t\n") + list(
