@@ -54,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
     complete.add_argument("--json", action="store_true", help="print one JSON object per event")
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve the model over Mistral's HTTP API (one server per user)",
+        description="Load the model once and serve it over Mistral's HTTP API. A second serve "
+        "finds the running server instead of loading the model again.",
+    )
+    serve.add_argument(
+        "--model", help=f"model directory (default: ${MODEL_ENV}, else the tiny model)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    serve.add_argument("--token", help="API token clients must send (default: a random one)")
+    serve.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+
     tiny = commands.add_parser(
         "make-tiny",
         help="write a tiny random-weight model in Codestral's architecture",
@@ -78,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"Wrote a tiny {args.layout} model to {path}")
             return 0
+        if args.command == "serve":
+            from .serve import serve
+
+            model = Path(args.model or os.environ.get(MODEL_ENV) or _builtin_tiny_model())
+            return serve(
+                model.expanduser().resolve(), args.host, args.port, args.token, args.backend
+            )
         return _complete(args)
     except (EngineError, ValueError) as exc:
         print(f"codestral-engine: error: {exc}", file=sys.stderr)

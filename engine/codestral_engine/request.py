@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from .errors import EngineError
 from .events import Completion, Event, Finished, TextDelta
@@ -37,6 +38,8 @@ class Request:
         self.submitted_at = time.perf_counter()
         self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._listener: Callable[[Event | BaseException], None] | None = None
 
     def cancel(self) -> None:
         """Stop the request: within one decode step, or between prefill chunks."""
@@ -54,6 +57,28 @@ class Request:
             yield item
             if isinstance(item, Finished):
                 return
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The same stream for asyncio code, without a thread per request.
+
+        If the consumer stops early (a client disconnected), the request is cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        with self._lock:  # events emitted before this point are moved over first
+            while not self._events.empty():
+                inbox.put_nowait(self._events.get_nowait())
+            self._listener = lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item)
+        try:
+            while True:
+                item = await inbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            self.cancel()
 
     def result(self) -> Completion:
         """Wait for the whole completion."""
@@ -76,8 +101,12 @@ class Request:
         self.cancel()
 
     # Worker side.
-    def emit(self, event: Event) -> None:
-        self._events.put(event)
+    def emit(self, event: Event | EngineError) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener(event)
+            else:
+                self._events.put(event)
 
     def fail(self, error: EngineError) -> None:
-        self._events.put(error)
+        self.emit(error)

@@ -1,0 +1,133 @@
+"""Mistral's HTTP API, as bodies in and JSON out: field for field what the official SDK sends
+and parses (`FIMCompletionRequest`, `ChatCompletionRequest`, `CompletionChunk`, `UsageInfo`).
+
+Extras: `session_key` (a new request with the same key cancels the previous one, the
+keystroke case) and `priority`; usage adds `prompt_tokens_details.cached_tokens`, the field
+OpenAI-style clients know, plus the engine's timings under `timings`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from .events import Finished, Usage
+
+
+class _Body(BaseModel):
+    # The SDKs send fields this engine has no use for (metadata, prompt_cache_key, ...).
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr
+    max_tokens: StrictInt | None = None
+    min_tokens: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    temperature: StrictFloat | StrictInt | None = None
+    top_p: StrictFloat | StrictInt | None = None
+    random_seed: StrictInt | None = None
+    stream: StrictBool = False
+    session_key: StrictStr | None = None
+    priority: Literal["interactive", "batch"] | None = None
+
+    def engine_options(self) -> dict[str, Any]:
+        options = {
+            name: getattr(self, name)
+            for name in ("max_tokens", "min_tokens", "stop", "temperature", "top_p", "random_seed")
+        }
+        options["session"] = self.session_key
+        if self.priority is not None:
+            options["priority"] = self.priority
+        return options
+
+
+class FIMBody(_Body):
+    prompt: StrictStr
+    suffix: StrictStr | None = None
+
+
+class ChatBody(_Body):
+    messages: list[dict[str, Any]]
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+        "timings": {
+            "time_to_first_token_s": usage.time_to_first_token_s,
+            "decode_tokens_per_s": usage.decode_tokens_per_s,
+            "peak_memory_bytes": usage.peak_memory_bytes,
+        },
+    }
+
+
+class Completion:
+    """One response's identity, shared by its chunks."""
+
+    def __init__(self, model: str):
+        self.id = uuid.uuid4().hex
+        self.model = model
+        self.created = int(time.time())
+
+    def chunk(self, content: str | None, finish: Finished | None = None) -> dict[str, Any]:
+        delta: dict[str, Any] = {"role": "assistant"} if content is None else {"content": content}
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": finish.finish_reason if finish else None,
+                }
+            ],
+        }
+        if finish is not None:
+            body["usage"] = usage_json(finish.usage)
+        return body
+
+    def whole(self, text: str, finish: Finished) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "tool_calls": None},
+                    "finish_reason": finish.finish_reason,
+                }
+            ],
+            "usage": usage_json(finish.usage),
+        }
+
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "context_length_exceeded",
+    429: "rate_limit_error",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def error_json(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    """Mistral's error shape."""
+    return {
+        "object": "error",
+        "message": message,
+        "type": ERROR_TYPES.get(status, "invalid_request_error"),
+        "param": param,
+        "code": str(status),
+    }

@@ -1,0 +1,77 @@
+"""`codestral-engine serve`: one long-lived server per user, found instead of started twice."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from . import connection
+from .server import ServerState, create_app
+
+WAIT_FOR_OTHER_SERVER_S = 30
+
+
+def serve(model: Path, host: str, port: int, token: str | None, backend: str) -> int:
+    running = connection.read_live()
+    if running is not None:
+        _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
+        return 0
+    lock = connection.ServerLock()
+    if not lock.acquire():  # another serve is starting right now: wait for it to say where
+        deadline = time.monotonic() + WAIT_FOR_OTHER_SERVER_S
+        while time.monotonic() < deadline:
+            if (running := connection.read_live()) is not None:
+                _say(f"A server is already running at {running.url} (pid {running.pid}).")
+                return 0
+            time.sleep(0.2)
+        _say(
+            f"Another serve holds {connection.runtime_dir() / connection.LOCK_FILE} but did "
+            "not start; stop it."
+        )
+        return 1
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            _say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
+            return 1
+        bound_port = sock.getsockname()[1]
+        url_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+            host, f"[{host}]" if ":" in host else host
+        )
+        state = ServerState(
+            model_path=model, token=token or secrets.token_urlsafe(32), backend=backend
+        )
+        info = connection.ConnectionInfo(
+            url=f"http://{url_host}:{bound_port}",
+            token=state.token,
+            pid=os.getpid(),
+            model=str(model),
+        )
+        state.load_in_background()
+        connection.write(info)
+        _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
+        config = uvicorn.Config(
+            create_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=3
+        )
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            connection.remove(os.getpid())
+            if state.engine is not None:
+                state.engine.close()
+        return 0
+    finally:
+        lock.release()
+
+
+def _say(message: str) -> None:
+    print(f"codestral-engine: {message}", file=sys.stderr, flush=True)

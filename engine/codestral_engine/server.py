@@ -1,0 +1,293 @@
+"""A Mistral-compatible HTTP API in front of one engine (Starlette; SSE by sse-starlette).
+
+Routes: POST /v1/fim/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/status
+(all need `Authorization: Bearer <token>`) and GET /health (no auth; says only the state).
+Errors are JSON in Mistral's shape with the status the problem deserves; a client that goes away
+mid-stream cancels its request within one decode step.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .api_schema import ChatBody, Completion, FIMBody, error_json
+from .engine import Engine, load
+from .errors import (
+    ContextLengthError,
+    EngineClosedError,
+    EngineError,
+    InvalidRequestError,
+    QueueFullError,
+)
+from .events import Finished, TextDelta
+
+# Names clients commonly send for Codestral; all mean the one model this server has.
+MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")
+MAX_BODY_BYTES = 8 << 20  # far beyond any prompt that fits 32K tokens
+PUBLIC_PATHS = {"/health"}
+LOADING_RETRY_AFTER_S = 5
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the engine once loaded, and what the status route reports."""
+
+    model_path: Path
+    token: str
+    backend: str = "auto"
+    state: str = "loading"  # loading | ready | error
+    progress: float = 0.0
+    stage: str = "starting"
+    error: str | None = None
+    engine: Engine | None = None
+    last: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def model_id(self) -> str:
+        return self.model_path.name
+
+    def load(self, **options: Any) -> None:
+        """Load the model (call on a background thread); state follows along."""
+        try:
+            self.engine = load(self.model_path, self.backend, progress=self._progress, **options)
+            self.state = "ready"
+        except EngineError as exc:
+            self.error, self.state = str(exc), "error"
+
+    def load_in_background(self, **options: Any) -> threading.Thread:
+        thread = threading.Thread(target=self.load, kwargs=options, name="model-load", daemon=True)
+        thread.start()
+        return thread
+
+    def _progress(self, fraction: float, stage: str) -> None:
+        self.progress, self.stage = fraction, stage
+
+    def ready_engine(self) -> Engine:
+        if self.state == "loading":
+            raise APIError(
+                503,
+                f"The model is still loading ({self.progress:.0%}: {self.stage}). Retry shortly.",
+                retry_after=LOADING_RETRY_AFTER_S,
+            )
+        if self.state == "error" or self.engine is None:
+            raise APIError(503, f"The model failed to load: {self.error}")
+        return self.engine
+
+
+def create_app(state: ServerState) -> Starlette:
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": state.state})
+
+    async def status(_request: Request) -> Response:
+        engine = state.engine
+        body = {
+            "state": state.state,
+            "progress": state.progress,
+            "stage": state.stage,
+            "error": state.error,
+            "model": state.model_id,
+            "model_path": str(state.model_path),
+            "pid": os.getpid(),
+            "uptime_s": time.time() - state.started,
+            "last_request": state.last,
+        }
+        if engine is not None:
+            body |= {
+                "layout": engine.checkpoint.layout,
+                "backend": engine.backend.name,
+                "device": engine.backend.device,
+                "context_length": engine.context_length,
+                "queue_length": engine.queue_length,
+                "memory_bytes": _process_memory(),
+                "prompt_cache_bytes": engine.prompt_cache.nbytes,
+            }
+        return JSONResponse(body)
+
+    async def models(_request: Request) -> Response:
+        context = state.engine.context_length if state.engine else None
+        card = {
+            "id": state.model_id,
+            "object": "model",
+            "created": int(state.started),
+            "owned_by": "codestral-engine",
+            "name": state.model_id,
+            "aliases": list(MODEL_ALIASES),
+            "max_context_length": context,
+            "capabilities": {"completion_chat": True, "completion_fim": True},
+            "type": "base",
+        }
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def fim(request: Request) -> Response:
+        body = await _parse(request, FIMBody)
+        engine = _engine_for(state, body.model)
+        submitted = _submit(
+            lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
+        )
+        return await _respond(state, body, submitted)
+
+    async def chat(request: Request) -> Response:
+        body = await _parse(request, ChatBody)
+        engine = _engine_for(state, body.model)
+        submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
+        return await _respond(state, body, submitted)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/status", status, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/fim/completions", fim, methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+    ]
+    handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+    middleware = [Middleware(_RequireToken, token=state.token)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+
+
+class _RequireToken:
+    """Pure ASGI, so streamed responses and disconnects pass through untouched."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = _error_response(
+                    401,
+                    "Missing or wrong API token. Send 'Authorization: Bearer <token>' with the "
+                    "token from the engine's connection file (or the --token it was started with).",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _parse(request: Request, model: type[FIMBody] | type[ChatBody]):
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise APIError(
+            413, f"The request body is over {MAX_BODY_BYTES >> 20} MB; shorten the prompt."
+        )
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, f"The request body is not valid JSON in UTF-8: {exc}.") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        raise APIError(400, f"Invalid field '{where}': {error['msg']}.") from exc
+
+
+def _engine_for(state: ServerState, model: str) -> Engine:
+    if model not in (state.model_id, *MODEL_ALIASES):
+        served = ", ".join((state.model_id, *MODEL_ALIASES))
+        raise APIError(404, f"Unknown model '{model}'. This server serves: {served}.")
+    return state.ready_engine()
+
+
+def _submit(make):
+    try:
+        return make()
+    except ContextLengthError as exc:
+        raise APIError(413, str(exc)) from exc
+    except InvalidRequestError as exc:
+        raise APIError(400, str(exc)) from exc
+    except QueueFullError as exc:
+        raise APIError(429, str(exc), retry_after=exc.retry_after_s) from exc
+    except EngineClosedError as exc:
+        raise APIError(503, str(exc), retry_after=LOADING_RETRY_AFTER_S) from exc
+
+
+async def _respond(state: ServerState, body, request) -> Response:
+    completion = Completion(body.model)
+    if body.stream:
+        return EventSourceResponse(_sse(state, completion, request), ping=10)
+    parts = []
+    try:
+        async for event in request.events():
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+    except EngineError as exc:
+        raise APIError(500, str(exc)) from exc
+    _remember(state, event)
+    return JSONResponse(completion.whole("".join(parts), event))
+
+
+async def _sse(state: ServerState, completion: Completion, request):
+    yield {"data": json.dumps(completion.chunk(None))}
+    try:
+        async for event in request.events():  # leaving early (disconnect) cancels the request
+            if isinstance(event, TextDelta) and event.text:
+                yield {"data": json.dumps(completion.chunk(event.text))}
+            elif isinstance(event, Finished):
+                _remember(state, event)
+                yield {"data": json.dumps(completion.chunk("", event))}
+    except EngineError as exc:
+        yield {"data": json.dumps(error_json(500, str(exc)))}
+    yield {"data": "[DONE]"}
+
+
+def _remember(state: ServerState, final: Finished) -> None:
+    usage = final.usage
+    state.last = {
+        "time_to_first_token_s": usage.time_to_first_token_s,
+        "decode_tokens_per_s": usage.decode_tokens_per_s,
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_prompt_tokens": usage.cached_prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "finish_reason": final.finish_reason,
+    }
+
+
+def _process_memory() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _error_response(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(int(retry_after))} if retry_after else None
+    return JSONResponse(error_json(status, message), status_code=status, headers=headers)
+
+
+async def _api_error(_request: Request, exc: APIError) -> Response:
+    return _error_response(exc.status, str(exc), exc.retry_after)
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> Response:
+    return _error_response(exc.status_code, str(exc.detail))
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    return _error_response(500, f"Internal error: {exc}. The server is still running.")
