@@ -9,18 +9,53 @@
 it from any thread. Every user-facing error is an `EngineError`.
 """
 
-from .engine import Engine, load
-from .errors import (
-    ContextLengthError,
-    EngineClosedError,
-    EngineError,
-    InvalidRequestError,
-    ModelLoadError,
-)
-from .events import Completion, Event, Finished, TextDelta, Usage
-from .params import GenerationParams
-from .request import Request
-from .tiny import make_tiny
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Exports load on first use, so `import codestral_engine.connection` (what the Jupyter side
+# needs to find a running server) does not pay for the tokenizer and engine imports.
+_EXPORTS = {
+    "Engine": "engine",
+    "load": "engine",
+    "ContextLengthError": "errors",
+    "EngineClosedError": "errors",
+    "EngineError": "errors",
+    "InvalidRequestError": "errors",
+    "ModelLoadError": "errors",
+    "QueueFullError": "errors",
+    "Completion": "events",
+    "Event": "events",
+    "Finished": "events",
+    "TextDelta": "events",
+    "Usage": "events",
+    "GenerationParams": "params",
+    "Request": "request",
+    "make_tiny": "tiny",
+}
+
+if TYPE_CHECKING:
+    from .engine import Engine, load
+    from .errors import (
+        ContextLengthError,
+        EngineClosedError,
+        EngineError,
+        InvalidRequestError,
+        ModelLoadError,
+        QueueFullError,
+    )
+    from .events import Completion, Event, Finished, TextDelta, Usage
+    from .params import GenerationParams
+    from .request import Request
+    from .tiny import make_tiny
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Completion",
@@ -33,6 +68,7 @@ __all__ = [
     "GenerationParams",
     "InvalidRequestError",
     "ModelLoadError",
+    "QueueFullError",
     "Request",
     "TextDelta",
     "Usage",

@@ -14,6 +14,7 @@ from .backends import load_backend
 from .backends.base import Backend
 from .checkpoint import Checkpoint, inspect
 from .errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
+from .events import Finished
 from .generation import Runtime, run
 from .params import GenerationParams
 from .prompt_cache import PromptCache
@@ -84,6 +85,11 @@ class Engine:
     @property
     def prompt_cache(self) -> PromptCache:
         return self._runtime.prompt_cache
+
+    @property
+    def last_finished(self) -> Finished | None:
+        """The final event of the request that finished last (whoever was listening)."""
+        return self._runtime.last_finished
 
     def fim(self, prompt: str, suffix: str = "", **params: Any) -> Request:
         """Fill in the middle between `prompt` (code before the cursor) and `suffix` (after).

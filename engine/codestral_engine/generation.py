@@ -42,6 +42,7 @@ class Runtime:
     prefill_chunk: int
     # Runs waiting requests more urgent than the given one; called between steps.
     preempt: Callable[[Request], None]
+    last_finished: Finished | None = None  # for status displays
 
 
 def run(request: Request, rt: Runtime) -> None:
@@ -49,7 +50,8 @@ def run(request: Request, rt: Runtime) -> None:
     ids = list(request.prompt_token_ids)
     params = request.params
     if request.cancelled:  # cancelled while queued: never touch the model
-        request.emit(_finished(request, FINISH_CANCELLED, [], 0, None, None, 0))
+        rt.last_finished = _finished(request, FINISH_CANCELLED, [], 0, None, None, 0)
+        request.emit(rt.last_finished)
         return
 
     kv, reused = rt.prompt_cache.take(ids)
@@ -119,9 +121,9 @@ def run(request: Request, rt: Runtime) -> None:
     if first_at is not None and last_at > first_at and len(sampled) > 1:
         decode_rate = (len(sampled) - 1) / (last_at - first_at)
     ttft = None if first_at is None else first_at - request.submitted_at
-    request.emit(
-        _finished(request, finish, completion, reused, ttft, decode_rate, rt.backend.peak_memory())
-    )
+    peak = rt.backend.peak_memory()
+    rt.last_finished = _finished(request, finish, completion, reused, ttft, decode_rate, peak)
+    request.emit(rt.last_finished)
 
 
 def _finished(

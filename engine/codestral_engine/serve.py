@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -43,6 +44,7 @@ def serve(model: Path, host: str, port: int, token: str | None, backend: str) ->
         except OSError as exc:
             _say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
             return 1
+        sock.listen(128)  # clients that read the connection file early wait in the backlog
         bound_port = sock.getsockname()[1]
         url_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
             host, f"[{host}]" if ":" in host else host
@@ -62,8 +64,13 @@ def serve(model: Path, host: str, port: int, token: str | None, backend: str) ->
         config = uvicorn.Config(
             create_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=3
         )
+        # uvicorn shuts down gracefully, then re-raises the signal under the previous handler:
+        # make that an ordinary exit so the cleanup below always runs.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         try:
             uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
         finally:
             connection.remove(os.getpid())
             if state.engine is not None:
@@ -71,6 +78,10 @@ def serve(model: Path, host: str, port: int, token: str | None, backend: str) ->
         return 0
     finally:
         lock.release()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _say(message: str) -> None:

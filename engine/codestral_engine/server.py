@@ -63,7 +63,6 @@ class ServerState:
     stage: str = "starting"
     error: str | None = None
     engine: Engine | None = None
-    last: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     @property
@@ -113,7 +112,7 @@ def create_app(state: ServerState) -> Starlette:
             "model_path": str(state.model_path),
             "pid": os.getpid(),
             "uptime_s": time.time() - state.started,
-            "last_request": state.last,
+            "last_request": _last_request(engine),
         }
         if engine is not None:
             body |= {
@@ -148,13 +147,13 @@ def create_app(state: ServerState) -> Starlette:
         submitted = _submit(
             lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
-        return await _respond(state, body, submitted)
+        return await _respond(body, submitted)
 
     async def chat(request: Request) -> Response:
         body = await _parse(request, ChatBody)
         engine = _engine_for(state, body.model)
         submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
-        return await _respond(state, body, submitted)
+        return await _respond(body, submitted)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -229,10 +228,10 @@ def _submit(make):
         raise APIError(503, str(exc), retry_after=LOADING_RETRY_AFTER_S) from exc
 
 
-async def _respond(state: ServerState, body, request) -> Response:
+async def _respond(body, request) -> Response:
     completion = Completion(body.model)
     if body.stream:
-        return EventSourceResponse(_sse(state, completion, request), ping=10)
+        return EventSourceResponse(_sse(completion, request), ping=10)
     parts = []
     try:
         async for event in request.events():
@@ -240,27 +239,28 @@ async def _respond(state: ServerState, body, request) -> Response:
                 parts.append(event.text)
     except EngineError as exc:
         raise APIError(500, str(exc)) from exc
-    _remember(state, event)
     return JSONResponse(completion.whole("".join(parts), event))
 
 
-async def _sse(state: ServerState, completion: Completion, request):
+async def _sse(completion: Completion, request):
     yield {"data": json.dumps(completion.chunk(None))}
     try:
         async for event in request.events():  # leaving early (disconnect) cancels the request
             if isinstance(event, TextDelta) and event.text:
                 yield {"data": json.dumps(completion.chunk(event.text))}
             elif isinstance(event, Finished):
-                _remember(state, event)
                 yield {"data": json.dumps(completion.chunk("", event))}
     except EngineError as exc:
         yield {"data": json.dumps(error_json(500, str(exc)))}
     yield {"data": "[DONE]"}
 
 
-def _remember(state: ServerState, final: Finished) -> None:
+def _last_request(engine: Engine | None) -> dict[str, Any]:
+    final = engine.last_finished if engine else None
+    if final is None:
+        return {}
     usage = final.usage
-    state.last = {
+    return {
         "time_to_first_token_s": usage.time_to_first_token_s,
         "decode_tokens_per_s": usage.decode_tokens_per_s,
         "prompt_tokens": usage.prompt_tokens,

@@ -1,0 +1,202 @@
+"""Reach Codestral over Mistral's HTTP API, wherever it runs.
+
+`EngineClient.local()` finds this user's engine server through its connection file, or starts
+one as a detached process and waits for it while showing the model's load progress.
+`EngineClient(url, api_key)` talks to any Mistral-compatible server instead (Mistral's hosted
+API, a shared vLLM server). Either way the caller sees the same methods and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from codestral_engine import connection
+
+DEFAULT_MODEL = "codestral-latest"
+MODEL_ENV = "CODESTRAL_MODEL"
+START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
+
+
+class CodestralError(Exception):
+    """Root of the Jupyter side's user-facing errors; the message says how to fix it."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class EngineClient:
+    """Mistral's FIM and chat endpoints, with streaming, for one server."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0):
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def local(
+        cls, model: str | os.PathLike | None = None, *, start: bool = True, progress: bool = True
+    ) -> EngineClient:
+        """The shared engine on this machine, started (with `model`) if it is not running."""
+        info = connection.read_live()
+        if info is None:
+            if not start:
+                raise CodestralError(
+                    "No Codestral engine is running. Start one with `codestral-engine serve "
+                    "--model DIR` (or let the client start it)."
+                )
+            info = _start_server(model)
+        client = cls(info.url, info.token)
+        client.wait_until_ready(progress=progress)
+        return client
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def health(self) -> str:
+        return self._get("/health")["status"]
+
+    def status(self) -> dict[str, Any]:
+        return self._get("/v1/status")
+
+    def wait_until_ready(self, *, progress: bool = True, timeout: float = START_TIMEOUT_S) -> dict:
+        """Poll the status route until the model is loaded, drawing a progress bar meanwhile."""
+        from tqdm.auto import tqdm
+
+        deadline = time.monotonic() + timeout
+        bar = None
+        try:
+            while True:
+                status = self.status()
+                if status["state"] == "ready":
+                    if bar is not None:
+                        bar.update(100 - bar.n)
+                    return status
+                if status["state"] == "error":
+                    raise CodestralError(f"The engine could not load the model: {status['error']}")
+                if progress and bar is None:
+                    bar = tqdm(
+                        total=100,
+                        desc="Loading Codestral",
+                        unit="%",
+                        bar_format="{l_bar}{bar}| {n:.0f}%",
+                    )
+                if bar is not None:
+                    bar.set_postfix_str(status["stage"])
+                    bar.update(round(status["progress"] * 100) - bar.n)
+                if time.monotonic() > deadline:
+                    raise CodestralError(
+                        f"The engine did not finish loading within {timeout:.0f} s."
+                    )
+                time.sleep(0.25)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def fim(self, prompt: str, suffix: str = "", *, stream: bool = False, **params: Any):
+        """A FIM completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
+        body = {"model": DEFAULT_MODEL, "prompt": prompt, "suffix": suffix, **params}
+        return self._complete("/v1/fim/completions", body, stream)
+
+    def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
+        """A chat completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
+        body = {"model": DEFAULT_MODEL, "messages": messages, **params}
+        return self._complete("/v1/chat/completions", body, stream)
+
+    def _complete(self, path: str, body: dict[str, Any], stream: bool):
+        body = {k: v for k, v in body.items() if v is not None}
+        if not stream:
+            return self._checked(lambda: self._http.post(path, json=body))
+        return self._stream(path, {**body, "stream": True})
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # Closing this iterator closes the connection, which cancels the generation.
+        try:
+            with connect_sse(self._http, "POST", path, json=body) as source:
+                if source.response.status_code != 200:
+                    source.response.read()
+                    raise _api_error(source.response)
+                for event in source.iter_sse():
+                    if event.data == "[DONE]":
+                        return
+                    chunk = json.loads(event.data)
+                    if chunk.get("object") == "error":
+                        raise CodestralError(chunk["message"], int(chunk.get("code") or 500))
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    def _get(self, path: str) -> dict[str, Any]:
+        return self._checked(lambda: self._http.get(path))
+
+    def _checked(self, send) -> dict[str, Any]:
+        try:
+            response = send()
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        if response.status_code != 200:
+            raise _api_error(response)
+        return response.json()
+
+
+def _api_error(response: httpx.Response) -> CodestralError:
+    try:
+        body = response.json()
+        message = body.get("message") or body.get("detail") or response.text
+    except ValueError:
+        message = response.text or response.reason_phrase
+    if response.status_code == 401:
+        message += " (Check the API key, or the token in the engine's connection file.)"
+    return CodestralError(str(message), response.status_code)
+
+
+def _unreachable(url: str, exc: Exception) -> CodestralError:
+    return CodestralError(
+        f"Cannot reach the Codestral engine at {url} ({exc}). Is it running? Check with "
+        "`codestral-engine serve` (it reports a running server)."
+    )
+
+
+def _start_server(model: str | os.PathLike | None) -> connection.ConnectionInfo:
+    """Start `codestral-engine serve` detached from this process; wait for its connection file."""
+    model = model or os.environ.get(MODEL_ENV)
+    command = [sys.executable, "-m", "codestral_engine", "serve"]
+    if model:
+        command += ["--model", str(Path(model).expanduser())]
+    log_path = connection.runtime_dir() / "codestral-engine.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (info := connection.read_live()) is not None:
+            return info
+        if process.poll() is not None:
+            raise CodestralError(f"The engine server exited at start: {_last_line(log_path)}")
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    raise CodestralError(f"The engine server did not start within 60 s; see {log_path}.")
+
+
+def _last_line(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"no output (see {path})"

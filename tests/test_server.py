@@ -1,0 +1,331 @@
+"""The real server process on the tiny model, driven by the unmodified mistralai and openai SDKs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from mistralai.client import Mistral
+from openai import OpenAI
+
+from codestral_engine.server import ServerState, create_app
+
+TOKEN = "test-token-123"
+PREFIX, SUFFIX = "def mean(xs):\n    return", "\n\nprint(mean([1, 2, 3]))\n"
+MESSAGES = [{"role": "user", "content": "Write a function that reverses a string."}]
+
+
+def start_server(model: Path, runtime: Path, *extra: str) -> SimpleNamespace:
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    command = [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model), *extra]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    conn = runtime / "codestral-engine.json"
+    deadline = time.monotonic() + 60
+    while not conn.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "server did not write its connection file"
+        time.sleep(0.1)
+    info = json.loads(conn.read_text())
+    while httpx.get(info["url"] + "/health").json()["status"] != "ready":
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.1)
+    return SimpleNamespace(proc=proc, env=env, runtime=runtime, conn=conn, **info)
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    srv = start_server(models["mlx"], tmp_path_factory.mktemp("runtime"), "--token", TOKEN)
+    yield srv
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=30) == 0
+    assert not srv.conn.exists()  # removed on a clean exit
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def mistral(server):
+    return Mistral(api_key=TOKEN, server_url=server.url)
+
+
+def test_connection_file_is_private_and_complete(server, models):
+    assert server.conn.stat().st_mode & 0o777 == 0o600
+    assert server.token == TOKEN and server.pid == server.proc.pid
+    assert server.url.startswith("http://127.0.0.1:")
+    assert server.model == str(models["mlx"])
+
+
+def test_mistral_sdk_fim_complete_equals_engine_greedy(mistral, engine):
+    expected = engine.fim(PREFIX, SUFFIX, max_tokens=12).result()
+    response = mistral.fim.complete(
+        model="codestral-latest", prompt=PREFIX, suffix=SUFFIX, max_tokens=12
+    )
+    assert response.choices[0].message.content == expected.text
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage.prompt_tokens == expected.usage.prompt_tokens
+    assert response.usage.completion_tokens == 12
+
+
+def test_mistral_sdk_fim_stream_equals_engine_greedy(mistral, engine):
+    expected = engine.fim(PREFIX, SUFFIX, max_tokens=12, stop=["\n\n"]).result()
+    chunks = list(
+        mistral.fim.stream(
+            model="codestral-latest", prompt=PREFIX, suffix=SUFFIX, max_tokens=12, stop=["\n\n"]
+        )
+    )
+    text = "".join(c.data.choices[0].delta.content or "" for c in chunks)
+    assert text == expected.text
+    assert chunks[-1].data.choices[0].finish_reason == expected.finish_reason
+    assert chunks[-1].data.usage.completion_tokens == expected.usage.completion_tokens
+
+
+def test_mistral_sdk_chat_complete_and_stream(mistral, engine):
+    expected = engine.chat(MESSAGES, max_tokens=10).result()
+    whole = mistral.chat.complete(model="codestral-latest", messages=MESSAGES, max_tokens=10)
+    assert whole.choices[0].message.content == expected.text
+    assert whole.usage.prompt_tokens == expected.usage.prompt_tokens
+    streamed = list(mistral.chat.stream(model="codestral-latest", messages=MESSAGES, max_tokens=10))
+    assert "".join(c.data.choices[0].delta.content or "" for c in streamed) == expected.text
+    assert streamed[-1].data.usage.total_tokens == expected.usage.prompt_tokens + 10
+
+
+def test_openai_sdk_chat(server, engine):
+    client = OpenAI(api_key=TOKEN, base_url=server.url + "/v1")
+    expected = engine.chat(MESSAGES, max_tokens=8).result()
+    whole = client.chat.completions.create(
+        model="codestral-latest", messages=MESSAGES, max_tokens=8
+    )
+    assert whole.choices[0].message.content == expected.text
+    assert whole.usage.completion_tokens == 8
+    stream = client.chat.completions.create(
+        model="codestral-latest", messages=MESSAGES, max_tokens=8, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == expected.text
+
+
+def test_second_fim_request_reports_cached_prompt_tokens(http):
+    body = {
+        "model": "codestral-latest",
+        "prompt": "import math\n" * 20 + "x = math.",
+        "max_tokens": 3,
+    }
+    first = http.post("/v1/fim/completions", json=body).json()["usage"]
+    body["prompt"] += "sq"
+    second = http.post("/v1/fim/completions", json=body).json()["usage"]
+    cached = second["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= first["prompt_tokens"] - 2
+    assert second["prompt_tokens"] - cached <= 3
+
+
+def test_every_route_but_health_needs_the_token(server, models):
+    # Enumerated from the app itself: a new route without auth fails here.
+    app = create_app(ServerState(model_path=models["mlx"], token=TOKEN))
+    routes = [(r.path, sorted(r.methods - {"HEAD"})[0]) for r in app.routes]
+    assert len(routes) >= 5
+    for path, method in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = httpx.request(method, server.url + path, headers=headers, json={})
+            if path == "/health":
+                assert response.status_code == 200
+            else:
+                assert response.status_code == 401, (path, headers)
+                assert response.json()["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    "content,status,fragment",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"model": "codestral-latest", "prompt": "\xff\xfe"}', 400, "UTF-8"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"model": "codestral-latest"}).encode(), 400, "'prompt'"),
+        (
+            json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": "5"}).encode(),
+            400,
+            "max_tokens",
+        ),
+        (
+            json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": -2}).encode(),
+            400,
+            "max_tokens",
+        ),
+        (json.dumps({"model": "codestral-latest", "prompt": 7}).encode(), 400, "prompt"),
+        (json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404, "Unknown model 'gpt-4'"),
+        (
+            json.dumps({"model": "codestral-latest", "prompt": "x " * 1_500_000}).encode(),
+            413,
+            "context window",
+        ),
+        (b'{"model": "codestral-latest", "prompt": "' + b"y" * (9 << 20) + b'"}', 413, "MB"),
+    ],
+)
+def test_bad_input_gets_a_json_4xx_and_the_server_keeps_serving(http, content, status, fragment):
+    response = http.post(
+        "/v1/fim/completions", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    body = response.json()
+    assert body["object"] == "error" and fragment in body["message"], body
+    ok = http.post(
+        "/v1/fim/completions", json={"model": "codestral-latest", "prompt": "a", "max_tokens": 2}
+    )
+    assert ok.status_code == 200
+
+
+def test_unknown_route_and_method_are_json(http):
+    assert http.get("/v1/nothing").json()["code"] == "404"
+    assert http.get("/v1/fim/completions").status_code == 405
+    assert http.get("/v1/fim/completions").json()["object"] == "error"
+
+
+def test_models_and_status(http, models):
+    card = http.get("/v1/models").json()["data"][0]
+    assert card["id"] == models["mlx"].name
+    assert "codestral-latest" in card["aliases"]
+    assert card["max_context_length"] == 32768
+    status = http.get("/v1/status").json()
+    assert status["state"] == "ready" and status["layout"] == "mlx" and status["backend"] == "mlx"
+    assert status["memory_bytes"] > 0 and status["queue_length"] == 0
+    assert status["last_request"]["time_to_first_token_s"] > 0
+
+
+def test_disconnect_mid_stream_cancels_the_generation(http):
+    body = {
+        "model": "codestral-latest",
+        "prompt": "while True:\n",
+        "max_tokens": 20000,
+        "stream": True,
+    }
+    with http.stream("POST", "/v1/fim/completions", json=body) as response:
+        chunks = (line for line in response.iter_lines() if line.startswith("data: {"))
+        for _ in range(5):
+            next(chunks)
+    # Leaving the block closed the connection: the server must stop, not generate 20000 tokens.
+    deadline = time.monotonic() + 60
+    while (last := http.get("/v1/status").json()["last_request"]).get(
+        "finish_reason"
+    ) != "cancelled":
+        assert time.monotonic() < deadline, last
+        time.sleep(0.05)
+    assert last["completion_tokens"] < 20000
+    follow = http.post(
+        "/v1/fim/completions", json={"model": "codestral-latest", "prompt": "b", "max_tokens": 2}
+    )
+    assert follow.json()["usage"]["completion_tokens"] == 2
+
+
+def test_session_key_supersedes_the_previous_request(http):
+    base = {
+        "model": "codestral-latest",
+        "max_tokens": 20000,
+        "stream": True,
+        "session_key": "editor-1",
+    }
+    results = {}
+
+    def first():
+        with http.stream(
+            "POST", "/v1/fim/completions", json={**base, "prompt": "x = 1"}
+        ) as response:
+            chunks = [
+                json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data: {")
+            ]
+        results["first"] = chunks[-1]["choices"][0]["finish_reason"]
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.5)
+    second = http.post(
+        "/v1/fim/completions", json={**base, "prompt": "x = 12", "stream": False, "max_tokens": 3}
+    )
+    thread.join(timeout=60)
+    assert results["first"] == "cancelled"
+    assert second.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_twenty_clients_with_random_disconnects(server, http):
+    rng = random.Random(7)
+    plan = [(rng.random() < 0.4, rng.randint(2, 40)) for _ in range(200)]
+    outcomes: list[str] = []
+    memory = []
+
+    def client(jobs):
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120
+        ) as c:
+            for disconnect, n in jobs:
+                body = {
+                    "model": "codestral-latest",
+                    "prompt": f"v = {n}\n",
+                    "max_tokens": n,
+                    "stream": True,
+                }
+                with c.stream("POST", "/v1/fim/completions", json=body) as response:
+                    assert response.status_code in (200, 429)
+                    if response.status_code == 429:
+                        outcomes.append("busy")
+                        continue
+                    finish = None
+                    for i, line in enumerate(response.iter_lines()):
+                        if disconnect and i > 3:
+                            break
+                        if line.startswith("data: {"):
+                            finish = json.loads(line[6:])["choices"][0]["finish_reason"] or finish
+                    outcomes.append("disconnected" if disconnect and finish is None else finish)
+                if len(outcomes) in (50, 200):
+                    memory.append(c.get("/v1/status").json()["memory_bytes"])
+
+    threads = [threading.Thread(target=client, args=(plan[i::20],)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(outcomes) == 200
+    assert set(outcomes) <= {"length", "stop", "disconnected", "busy"}
+    assert http.get("/health").json()["status"] == "ready"
+    status = http.get("/v1/status").json()
+    assert status["queue_length"] == 0
+    after = status["memory_bytes"]
+    assert after - min(memory) < 100 << 20, (memory, after)  # no growth per request
+
+
+def test_second_serve_finds_the_running_one(server, models):
+    again = subprocess.run(
+        [sys.executable, "-m", "codestral_engine", "serve", "--model", str(models["mlx"])],
+        env=server.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0
+    assert f"already running at {server.url}" in again.stderr
+    assert json.loads(server.conn.read_text())["pid"] == server.pid
+
+
+def test_killed_server_leaves_no_trusted_connection_file(models, tmp_path, monkeypatch):
+    from codestral_engine import connection
+
+    srv = start_server(models["mlx"], tmp_path)
+    srv.proc.kill()
+    srv.proc.wait()
+    assert srv.conn.exists()  # SIGKILL gives no chance to clean up...
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    assert connection.read_live() is None  # ...but a dead pid is not trusted,
+    assert not srv.conn.exists()  # and the stale file is removed
+    replacement = start_server(models["mlx"], tmp_path)  # a new serve takes over
+    assert replacement.pid != srv.pid
+    replacement.proc.terminate()
+    replacement.proc.wait(timeout=30)
