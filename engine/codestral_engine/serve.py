@@ -13,7 +13,10 @@ from pathlib import Path
 import uvicorn
 
 from . import connection
+from .checkpoint import inspect
+from .errors import EngineError
 from .server import ServerState, create_app
+from .tokenizer import find_tokenizer_file
 
 WAIT_FOR_OTHER_SERVER_S = 30
 
@@ -23,6 +26,11 @@ def serve(model: Path, host: str, port: int, token: str | None, backend: str) ->
     if running is not None:
         _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
         return 0
+    try:  # a wrong path or broken checkpoint fails here, in seconds, not after listening
+        find_tokenizer_file(inspect(model).path)
+    except EngineError as exc:
+        _say(str(exc))
+        return 1
     lock = connection.ServerLock()
     if not lock.acquire():  # another serve is starting right now: wait for it to say where
         deadline = time.monotonic() + WAIT_FOR_OTHER_SERVER_S

@@ -1,0 +1,132 @@
+"""The Jupyter side's client: find or start the shared engine, stream, and report errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+import codestral_engine
+from codestral_engine.server import ServerState, create_app
+from jupyter_codestral.client import CodestralError, EngineClient
+
+from .test_server import TOKEN, start_server
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    return tmp_path
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def test_local_starts_a_detached_server_with_progress_then_finds_it(
+    runtime, models, capsys, engine
+):
+    with pytest.raises(CodestralError, match="No Codestral engine is running"):
+        EngineClient.local(start=False)
+    client = EngineClient.local(models["mlx"])
+    try:
+        assert "Loading Codestral" in capsys.readouterr().err  # the progress bar was drawn
+        info = json.loads((runtime / "codestral-engine.json").read_text())
+        assert client.url == info["url"]
+        assert client.status()["state"] == "ready"
+        again = EngineClient.local(start=False)  # a second kernel finds the same server
+        assert again.url == client.url
+        expected = engine.fim("def f(x):", max_tokens=6).result().text
+        whole = again.fim("def f(x):", max_tokens=6)
+        assert whole["choices"][0]["message"]["content"] == expected
+        chunks = list(again.fim("def f(x):", max_tokens=6, stream=True))
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+        assert chunks[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    finally:
+        stop(json.loads((runtime / "codestral-engine.json").read_text())["pid"])
+    assert not (runtime / "codestral-engine.json").exists()
+
+
+def test_local_start_failure_is_reported(runtime, tmp_path):
+    with pytest.raises(CodestralError, match=r"exited at start.*does not exist"):
+        EngineClient.local(tmp_path / "no-such-model", progress=False)
+
+
+def test_remote_url_with_api_key(models, tmp_path):
+    srv = start_server(models["hf"], tmp_path, "--token", TOKEN)
+    try:
+        with EngineClient(srv.url, api_key=TOKEN) as client:
+            reply = client.chat([{"role": "user", "content": "hi"}], max_tokens=3)
+            assert reply["usage"]["completion_tokens"] == 3
+            with pytest.raises(CodestralError, match="max_tokens") as bad:
+                client.fim("x", max_tokens=0)
+            assert bad.value.status == 400
+            with pytest.raises(CodestralError, match="Unknown model") as missing:
+                list(client.fim("x", model="nope", stream=True))
+            assert missing.value.status == 404
+        with (
+            EngineClient(srv.url, api_key="wrong") as client,
+            pytest.raises(CodestralError) as denied,
+        ):
+            client.fim("x")
+        assert denied.value.status == 401 and "API key" in str(denied.value)
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(timeout=30)
+
+
+def test_unreachable_server_is_a_clear_error():
+    with EngineClient("http://127.0.0.1:9", api_key="k") as client:
+        with pytest.raises(CodestralError, match="Cannot reach the Codestral engine"):
+            client.fim("x")
+        with pytest.raises(CodestralError, match="Cannot reach"):
+            list(client.fim("x", stream=True))
+
+
+def test_loading_and_failed_models_answer_503(models):
+    state = ServerState(model_path=models["mlx"], token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"model": "codestral-latest", "prompt": "x"}
+    with TestClient(create_app(state)) as http:
+        state.progress, state.stage = 0.4, "loading weights"
+        loading = http.post("/v1/fim/completions", json=body, headers=auth)
+        assert loading.status_code == 503
+        assert int(loading.headers["Retry-After"]) > 0
+        assert "40%" in loading.json()["message"]
+        assert http.get("/health").json() == {"status": "loading"}
+        state.state, state.error = "error", "Weight file model.safetensors is truncated"
+        failed = http.post("/v1/fim/completions", json=body, headers=auth)
+        assert failed.status_code == 503 and "truncated" in failed.json()["message"]
+
+
+def test_full_queue_answers_429_with_retry_after(models):
+    state = ServerState(model_path=models["mlx"], token=TOKEN)
+    state.engine, state.state = codestral_engine.load(models["mlx"], max_queued=1), "ready"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        running = state.engine.fim("a = 1\n", max_tokens=5000)
+        next(iter(running))
+        waiting = state.engine.fim("b = 2\n", max_tokens=2)
+        with TestClient(create_app(state)) as http:
+            full = http.post(
+                "/v1/fim/completions",
+                json={"model": "codestral-latest", "prompt": "c"},
+                headers=auth,
+            )
+        assert full.status_code == 429
+        assert int(full.headers["Retry-After"]) >= 1
+        running.cancel()
+        assert waiting.result().usage.completion_tokens == 2
+    finally:
+        state.engine.close()
