@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +186,8 @@ def _start_server(model: str | os.PathLike | None) -> connection.ConnectionInfo:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    # Reap the server when it ends, so its pid never lingers as a zombie that looks alive.
+    threading.Thread(target=process.wait, name="codestral-engine-reaper", daemon=True).start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if (info := connection.read_live()) is not None:

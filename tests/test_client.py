@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 
+import psutil
 import pytest
 from starlette.testclient import TestClient
 
@@ -24,14 +23,11 @@ def runtime(tmp_path, monkeypatch):
 
 
 def stop(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
+    psutil.Process(pid).terminate()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the server did not stop on SIGTERM"
+        time.sleep(0.05)
 
 
 def test_local_starts_a_detached_server_with_progress_then_finds_it(
