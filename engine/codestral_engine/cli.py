@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import serve
 
-            model = Path(args.model or os.environ.get(MODEL_ENV) or _builtin_tiny_model())
+            model = Path(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
             return serve(
                 model.expanduser().resolve(), args.host, args.port, args.token, args.backend
             )
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 def _complete(args: argparse.Namespace) -> int:
     from .engine import load  # the backend import is the slow part; --help stays instant
 
-    model = args.model or os.environ.get(MODEL_ENV) or _builtin_tiny_model()
+    model = args.model or os.environ.get(MODEL_ENV) or _tiny_with_note()
     with load(model, backend=args.backend) as engine:
         request = engine.fim(
             args.prompt,
@@ -144,7 +144,7 @@ def _print_event(event: TextDelta | Finished, as_json: bool) -> None:
         print(flush=True)
 
 
-def _builtin_tiny_model() -> Path:
+def builtin_tiny_model() -> Path:
     """The demo model: made once in the user's cache directory, then reused."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codestral-engine"
     target = cache / TINY_NAME
@@ -156,10 +156,14 @@ def _builtin_tiny_model() -> Path:
             staging.rename(target)  # atomic: a concurrent first run never sees half a model
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+    return target
+
+
+def _tiny_with_note() -> Path:
     print(
         f"codestral-engine: no --model and no ${MODEL_ENV}: using the built-in tiny random model "
         f"(its output is gibberish). Point ${MODEL_ENV} at Codestral-22B-v0.1 for real "
         "completions.",
         file=sys.stderr,
     )
-    return target
+    return builtin_tiny_model()

@@ -1,0 +1,311 @@
+"""`%%codestral` / `%codestral`: ask Codestral from a notebook cell and watch the answer stream in.
+
+Modes (one per call):
+- default: the cell is an instruction; the answer streams in as Markdown (chat);
+- `--insert` / `--replace`: write code for the instruction (fill-in-the-middle after the
+  notebook's code) and put it in a new cell below / in place of this cell;
+- `--fill`: the cell is code with one `<FILL>` marker; the code before and after it (and the
+  notebook's earlier cells) frame the gap; combine with --insert/--replace to use the result.
+`-o NAME` also stores the text in a variable. `{name}` in an instruction is replaced by the
+value of `name` (or `name.attr`) from the notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Enum, Float, Integer, Unicode
+
+from codestral_engine import connection
+
+from .client import CodestralError, EngineClient
+from .context import history_code, variables_header
+from .live_output import LiveOutput
+from .targets import HTTPTarget, InProcessTarget, Target, resolve_model
+
+FILL_MARKER = "<FILL>"
+SYSTEM_PROMPT = (
+    "You help a Python user in a Jupyter notebook. Be concise; put code in ```python blocks."
+)
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
+            [--stop S] [--seed N] [--no-context]
+    <instruction, or code with a <FILL> marker for --fill>
+
+%codestral status | start | stop      where the engine runs, its model and speed
+%codestral                            this help;  %%codestral? for every option
+
+Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
+NO_MODEL = (
+    "No Codestral model is configured. Point at the weights with "
+    "`%config Codestral.model = '/path/to/Codestral-22B-v0.1'` (or set CODESTRAL_MODEL before "
+    "starting Jupyter); to try the tiny demo model (gibberish output): "
+    "`%config Codestral.model = 'tiny'`."
+)
+
+
+@magics_class
+class Codestral(Magics):
+    """Settings of the %%codestral magic (`%config Codestral.<name> = value`)."""
+
+    engine = Enum(
+        ["shared", "in-process", "remote"],
+        default_value="shared",
+        help="Where the model runs: this machine's shared engine server (started on first use), "
+        "an engine inside this kernel, or a remote Mistral-compatible API (url, api_key).",
+    ).tag(config=True)
+    model = Unicode(
+        "", help="Model directory (default: $CODESTRAL_MODEL); 'tiny' for the demo model."
+    ).tag(config=True)
+    url = Unicode("https://api.mistral.ai", help="Remote API URL (engine = 'remote').").tag(
+        config=True
+    )
+    api_key = Unicode("", help="Remote API key (default: $MISTRAL_API_KEY).").tag(config=True)
+    remote_model = Unicode("codestral-latest", help="Model name on the remote API.").tag(
+        config=True
+    )
+    max_tokens = Integer(512, help="Most tokens per answer.").tag(config=True)
+    temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
+    history_chars = Integer(6000, help="Budget for earlier cells' code as context.").tag(
+        config=True
+    )
+    variables_chars = Integer(1200, help="Budget for the live-variables header.").tag(config=True)
+    update_interval = Float(0.25, help="Seconds between display updates.").tag(config=True)
+    output = Enum(
+        ["auto", "display", "print"],
+        default_value="auto",
+        help="'display' updates one output in place (notebooks), 'print' prints once "
+        "(terminals); 'auto' picks by the shell.",
+    ).tag(config=True)
+
+    def __init__(self, shell):
+        super().__init__(shell=shell)
+        self._target: Target | None = None
+
+    @magic_arguments()
+    @argument("--insert", action="store_true", help="write code into a new cell below")
+    @argument("--replace", action="store_true", help="replace this cell with the code")
+    @argument(
+        "--fill", action="store_true", help=f"fill the {FILL_MARKER} marker in the cell's code"
+    )
+    @argument("-o", "--output-var", dest="name", help="also store the text in this variable")
+    @argument("--max-tokens", type=int, help="most tokens to generate")
+    @argument("--temperature", type=float, help="sampling temperature")
+    @argument("--stop", action="append", help="stop string (repeatable)")
+    @argument("--seed", type=int, help="random seed")
+    @argument("--no-context", action="store_true", help="send no notebook or variable context")
+    @argument("command", nargs="*", help="status | start | stop (line magic)")
+    @line_cell_magic
+    def codestral(self, line: str, cell: str | None = None) -> None:
+        """Ask Codestral; the answer streams into the output."""
+        args = parse_argstring(self.codestral, line)
+        if cell is None:
+            return self._command(args.command)
+        if args.command:
+            raise UsageError(
+                f"Unexpected words after %%codestral: {' '.join(args.command)}. {HELP}"
+            )
+        if not cell.strip():
+            raise UsageError(
+                "The cell is empty: write an instruction (or code with <FILL>) below %%codestral."
+            )
+        if args.insert and args.replace:
+            raise UsageError("Choose one of --insert and --replace.")
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
+        return self._generate(args, cell)
+
+    def _generate(self, args: Any, cell: str) -> None:
+        params = {
+            "max_tokens": args.max_tokens or self.max_tokens,
+            "temperature": self.temperature if args.temperature is None else args.temperature,
+            "stop": args.stop,
+            "random_seed": args.seed,
+        }
+        before = after = ""
+        if args.fill:
+            if cell.count(FILL_MARKER) != 1:
+                raise UsageError(
+                    f"--fill needs exactly one {FILL_MARKER} marker in the cell's code."
+                )
+            before, after = cell.split(FILL_MARKER)
+            prompt, suffix = self._code_context(cell, args.no_context) + before, after
+        elif args.insert or args.replace:
+            instruction = self._interpolate(cell.strip())
+            comment = "".join(f"# {line}\n" for line in instruction.splitlines())
+            prompt, suffix = self._code_context(instruction, args.no_context) + comment, ""
+        else:
+            messages = self._chat_messages(self._interpolate(cell.strip()), args.no_context)
+        target = self._connect()
+        code_mode = args.fill or args.insert or args.replace
+        try:
+            stream = (
+                target.fim(prompt, suffix, params) if code_mode else target.chat(messages, params)
+            )
+        except CodestralError as exc:
+            self._forget_broken_target(exc)
+            raise UsageError(str(exc)) from exc
+        text, interrupted = self._show(stream, as_code=code_mode)
+        result = before + text + after if args.fill else text
+        if args.name:
+            self.shell.user_ns[args.name] = result
+        if args.insert or args.replace:
+            self.shell.set_next_input(result, replace=args.replace)
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _show(self, stream, *, as_code: bool) -> tuple[str, bool]:
+        in_place = self.output == "display" or (
+            self.output == "auto" and getattr(self.shell, "kernel", None) is not None
+        )
+        live = LiveOutput(as_code=as_code, in_place=in_place, interval=self.update_interval)
+        interrupted = False
+        try:
+            with stream:  # leaving it cancels the request, also on interrupt
+                for delta in stream:
+                    live.append(delta)
+        except KeyboardInterrupt:
+            interrupted = True
+        except CodestralError as exc:
+            live.finish("failed")
+            self._forget_broken_target(exc)
+            raise UsageError(str(exc)) from exc
+        note = "interrupted" if interrupted else ""
+        if stream.finish_reason == "length":
+            note = "stopped at max_tokens; raise --max-tokens for more"
+        live.finish(note)
+        return live.text, interrupted
+
+    def _code_context(self, text: str, no_context: bool) -> str:
+        if no_context:
+            return ""
+        # Cell magics (this very cell among them) are not Python to continue from.
+        cells = [s for s in self.shell.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
+        header = variables_header(text, self.shell.user_ns, self.variables_chars)
+        return history_code(cells, self.history_chars) + header
+
+    def _chat_messages(self, instruction: str, no_context: bool) -> list[dict[str, str]]:
+        header = (
+            ""
+            if no_context
+            else variables_header(instruction, self.shell.user_ns, self.variables_chars)
+        )
+        system = SYSTEM_PROMPT
+        if header:
+            system += "\n" + header
+        return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
+
+    def _interpolate(self, text: str) -> str:
+        def value(match: re.Match) -> str:
+            head, *attrs = match.group(1).split(".")
+            if head not in self.shell.user_ns:
+                return match.group(0)
+            obj = self.shell.user_ns[head]
+            for attr in attrs:
+                if not hasattr(obj, attr):
+                    return match.group(0)
+                obj = getattr(obj, attr)
+            return str(obj)
+
+        return _PLACEHOLDER.sub(value, text)
+
+    # Where the model runs.
+
+    def _connect(self) -> Target:
+        if self._target is not None:
+            return self._target
+        try:
+            if self.engine == "remote":
+                key = self.api_key or os.environ.get("MISTRAL_API_KEY")
+                if not key:
+                    raise UsageError(
+                        "engine = 'remote' needs an API key: set MISTRAL_API_KEY or "
+                        "`%config Codestral.api_key = '...'`."
+                    )
+                client = EngineClient(self.url, key)
+                self._target = HTTPTarget(client, f"remote API at {self.url}", self.remote_model)
+            elif self.engine == "in-process":
+                model = resolve_model(self.model)
+                if model is None:
+                    raise UsageError(NO_MODEL)
+                self._target = InProcessTarget(model)
+            else:
+                model = resolve_model(self.model)
+                if model is None and connection.read_live() is None:
+                    raise UsageError(NO_MODEL)
+                client = EngineClient.local(model)
+                self._target = HTTPTarget(client, f"shared engine at {client.url}")
+        except CodestralError as exc:
+            raise UsageError(str(exc)) from exc
+        return self._target
+
+    def _forget_broken_target(self, exc: CodestralError) -> None:
+        if exc.status is None:  # unreachable: reconnect (or restart the engine) next time
+            self._target = None
+
+    def _command(self, words: list[str]) -> None:
+        if not words:
+            print(HELP)
+        elif words == ["status"]:
+            print(self._status())
+        elif words == ["start"]:
+            self._connect()
+            print(self._status())
+        elif words == ["stop"]:
+            print(self._stop())
+        else:
+            raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
+
+    def _status(self) -> str:
+        if self._target is None:
+            running = connection.read_live() if self.engine == "shared" else None
+            if running is None:
+                return "Codestral: no engine connected. `%codestral start` starts one."
+            self._connect()
+        try:
+            status = self._target.status()
+        except CodestralError as exc:
+            self._forget_broken_target(exc)
+            raise UsageError(str(exc)) from exc
+        lines = [f"Codestral: {self._target.description}"]
+        if "model" in status:
+            lines.append(
+                f"  model {status['model']} ({status.get('layout', '?')} layout, "
+                f"{status.get('backend', '?')} backend), state {status['state']}"
+            )
+        if status.get("memory_bytes"):
+            lines.append(
+                f"  memory {status['memory_bytes'] / 1e6:.0f} MB, "
+                f"queue {status.get('queue_length', 0)}"
+            )
+        last = status.get("last_request") or {}
+        if last.get("time_to_first_token_s") is not None:
+            rate = last.get("decode_tokens_per_s") or 0
+            lines.append(
+                f"  last request: first token after {last['time_to_first_token_s'] * 1000:.0f} ms, "
+                f"{rate:.1f} tokens/s, {last.get('cached_prompt_tokens', 0)} of "
+                f"{last.get('prompt_tokens', 0)} prompt tokens cached"
+            )
+        return "\n".join(lines)
+
+    def _stop(self) -> str:
+        if isinstance(self._target, InProcessTarget):
+            self._target.engine.close()
+            self._target = None
+            return "Codestral: the in-process engine is closed."
+        self._target = None
+        running = connection.read_live()
+        if running is None:
+            return "Codestral: no shared engine is running."
+        os.kill(running.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while connection.read_live() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return f"Codestral: stopped the shared engine (pid {running.pid})."

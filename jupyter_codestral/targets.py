@@ -1,0 +1,147 @@
+"""Where the magic's requests go: the shared engine, a remote Mistral-compatible URL, or an
+engine loaded inside this process. All three stream the same way: an iterator of text deltas
+that records the finish reason and usage, and that cancels its request when closed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from .client import CodestralError, EngineClient
+
+TINY = "tiny"  # the model setting that means the built-in demo model
+
+
+class Stream:
+    """Text deltas of one completion; `close()` (or leaving a `with`) cancels the request."""
+
+    def __init__(self, deltas: Iterator[str]):
+        self._deltas = deltas
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        return self._deltas
+
+    def close(self) -> None:
+        self._deltas.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Target(Protocol):
+    description: str
+
+    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream: ...
+
+    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def resolve_model(model: str | None) -> Path | None:
+    """The model directory the user configured: the setting, else $CODESTRAL_MODEL; "tiny" means
+    the built-in demo model (made on first use)."""
+    chosen = model or os.environ.get("CODESTRAL_MODEL") or None
+    if chosen == TINY:
+        from codestral_engine.cli import builtin_tiny_model
+
+        return builtin_tiny_model()
+    return Path(chosen).expanduser() if chosen else None
+
+
+class HTTPTarget:
+    """A server speaking Mistral's API: this user's shared engine, or a remote one."""
+
+    def __init__(self, client: EngineClient, description: str, model: str = "codestral-latest"):
+        self.client = client
+        self.description = description
+        self.model = model
+
+    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
+        chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params)
+        return self._stream(chunks)
+
+    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream:
+        return self._stream(self.client.chat(messages, stream=True, model=self.model, **params))
+
+    def status(self) -> dict[str, Any]:
+        return self.client.status()
+
+    @staticmethod
+    def _stream(chunks: Iterator[dict[str, Any]]) -> Stream:
+        def deltas() -> Iterator[str]:
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if text := choice["delta"].get("content"):
+                        yield text
+                    if choice.get("finish_reason"):
+                        stream.finish_reason = choice["finish_reason"]
+                        stream.usage = chunk.get("usage") or {}
+            finally:
+                chunks.close()  # closes the connection: the server cancels the generation
+
+        stream = Stream(deltas())
+        return stream
+
+
+class InProcessTarget:
+    """The engine inside this kernel: for scripts and terminal IPython without a server."""
+
+    def __init__(self, model: Path):
+        import codestral_engine
+
+        self.engine = codestral_engine.load(model)
+        self.description = f"in-process engine, {model}"
+
+    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
+        return self._stream(self._submit(lambda: self.engine.fim(prompt, suffix, **params)))
+
+    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream:
+        return self._stream(self._submit(lambda: self.engine.chat(messages, **params)))
+
+    def status(self) -> dict[str, Any]:
+        last = self.engine.last_finished
+        return {
+            "state": "ready",
+            "model": self.engine.model_path.name,
+            "layout": self.engine.checkpoint.layout,
+            "backend": self.engine.backend.name,
+            "queue_length": self.engine.queue_length,
+            "last_request": {} if last is None else last.usage.as_dict(),
+        }
+
+    @staticmethod
+    def _submit(make):
+        from codestral_engine import EngineError
+
+        try:
+            return make()
+        except EngineError as exc:
+            raise CodestralError(str(exc)) from exc
+
+    @staticmethod
+    def _stream(request) -> Stream:
+        from codestral_engine import Finished
+
+        def deltas() -> Iterator[str]:
+            try:
+                for event in request:
+                    if isinstance(event, Finished):
+                        stream.finish_reason = event.finish_reason
+                        stream.usage = event.usage.as_dict()
+                    elif event.text:
+                        yield event.text
+            finally:
+                request.cancel()
+
+        stream = Stream(deltas())
+        return stream

@@ -1,0 +1,239 @@
+"""%%codestral in an InteractiveShell (in-process engine) and in real kernels (shared server)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+
+import pandas as pd
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from jupyter_client.manager import start_new_kernel
+
+from .test_server import TOKEN, start_server
+
+
+@pytest.fixture(scope="module")
+def shell(models):
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_codestral")
+    ip.run_line_magic("config", f"Codestral.model = {str(models['mlx'])!r}")
+    ip.run_line_magic("config", "Codestral.engine = 'in-process'")
+    ip.run_line_magic("config", "Codestral.output = 'display'")
+    ip.display_formatter.active_types.append("text/markdown")
+    yield ip
+    ip.run_line_magic("codestral", "stop")
+
+
+@pytest.fixture
+def captured(shell):
+    shell.display_pub = CapturingDisplayPublisher()
+    return shell.display_pub.outputs
+
+
+@pytest.fixture
+def sent(shell, monkeypatch):
+    """The prompts the real engine receives (a spy around Engine.fim / Engine.chat)."""
+    shell.run_line_magic("codestral", "start")
+    engine = shell.magics_manager.registry["Codestral"]._target.engine
+    calls = []
+    for name in ("fim", "chat"):
+        real = getattr(engine, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append((_name, args, kwargs))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(engine, name, spy)
+    return calls
+
+
+def test_config_traitlets_reach_the_magic(shell):
+    shell.run_line_magic("config", "Codestral.max_tokens = 7")
+    assert shell.magics_manager.registry["Codestral"].max_tokens == 7
+    shell.run_line_magic("config", "Codestral.max_tokens = 512")
+
+
+def test_answer_streams_with_progressive_updates(shell, captured):
+    shell.run_cell_magic("codestral", "--max-tokens 300 -o answer", "Explain list comprehensions.")
+    updates = [o for o in captured if o["update"]]
+    assert len(updates) >= 3
+    final = captured[-1]["data"]["text/markdown"]
+    assert final.startswith(shell.user_ns["answer"])
+    assert len(shell.user_ns["answer"]) > 0
+
+
+def test_insert_prompt_has_history_and_the_dataframe_header(shell, sent):
+    shell.user_ns["sales"] = pd.DataFrame({"amount": [1.5, 2.0], "region": ["n", "s"]})
+    shell.run_cell("monthly = 12\nrate = monthly * 2", store_history=True)
+    shell.run_cell_magic(
+        "codestral", "--insert --max-tokens 5 -o code", "total amount per {monthly} in sales"
+    )
+    name, (prompt, suffix), _ = sent[-1]
+    assert name == "fim" and suffix == ""
+    assert "monthly = 12\nrate = monthly * 2\n" in prompt
+    assert "# sales: pandas.DataFrame, 2 rows x 2 columns: amount (float64), region (" in prompt
+    assert prompt.endswith("# total amount per 12 in sales\n")  # {monthly} interpolated
+    assert shell.rl_next_input == shell.user_ns["code"]
+
+
+def test_fill_sends_code_before_and_after_the_marker(shell, sent):
+    cell = "def area(r):\n    return <FILL>\n\nprint(area(2))\n"
+    shell.run_cell_magic("codestral", "--fill --max-tokens 4 -o filled --no-context", cell)
+    _, (prompt, suffix), kwargs = sent[-1]
+    assert prompt == "def area(r):\n    return "
+    assert suffix == "\n\nprint(area(2))\n"
+    assert kwargs["max_tokens"] == 4
+    filled = shell.user_ns["filled"]
+    assert filled.startswith("def area(r):\n    return ") and filled.endswith(
+        "\n\nprint(area(2))\n"
+    )
+
+
+def test_default_mode_is_chat_with_the_variables_header(shell, sent):
+    shell.user_ns["grid"] = __import__("numpy").zeros((3, 4), dtype="float32")
+    shell.run_cell_magic("codestral", "--max-tokens 3", "How do I normalise grid?")
+    name, (messages,), _ = sent[-1]
+    assert name == "chat"
+    assert "# grid: numpy.ndarray, shape (3, 4), dtype float32" in messages[0]["content"]
+    assert messages[-1] == {"role": "user", "content": "How do I normalise grid?"}
+
+
+@pytest.mark.parametrize(
+    "line,cell,fragment",
+    [
+        ("--max-tokens many", "x", "invalid int value"),
+        ("--insert --replace", "x", "one of --insert and --replace"),
+        ("--fill", "x = 1", "exactly one <FILL>"),
+        ("", "   ", "The cell is empty"),
+        ("--max-tokens 0", "x", "at least 1"),
+        ("--temperature 9", "x", "temperature"),
+    ],
+)
+def test_bad_options_are_usage_errors(shell, line, cell, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        shell.run_cell_magic("codestral", line, cell)
+    shell.run_cell_magic("codestral", "--max-tokens 2 -o ok", "still working?")
+    assert isinstance(shell.user_ns["ok"], str)
+
+
+def test_where_the_model_runs_errors(monkeypatch, tmp_path):
+    monkeypatch.delenv("CODESTRAL_MODEL", raising=False)
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    from jupyter_codestral.magics import Codestral
+
+    magics = Codestral(InteractiveShell.instance())
+    magics.model, magics.engine = "", "shared"  # not what the shared shell was configured with
+    with pytest.raises(UsageError, match=r"No Codestral model is configured.*'tiny'"):
+        magics.codestral("", "hello")
+    magics.engine = "remote"
+    with pytest.raises(UsageError, match="needs an API key"):
+        magics.codestral("", "hello")
+    magics.api_key, magics.url = "k", "http://127.0.0.1:9"
+    with pytest.raises(UsageError, match="Cannot reach"):
+        magics.codestral("", "hello")
+    assert "no engine connected" in magics._status()
+
+
+def test_line_magic_help_and_unknown_command(shell, capsys):
+    shell.run_line_magic("codestral", "")
+    assert "%%codestral [--insert | --replace | --fill]" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="Unknown command"):
+        shell.run_line_magic("codestral", "frobnicate")
+
+
+# Real kernels, talking to a real shared engine server.
+
+
+@pytest.fixture(scope="module")
+def kernel_env(models, tmp_path_factory):
+    runtime = tmp_path_factory.mktemp("kernel-runtime")
+    server = start_server(models["mlx"], runtime, "--token", TOKEN)
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "CODESTRAL_MODEL": str(models["mlx"])}
+    yield env
+    server.proc.terminate()
+    server.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def kernel(kernel_env):
+    km, kc = start_new_kernel(kernel_name="python3", env=kernel_env)
+    run(kc, "%load_ext jupyter_codestral")
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def run(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]]:
+    """Execute `code`; return the execute_reply and this request's iopub messages."""
+    msg_id = kc.execute(code)
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], messages
+
+
+def test_kernel_streams_progressive_display_updates(kernel):
+    _, kc = kernel
+    reply, messages = run(kc, "%%codestral --max-tokens 400\nExplain Python decorators.")
+    assert reply["status"] == "ok"
+    kinds = [m["msg_type"] for m in messages]
+    assert kinds.count("display_data") == 1
+    assert kinds.count("update_display_data") >= 3
+
+
+@pytest.mark.parametrize("flag,replace", [("--insert", False), ("--replace", True)])
+def test_kernel_insert_and_replace_payloads(kernel, flag, replace):
+    _, kc = kernel
+    reply, _ = run(kc, f"%%codestral {flag} --max-tokens 6 -o generated\nload the csv file")
+    payload = [p for p in reply["payload"] if p["source"] == "set_next_input"]
+    assert len(payload) == 1 and payload[0]["replace"] is replace
+    check, _ = run(kc, f"assert generated == {payload[0]['text']!r}")
+    assert check["status"] == "ok"
+
+
+def test_kernel_interrupt_cancels_and_the_next_call_works(kernel, kernel_env):
+    km, kc = kernel
+    msg_id = kc.execute("%%codestral --max-tokens 30000 -o partial\nWrite a very long essay.")
+    while True:  # wait until text is streaming in
+        msg = kc.get_iopub_msg(timeout=60)
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "update_display_data"
+        ):
+            break
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=60)["content"]
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    with pytest.raises(queue.Empty):  # drain: nothing more arrives for the interrupted cell
+        while True:
+            msg = kc.get_iopub_msg(timeout=1)
+            assert msg["parent_header"].get("msg_id") != msg_id or msg["msg_type"] in (
+                "status",
+                "error",
+                "update_display_data",
+            )
+    status, _ = run(kc, "%codestral status")
+    assert status["status"] == "ok"
+    again, _ = run(kc, "%%codestral --max-tokens 3 -o after\nhello")
+    assert again["status"] == "ok"
+    partial, _ = run(kc, "assert 0 < len(partial)")
+    assert partial["status"] == "ok"  # what was shown before the interrupt is kept
+
+
+def test_kernel_stays_usable_after_a_usage_error(kernel):
+    _, kc = kernel
+    reply, _ = run(kc, "%%codestral --fill\nno marker here")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    ok, _ = run(kc, "1 + 1")
+    assert ok["status"] == "ok"
