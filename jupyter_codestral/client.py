@@ -79,7 +79,7 @@ class EngineClient:
 
     def wait_until_ready(self, *, progress: bool = True, timeout: float = START_TIMEOUT_S) -> dict:
         """Poll the status route until the model is loaded, drawing a progress bar meanwhile."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bar: works in terminals and notebook outputs alike
 
         deadline = time.monotonic() + timeout
         bar = None

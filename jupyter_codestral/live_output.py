@@ -13,8 +13,17 @@ from IPython.display import Markdown, display
 
 
 class LiveOutput:
-    def __init__(self, *, as_code: bool, in_place: bool, interval: float = 0.25):
+    def __init__(
+        self,
+        *,
+        as_code: bool,
+        in_place: bool,
+        interval: float = 0.25,
+        around: tuple[str, str] = ("", ""),
+    ):
+        """`around`: code shown before and after the streamed text (the gap being filled)."""
         self.as_code = as_code
+        self.around = around
         self.in_place = in_place
         self.interval = interval
         self.text = ""
@@ -39,7 +48,9 @@ class LiveOutput:
             sys.stdout.flush()
 
     def _show(self, note: str = "") -> None:
-        body = f"```python\n{self.text}\n```" if self.as_code else self.text
+        before, after = self.around
+        shown = before + self.text + after
+        body = f"```python\n{shown.rstrip()}\n```" if self.as_code else shown
         content = Markdown(body + (f"\n\n*{note}*" if note else ""))
         if self._handle is None:
             self._handle = display(content, display_id=True)

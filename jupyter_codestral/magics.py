@@ -152,7 +152,7 @@ class Codestral(Magics):
         except CodestralError as exc:
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
-        text, interrupted = self._show(stream, as_code=code_mode)
+        text, interrupted = self._show(stream, as_code=code_mode, around=(before, after))
         result = before + text + after if args.fill else text
         if args.name:
             self.shell.user_ns[args.name] = result
@@ -161,11 +161,13 @@ class Codestral(Magics):
         if interrupted:
             raise KeyboardInterrupt
 
-    def _show(self, stream, *, as_code: bool) -> tuple[str, bool]:
+    def _show(self, stream, *, as_code: bool, around: tuple[str, str]) -> tuple[str, bool]:
         in_place = self.output == "display" or (
             self.output == "auto" and getattr(self.shell, "kernel", None) is not None
         )
-        live = LiveOutput(as_code=as_code, in_place=in_place, interval=self.update_interval)
+        live = LiveOutput(
+            as_code=as_code, in_place=in_place, interval=self.update_interval, around=around
+        )
         interrupted = False
         try:
             with stream:  # leaving it cancels the request, also on interrupt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,62 @@ def test_engine_quickstart_runs(tmp_path):
     reused = re.search(r"reused (\d+) of (\d+) prompt tokens", result.stdout)
     assert reused and 0 < int(reused.group(2)) - int(reused.group(1)) <= 4
     assert "cancelled a long request" in result.stdout
+
+
+def demo_env(tmp_path) -> dict:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    env.pop("CODESTRAL_MODEL", None)
+    return env
+
+
+def test_headless_demo_runs_the_data_science_notebook(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter_codestral.demo", "demo", "--headless"],
+        capture_output=True, text=True, timeout=600, env=demo_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "tiny demo model" in out
+    assert out.count("%%codestral") == 3
+    assert "```python\n" in out  # code modes render as highlighted code
+    assert 'totals = sales.groupby("region")' in out  # --fill shows the code around the gap
+    assert "Codestral: shared engine at http://127.0.0.1:" in out
+    assert "Warning" not in result.stderr
+    # The demo stopped the engine it started.
+    assert not (tmp_path / "runtime" / "codestral-engine.json").exists()
+
+
+def test_teaching_notebook_executes_headless(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from codestral_engine import connection
+
+    env = demo_env(tmp_path)
+    nb = nbformat.read(EXAMPLES / "teaching.ipynb", as_version=4)
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # the kernel inherits this environment
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+        running = connection.read_live()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert running is not None
+    os.kill(running.pid, signal.SIGTERM)
+    outputs = {
+        i: cell.get("outputs", []) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+    }
+    for i, cell in enumerate(nb.cells):
+        if cell.source.startswith("%%codestral"):
+            markdown = [
+                o["data"]["text/markdown"]
+                for o in outputs[i]
+                if "text/markdown" in o.get("data", {})
+            ]
+            assert len(markdown) == 1 and markdown[0].strip(), cell.source
+    printed = "".join(o.get("text", "") for o in outputs[6])  # print(solution)
+    assert printed.startswith("def is_prime(n):\n    ")
+    assert "print([n for n in range(20) if is_prime(n)])" in printed

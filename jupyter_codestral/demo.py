@@ -1,0 +1,97 @@
+"""`jupyter codestral demo`: open the example notebooks in JupyterLab, engine on the way.
+
+The engine serves $CODESTRAL_MODEL when it is set, else the built-in tiny demo model. With
+`--headless`, an example notebook is executed in a real kernel instead and what each
+`%%codestral` cell streamed is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from codestral_engine import connection
+
+from .client import CodestralError, EngineClient
+from .targets import TINY, resolve_model
+
+PACKAGE = Path(__file__).resolve().parent
+EXAMPLE_DIRS = (PACKAGE / "examples", PACKAGE.parent / "examples")  # wheel, then checkout
+
+
+def examples_dir() -> Path:
+    for path in EXAMPLE_DIRS:
+        if (path / "data_science.ipynb").is_file():
+            return path
+    raise CodestralError("The example notebooks are missing from this installation.")
+
+
+def run_headless(notebook: Path) -> int:
+    """Execute `notebook` in a real kernel; print each cell and what Codestral wrote."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(notebook, as_version=4)
+
+    def show(cell, cell_index, **_):
+        if cell.cell_type != "code":
+            return
+        print(f"\n--- In [{cell_index}]:\n{cell.source}")
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = data.get("text/markdown") or data.get("text/plain") or output.get("text", "")
+            if text:
+                print(f"--- Out:\n{text.rstrip()}")
+
+    client = NotebookClient(
+        nb,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
+        on_cell_executed=show,
+    )
+    client.execute()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter codestral", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="open the example notebooks (or run one headless)")
+    demo.add_argument(
+        "--headless", action="store_true", help="execute a notebook, print what streamed"
+    )
+    demo.add_argument(
+        "--notebook", type=Path, help="notebook for --headless (default: data_science)"
+    )
+    args = parser.parse_args(argv)
+
+    model = os.environ.get("CODESTRAL_MODEL") or TINY
+    if model == TINY:
+        print(
+            "jupyter codestral: CODESTRAL_MODEL is not set; using the tiny demo model (gibberish)."
+        )
+    try:
+        folder = examples_dir()
+        was_running = connection.read_live() is not None
+        EngineClient.local(
+            resolve_model(model)
+        ).close()  # start (or find) the engine, with progress
+        if args.headless:
+            try:
+                return run_headless(args.notebook or folder / "data_science.ipynb")
+            finally:
+                if not was_running and (running := connection.read_live()) is not None:
+                    os.kill(running.pid, signal.SIGTERM)
+        return subprocess.call([sys.executable, "-m", "jupyterlab", str(folder)])
+    except CodestralError as exc:
+        print(f"jupyter codestral: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
