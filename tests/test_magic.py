@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -237,3 +239,30 @@ def test_kernel_stays_usable_after_a_usage_error(kernel):
     assert reply["status"] == "error" and reply["ename"] == "UsageError"
     ok, _ = run(kc, "1 + 1")
     assert ok["status"] == "ok"
+
+
+def test_load_ext_is_cheap(tmp_path):
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "InteractiveShell.instance().run_line_magic('load_ext', 'jupyter_codestral')\n"
+        "heavy = ('mlx', 'mlx_lm', 'torch', 'mistral_common')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    assert list(tmp_path.iterdir()) == []  # no engine was started
+
+
+def test_terminal_output_prints_once(shell, captured, capsys):
+    shell.run_line_magic("config", "Codestral.output = 'print'")
+    try:
+        shell.run_cell_magic("codestral", "--max-tokens 40 -o printed", "Say something.")
+    finally:
+        shell.run_line_magic("config", "Codestral.output = 'display'")
+    out = capsys.readouterr().out
+    assert out.count(shell.user_ns["printed"]) == 1  # streamed once, never re-printed
+    assert captured == []  # no display updates in a terminal
