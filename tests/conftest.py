@@ -27,9 +27,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return dirs
 
 
+@pytest.fixture(scope="session", params=["mlx", "torch"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every engine behaviour test runs on both backends."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def engine(models: dict[str, Path]) -> codestral_engine.Engine:
-    with codestral_engine.load(models["mlx"], prefill_chunk=PREFILL_CHUNK) as eng:
+def engine(models: dict[str, Path], backend: str) -> codestral_engine.Engine:
+    with codestral_engine.load(models["mlx"], backend, prefill_chunk=PREFILL_CHUNK) as eng:
         yield eng
 
 

@@ -108,8 +108,8 @@ def test_leaving_a_request_block_cancels_it(fresh_engine):
     assert time.perf_counter() - start < 30  # not stuck behind 5000 tokens
 
 
-def test_close_cancels_running_and_queued_requests(models):
-    eng = codestral_engine.load(models["mlx"])
+def test_close_cancels_running_and_queued_requests(models, backend):
+    eng = codestral_engine.load(models["mlx"], backend)
     running = eng.fim("a = 1\n", max_tokens=5000)
     next(iter(running))
     queued = eng.fim("b = 2\n", max_tokens=5)

@@ -30,8 +30,8 @@ def test_events_stream_text_then_one_final_event(fresh_engine):
     assert usage.peak_memory_bytes > 0
 
 
-def test_end_of_sequence_finishes_with_stop(eos_model):
-    with codestral_engine.load(eos_model) as eng:
+def test_end_of_sequence_finishes_with_stop(eos_model, backend):
+    with codestral_engine.load(eos_model, backend) as eng:
         done = eng.fim("x = 1", max_tokens=10).result()
     assert done.finish_reason == "stop"
     assert done.completion_token_ids == ()  # the model's first choice is </s>, never emitted
@@ -39,8 +39,8 @@ def test_end_of_sequence_finishes_with_stop(eos_model):
 
 
 @pytest.mark.parametrize("min_tokens", [1, 5])
-def test_min_tokens_suppresses_end_of_sequence(eos_model, min_tokens):
-    with codestral_engine.load(eos_model) as eng:
+def test_min_tokens_suppresses_end_of_sequence(eos_model, min_tokens, backend):
+    with codestral_engine.load(eos_model, backend) as eng:
         done = eng.fim("x = 1", max_tokens=10, min_tokens=min_tokens).result()
     assert done.finish_reason == "stop"
     assert done.usage.completion_tokens == min_tokens
@@ -134,8 +134,8 @@ def test_chat_generates_from_instruct_ids(fresh_engine, reference_tokenizer):
     assert done.usage.completion_tokens == 5
 
 
-def test_prompt_beyond_context_window(short_context_model):
-    with codestral_engine.load(short_context_model) as eng:
+def test_prompt_beyond_context_window(short_context_model, backend):
+    with codestral_engine.load(short_context_model, backend) as eng:
         with pytest.raises(ContextLengthError, match="context window is 64") as info:
             eng.fim("x = 1\n" * 40)
         assert info.value.prompt_tokens > 64

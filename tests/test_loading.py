@@ -19,21 +19,20 @@ SUFFIX = "\n\nprint(mean([1, 2, 3]))\n"
 
 
 @pytest.fixture(scope="module")
-def loaded(models):
-    engines = {name: codestral_engine.load(path) for name, path in models.items()}
+def loaded(models, backend):
+    """Each layout on this backend."""
+    engines = {
+        name: codestral_engine.load(models[name], backend) for name in ("mlx", "hf", "mistral")
+    }
     yield engines
     for eng in engines.values():
         eng.close()
 
 
-def test_layouts_are_detected(loaded):
-    assert {name: eng.checkpoint.layout for name, eng in loaded.items()} == {
-        "mlx": "mlx",
-        "hf": "hf",
-        "mistral": "mistral",
-        "mlx-8bit": "mlx",
-        "mlx-4bit": "mlx",
-    }
+def test_layouts_are_detected(loaded, backend):
+    layouts = {name: eng.checkpoint.layout for name, eng in loaded.items()}
+    assert layouts["mlx"] == "mlx" and layouts["hf"] == "hf" and layouts["mistral"] == "mistral"
+    assert all(eng.backend.name == backend for eng in loaded.values())
 
 
 def test_three_layouts_give_identical_logits(loaded):
@@ -68,13 +67,17 @@ def test_greedy_tokens_equal_mlx_lm_generate_step(fresh_engine, mlx_lm_greedy):
 
 
 @pytest.mark.parametrize("name,max_error", [("mlx-8bit", 0.05), ("mlx-4bit", 0.5)])
-def test_quantized_models_load_and_stay_close(loaded, name, max_error):
-    ids = loaded["mlx"].tokenizer.encode_fim(PROMPT, SUFFIX)
-    full = loaded["mlx"].backend.logits(ids)
-    quantized = loaded[name].backend.logits(ids)
+def test_mlx_quantized_models_load_and_stay_close(models, name, max_error):
+    # MLX-format quantization runs on MLX only ("auto" picks it); torch quantizes at load.
+    with codestral_engine.load(models["mlx"], "mlx") as full_engine:
+        ids = full_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
+        full = full_engine.backend.logits(ids)
+    with codestral_engine.load(models[name]) as quantized_engine:
+        assert quantized_engine.backend.name == "mlx"
+        quantized = quantized_engine.backend.logits(ids)
+        done = quantized_engine.fim(PROMPT, SUFFIX, max_tokens=5).result()
     relative = np.abs(quantized - full).mean() / np.abs(full).mean()
     assert relative < max_error, relative
-    done = loaded[name].fim(PROMPT, SUFFIX, max_tokens=5).result()
     assert done.usage.completion_tokens == 5
 
 
@@ -94,9 +97,9 @@ def rewrite_tensors(file: Path, change) -> None:
     )
 
 
-def expect_load_error(path: Path, *fragments: str) -> str:
+def expect_load_error(backend: str, path: Path, *fragments: str) -> str:
     with pytest.raises(ModelLoadError) as info:
-        codestral_engine.load(path)
+        codestral_engine.load(path, backend)
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, message
@@ -104,115 +107,121 @@ def expect_load_error(path: Path, *fragments: str) -> str:
     return message
 
 
-def test_missing_directory(tmp_path):
-    expect_load_error(tmp_path / "nope", "does not exist", "make-tiny")
+def test_missing_directory(tmp_path, backend):
+    expect_load_error(backend, tmp_path / "nope", "does not exist", "make-tiny")
 
 
-def test_not_a_model_directory(tmp_path):
-    expect_load_error(tmp_path, "neither config.json", "params.json")
+def test_not_a_model_directory(tmp_path, backend):
+    expect_load_error(backend, tmp_path, "neither config.json", "params.json")
 
 
-def test_missing_tokenizer(models, tmp_path):
+def test_missing_tokenizer(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     (path / "tokenizer.model").unlink()
-    expect_load_error(path, "No tokenizer", "tokenizer.model.v3")
+    expect_load_error(backend, path, "No tokenizer", "tokenizer.model.v3")
 
 
-def test_missing_tensor_is_named(models, tmp_path):
+def test_missing_tensor_is_named(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     rewrite_tensors(
         path / "model.safetensors", lambda w: w.pop("model.layers.1.mlp.up_proj.weight")
     )
-    expect_load_error(path, "model.layers.1.mlp.up_proj.weight", "missing", "fetch the complete")
+    expect_load_error(
+        backend, path, "model.layers.1.mlp.up_proj.weight", "missing", "fetch the complete"
+    )
 
 
-def test_extra_tensor_is_named(models, tmp_path):
+def test_extra_tensor_is_named(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     rewrite_tensors(path / "model.safetensors", lambda w: w.update(stray=np.zeros(3, np.float32)))
-    expect_load_error(path, "stray", "model.safetensors", "not part of")
+    expect_load_error(backend, path, "stray", "model.safetensors", "not part of")
 
 
-def test_shape_mismatch_names_tensor_and_file(models, tmp_path):
+def test_shape_mismatch_names_tensor_and_file(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     config = json.loads((path / "config.json").read_text())
     config["intermediate_size"] = 128
     (path / "config.json").write_text(json.dumps(config))
-    expect_load_error(path, "mlp.", "model.safetensors", "[256, 96]", "[128, 96]", "config")
+    expect_load_error(
+        backend, path, "mlp.", "model.safetensors", "[256, 96]", "[128, 96]", "config"
+    )
 
 
-def test_dtype_mismatch_names_tensor(models, tmp_path):
+def test_dtype_mismatch_names_tensor(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
 
     def to_int(w):
         w["model.norm.weight"] = w["model.norm.weight"].astype(np.int32)
 
     rewrite_tensors(path / "model.safetensors", to_int)
-    expect_load_error(path, "model.norm.weight", "I32", "float")
+    expect_load_error(backend, path, "model.norm.weight", "I32", "float")
 
 
-def test_truncated_file(models, tmp_path):
+def test_truncated_file(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     file = path / "model.safetensors"
     data = file.read_bytes()
     file.write_bytes(data[: len(data) // 2])
-    expect_load_error(path, "model.safetensors", "truncated or corrupt", "download it again")
+    expect_load_error(
+        backend, path, "model.safetensors", "truncated or corrupt", "download it again"
+    )
 
 
-def test_corrupt_header(models, tmp_path):
+def test_corrupt_header(models, tmp_path, backend):
     path = copy_model(models["hf"], tmp_path / "m")
     shard = path / "model-00002-of-00002.safetensors"
     shard.write_bytes(b"\xff" * 64 + shard.read_bytes()[64:])
-    expect_load_error(path, "model-00002-of-00002.safetensors", "corrupt")
+    expect_load_error(backend, path, "model-00002-of-00002.safetensors", "corrupt")
 
 
-def test_missing_shard_listed_in_index(models, tmp_path):
+def test_missing_shard_listed_in_index(models, tmp_path, backend):
     path = copy_model(models["hf"], tmp_path / "m")
     (path / "model-00001-of-00002.safetensors").unlink()
-    expect_load_error(path, "model-00001-of-00002.safetensors", "missing", "fetch")
+    expect_load_error(backend, path, "model-00001-of-00002.safetensors", "missing", "fetch")
 
 
-def test_unknown_architecture(models, tmp_path):
+def test_unknown_architecture(models, tmp_path, backend):
     path = copy_model(models["hf"], tmp_path / "m")
     config = json.loads((path / "config.json").read_text())
     config["model_type"] = "gpt2"
     (path / "config.json").write_text(json.dumps(config))
-    expect_load_error(path, "'gpt2'", "Mistral-architecture")
+    expect_load_error(backend, path, "'gpt2'", "Mistral-architecture")
 
 
-def test_mixture_of_experts_native_params_are_refused(models, tmp_path):
+def test_mixture_of_experts_native_params_are_refused(models, tmp_path, backend):
     path = copy_model(models["mistral"], tmp_path / "m")
     params = json.loads((path / "params.json").read_text())
     params["moe"] = {"num_experts": 8}
     (path / "params.json").write_text(json.dumps(params))
-    expect_load_error(path, "params.json", "'moe'")
+    expect_load_error(backend, path, "params.json", "'moe'")
 
 
-def test_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
+def test_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path, backend):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really a pickle")
-    expect_load_error(tmp_path, "pytorch_model.bin", "safetensors only")
+    expect_load_error(backend, tmp_path, "pytorch_model.bin", "safetensors only")
 
 
-def test_unparsable_config(models, tmp_path):
+def test_unparsable_config(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     (path / "config.json").write_text("{not json")
-    expect_load_error(path, "config.json", "Cannot parse")
+    expect_load_error(backend, path, "config.json", "Cannot parse")
 
 
-def test_incomplete_config(models, tmp_path):
+def test_incomplete_config(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     config = json.loads((path / "config.json").read_text())
     del config["num_hidden_layers"]
     (path / "config.json").write_text(json.dumps(config))
-    expect_load_error(path, "num_hidden_layers")
+    expect_load_error(backend, path, "num_hidden_layers")
 
 
-def test_tokenizer_of_another_size(models, tmp_path):
+def test_tokenizer_of_another_size(models, tmp_path, backend):
     path = copy_model(models["mlx"], tmp_path / "m")
     config = json.loads((path / "config.json").read_text())
     config["vocab_size"] = 32000
     (path / "config.json").write_text(json.dumps(config))
-    expect_load_error(path, "32768", "32000", "tokenizer")
+    expect_load_error(backend, path, "32768", "32000", "tokenizer")
 
 
 def test_unknown_backend(models):

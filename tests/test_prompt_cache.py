@@ -85,9 +85,9 @@ def test_two_cells_alternating_both_stay_cached(fresh_engine, prefill_counts):
         assert done.usage.prompt_tokens - done.usage.cached_prompt_tokens <= 3
 
 
-def test_cache_is_bounded_in_entries(models):
+def test_cache_is_bounded_in_entries(models, backend):
     prompts = [(f"v{i} = {i}\n" * 30, "") for i in range(3)]
-    with codestral_engine.load(models["mlx"], prompt_cache_entries=2) as eng:
+    with codestral_engine.load(models["mlx"], backend, prompt_cache_entries=2) as eng:
         for prompt in prompts:
             eng.fim(*prompt, max_tokens=2).result()
         assert len(eng.prompt_cache) == 2
@@ -99,11 +99,13 @@ def test_cache_is_bounded_in_entries(models):
         assert newest.usage.cached_prompt_tokens == newest.usage.prompt_tokens - 1
 
 
-def test_cache_is_bounded_in_bytes(models):
-    with codestral_engine.load(models["mlx"]) as probe:
+def test_cache_is_bounded_in_bytes(models, backend):
+    with codestral_engine.load(models["mlx"], backend) as probe:
         probe.fim("q = 1\n" * 30, max_tokens=2).result()
         one_entry = probe.prompt_cache.nbytes
-    with codestral_engine.load(models["mlx"], prompt_cache_bytes=int(one_entry * 1.5)) as eng:
+    with codestral_engine.load(
+        models["mlx"], backend, prompt_cache_bytes=int(one_entry * 1.5)
+    ) as eng:
         eng.fim("q = 1\n" * 30, max_tokens=2).result()
         eng.fim("r = 2\n" * 30, max_tokens=2).result()
         assert len(eng.prompt_cache) == 1

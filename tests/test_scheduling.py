@@ -61,8 +61,8 @@ def test_waiting_interactive_requests_go_before_waiting_batch_ones(fresh_engine)
     assert done["fim"][0] < done["chat"][0]
 
 
-def test_full_queue_is_refused_at_once(models):
-    with codestral_engine.load(models["mlx"], max_queued=2) as eng:
+def test_full_queue_is_refused_at_once(models, backend):
+    with codestral_engine.load(models["mlx"], backend, max_queued=2) as eng:
         running = eng.fim("a = 1\n", max_tokens=5000)
         next(iter(running))
         waiting = [eng.fim("b = 2\n", max_tokens=2), eng.fim("c = 3\n", max_tokens=2)]
@@ -89,10 +89,10 @@ def test_a_new_request_in_the_same_session_supersedes_the_old(fresh_engine):
     assert other.result().finish_reason == "length"  # other sessions are left alone
 
 
-def test_load_reports_progress(models):
+def test_load_reports_progress(models, backend):
     seen = []
     with codestral_engine.load(
-        models["mistral"], progress=lambda f, stage: seen.append((f, stage))
+        models["mistral"], backend, progress=lambda f, stage: seen.append((f, stage))
     ):
         pass
     fractions = [f for f, _ in seen]

@@ -18,6 +18,8 @@ import pytest
 from mistralai.client import Mistral
 from openai import OpenAI
 
+from codestral_engine.backends import resolve_backend
+from codestral_engine.checkpoint import inspect
 from codestral_engine.server import ServerState, create_app
 
 TOKEN = "test-token-123"
@@ -200,7 +202,8 @@ def test_models_and_status(http, models):
     assert "codestral-latest" in card["aliases"]
     assert card["max_context_length"] == 32768
     status = http.get("/v1/status").json()
-    assert status["state"] == "ready" and status["layout"] == "mlx" and status["backend"] == "mlx"
+    assert status["state"] == "ready" and status["layout"] == "mlx"
+    assert status["backend"] == resolve_backend("auto", inspect(models["mlx"]))
     assert status["memory_bytes"] > 0 and status["queue_length"] == 0
     assert status["last_request"]["time_to_first_token_s"] > 0
 

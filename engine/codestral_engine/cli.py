@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     complete.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0)")
     complete.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    complete.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+    _backend_options(complete)
     complete.add_argument("--json", action="store_true", help="print one JSON object per event")
 
     serve = commands.add_parser(
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     serve.add_argument("--token", help="API token clients must send (default: a random one)")
-    serve.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+    _backend_options(serve)
 
     tiny = commands.add_parser(
         "make-tiny",
@@ -83,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=("auto", *BACKENDS), default="auto",
+        help="auto: MLX on Apple Silicon, else PyTorch (CUDA, or the CPU)",
+    )  # fmt: skip
+    parser.add_argument("--device", help="torch: cuda, cuda:N or cpu (default: cuda if present)")
+    parser.add_argument(
+        "--dtype", choices=("bfloat16", "float16", "float32"), help="torch precision"
+    )
+    parser.add_argument("--quantize", choices=("int8",), help="torch: int8 weights at load")
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "dtype": args.dtype, "quantize": args.quantize}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -97,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
             model = Path(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
             return serve(
-                model.expanduser().resolve(), args.host, args.port, args.token, args.backend
-            )
+                model.expanduser().resolve(), args.host, args.port, args.token, args.backend,
+                **_load_options(args),
+            )  # fmt: skip
         return _complete(args)
     except (EngineError, ValueError) as exc:
         print(f"codestral-engine: error: {exc}", file=sys.stderr)
@@ -109,7 +126,7 @@ def _complete(args: argparse.Namespace) -> int:
     from .engine import load  # the backend import is the slow part; --help stays instant
 
     model = args.model or os.environ.get(MODEL_ENV) or _tiny_with_note()
-    with load(model, backend=args.backend) as engine:
+    with load(model, backend=args.backend, **_load_options(args)) as engine:
         request = engine.fim(
             args.prompt,
             args.suffix,

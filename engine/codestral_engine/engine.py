@@ -216,6 +216,9 @@ def load(
     backend: str = "auto",
     *,
     progress: LoadProgress | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
     prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
@@ -223,7 +226,9 @@ def load(
 ) -> Engine:
     """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout).
 
-    `progress(fraction, stage)` is called as loading advances (weights are read layer by layer).
+    `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
+    Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
+    `dtype` ("bfloat16", "float16", "float32") and `quantize` ("int8") apply to torch.
     """
     report = progress or (lambda fraction, stage: None)
     report(0.0, "checking the checkpoint")
@@ -236,7 +241,7 @@ def load(
             "released with these weights."
         )
     engine = Engine(
-        load_backend(checkpoint, backend, report),
+        load_backend(checkpoint, backend, report, device=device, dtype=dtype, quantize=quantize),
         tokenizer,
         checkpoint,
         prefill_chunk=prefill_chunk,

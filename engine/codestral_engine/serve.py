@@ -21,7 +21,9 @@ from .tokenizer import find_tokenizer_file
 WAIT_FOR_OTHER_SERVER_S = 30
 
 
-def serve(model: Path, host: str, port: int, token: str | None, backend: str) -> int:
+def serve(
+    model: Path, host: str, port: int, token: str | None, backend: str, **load_options: object
+) -> int:
     running = connection.read_live()
     if running is not None:
         _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
@@ -66,7 +68,7 @@ def serve(model: Path, host: str, port: int, token: str | None, backend: str) ->
             pid=os.getpid(),
             model=str(model),
         )
-        state.load_in_background()
+        state.load_in_background(**load_options)
         connection.write(info)
         _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
         config = uvicorn.Config(

@@ -1,0 +1,188 @@
+"""PyTorch backend: CUDA GPUs, and the fast CPU fallback on machines without MLX's Metal.
+
+Weights are created on the meta device and loaded by assignment, tensor by tensor, from the
+same three checkpoint layouts as the MLX backend, so loading never holds two copies. The step
+loop mirrors the MLX one (chunked prefill with cancellation points, then one token at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import psutil
+import torch
+from safetensors import safe_open
+
+from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope_heads
+from ..errors import ModelLoadError
+from ..params import GenerationParams
+from .base import PrefillProgress
+from .torch_model import KVCache, ModelArgs, Transformer, quantize_int8
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Transformer, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.torch_device = device
+        self.device = str(device)
+        self.dtype = dtype
+        self._peak_rss = 0
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.model.args, self.dtype, self.torch_device)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        tokens: list[int],
+        cache: KVCache,
+        params: GenerationParams,
+        *,
+        eos_id: int,
+        max_new_tokens: int,
+        prefill_chunk: int,
+        on_prefill: PrefillProgress,
+    ) -> Iterator[int]:
+        sample = _make_sampler(params, eos_id, self.torch_device)
+        prompt = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
+        total, done = len(tokens), 0
+        on_prefill(0, total)
+        while total - done > 1:  # all but the last token, in chunks
+            n = min(prefill_chunk, total - done - 1)
+            self.model(prompt[done : done + n], cache)
+            done += n
+            self._note_memory()
+            on_prefill(done, total)
+        logits = self.model(prompt[done:], cache)  # (1, vocab)
+        for index in range(max_new_tokens):
+            token = int(sample(logits[-1], index))
+            yield token
+            if index + 1 < max_new_tokens:
+                logits = self.model(torch.tensor([token], device=self.torch_device), cache)
+        self._note_memory()
+
+    @torch.inference_mode()
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        cache = self.new_cache()
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
+        out = self.model(ids, cache, last_only=False)  # (T, vocab)
+        return out.float().cpu().numpy()[None]
+
+    def reset_peak_memory(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.torch_device)
+        self._peak_rss = psutil.Process().memory_info().rss
+
+    def peak_memory(self) -> int:
+        if self.torch_device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.torch_device))
+        return self._peak_rss
+
+    def release_thread(self) -> None:
+        pass
+
+    def _note_memory(self) -> None:
+        if self.torch_device.type != "cuda":
+            self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load(
+    checkpoint: Checkpoint,
+    progress: Callable[[float, str], None],
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
+) -> TorchBackend:
+    """Build the model on the meta device, check every tensor, then assign them one by one.
+
+    dtype: float32 / float16 / bfloat16 (default: bfloat16 on CUDA, the checkpoint's own
+    float type on CPU, float32 if that is half precision); quantize: None or "int8".
+    """
+    if checkpoint.quantization:
+        raise ModelLoadError(
+            f"{checkpoint.path} is quantized in MLX's format, which only the MLX backend runs. "
+            "For the torch backend use the bf16 release (add quantize='int8' to save memory)."
+        )
+    target = torch.device(device) if device else default_device()
+    chosen = DTYPES.get(dtype or _default_dtype(checkpoint, target))
+    if chosen is None:
+        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    if quantize not in (None, "int8"):
+        raise ModelLoadError(f"quantize must be None or 'int8', got {quantize!r}.")
+    args = ModelArgs.from_config(checkpoint.config)
+    with torch.device("meta"):
+        model = Transformer(args)
+    expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
+    check_tensors(checkpoint, expected)
+
+    files = sorted({t.file for t in checkpoint.tensors.values()})
+    state, loaded, total = {}, 0, len(checkpoint.tensors)
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                hf_name = checkpoint.hf_name(name)
+                tensor = handle.get_tensor(name)
+                heads = (
+                    rope_heads(hf_name, checkpoint.config)
+                    if checkpoint.layout == "mistral"
+                    else None
+                )
+                if heads:
+                    tensor = native_rope_rows_to_hf(tensor, heads).contiguous()
+                state[hf_name] = tensor.to(device=target, dtype=chosen)
+                loaded += 1
+                progress(
+                    loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)"
+                )
+    model.load_state_dict(state, strict=True, assign=True)
+    del state
+    if quantize == "int8":
+        quantize_int8(model)
+    model.eval()
+    return TorchBackend(model, target, chosen)
+
+
+def _default_dtype(checkpoint: Checkpoint, device: torch.device) -> str:
+    if device.type == "cuda":
+        return "bfloat16"
+    stored = {t.dtype for t in checkpoint.tensors.values()}
+    return "bfloat16" if stored == {"BF16"} else "float32"
+
+
+def _make_sampler(
+    params: GenerationParams, eos_id: int, device: torch.device
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """(logits (vocab,), index of the token being sampled) -> token id (0-d tensor).
+
+    A generator per request keeps seeded sampling reproducible whatever runs in between.
+    """
+    generator = torch.Generator(device=device)
+    if params.random_seed is not None:
+        generator.manual_seed(params.random_seed)
+    else:
+        generator.seed()
+
+    def sample(logits: torch.Tensor, index: int) -> torch.Tensor:
+        if index < params.min_tokens:
+            logits = logits.clone()
+            logits[eos_id] = -float("inf")
+        if params.temperature == 0:
+            return logits.argmax()
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            ordered, order = probs.sort(descending=True)
+            outside = ordered.cumsum(-1) - ordered > params.top_p  # keep the smallest nucleus
+            probs = probs.scatter(0, order, ordered.masked_fill(outside, 0.0))
+        return torch.multinomial(probs, 1, generator=generator)[0]
+
+    return sample

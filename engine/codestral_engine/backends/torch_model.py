@@ -1,0 +1,225 @@
+"""Codestral (the Mistral architecture) as a compact PyTorch module, in the spirit of gpt-fast.
+
+References: gpt-fast `model.py` (KV cache indexed by position, SDPA, weights assigned from the
+meta device), Hugging Face `modeling_mistral.py` (the numerics to match: RMSNorm in float32,
+half-split RoPE, SwiGLU). Module names follow Hugging Face's so a checkpoint's state dict maps
+one to one. The model knows nothing of quantization: `quantize_int8` swaps its Linear layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CACHE_STEP = 256  # KV capacity grows in steps of this many tokens
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelArgs:
+        heads = int(config["num_attention_heads"])
+        return cls(
+            hidden_size=int(config["hidden_size"]),
+            num_hidden_layers=int(config["num_hidden_layers"]),
+            intermediate_size=int(config["intermediate_size"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
+            vocab_size=int(config["vocab_size"]),
+            rms_norm_eps=float(config["rms_norm_eps"]),
+            rope_theta=float(config.get("rope_theta", 10000.0)),
+        )
+
+
+class KVCache:
+    """Keys and values of one token sequence, all layers, written at their positions."""
+
+    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device):
+        self.shape = (args.num_hidden_layers, args.num_key_value_heads, 0, args.head_dim)
+        self.dtype, self.device = dtype, device
+        self.keys = torch.empty(self.shape, dtype=dtype, device=device)  # (L, n_kv, capacity, hd)
+        self.values = torch.empty_like(self.keys)
+        self.length = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+    def reserve(self, n: int) -> None:
+        """Make room for `n` tokens (grows geometrically, so appends stay amortised O(1))."""
+        capacity = self.keys.shape[2]
+        if n <= capacity:
+            return
+        grown = max(n, 2 * capacity)
+        grown = -(-grown // CACHE_STEP) * CACHE_STEP
+        layers, heads, _, head_dim = self.shape
+        keys = torch.empty((layers, heads, grown, head_dim), dtype=self.dtype, device=self.device)
+        values = torch.empty_like(keys)
+        keys[:, :, : self.length] = self.keys[:, :, : self.length]
+        values[:, :, : self.length] = self.values[:, :, : self.length]
+        self.keys, self.values = keys, values
+
+    def trim_to(self, n: int) -> None:
+        self.length = min(self.length, n)
+
+    def prefix_copy(self, n: int) -> KVCache:
+        copy = KVCache.__new__(KVCache)
+        copy.shape, copy.dtype, copy.device = self.shape, self.dtype, self.device
+        copy.keys = self.keys[:, :, :n].clone()
+        copy.values = self.values[:, :, :n].clone()
+        copy.length = n
+        return copy
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()  # normalise in float32, as the reference does
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = (
+            args.num_attention_heads,
+            args.num_key_value_heads,
+            args.head_dim,
+        )
+        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
+
+    def forward(self, x, rope, cache: KVCache, layer: int, start: int, mask) -> torch.Tensor:
+        T = x.shape[1]
+        q = self.q_proj(x).view(1, T, self.n_heads, self.head_dim).transpose(1, 2)  # (1, H, T, hd)
+        k = self.k_proj(x).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)  # (1, KV, T, hd)
+        v = self.v_proj(x).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = _rotate(q, rope), _rotate(k, rope)
+        end = start + T
+        cache.keys[layer, :, start:end] = k[0]
+        cache.values[layer, :, start:end] = v[0]
+        keys = cache.keys[layer, :, :end].unsqueeze(0)  # (1, KV, S, hd)
+        values = cache.values[layer, :, :end].unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(1, T, -1))  # (1, T, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.mlp = MLP(args)
+
+    def forward(self, x, rope, cache, layer, start, mask) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, start, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.num_hidden_layers))
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    """tokens at positions [start, start+T) -> logits, reading and writing `cache`."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model = Body(args)
+        self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = True
+    ) -> torch.Tensor:
+        T, start = tokens.shape[0], cache.length
+        cache.reserve(start + T)
+        positions = torch.arange(start, start + T, device=tokens.device)
+        rope = _rope(positions, self.args, self.model.embed_tokens.weight.dtype)
+        # Causal within the new block; every cached position is visible. One token needs none.
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=tokens.device).tril(start)
+        x = self.model.embed_tokens(tokens)[None]  # (1, T, D)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, rope, cache, i, start, mask)
+        cache.length = start + T
+        x = self.model.norm(x[:, -1:] if last_only else x)
+        return self.lm_head(x)[0]  # (T or 1, vocab)
+
+
+def _rope(
+    positions: torch.Tensor, args: ModelArgs, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    half = torch.arange(0, args.head_dim, 2, dtype=torch.int64, device=positions.device).float()
+    inv_freq = 1.0 / (args.rope_theta ** (half / args.head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
+    angles = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    cos, sin = rope
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+class Int8Linear(nn.Module):
+    """Weight-only int8 (per output channel, symmetric) in place of an `nn.Linear`."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach()
+        scales = w.abs().amax(dim=1).float().clamp(min=1e-8) / 127.0
+        self.register_buffer("weight", torch.round(w.float() / scales[:, None]).to(torch.int8))
+        self.register_buffer("scales", scales.to(w.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype)) * self.scales
+
+
+def quantize_int8(module: nn.Module) -> None:
+    """Swap every Linear below `module` for `Int8Linear`, in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child))
+        else:
+            quantize_int8(child)

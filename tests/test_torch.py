@@ -1,0 +1,147 @@
+"""The PyTorch backend against Hugging Face transformers, the MLX backend, and its own options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import MistralForCausalLM
+
+import codestral_engine
+from codestral_engine import EngineError, ModelLoadError
+from codestral_engine.backends import resolve_backend
+from codestral_engine.checkpoint import inspect
+from codestral_engine.tiny import TinyShape, make_tiny
+
+PROMPT, SUFFIX = "import numpy as np\n\ndef norm(v):\n    return", "\n\nprint(norm([3, 4]))\n"
+
+
+@pytest.fixture(scope="module")
+def torch_engine(models):
+    with codestral_engine.load(models["hf"], "torch", dtype="float32") as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def reference(models):
+    model = MistralForCausalLM.from_pretrained(models["hf"], dtype=torch.float32)
+    return model.eval()
+
+
+def relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def test_prefill_logits_match_transformers(torch_engine, reference):
+    ids = torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
+    ours = torch_engine.backend.logits(ids)[0]
+    with torch.no_grad():
+        theirs = reference(torch.tensor([ids])).logits[0].numpy()
+    assert ours.shape == theirs.shape == (len(ids), 32768)
+    assert relative_error(ours, theirs) < 1e-4
+
+
+def test_cached_decode_steps_match_transformers(torch_engine, reference):
+    ids = torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
+    model, cache = torch_engine.backend.model, torch_engine.backend.new_cache()
+    steps = [1234, 77, 29500, 5, 31000]
+    with torch.no_grad():
+        model(torch.tensor(ids[:-1]), cache)  # prefill in two chunks, then single tokens
+        ours = [model(torch.tensor(ids[-1:]), cache)[-1].numpy()]
+        out = reference(torch.tensor([ids]), use_cache=True)
+        theirs, past = [out.logits[0, -1].numpy()], out.past_key_values
+        for token in steps:
+            ours.append(model(torch.tensor([token]), cache)[-1].numpy())
+            out = reference(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            theirs.append(out.logits[0, -1].numpy())
+            past = out.past_key_values
+    assert cache.length == len(ids) + len(steps)
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert relative_error(a, b) < 1e-4, step
+
+
+def test_greedy_tokens_equal_the_mlx_backend(models):
+    with codestral_engine.load(models["mistral"], "mlx") as mlx_engine:
+        expected = mlx_engine.fim(PROMPT, SUFFIX, max_tokens=32).result().completion_token_ids
+    with codestral_engine.load(models["mistral"], "torch") as torch_engine:
+        assert (
+            torch_engine.fim(PROMPT, SUFFIX, max_tokens=32).result().completion_token_ids
+            == expected
+        )
+
+
+@pytest.mark.parametrize(
+    "dtype,quantize,tolerance", [("bfloat16", None, 0.05), ("float32", "int8", 0.02)]
+)
+def test_reduced_precision_stays_close(models, torch_engine, dtype, quantize, tolerance):
+    ids = torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
+    full = torch_engine.backend.logits(ids)
+    with codestral_engine.load(models["mistral"], "torch", dtype=dtype, quantize=quantize) as eng:
+        reduced = eng.backend.logits(ids)
+        done = eng.fim(PROMPT, SUFFIX, max_tokens=8).result()
+        if quantize:
+            linear = eng.backend.model.model.layers[0].mlp.up_proj
+            assert linear.weight.dtype == torch.int8
+    mean_error = np.abs(reduced - full).mean() / np.abs(full).mean()
+    assert mean_error < tolerance, mean_error
+    assert done.usage.completion_tokens == 8
+
+
+LOAD_MEMORY = """
+import json, sys, threading, time
+import psutil
+import codestral_engine.backends.torch as tb
+from codestral_engine.checkpoint import inspect
+
+checkpoint = inspect(sys.argv[1])
+process, samples, done = psutil.Process(), [], threading.Event()
+
+def poll():  # the process's lifetime peak would include import-time spikes: sample the load
+    while not done.is_set():
+        samples.append(process.memory_info().rss)
+        time.sleep(0.002)
+
+before = process.memory_info().rss
+watcher = threading.Thread(target=poll)
+watcher.start()
+backend = tb.load(checkpoint, lambda f, s: None, dtype="float32")
+backend.logits([1, 2, 3])  # every weight page is now resident
+done.set()
+watcher.join()
+print(json.dumps({"before": before, "peak": max(samples), "weights": checkpoint.weight_bytes}))
+"""
+
+
+def test_loading_does_not_hold_two_copies_of_the_weights(tmp_path):
+    shape = TinyShape(
+        hidden_size=512, num_hidden_layers=4, intermediate_size=1536,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+    )  # fmt: skip
+    path = make_tiny(tmp_path / "m", "hf", shape=shape)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_MEMORY, str(path)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout)
+    assert m["weights"] > 150e6
+    growth = m["peak"] - m["before"]
+    assert growth < 1.4 * m["weights"], m  # two copies would be >= 2x
+
+
+def test_mlx_quantized_checkpoint_is_refused_by_torch(models):
+    with pytest.raises(ModelLoadError, match=r"MLX's format.*bf16 release"):
+        codestral_engine.load(models["mlx-4bit"], "torch")
+
+
+def test_backend_selection(models):
+    assert resolve_backend("auto", inspect(models["mlx-8bit"])) == "mlx"
+    if sys.platform == "linux":
+        assert resolve_backend("auto", inspect(models["hf"])) == "torch"
+    with pytest.raises(EngineError, match="MLX backend takes no dtype"):
+        codestral_engine.load(models["mlx"], "mlx", dtype="float16")
+    with pytest.raises(ModelLoadError, match="quantize must be"):
+        codestral_engine.load(models["mlx"], "torch", quantize="int4")
