@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import codestral_engine
+from codestral_engine import connection
 from codestral_engine.events import TextDelta
 from codestral_engine.tiny import make_tiny
 from jupyter_codestral.client import EngineClient
@@ -67,7 +68,9 @@ def main() -> None:
     )
     try:
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
-        time.sleep(1)
+        deadline = time.monotonic() + 120
+        while connection.read_live() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server writes its connection file once it listens
         client = EngineClient.local(start=False, progress=False)
         engine = codestral_engine.load(model)
         rows = {"in-process": [], "HTTP + SSE": []}

@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model_dir = make_tiny(Path(tempfile.mkdtemp()) / "bench", "mlx", seed=0, shape=BENCH_SHAPE)
-    engine = codestral_engine.load(model_dir)
+    engine = codestral_engine.load(model_dir, "mlx")
     ref_model, _ = load_model(model_dir)
     ref_tokenizer = TokenizerWrapper(LlamaTokenizer(vocab_file=str(tokenizer_path()), legacy=True))
     prefix, suffix = fim_prompt(engine, args.prompt_tokens)

@@ -60,7 +60,14 @@ def test_config_traitlets_reach_the_magic(shell):
 
 
 def test_answer_streams_with_progressive_updates(shell, captured):
-    shell.run_cell_magic("codestral", "--max-tokens 300 -o answer", "Explain list comprehensions.")
+    # A fast backend finishes the tiny model's tokens within a few default 0.25 s intervals.
+    shell.run_line_magic("config", "Codestral.update_interval = 0.05")
+    try:
+        shell.run_cell_magic(
+            "codestral", "--max-tokens 800 -o answer", "Explain list comprehensions."
+        )
+    finally:
+        shell.run_line_magic("config", "Codestral.update_interval = 0.25")
     updates = [o for o in captured if o["update"]]
     assert len(updates) >= 3
     final = captured[-1]["data"]["text/markdown"]
@@ -165,6 +172,7 @@ def kernel_env(models, tmp_path_factory):
 def kernel(kernel_env):
     km, kc = start_new_kernel(kernel_name="python3", env=kernel_env)
     run(kc, "%load_ext jupyter_codestral")
+    run(kc, "%config Codestral.update_interval = 0.05")  # several updates even on a fast backend
     yield km, kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
