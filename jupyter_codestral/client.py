@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -155,6 +156,22 @@ class EngineClient:
         if response.status_code != 200:
             raise _api_error(response)
         return response.json()
+
+
+def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None:
+    """Stop this user's engine server and wait until it is gone; None if none was running."""
+    running = connection.read_live()
+    if running is None:
+        return None
+    os.kill(running.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while connection.read_live() is not None:
+        if time.monotonic() > deadline:
+            raise CodestralError(
+                f"The engine (pid {running.pid}) did not stop within {timeout:.0f} s."
+            )
+        time.sleep(0.1)
+    return running
 
 
 def _api_error(response: httpx.Response) -> CodestralError:

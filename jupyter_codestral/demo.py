@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from codestral_engine import connection
 
-from .client import CodestralError, EngineClient
+from .client import CodestralError, EngineClient, stop_local_server
 from .targets import TINY, resolve_model
 
 PACKAGE = Path(__file__).resolve().parent
@@ -85,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return run_headless(args.notebook or folder / "data_science.ipynb")
             finally:
-                if not was_running and (running := connection.read_live()) is not None:
-                    os.kill(running.pid, signal.SIGTERM)
+                if not was_running:
+                    stop_local_server()
         return subprocess.call([sys.executable, "-m", "jupyterlab", str(folder)])
     except CodestralError as exc:
         print(f"jupyter codestral: error: {exc}", file=sys.stderr)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -25,7 +23,7 @@ from traitlets import Enum, Float, Integer, Unicode
 
 from codestral_engine import connection
 
-from .client import CodestralError, EngineClient
+from .client import CodestralError, EngineClient, stop_local_server
 from .context import history_code, variables_header
 from .live_output import LiveOutput
 from .targets import HTTPTarget, InProcessTarget, Target, resolve_model
@@ -303,11 +301,10 @@ class Codestral(Magics):
             self._target = None
             return "Codestral: the in-process engine is closed."
         self._target = None
-        running = connection.read_live()
-        if running is None:
+        try:
+            stopped = stop_local_server()
+        except CodestralError as exc:
+            raise UsageError(str(exc)) from exc
+        if stopped is None:
             return "Codestral: no shared engine is running."
-        os.kill(running.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while connection.read_live() is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return f"Codestral: stopped the shared engine (pid {running.pid})."
+        return f"Codestral: stopped the shared engine (pid {stopped.pid})."
