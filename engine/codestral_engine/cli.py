@@ -93,10 +93,18 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=("bfloat16", "float16", "float32"), help="torch precision"
     )
     parser.add_argument("--quantize", choices=("int8",), help="torch: int8 weights at load")
+    parser.add_argument(
+        "--context-length", type=int, help="cap the context window (and its KV-cache memory)"
+    )
 
 
 def _load_options(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "dtype": args.dtype, "quantize": args.quantize}
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "quantize": args.quantize,
+        "context_length": args.context_length,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

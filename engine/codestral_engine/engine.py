@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .backends import load_backend
+from . import preflight as memory
+from .backends import load_backend, resolve_backend, target_of
 from .backends.base import Backend
 from .checkpoint import Checkpoint, inspect
 from .errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
@@ -47,6 +48,7 @@ class Engine:
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        context_length: int | None = None,
     ):
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk must be >= 1, got {prefill_chunk}.")
@@ -57,7 +59,9 @@ class Engine:
             backend=backend,
             tokenizer=tokenizer,
             prompt_cache=PromptCache(prompt_cache_bytes, prompt_cache_entries),
-            context_length=checkpoint.context_length,
+            context_length=min(
+                context_length or checkpoint.context_length, checkpoint.context_length
+            ),
             prefill_chunk=prefill_chunk,
             preempt=self._run_more_urgent,
         )
@@ -75,7 +79,8 @@ class Engine:
 
     @property
     def context_length(self) -> int:
-        return self.checkpoint.context_length
+        """Tokens per request, prompt and completion together (the model's window, or less)."""
+        return self._runtime.context_length
 
     @property
     def queue_length(self) -> int:
@@ -219,6 +224,8 @@ def load(
     device: str | None = None,
     dtype: str | None = None,
     quantize: str | None = None,
+    context_length: int | None = None,
+    preflight: bool = True,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
     prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
@@ -229,6 +236,8 @@ def load(
     `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
     Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
     `dtype` ("bfloat16", "float16", "float32") and `quantize` ("int8") apply to torch.
+    `context_length` caps the window (and the memory its KV cache needs). With `preflight`, a
+    model that will not fit in memory is refused before loading, with the numbers and the fix.
     """
     report = progress or (lambda fraction, stage: None)
     report(0.0, "checking the checkpoint")
@@ -240,6 +249,14 @@ def load(
             f"in {checkpoint.path} expects {checkpoint.config['vocab_size']}. Use the tokenizer "
             "released with these weights."
         )
+    if context_length is not None and context_length < 2:
+        raise EngineError(f"context_length must be at least 2, got {context_length}.")
+    window = min(context_length or checkpoint.context_length, checkpoint.context_length)
+    if preflight:
+        concrete = resolve_backend(backend, checkpoint)
+        target, compute = target_of(concrete, checkpoint, device, dtype)
+        need = memory.plan(checkpoint, concrete, compute, quantize, window)
+        memory.check(checkpoint, concrete, target, need, quantize)
     engine = Engine(
         load_backend(checkpoint, backend, report, device=device, dtype=dtype, quantize=quantize),
         tokenizer,
@@ -248,6 +265,7 @@ def load(
         prompt_cache_bytes=prompt_cache_bytes,
         prompt_cache_entries=prompt_cache_entries,
         max_queued=max_queued,
+        context_length=window,
     )
     report(1.0, "ready")
     return engine

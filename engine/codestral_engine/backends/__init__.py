@@ -19,7 +19,7 @@ _INSTALL_HINT = {
     "torch": "pip install torch (see README for the CUDA build)",
 }
 
-__all__ = ["BACKENDS", "Backend", "KVState", "load_backend", "resolve_backend"]
+__all__ = ["BACKENDS", "Backend", "KVState", "load_backend", "resolve_backend", "target_of"]
 
 
 def resolve_backend(name: str, checkpoint: Checkpoint | None = None) -> str:
@@ -37,6 +37,19 @@ def resolve_backend(name: str, checkpoint: Checkpoint | None = None) -> str:
     if name not in BACKENDS:
         raise EngineError(f"Unknown backend {name!r}. Choose one of: auto, {', '.join(BACKENDS)}.")
     return name
+
+
+def target_of(
+    concrete: str, checkpoint: Checkpoint, device: str | None, dtype: str | None
+) -> tuple[str, str]:
+    """(device, compute dtype) a backend will use, before anything is loaded."""
+    if concrete == "torch":
+        from .torch import default_device, default_dtype
+
+        target = device or str(default_device())
+        return target, dtype or default_dtype(checkpoint, target)
+    apple = sys.platform == "darwin" and platform.machine() == "arm64"
+    return ("gpu" if apple else "cpu"), "as stored"
 
 
 def load_backend(

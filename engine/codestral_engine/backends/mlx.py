@@ -121,6 +121,20 @@ class MLXBackend:
         mx.clear_streams()  # thread-local streams must not outlive their thread (mlx#3395)
 
 
+def device_memory(_device: str) -> tuple[int, str] | None:
+    """Apple unified memory's recommended working set, when running on Metal."""
+    info = mx.device_info()
+    if "max_recommended_working_set_size" in info:
+        return int(
+            info["max_recommended_working_set_size"]
+        ), "Apple unified memory, recommended working set"
+    return None
+
+
+def physical_memory() -> int | None:
+    return mx.device_info().get("memory_size")
+
+
 def load(checkpoint: Checkpoint, progress: Callable[[float, str], None]) -> MLXBackend:
     """Build mlx-lm's model for `checkpoint`, check every tensor, then load the weights."""
     try:

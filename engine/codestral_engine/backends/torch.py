@@ -18,7 +18,7 @@ from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope
 from ..errors import ModelLoadError
 from ..params import GenerationParams
 from .base import PrefillProgress
-from .torch_model import KVCache, ModelArgs, Transformer, quantize_int8
+from .torch_model import KVCache, ModelArgs, Transformer, quantize_int8, quantize_weight
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -91,6 +91,14 @@ class TorchBackend:
             self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)
 
 
+def device_memory(device: str) -> tuple[int, str] | None:
+    """Free memory on a CUDA device (None on the CPU: the caller uses available RAM)."""
+    if not device.startswith("cuda"):
+        return None
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free), f"free memory on {device}"
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -114,7 +122,7 @@ def load(
             "For the torch backend use the bf16 release (add quantize='int8' to save memory)."
         )
     target = torch.device(device) if device else default_device()
-    chosen = DTYPES.get(dtype or _default_dtype(checkpoint, target))
+    chosen = DTYPES.get(dtype or default_dtype(checkpoint, str(target)))
     if chosen is None:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     if quantize not in (None, "int8"):
@@ -124,6 +132,8 @@ def load(
         model = Transformer(args)
     expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
     check_tensors(checkpoint, expected)
+    packed = target.type == "cpu"
+    int8_layers = set(quantize_int8(model, chosen, packed)) if quantize == "int8" else set()
 
     files = sorted({t.file for t in checkpoint.tensors.values()})
     state, loaded, total = {}, 0, len(checkpoint.tensors)
@@ -139,21 +149,25 @@ def load(
                 )
                 if heads:
                     tensor = native_rope_rows_to_hf(tensor, heads).contiguous()
-                state[hf_name] = tensor.to(device=target, dtype=chosen)
+                tensor = tensor.to(device=target, dtype=chosen)
+                layer = hf_name.removesuffix(".weight")
+                if layer in int8_layers:  # quantized as read: one float tensor at a time
+                    state[hf_name], state[f"{layer}.scales"] = quantize_weight(tensor, packed)
+                else:
+                    state[hf_name] = tensor
                 loaded += 1
                 progress(
                     loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)"
                 )
     model.load_state_dict(state, strict=True, assign=True)
     del state
-    if quantize == "int8":
-        quantize_int8(model)
     model.eval()
     return TorchBackend(model, target, chosen)
 
 
-def _default_dtype(checkpoint: Checkpoint, device: torch.device) -> str:
-    if device.type == "cuda":
+def default_dtype(checkpoint: Checkpoint, device: str) -> str:
+    """bfloat16 on CUDA; on the CPU the checkpoint's own float type (float32 if half)."""
+    if device.startswith("cuda"):
         return "bfloat16"
     stored = {t.dtype for t in checkpoint.tensors.values()}
     return "bfloat16" if stored == {"BF16"} else "float32"

@@ -17,6 +17,7 @@ from torch import nn
 
 CACHE_STEP = 256  # KV capacity grows in steps of this many tokens
 PACKED_MAX_ROWS = 16  # up to this many tokens, int8 matmuls read the packed weights directly
+QUANTIZE_ROWS = 1024  # rows quantized together at load
 
 
 @dataclass(frozen=True)
@@ -215,17 +216,15 @@ class Int8Linear(nn.Module):
     is bound by. Elsewhere the weight is dequantized per call (fuse it with torch.compile).
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, out_features: int, in_features: int, dtype: torch.dtype, packed: bool):
         super().__init__()
-        w = linear.weight.detach()
-        scales = w.abs().amax(dim=1).float().clamp(min=1e-8) / 127.0
-        self.register_buffer("weight", torch.round(w.float() / scales[:, None]).to(torch.int8))
-        packed = w.device.type == "cpu"
-        self.register_buffer("scales", scales.to(torch.bfloat16 if packed else w.dtype))
+        self.packed = packed
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(out_features, dtype=scale_dtype(dtype, packed)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if x.device.type == "cpu" and rows <= PACKED_MAX_ROWS:  # decoding: bandwidth-bound
+        if self.packed and rows <= PACKED_MAX_ROWS:  # decoding: bandwidth-bound
             flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
             out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
             return out.to(x.dtype).reshape(*x.shape[:-1], -1)
@@ -233,10 +232,31 @@ class Int8Linear(nn.Module):
         return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
-def quantize_int8(module: nn.Module) -> None:
-    """Swap every Linear below `module` for `Int8Linear`, in place."""
+def scale_dtype(dtype: torch.dtype, packed: bool) -> torch.dtype:
+    return torch.bfloat16 if packed else dtype
+
+
+def quantize_weight(w: torch.Tensor, packed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, per-row scale) of a float weight (out, in), a block of rows at a time so
+    the float32 temporaries stay small next to the weight itself."""
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    scales = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
+    for start in range(0, w.shape[0], QUANTIZE_ROWS):
+        block = w[start : start + QUANTIZE_ROWS].float()
+        scale = block.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        q[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).to(torch.int8)
+        scales[start : start + QUANTIZE_ROWS] = scale
+    return q, scales.to(scale_dtype(w.dtype, packed))
+
+
+def quantize_int8(module: nn.Module, dtype: torch.dtype, packed: bool) -> list[str]:
+    """Swap every Linear below `module` for an empty `Int8Linear`, in place (on the meta device
+    before loading, so the float weights never all exist at once); returns their names."""
+    swapped = []
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, Int8Linear(child.out_features, child.in_features, dtype, packed))
+            swapped.append(name)
         else:
-            quantize_int8(child)
+            swapped += [f"{name}.{inner}" for inner in quantize_int8(child, dtype, packed)]
+    return swapped

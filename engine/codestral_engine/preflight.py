@@ -1,0 +1,156 @@
+"""Will the model fit? Estimated before loading, so a user is told in a second, not after
+minutes of loading and an out-of-memory crash.
+
+Estimate: the weights as the backend will hold them, plus the KV cache of a full context window,
+plus a margin for activations. Available: Apple unified memory's recommended working set (MLX
+on Metal), free device memory (CUDA), or available RAM (CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+ACTIVATION_MARGIN = 0.10  # of the weights: activations, allocator slack, runtime buffers
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "F32": 4, "F16": 2, "BF16": 2}
+
+
+class InsufficientMemoryError(ModelLoadError):
+    """The model will not fit in the memory this device can give."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    weight_bytes: int
+    kv_bytes_per_token: int
+    context_length: int
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_bytes_per_token * self.context_length
+
+    @property
+    def total(self) -> int:
+        return int(self.weight_bytes * (1 + ACTIVATION_MARGIN)) + self.kv_bytes
+
+    def with_context(self, context_length: int) -> MemoryPlan:
+        return MemoryPlan(self.weight_bytes, self.kv_bytes_per_token, context_length)
+
+
+def parameter_counts(config: dict[str, Any]) -> tuple[int, int]:
+    """(parameters in Linear layers, all other parameters) of a Mistral-architecture config."""
+    h, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or h // heads)
+    ffn, vocab = int(config["intermediate_size"]), int(config["vocab_size"])
+    attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim  # q, o; k, v
+    per_layer = attention + 3 * h * ffn
+    linear = layers * per_layer + h * vocab  # + the output head
+    other = h * vocab + layers * 2 * h + h  # embedding, two norms per layer, final norm
+    return linear, other
+
+
+def plan(
+    checkpoint: Checkpoint,
+    backend: str,
+    dtype: str,
+    quantize: str | None,
+    context_length: int,
+) -> MemoryPlan:
+    """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX)."""
+    config = checkpoint.config
+    if backend == "mlx":
+        weights = checkpoint.weight_bytes  # MLX keeps the stored tensors, quantized or not
+        floats = {t.dtype for t in checkpoint.tensors.values() if t.dtype in BYTES}
+        element = min((BYTES[d] for d in floats), default=2)
+    else:
+        linear, other = parameter_counts(config)
+        element = BYTES[dtype]
+        if quantize == "int8":  # int8 weights plus one scale per output row
+            rows = linear // int(config["hidden_size"])
+            weights = linear + rows * element + other * element
+        else:
+            weights = (linear + other) * element
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+    kv_per_token = 2 * int(config["num_hidden_layers"]) * kv_heads * head_dim * element
+    return MemoryPlan(weights, kv_per_token, context_length)
+
+
+def available_memory(backend: str, device: str) -> tuple[int, str]:
+    """(bytes this device can give the model, what that number is)."""
+    known = import_module(f"{__package__}.backends.{backend}").device_memory(device)
+    if known is not None:
+        return known
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available RAM"
+
+
+def check(
+    checkpoint: Checkpoint, backend: str, device: str, memory_plan: MemoryPlan, quantize: str | None
+) -> None:
+    """Raise `InsufficientMemoryError`, with the numbers and the fixes, if the plan does not fit."""
+    have, what = available_memory(backend, device)
+    if memory_plan.total <= have:
+        _warn_wired_limit(backend, memory_plan)
+        return
+    fixes = []
+    shorter = next(
+        (
+            n
+            for n in (16384, 8192, 4096, 2048)
+            if n < memory_plan.context_length and memory_plan.with_context(n).total <= have
+        ),
+        None,
+    )
+    if shorter:
+        needs = _gb(memory_plan.with_context(shorter).total)
+        fixes.append(f"a shorter context (context_length={shorter}: {needs})")
+    if backend == "torch" and quantize != "int8":
+        fixes.append("int8 weights (quantize='int8' / --quantize int8: about half of bf16)")
+    if backend == "mlx" and not checkpoint.quantization:
+        fixes.append(
+            "an MLX 4-bit or 8-bit conversion of the model (12.4 / 23.4 GB for Codestral-22B)"
+        )
+    fixes.append("closing other programs that hold memory")
+    raise InsufficientMemoryError(
+        f"The model in {checkpoint.path} needs about {_gb(memory_plan.total)} (weights "
+        f"{_gb(memory_plan.weight_bytes)} + KV cache for {memory_plan.context_length} tokens "
+        f"{_gb(memory_plan.kv_bytes)} + {ACTIVATION_MARGIN:.0%} margin), but this machine can give "
+        f"{_gb(have)} ({what}). Try {'; or '.join(fixes)}. "
+        "(preflight=False skips this check.)"
+    )
+
+
+def _warn_wired_limit(backend: str, memory_plan: MemoryPlan) -> None:
+    # macOS wires at most ~75% of RAM for the GPU by default; a model close to that slows down.
+    if backend != "mlx" or sys.platform != "darwin" or platform.machine() != "arm64":
+        return
+    mlx_backend = import_module(f"{__package__}.backends.mlx")
+    recommended, total = mlx_backend.device_memory("gpu"), mlx_backend.physical_memory()
+    if recommended and total and memory_plan.total > 0.9 * recommended[0]:
+        limit_mb = int(min(total * 0.9, memory_plan.total * 1.2) / 2**20)
+        log.warning(
+            "The model needs %s, close to macOS's default GPU memory limit (%s): generation "
+            "may be slow. Raise the limit until the next reboot with: "
+            "sudo sysctl iogpu.wired_limit_mb=%d",
+            _gb(memory_plan.total),
+            _gb(recommended[0]),
+            limit_mb,
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"

@@ -1,0 +1,83 @@
+"""Memory preflight: the estimate for the real Codestral-22B, and refusal before loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import codestral_engine
+import codestral_engine.engine as engine_module
+from codestral_engine import ContextLengthError, preflight
+from codestral_engine.checkpoint import Checkpoint, inspect
+from codestral_engine.preflight import InsufficientMemoryError, plan
+
+CODESTRAL_22B = {
+    "model_type": "mistral",
+    "hidden_size": 6144,
+    "num_hidden_layers": 56,
+    "intermediate_size": 16384,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 32768,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 1e6,
+}
+
+
+def test_codestral_22b_estimates_match_its_published_sizes():
+    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B, {})
+    bf16 = plan(checkpoint, "torch", "bfloat16", None, 32768)
+    assert round(bf16.weight_bytes / 1e9, 1) == 44.5  # 22.25B parameters x 2 bytes
+    assert bf16.kv_bytes_per_token == 224 * 1024  # DESIGN.md: 224 KiB per token in bf16
+    assert round(bf16.kv_bytes / 2**30, 2) == 7.0  # the full 32K window
+    int8 = plan(checkpoint, "torch", "bfloat16", "int8", 32768)
+    assert 0.5 < int8.weight_bytes / bf16.weight_bytes < 0.53
+    assert plan(checkpoint, "torch", "float32", None, 1).kv_bytes_per_token == 448 * 1024
+
+
+def simulate(monkeypatch, available: int) -> None:
+    monkeypatch.setattr(
+        preflight, "available_memory", lambda backend, device: (available, "simulated")
+    )
+
+
+def test_too_little_memory_is_refused_before_loading_with_numbers_and_fixes(models, monkeypatch):
+    need = plan(inspect(models["mlx"]), "torch", "float32", None, 32768)
+    simulate(monkeypatch, int(need.total * 0.9))
+    loads = []
+    monkeypatch.setattr(engine_module, "load_backend", lambda *a, **k: loads.append(a))
+    with pytest.raises(InsufficientMemoryError) as info:
+        codestral_engine.load(models["mlx"], "torch")
+    message = str(info.value)
+    assert loads == []  # refused before any weight was read
+    assert f"{need.total / 1e9:.1f} GB" in message and "KV cache for 32768 tokens" in message
+    assert "(simulated)" in message
+    assert "context_length=16384" in message and "quantize='int8'" in message
+
+
+def test_enough_memory_loads_and_preflight_can_be_skipped(models, monkeypatch):
+    need = plan(inspect(models["mlx"]), "torch", "float32", None, 2048)
+    simulate(monkeypatch, int(need.total * 1.1))
+    with codestral_engine.load(models["mlx"], "torch", context_length=2048) as eng:
+        assert eng.fim("x = 1", max_tokens=2).result().usage.completion_tokens == 2
+    simulate(monkeypatch, 1)
+    with codestral_engine.load(models["mlx"], "torch", preflight=False) as eng:
+        assert eng.context_length == 32768
+
+
+def test_mlx_estimate_uses_the_stored_tensors(models):
+    stored = inspect(models["mlx-4bit"])
+    assert plan(stored, "mlx", "as stored", None, 1).weight_bytes == stored.weight_bytes
+
+
+def test_context_length_caps_the_window(models, backend):
+    with codestral_engine.load(models["mlx"], backend, context_length=48) as eng:
+        assert eng.context_length == 48
+        with pytest.raises(ContextLengthError, match="context window is 48"):
+            eng.fim("x = 1\n" * 30)
+        prompt = "y = 2\n" * 4
+        done = eng.fim(prompt, max_tokens=1000).result()
+        assert done.finish_reason == "model_length"
+        assert done.usage.prompt_tokens + done.usage.completion_tokens == 48
