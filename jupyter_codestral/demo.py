@@ -60,14 +60,19 @@ def run_headless(notebook: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter codestral", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="open the example notebooks (or run one headless)")
+    demo = commands.add_parser(
+        "demo",
+        help="open the example notebooks (or run one headless); other options go to JupyterLab",
+    )
     demo.add_argument(
         "--headless", action="store_true", help="execute a notebook, print what streamed"
     )
     demo.add_argument(
         "--notebook", type=Path, help="notebook for --headless (default: data_science)"
     )
-    args = parser.parse_args(argv)
+    args, lab_options = parser.parse_known_args(argv)  # the rest go to JupyterLab (--port ...)
+    if args.headless and lab_options:
+        parser.error(f"unrecognized arguments: {' '.join(lab_options)}")
 
     model = os.environ.get("CODESTRAL_MODEL") or TINY
     if model == TINY:
@@ -77,16 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = examples_dir()
         was_running = connection.read_live() is not None
-        EngineClient.local(
-            resolve_model(model)
-        ).close()  # start (or find) the engine, with progress
-        if args.headless:
-            try:
+        EngineClient.local(resolve_model(model)).close()  # start (or find) it, with progress
+        lab = [sys.executable, "-m", "jupyterlab", str(folder), *lab_options]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lab.append("--allow-root")  # containers often run as root; JupyterLab refuses it
+        try:
+            if args.headless:
                 return run_headless(args.notebook or folder / "data_science.ipynb")
-            finally:
-                if not was_running:
-                    stop_local_server()
-        return subprocess.call([sys.executable, "-m", "jupyterlab", str(folder)])
+            return subprocess.call(lab)
+        finally:
+            if not was_running:  # an engine the demo started does not outlive it
+                stop_local_server()
     except CodestralError as exc:
         print(f"jupyter codestral: error: {exc}", file=sys.stderr)
         return 1
