@@ -66,8 +66,8 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-class Completion:
-    """One response's identity, shared by its chunks."""
+class ResponseShape:
+    """One response's identity and JSON shapes (whole, or chunk by chunk)."""
 
     def __init__(self, model: str):
         self.id = uuid.uuid4().hex

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .api_schema import ChatBody, Completion, FIMBody, error_json
+from .api_schema import ChatBody, FIMBody, ResponseShape, error_json
 from .engine import Engine, load
 from .errors import (
     ContextLengthError,
@@ -229,7 +229,7 @@ def _submit(make):
 
 
 async def _respond(body, request) -> Response:
-    completion = Completion(body.model)
+    completion = ResponseShape(body.model)
     if body.stream:
         return EventSourceResponse(_sse(completion, request), ping=10)
     parts = []
@@ -242,7 +242,7 @@ async def _respond(body, request) -> Response:
     return JSONResponse(completion.whole("".join(parts), event))
 
 
-async def _sse(completion: Completion, request):
+async def _sse(completion: ResponseShape, request):
     yield {"data": json.dumps(completion.chunk(None))}
     try:
         async for event in request.events():  # leaving early (disconnect) cancels the request
