@@ -17,21 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from codestral_engine.checkpoint import Checkpoint, inspect
+from codestral_engine.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
 from codestral_engine.preflight import ACTIVATION_MARGIN, MemoryPlan, parameter_counts, plan
 from codestral_engine.tiny import TinyShape, make_tiny
 
-CODESTRAL_22B = {
-    "model_type": "mistral",
-    "hidden_size": 6144,
-    "num_hidden_layers": 56,
-    "intermediate_size": 16384,
-    "num_attention_heads": 48,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 32768,
-    "rms_norm_eps": 1e-5,
-}
 MID_SHAPE = {
     "hidden_size": 1024,
     "num_hidden_layers": 12,
@@ -80,14 +69,14 @@ def mlx_quantized_bytes(config: dict, bits: int, group_size: int = 64) -> int:
 
 
 def computed_table() -> None:
-    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B, {})
+    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
     bf16 = plan(checkpoint, "torch", "bfloat16", None, 1)
     rows = [
         ("bf16 (torch or MLX)", bf16),
         ("int8 weights (torch)", plan(checkpoint, "torch", "bfloat16", "int8", 1)),
     ]
     for bits in (8, 4):
-        weights = mlx_quantized_bytes(CODESTRAL_22B, bits)
+        weights = mlx_quantized_bytes(CODESTRAL_22B_CONFIG, bits)
         rows.append((f"MLX {bits}-bit", MemoryPlan(weights, bf16.kv_bytes_per_token, 1)))
     print(
         "| Codestral-22B | weights (GB) | KV per 1K tokens (MB) | total, 8K window | total, 32K |"

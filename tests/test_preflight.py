@@ -9,25 +9,12 @@ import pytest
 import codestral_engine
 import codestral_engine.engine as engine_module
 from codestral_engine import ContextLengthError, preflight
-from codestral_engine.checkpoint import Checkpoint, inspect
+from codestral_engine.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
 from codestral_engine.preflight import InsufficientMemoryError, plan
-
-CODESTRAL_22B = {
-    "model_type": "mistral",
-    "hidden_size": 6144,
-    "num_hidden_layers": 56,
-    "intermediate_size": 16384,
-    "num_attention_heads": 48,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 32768,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 1e6,
-}
 
 
 def test_codestral_22b_estimates_match_its_published_sizes():
-    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B, {})
+    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
     bf16 = plan(checkpoint, "torch", "bfloat16", None, 32768)
     assert round(bf16.weight_bytes / 1e9, 1) == 44.5  # 22.25B parameters x 2 bytes
     assert bf16.kv_bytes_per_token == 224 * 1024  # DESIGN.md: 224 KiB per token in bf16

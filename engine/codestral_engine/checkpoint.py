@@ -27,6 +27,20 @@ from .errors import ModelLoadError
 
 SUPPORTED_MODEL_TYPES = ("mistral", "llama")
 DEFAULT_CONTEXT_LENGTH = 32768  # Codestral-22B-v0.1
+# Codestral-22B-v0.1's architecture as Hugging Face config keys (for estimates and tests).
+CODESTRAL_22B_CONFIG = {
+    "model_type": "mistral",
+    "hidden_size": 6144,
+    "num_hidden_layers": 56,
+    "intermediate_size": 16384,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 32768,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 1e6,
+    "max_position_embeddings": DEFAULT_CONTEXT_LENGTH,
+}
 FLOAT_DTYPES = {"F16", "BF16", "F32"}
 _NATIVE_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _NATIVE_TO_HF = {
