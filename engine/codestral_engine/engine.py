@@ -105,7 +105,7 @@ class Engine:
             if not isinstance(value, str):
                 raise InvalidRequestError(f"{name} must be a string, got {type(value).__name__}.")
         self._refuse_oversized(len(prompt) + len(suffix))
-        return self.submit(self.tokenizer.encode_fim(prompt, suffix), **params)
+        return self._enqueue(self.tokenizer.encode_fim(prompt, suffix), **params)
 
     def chat(self, messages: list[dict[str, Any]], **params: Any) -> Request:
         """Answer a conversation ([{'role': 'user', 'content': ...}, ...]) in instruct format.
@@ -116,7 +116,7 @@ class Engine:
             contents = [m.get("content") for m in messages if isinstance(m, dict)]
             self._refuse_oversized(sum(len(c) for c in contents if isinstance(c, str)))
         params.setdefault("priority", "batch")
-        return self.submit(self.tokenizer.encode_chat(messages), **params)
+        return self._enqueue(self.tokenizer.encode_chat(messages), **params)
 
     def submit(
         self,
@@ -132,6 +132,23 @@ class Engine:
         request with the same key cancels the previous one if it is still queued or running:
         the keystroke case, where only the latest prompt matters.
         """
+        ids = list(prompt_token_ids)
+        vocab = self.tokenizer.vocab_size
+        if not ids or any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+            raise InvalidRequestError(
+                f"prompt_token_ids must be a non-empty list of ids in [0, {vocab})."
+            )
+        return self._enqueue(ids, priority=priority, session=session, **params)
+
+    def _enqueue(
+        self,
+        ids: list[int],
+        *,
+        priority: str = "interactive",
+        session: str | None = None,
+        **params: Any,
+    ) -> Request:
+        # Ids from our own tokenizer need no per-token check (0.7 ms for 8K tokens per keystroke).
         options = GenerationParams.from_options(**params)
         if priority not in PRIORITIES:
             raise InvalidRequestError(
@@ -139,12 +156,6 @@ class Engine:
             )
         if session is not None and not isinstance(session, str):
             raise InvalidRequestError("session must be a string.")
-        ids = list(prompt_token_ids)
-        vocab = self.tokenizer.vocab_size
-        if not ids or any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
-            raise InvalidRequestError(
-                f"prompt_token_ids must be a non-empty list of ids in [0, {vocab})."
-            )
         if len(ids) >= self.context_length:
             raise _too_long(len(ids), self.context_length)
         request = Request(ids, options, PRIORITIES[priority], session)
