@@ -52,13 +52,25 @@ def test_fim_preempts_a_running_chat_without_changing_it(fresh_engine, sampling)
     assert final.completion_token_ids == alone.completion_token_ids
 
 
-def test_waiting_interactive_requests_go_before_waiting_batch_ones(fresh_engine):
+def test_waiting_interactive_requests_go_before_waiting_batch_ones(fresh_engine, monkeypatch):
+    # Order of *starts*: a finish order would also hold under FIFO plus preemption.
+    started = []
+    real = fresh_engine.backend.generate
+
+    def recording(tokens, *args, **kwargs):
+        started.append(tokens)
+        return real(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(fresh_engine.backend, "generate", recording)
     blocker = fresh_engine.fim("x = 1\n", max_tokens=60)  # interactive: nothing preempts it
     next(iter(blocker))
-    chat = fresh_engine.chat(QUESTION, max_tokens=2)
-    fim = fresh_engine.fim("y = 2\n", max_tokens=2)
-    done = finish_times({"chat": chat, "fim": fim, "blocker": blocker})
-    assert done["fim"][0] < done["chat"][0]
+    chat = fresh_engine.chat(QUESTION, max_tokens=2)  # queued first...
+    fim = fresh_engine.fim("y = 2\n", max_tokens=2)  # ...but runs first
+    finish_times({"chat": chat, "fim": fim, "blocker": blocker})
+    fim_ids, chat_ids = list(fim.prompt_token_ids), list(chat.prompt_token_ids)
+    assert len(started) == 3
+    assert fim_ids[-len(started[1]) :] == started[1]  # the second start is the FIM
+    assert chat_ids[-len(started[2]) :] == started[2]  # the chat only after it
 
 
 def test_full_queue_is_refused_at_once(models, backend):
