@@ -203,7 +203,7 @@ def _start_server(model: str | os.PathLike | None) -> connection.ConnectionInfo:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
-    # Reap the server when it ends, so its pid never lingers as a zombie that looks alive.
+    # Reap the server when it ends, so a long-lived kernel collects no zombie processes.
     threading.Thread(target=process.wait, name="codestral-engine-reaper", daemon=True).start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import psutil
 import pytest
 from mistralai.client import Mistral
 from openai import OpenAI
@@ -197,6 +198,9 @@ def test_unknown_route_and_method_are_json(http):
 
 
 def test_models_and_status(http, models):
+    http.post(
+        "/v1/fim/completions", json={"model": "codestral-latest", "prompt": "a", "max_tokens": 2}
+    )
     card = http.get("/v1/models").json()["data"][0]
     assert card["id"] == models["mlx"].name
     assert "codestral-latest" in card["aliases"]
@@ -332,3 +336,18 @@ def test_killed_server_leaves_no_trusted_connection_file(models, tmp_path, monke
     assert replacement.pid != srv.pid
     replacement.proc.terminate()
     replacement.proc.wait(timeout=30)
+
+
+def test_a_zombie_server_pid_is_not_trusted(tmp_path, monkeypatch):
+    from codestral_engine import connection
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once; not reaped yet
+    deadline = time.monotonic() + 30
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    connection.write(connection.ConnectionInfo("http://127.0.0.1:1", "t", child.pid, "m"))
+    assert connection.read_live() is None  # dead though its pid still exists
+    assert not (tmp_path / "codestral-engine.json").exists()
+    child.wait()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -271,8 +272,6 @@ def _last_request(engine: Engine | None) -> dict[str, Any]:
 
 
 def _process_memory() -> int:
-    import psutil
-
     return psutil.Process().memory_info().rss
 
 
