@@ -1,6 +1,8 @@
 """jupyter-codestral: Codestral in Jupyter. `%load_ext jupyter_codestral` registers %%codestral.
 
 Loading the extension imports no model runtime and starts no engine; that waits for first use.
+As a Jupyter server extension (enabled on install) it serves the ghost-text routes that the
+JupyterLab extension in `labextension/` calls.
 """
 
 __version__ = "0.1.0"
@@ -16,3 +18,22 @@ def unload_ipython_extension(ipython) -> None:
     magics = ipython.magics_manager.registry.get("Codestral")
     if magics is not None and magics._target is not None and hasattr(magics._target, "engine"):
         magics._target.engine.close()
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-codestral"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_codestral"}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    from .handlers import setup_handlers
+
+    codestral = setup_handlers(serverapp)
+    serverapp.log.info("jupyter_codestral: ghost-text routes at %s", "codestral/")
+    # Read the tokenizer now, off the event loop, so the first keystroke does not wait for it.
+    import threading
+
+    threading.Thread(target=lambda: codestral.counter, daemon=True).start()

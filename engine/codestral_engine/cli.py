@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     serve.add_argument("--token", help="API token clients must send (default: a random one)")
+    serve.add_argument(
+        "--prompt-cache-entries",
+        type=int,
+        default=8,
+        help="prompts whose KV cache is kept for reuse (default 8; 0 turns the cache off)",
+    )
+    serve.add_argument(
+        "--log-prompts",
+        action="store_true",
+        help="print each FIM prompt and suffix to stderr (to see the context clients send)",
+    )
     _backend_options(serve)
 
     tiny = commands.add_parser(
@@ -122,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             model = Path(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
             return serve(
                 model.expanduser().resolve(), args.host, args.port, args.token, args.backend,
+                log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
                 **_load_options(args),
             )  # fmt: skip
         return _complete(args)

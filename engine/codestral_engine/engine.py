@@ -96,6 +96,11 @@ class Engine:
         """The final event of the request that finished last (whoever was listening)."""
         return self._runtime.last_finished
 
+    @property
+    def finish_counts(self) -> dict[str, int]:
+        """How many requests ended for each finish reason (stop, length, cancelled, ...)."""
+        return dict(self._runtime.finish_counts)
+
     def fim(self, prompt: str, suffix: str = "", **params: Any) -> Request:
         """Fill in the middle between `prompt` (code before the cursor) and `suffix` (after).
 

@@ -8,8 +8,9 @@ request, and measures usage.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .backends.base import Backend
 from .events import (
@@ -43,6 +44,12 @@ class Runtime:
     # Runs waiting requests more urgent than the given one; called between steps.
     preempt: Callable[[Request], None]
     last_finished: Finished | None = None  # for status displays
+    finish_counts: Counter = field(default_factory=Counter)  # finish reason -> requests
+
+    def record(self, request: Request, finished: Finished) -> None:
+        self.last_finished = finished
+        self.finish_counts[finished.finish_reason] += 1
+        request.emit(finished)
 
 
 def run(request: Request, rt: Runtime) -> None:
@@ -50,8 +57,7 @@ def run(request: Request, rt: Runtime) -> None:
     ids = list(request.prompt_token_ids)
     params = request.params
     if request.cancelled:  # cancelled while queued: never touch the model
-        rt.last_finished = _finished(request, FINISH_CANCELLED, [], 0, None, None, 0)
-        request.emit(rt.last_finished)
+        rt.record(request, _finished(request, FINISH_CANCELLED, [], 0, None, None, 0))
         return
 
     kv, reused = rt.prompt_cache.take(ids)
@@ -122,8 +128,7 @@ def run(request: Request, rt: Runtime) -> None:
         decode_rate = (len(sampled) - 1) / (last_at - first_at)
     ttft = None if first_at is None else first_at - request.submitted_at
     peak = rt.backend.peak_memory()
-    rt.last_finished = _finished(request, finish, completion, reused, ttft, decode_rate, peak)
-    request.emit(rt.last_finished)
+    rt.record(request, _finished(request, finish, completion, reused, ttft, decode_rate, peak))
 
 
 def _finished(

@@ -22,7 +22,13 @@ WAIT_FOR_OTHER_SERVER_S = 30
 
 
 def serve(
-    model: Path, host: str, port: int, token: str | None, backend: str, **load_options: object
+    model: Path,
+    host: str,
+    port: int,
+    token: str | None,
+    backend: str,
+    log_prompts: bool = False,
+    **load_options: object,
 ) -> int:
     running = connection.read_live()
     if running is not None:
@@ -60,7 +66,10 @@ def serve(
             host, f"[{host}]" if ":" in host else host
         )
         state = ServerState(
-            model_path=model, token=token or secrets.token_urlsafe(32), backend=backend
+            model_path=model,
+            token=token or secrets.token_urlsafe(32),
+            backend=backend,
+            log_prompts=log_prompts,
         )
         info = connection.ConnectionInfo(
             url=f"http://{url_host}:{bound_port}",

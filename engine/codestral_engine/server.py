@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class ServerState:
     error: str | None = None
     engine: Engine | None = None
     started: float = field(default_factory=time.time)
+    log_prompts: bool = False  # print each FIM prompt and suffix to stderr (debugging context)
 
     @property
     def model_id(self) -> str:
@@ -124,6 +126,7 @@ def create_app(state: ServerState) -> Starlette:
                 "queue_length": engine.queue_length,
                 "memory_bytes": _process_memory(),
                 "prompt_cache_bytes": engine.prompt_cache.nbytes,
+                "finished_requests": engine.finish_counts,
             }
         return JSONResponse(body)
 
@@ -145,6 +148,8 @@ def create_app(state: ServerState) -> Starlette:
     async def fim(request: Request) -> Response:
         body = await _parse(request, FIMBody)
         engine = _engine_for(state, body.model)
+        if state.log_prompts:
+            _log_prompt(body.prompt, body.suffix or "")
         submitted = _submit(
             lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
@@ -269,6 +274,11 @@ def _last_request(engine: Engine | None) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "finish_reason": final.finish_reason,
     }
+
+
+def _log_prompt(prompt: str, suffix: str) -> None:
+    record = {"event": "fim_prompt", "prompt": prompt, "suffix": suffix}
+    print(f"codestral-engine: {json.dumps(record)}", file=sys.stderr, flush=True)
 
 
 def _process_memory() -> int:

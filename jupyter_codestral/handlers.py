@@ -1,0 +1,230 @@
+"""Jupyter server routes for ghost text, under `<base_url>/codestral/`, all authenticated.
+
+POST complete  cells + cursor in, newline-delimited JSON out: a `context` line (what the prompt
+               holds), `delta` lines (text), then `done` (finish reason, usage) or `error`.
+               Closing the connection cancels the engine's request within a decode step.
+GET  status    engine state and progress, the last request's timings, the server's settings.
+POST start     start the shared engine now (it also starts on the first completion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from functools import cached_property
+from typing import Any, Literal
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .lab_engine import CodestralCompletion, EngineLink, LabError
+from .notebook_context import LINE_RESERVE, Cell, ContextBuilder, TokenCounter
+
+MAX_BODY_BYTES = 8 << 20
+WARM_TOKENS = 1  # a warm-up request prefills the prompt into the cache and stops at once
+
+
+class CellBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cell_type: Literal["code", "markdown", "raw"] = "code"
+    source: StrictStr
+
+
+class CompleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cells: list[CellBody] = Field(min_length=1, max_length=10_000)
+    cell: StrictInt = Field(ge=0)
+    cursor: StrictInt = Field(ge=0)
+    language: StrictStr = "python"
+    max_tokens: StrictInt = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: StrictInt | None = Field(None, ge=0)
+    multiline: StrictBool = True
+    time_budget_ms: StrictInt = Field(0, ge=0)  # 0: no first-line time budget
+    context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
+    session: StrictStr | None = Field(None, max_length=200)
+    warm: StrictBool = False
+
+
+class _Base(APIHandler):
+    @property
+    def codestral(self) -> Codestral:
+        return self.settings["codestral"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, LabError):
+            self.finish(json.dumps(exc.as_json()))
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            kind = {400: "bad_request", 403: "forbidden", 413: "too_large"}.get(status_code)
+            error = {"kind": kind or "error", "message": exc.log_message, "fix": ""}
+            self.finish(json.dumps({"error": error}))
+        else:
+            super().write_error(status_code, **kwargs)
+
+    def fail(self, error: LabError) -> None:
+        self.set_status(error.status or 500)
+        self.finish(json.dumps(error.as_json()))
+
+
+class StatusHandler(_Base):
+    @web.authenticated
+    async def get(self) -> None:
+        status = await self.codestral.link.status()
+        settings = self.codestral.settings
+        status["settings"] = {
+            "enabled": settings.enabled,
+            "context_tokens": settings.context_tokens,
+            "suffix_share": settings.suffix_share,
+            "max_tokens_limit": settings.max_tokens_limit,
+        }
+        self.finish(json.dumps(status))
+
+
+class StartHandler(_Base):
+    @web.authenticated
+    async def post(self) -> None:
+        self.codestral.link.start()
+        self.finish(json.dumps(await self.codestral.link.status()))
+
+
+class CompleteHandler(_Base):
+    _stream_task: asyncio.Task | None = None
+
+    @web.authenticated
+    async def post(self) -> None:
+        codestral = self.codestral
+        if not codestral.settings.enabled:
+            return self.fail(
+                LabError(
+                    "disabled",
+                    "Completions are turned off on this Jupyter server.",
+                    "Ask the server's administrator (CodestralCompletion.enabled).",
+                    status=403,
+                )
+            )
+        body = self._body()
+        if body.max_tokens > codestral.settings.max_tokens_limit:
+            raise web.HTTPError(
+                400, f"max_tokens is above this server's limit of "
+                f"{codestral.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
+            )  # fmt: skip
+        try:
+            context = codestral.context(body)
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc)) from exc
+        self.set_header("Content-Type", "application/x-ndjson; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self._stream_task = asyncio.ensure_future(self._stream(body, context))
+        try:
+            await self._stream_task
+        except (asyncio.CancelledError, StreamClosedError):
+            return  # the browser went away; the engine request is already cancelled
+        self.finish()
+
+    def on_connection_close(self) -> None:
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+
+    def _body(self) -> CompleteBody:
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise web.HTTPError(413, f"The notebook is over {MAX_BODY_BYTES >> 20} MB.")
+        try:
+            return CompleteBody.model_validate_json(self.request.body)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            raise web.HTTPError(400, f"Invalid field '{where}': {error['msg']}.") from exc
+
+    async def _stream(self, body: CompleteBody, context) -> None:
+        await self._send({
+            "type": "context",
+            "prompt_tokens": context.prefix_tokens + context.suffix_tokens,
+            "cells_above": context.cells_above,
+            "cells_below": context.cells_below,
+            "elided_above": context.elided_above,
+            "elided_below": context.elided_below,
+        })  # fmt: skip
+        params: dict[str, Any] = {
+            "max_tokens": WARM_TOKENS if body.warm else body.max_tokens,
+            "temperature": body.temperature,
+        }
+        if body.seed is not None:
+            params["random_seed"] = body.seed
+        if not body.multiline:
+            params["stop"] = ["\n"]
+        session = None if body.warm else body.session
+        started = time.monotonic()
+        budget_s = body.time_budget_ms / 1000 if body.time_budget_ms else None
+        text, finish, usage = "", None, {}
+        try:
+            chunks = self.codestral.link.fim(context.prefix, context.suffix, params, session)
+            async for chunk in chunks:
+                choice = chunk["choices"][0]
+                delta = choice["delta"].get("content") or ""
+                if delta and not body.warm:
+                    # The first-line time budget: once spent, end at the next line break.
+                    spent = budget_s and time.monotonic() - started > budget_s
+                    if spent and "\n" in delta and text.strip():
+                        delta = delta[: delta.index("\n")]
+                        finish = "time_budget"
+                    text += delta
+                    if delta:
+                        await self._send({"type": "delta", "text": delta})
+                    if finish:
+                        await chunks.aclose()
+                        break
+                if choice.get("finish_reason"):
+                    finish, usage = choice["finish_reason"], chunk.get("usage") or {}
+        except LabError as exc:
+            await self._send({"type": "error", **exc.as_json()})
+            return
+        await self._send({"type": "done", "finish_reason": finish, "usage": usage})
+
+    async def _send(self, record: dict[str, Any]) -> None:
+        self.write(json.dumps(record) + "\n")
+        await self.flush()
+
+
+class Codestral:
+    """What the routes share: settings, the engine link and the context builders."""
+
+    def __init__(self, settings: CodestralCompletion):
+        self.settings = settings
+        self.link = EngineLink(settings)
+        self._builders: dict[int, ContextBuilder] = {}
+
+    @cached_property
+    def counter(self) -> TokenCounter:
+        from codestral_engine.tiny import tokenizer_path  # Codestral's own v3 tokenizer
+        from codestral_engine.tokenizer import CodestralTokenizer
+
+        return TokenCounter(CodestralTokenizer(tokenizer_path()).count)
+
+    def context(self, body: CompleteBody):
+        budget = body.context_tokens or self.settings.context_tokens
+        if budget not in self._builders:
+            self._builders[budget] = ContextBuilder(
+                self.counter, budget=budget, suffix_share=self.settings.suffix_share
+            )
+        cells = [Cell(c.cell_type, c.source) for c in body.cells]
+        return self._builders[budget].build(cells, body.cell, body.cursor, body.language)
+
+
+ROUTES = {"complete": CompleteHandler, "status": StatusHandler, "start": StartHandler}
+
+
+def setup_handlers(serverapp) -> Codestral:
+    settings = CodestralCompletion(parent=serverapp)
+    codestral = Codestral(settings)
+    web_app = serverapp.web_app
+    web_app.settings["codestral"] = codestral
+    base = web_app.settings["base_url"]
+    web_app.add_handlers(
+        ".*$", [(url_path_join(base, "codestral", name), cls) for name, cls in ROUTES.items()]
+    )
+    return codestral

@@ -1,0 +1,218 @@
+"""The FIM prefix and suffix for a cursor in a notebook, under a token budget.
+
+The current cell is split at the cursor; then the nearest cells are added, above to the prefix
+and below to the suffix, while they fit. Markdown becomes comments; cells left out are noted.
+
+Window boundaries are chosen for the prompt cache. Codestral's FIM prompt is
+`[SUFFIX] suffix [PREFIX] prefix`, so typing at the cursor changes only the tail of the token
+sequence as long as the suffix and the *start* of the prefix stay put:
+
+- the suffix depends only on the text after the cursor, which typing does not change;
+- the cells above are chosen against a reserve for the current cell that counts the lines
+  before the cursor's line plus room for that line (`LINE_RESERVE`), rounded up to
+  `RESERVE_STEP` tokens. Typing within a line never changes it; pressing Enter changes it
+  only when the rounded reserve crosses a step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+DEFAULT_BUDGET = 2048  # prompt tokens: llama.vim and Tabby use about 1.5-2K for FIM
+DEFAULT_SUFFIX_SHARE = 0.25  # prefix:suffix = 3:1, the split llama.cpp's /infill uses
+LINE_RESERVE = 96  # tokens kept for the line being typed
+RESERVE_STEP = 128  # the current cell's reserve grows in steps of this many tokens
+CUT_STEP_LINES = 16  # an over-long current cell is cut at multiples of this many lines
+SEPARATOR = "\n\n"
+
+COMMENT_PREFIX = {
+    "python": "#", "r": "#", "julia": "#", "bash": "#", "sh": "#", "ruby": "#", "perl": "#",
+    "javascript": "//", "typescript": "//", "java": "//", "c": "//", "c++": "//", "cpp": "//",
+    "rust": "//", "go": "//", "scala": "//", "kotlin": "//", "swift": "//", "csharp": "//",
+    "sql": "--", "haskell": "--", "lua": "--",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # "code", "markdown" or "raw"
+    source: str
+
+
+@dataclass(frozen=True)
+class FIMContext:
+    prefix: str
+    suffix: str
+    prefix_tokens: int  # as counted piece by piece (an upper bound of the joined count)
+    suffix_tokens: int
+    cells_above: int  # cells above the current one that made it into the prefix (even partly)
+    cells_below: int
+    elided_above: int  # cells left out entirely
+    elided_below: int
+
+
+class TokenCounter:
+    """Counts tokens with the model's tokenizer, remembering the counts of recent texts."""
+
+    def __init__(self, count: Callable[[str], int], size: int = 4096):
+        self._count = count
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+
+    def __call__(self, text: str) -> int:
+        if not text:
+            return 0
+        if (n := self._cache.get(text)) is not None:
+            self._cache.move_to_end(text)
+            return n
+        n = self._count(text)
+        self._cache[text] = n
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return n
+
+
+class ContextBuilder:
+    def __init__(
+        self,
+        count: Callable[[str], int],
+        budget: int = DEFAULT_BUDGET,
+        suffix_share: float = DEFAULT_SUFFIX_SHARE,
+    ):
+        if budget < 2 * LINE_RESERVE:
+            raise ValueError(f"The context budget must be at least {2 * LINE_RESERVE} tokens.")
+        if not 0.0 <= suffix_share < 1.0:
+            raise ValueError("The suffix share must be at least 0 and below 1.")
+        self.count = count if isinstance(count, TokenCounter) else TokenCounter(count)
+        self.budget = budget
+        self.suffix_share = suffix_share
+
+    def build(
+        self, cells: Sequence[Cell], index: int, cursor: int, language: str = "python"
+    ) -> FIMContext:
+        """The context for the cursor at character `cursor` of `cells[index]`."""
+        if not 0 <= index < len(cells):
+            raise ValueError(f"Cell index {index} is outside the notebook's {len(cells)} cells.")
+        current = cells[index].source
+        if not 0 <= cursor <= len(current):
+            raise ValueError(f"Cursor {cursor} is outside the cell's {len(current)} characters.")
+        comment = COMMENT_PREFIX.get(language.lower(), "#")
+
+        suffix_budget = round(self.budget * self.suffix_share)
+        suffix_parts, suffix_tokens, below = self._suffix(
+            current[cursor:], cells[index + 1 :], suffix_budget, comment
+        )
+        prefix_budget = self.budget - suffix_tokens
+        head = current[:cursor]
+        line_start = head.rfind("\n") + 1
+        head_parts, reserve = self._current_head(
+            head[:line_start], head[line_start:], prefix_budget
+        )
+        above_parts, above_tokens, above = self._above(
+            cells[:index], prefix_budget - reserve, comment
+        )
+        elided_above = index - above
+        elided_below = len(cells) - index - 1 - below
+        note = []
+        if elided_above:
+            note = [f"{comment} ({elided_above} earlier cell{'s' if elided_above > 1 else ''} "
+                    "not shown)"]  # fmt: skip
+        prefix = SEPARATOR.join([*note, *above_parts, ""]) + "".join(head_parts)
+        prefix_tokens = above_tokens + sum(self.count(p) + 1 for p in head_parts)
+        return FIMContext(
+            prefix=prefix,
+            suffix="".join(suffix_parts),
+            prefix_tokens=prefix_tokens + (self.count(note[0]) + 1 if note else 0),
+            suffix_tokens=suffix_tokens,
+            cells_above=above,
+            cells_below=below,
+            elided_above=elided_above,
+            elided_below=elided_below,
+        )
+
+    # The suffix: the rest of the cell, then the cells below, nearest first.
+    def _suffix(self, tail: str, below: Sequence[Cell], budget: int, comment: str):
+        parts: list[str] = []
+        used = 0
+        tail_lines = tail.splitlines(keepends=True)
+        for line in tail_lines:
+            n = self.count(line) + 1
+            if used + n > budget:
+                return parts, used, 0
+            parts.append(line)
+            used += n
+        included = 0
+        for cell in below:
+            text = SEPARATOR + render(cell, comment)
+            n = self.count(text) + 1
+            if used + n <= budget:
+                parts.append(text)
+                used += n
+                included += 1
+                continue
+            lines = text.splitlines(keepends=True)
+            kept = []
+            for line in lines:
+                n = self.count(line) + 1
+                if used + n > budget:
+                    break
+                kept.append(line)
+                used += n
+            if len(kept) > 1:  # more than the separator's blank line
+                parts.extend(kept)
+                included += 1
+            break
+        return parts, used, included
+
+    # The current cell before the cursor: whole when it fits, else its last lines, cut at
+    # multiples of CUT_STEP_LINES so the cut stays put while the user types.
+    def _current_head(self, before_line: str, line: str, budget: int):
+        line_room = max(LINE_RESERVE, self.count(line) + 1)
+        lines = before_line.splitlines(keepends=True)
+        start = 0
+        while True:
+            kept = "".join(lines[start:])
+            used = self.count(kept) + 1
+            if used + line_room <= budget or start >= len(lines):
+                break
+            start = min(len(lines), start + CUT_STEP_LINES)
+            if start == len(lines):
+                kept, used = "", 0
+        reserve = math.ceil((used + line_room) / RESERVE_STEP) * RESERVE_STEP
+        return [kept, line], min(reserve, budget)
+
+    # The cells above, nearest first; the first that does not fit whole contributes its last
+    # lines, and those further up are left out.
+    def _above(self, above: Sequence[Cell], budget: int, comment: str):
+        chosen: list[str] = []
+        used = 0
+        for cell in reversed(above):
+            text = render(cell, comment)
+            n = self.count(text) + 2
+            if used + n <= budget:
+                chosen.append(text)
+                used += n
+                continue
+            kept: list[str] = []
+            for line in reversed(text.splitlines(keepends=True)):
+                n = self.count(line) + 1
+                if used + n + 1 > budget:
+                    break
+                kept.append(line)
+                used += n
+            if kept:
+                chosen.append("".join(reversed(kept)).rstrip("\n"))
+                used += 1
+            break
+        return list(reversed(chosen)), used, len(chosen)
+
+
+def render(cell: Cell, comment: str = "#") -> str:
+    """A cell as it appears in the prompt: code as is, markdown and raw text as comments."""
+    source = cell.source.rstrip("\n")
+    if cell.kind == "code":
+        return source
+    return "\n".join(f"{comment} {line}".rstrip() for line in source.splitlines())

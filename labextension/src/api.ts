@@ -1,0 +1,58 @@
+/** The server extension's routes, called with JupyterLab's authenticated connection. */
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { CompletionError, readEvents, StreamEvent } from './suggestions';
+
+function url(route: string): [string, ServerConnection.ISettings] {
+  const settings = ServerConnection.makeSettings();
+  return [URLExt.join(settings.baseUrl, 'codestral', route), settings];
+}
+
+async function errorOf(response: Response): Promise<CompletionError> {
+  let info = { kind: 'http', message: `HTTP ${response.status} ${response.statusText}` };
+  try {
+    const data = await response.json();
+    if (data && data.error) {
+      info = data.error;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new CompletionError(info);
+}
+
+export async function* streamCompletion(
+  body: Record<string, unknown>,
+  signal: AbortSignal
+): AsyncGenerator<StreamEvent> {
+  const [target, settings] = url('complete');
+  const response = await ServerConnection.makeRequest(
+    target,
+    { method: 'POST', body: JSON.stringify(body), signal },
+    settings
+  );
+  if (!response.ok || !response.body) {
+    throw await errorOf(response);
+  }
+  yield* readEvents(response.body);
+}
+
+export async function getStatus(): Promise<Record<string, any>> {
+  const [target, settings] = url('status');
+  const response = await ServerConnection.makeRequest(target, {}, settings);
+  if (!response.ok) {
+    throw await errorOf(response);
+  }
+  return response.json();
+}
+
+export async function startEngine(): Promise<Record<string, any>> {
+  const [target, settings] = url('start');
+  const response = await ServerConnection.makeRequest(target, { method: 'POST' }, settings);
+  if (!response.ok) {
+    throw await errorOf(response);
+  }
+  return response.json();
+}

@@ -1,0 +1,185 @@
+/**
+ * jupyter-codestral: streaming fill-in-the-middle ghost text from Codestral, with the whole
+ * notebook as context, for JupyterLab and Notebook 7.
+ */
+
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { CodeEditor } from '@jupyterlab/codeeditor';
+import { ICompletionProviderManager } from '@jupyterlab/completer';
+import { IEditorTracker } from '@jupyterlab/fileeditor';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { startEngine } from './api';
+import { firstLine, firstWord } from './postprocess';
+import { CodestralProvider, Settings } from './provider';
+import { StatusItem } from './status';
+import { CompletionError } from './suggestions';
+
+const PLUGIN_ID = 'jupyter-codestral:plugin';
+const QUIET_ERRORS = new Set(['engine_starting']);
+
+namespace CommandIDs {
+  export const acceptWord = 'codestral:accept-word';
+  export const acceptLine = 'codestral:accept-line';
+  export const toggle = 'codestral:toggle';
+  export const status = 'codestral:show-status';
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Codestral ghost text: streaming fill-in-the-middle completions.',
+  autoStart: true,
+  requires: [ICompletionProviderManager],
+  optional: [INotebookTracker, IEditorTracker, ISettingRegistry, IStatusBar],
+  activate: (
+    app: JupyterFrontEnd,
+    manager: ICompletionProviderManager,
+    notebooks: INotebookTracker | null,
+    editors: IEditorTracker | null,
+    settingRegistry: ISettingRegistry | null,
+    statusBar: IStatusBar | null
+  ) => {
+    const status = new StatusItem();
+    // Each kind of error is shown once, until a suggestion succeeds again.
+    const reported = new Set<string>();
+    const provider = new CodestralProvider({
+      onFinished: suggestion => {
+        reported.clear();
+        status.finished(suggestion);
+      },
+      onError: (error: CompletionError) => {
+        const { kind, message, fix } = error.info;
+        if (QUIET_ERRORS.has(kind)) {
+          void status.refresh();
+          return;
+        }
+        if (!reported.has(kind)) {
+          reported.add(kind);
+          Notification.error(`Codestral: ${message}${fix ? ` ${fix}` : ''}`, { autoClose: 10000 });
+          void status.refresh();
+        }
+      }
+    });
+    manager.registerInlineProvider(provider);
+
+    if (statusBar) {
+      statusBar.registerStatusItem('jupyter-codestral:status', {
+        item: status,
+        align: 'left',
+        rank: 100
+      });
+    }
+    void status.refresh();
+
+    const activeEditor = (): CodeEditor.IEditor | null => {
+      const current = app.shell.currentWidget;
+      if (notebooks?.currentWidget && current === notebooks.currentWidget) {
+        return notebooks.activeCell?.editor ?? null;
+      }
+      if (editors?.currentWidget && current === editors.currentWidget) {
+        return editors.currentWidget.content.editor;
+      }
+      return notebooks?.activeCell?.editor ?? null;
+    };
+
+    const acceptPart = (part: (text: string) => string) => {
+      const editor = activeEditor();
+      if (!editor) {
+        return;
+      }
+      const source = editor.model.sharedModel.getSource();
+      const offset = editor.getOffsetAt(editor.getCursorPosition());
+      const visible = provider.visibleSuggestion(source.slice(0, offset));
+      if (!visible) {
+        return;
+      }
+      const piece = part(visible);
+      editor.model.sharedModel.updateSource(offset, offset, piece);
+      editor.setCursorPosition(editor.getPositionAt(offset + piece.length)!);
+    };
+
+    app.commands.addCommand(CommandIDs.acceptWord, {
+      label: 'Codestral: Accept Next Word of the Suggestion',
+      execute: () => acceptPart(firstWord)
+    });
+    app.commands.addCommand(CommandIDs.acceptLine, {
+      label: 'Codestral: Accept Next Line of the Suggestion',
+      execute: () => acceptPart(firstLine)
+    });
+    app.commands.addCommand(CommandIDs.toggle, {
+      label: 'Codestral: Ghost Text',
+      isToggled: () => provider.settings.enabled,
+      execute: async () => {
+        if (settingRegistry) {
+          await settingRegistry.set(PLUGIN_ID, 'enabled', !provider.settings.enabled);
+        } else {
+          provider.configure({ enabled: !provider.settings.enabled });
+        }
+      }
+    });
+    app.commands.addCommand(CommandIDs.status, {
+      label: 'Codestral: Start the Engine and Show Status',
+      execute: async () => {
+        await startEngine();
+        await status.refresh();
+      }
+    });
+
+    // Warm the engine's prompt cache when a code cell gains focus, and ask for a block after
+    // Enter on an indented line (JupyterLab never triggers on a blank line by itself).
+    let watched: { disconnect: () => void } | null = null;
+    let warmTimer: ReturnType<typeof setTimeout> | null = null;
+    const onCellChanged = (tracker: INotebookTracker) => {
+      watched?.disconnect();
+      watched = null;
+      const panel = tracker.currentWidget;
+      const cell = tracker.activeCell;
+      if (!panel || !cell || cell.model.type !== 'code') {
+        return;
+      }
+      const shared = cell.model.sharedModel;
+      const onChange = (_: unknown, change: { sourceChange?: { insert?: string }[] | null }) => {
+        if (!provider.settings.enabled || !provider.settings.triggerOnIndent) {
+          return;
+        }
+        const inserted = (change.sourceChange ?? []).map(d => d.insert ?? '').join('');
+        if (/^\n[ \t]+$/.test(inserted)) {
+          setTimeout(() => void app.commands.execute('inline-completer:invoke'), 0);
+        }
+      };
+      shared.changed.connect(onChange);
+      watched = { disconnect: () => shared.changed.disconnect(onChange) };
+      if (provider.settings.warmOnFocus) {
+        if (warmTimer) {
+          clearTimeout(warmTimer);
+        }
+        warmTimer = setTimeout(() => {
+          const editor = cell.editor;
+          if (tracker.activeCell !== cell || !editor) {
+            return;
+          }
+          const offset = editor.getOffsetAt(editor.getCursorPosition());
+          void provider.warm(panel as NotebookPanel, shared.getSource(), offset);
+        }, 300);
+      }
+    };
+    notebooks?.activeCellChanged.connect(() => onCellChanged(notebooks));
+
+    if (settingRegistry) {
+      void settingRegistry.load(PLUGIN_ID).then(settings => {
+        const apply = () => {
+          provider.configure(settings.composite as unknown as Partial<Settings>);
+          status.setEnabled(provider.settings.enabled);
+          app.commands.notifyCommandChanged(CommandIDs.toggle);
+        };
+        apply();
+        settings.changed.connect(apply);
+      });
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,265 @@
+/** Codestral as a JupyterLab inline completion provider (ghost text). */
+
+import {
+  CompletionHandler,
+  IInlineCompletionContext,
+  IInlineCompletionItem,
+  IInlineCompletionList,
+  IInlineCompletionProvider
+} from '@jupyterlab/completer';
+import { DocumentWidget } from '@jupyterlab/docregistry';
+import { FileEditor } from '@jupyterlab/fileeditor';
+import { NotebookPanel } from '@jupyterlab/notebook';
+
+import { streamCompletion } from './api';
+import { CursorContext, MultilinePolicy } from './postprocess';
+import { CompletionError, CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
+
+export interface Settings {
+  enabled: boolean;
+  debounceMs: number;
+  maxTokens: number;
+  temperature: number;
+  contextTokens: number;
+  timeBudgetMs: number;
+  multiline: MultilinePolicy;
+  disabledLanguages: string[];
+  candidates: number;
+  warmOnFocus: boolean;
+  triggerOnIndent: boolean;
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  enabled: true,
+  debounceMs: 150,
+  maxTokens: 64,
+  temperature: 0,
+  contextTokens: 2048,
+  timeBudgetMs: 1500,
+  multiline: 'auto',
+  disabledLanguages: [],
+  candidates: 1,
+  warmOnFocus: true,
+  triggerOnIndent: true
+};
+
+/** Teaching: `codestral` notebook metadata turns completions off or down to short hints. */
+export interface NotebookPolicy {
+  enabled?: boolean;
+  mode?: 'hints' | 'full';
+}
+
+const HINT_TOKENS = 24;
+
+export interface DocumentContext {
+  cells: { cell_type: string; source: string }[];
+  cell: number;
+  language: string;
+  policy: NotebookPolicy;
+}
+
+const MIME_LANGUAGES: Record<string, string> = {
+  'text/x-python': 'python',
+  'text/x-ipython': 'python',
+  'text/x-rsrc': 'r',
+  'text/x-julia': 'julia',
+  'text/javascript': 'javascript',
+  'text/typescript': 'typescript',
+  'text/x-sh': 'bash',
+  'text/x-sql': 'sql'
+};
+
+/** The cells (or the file) around the cursor, as the server's context builder wants them. */
+export function describe(
+  widget: unknown,
+  request: CompletionHandler.IRequest
+): DocumentContext | null {
+  if (widget instanceof NotebookPanel) {
+    const notebook = widget.content;
+    const active = notebook.activeCell;
+    if (!active || active.model.type !== 'code' || !widget.model) {
+      return null;
+    }
+    const cells = notebook.widgets.map(cell =>
+      cell === active
+        ? { cell_type: 'code', source: request.text }
+        : { cell_type: cell.model.type, source: cell.model.sharedModel.getSource() }
+    );
+    const metadata = widget.model.metadata as Record<string, any>;
+    const language =
+      metadata.language_info?.name ?? metadata.kernelspec?.language ?? 'python';
+    const policy = (widget.model.getMetadata('codestral') ?? {}) as NotebookPolicy;
+    return { cells, cell: notebook.activeCellIndex, language, policy };
+  }
+  if (widget instanceof DocumentWidget && widget.content instanceof FileEditor) {
+    const mime = widget.content.model.mimeType;
+    const language = MIME_LANGUAGES[mime] ?? mime.replace(/^text\/(x-)?/, '');
+    return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {} };
+  }
+  return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language: 'python', policy: {} };
+}
+
+export function cursorContext(text: string, offset: number, multiline: MultilinePolicy): CursorContext {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  let lineEnd = text.indexOf('\n', offset);
+  lineEnd = lineEnd < 0 ? text.length : lineEnd;
+  return {
+    lineBefore: text.slice(lineStart, offset),
+    lineAfter: text.slice(offset, lineEnd),
+    after: text.slice(offset),
+    multiline
+  };
+}
+
+export interface ProviderHooks {
+  /** A suggestion finished (for the status bar). */
+  onFinished(suggestion: Suggestion): void;
+  onError(error: CompletionError): void;
+}
+
+export class CodestralProvider implements IInlineCompletionProvider {
+  readonly identifier = 'codestral';
+  readonly name = 'Codestral';
+  settings: Settings = { ...DEFAULT_SETTINGS };
+  readonly source: SuggestionSource;
+  private readonly session = `lab-${Math.random().toString(36).slice(2)}`;
+  private tokens = new Map<string, { suggestion: Suggestion; typed: number }>();
+  private nextToken = 0;
+
+  constructor(private readonly hooks: ProviderHooks) {
+    this.source = new SuggestionSource({
+      debounceMs: this.settings.debounceMs,
+      streamer: (request, candidate, signal) =>
+        streamCompletion(this.body(request, candidate), signal)
+    });
+  }
+
+  configure(settings: Partial<Settings>): void {
+    this.settings = { ...this.settings, ...settings };
+    this.source.options.debounceMs = this.settings.debounceMs;
+  }
+
+  async fetch(
+    request: CompletionHandler.IRequest,
+    context: IInlineCompletionContext
+  ): Promise<IInlineCompletionList<IInlineCompletionItem>> {
+    const document = describe(context.widget, request);
+    if (!this.settings.enabled || !document || document.policy.enabled === false) {
+      this.source.abort();
+      return { items: [] };
+    }
+    if (this.settings.disabledLanguages.includes(document.language.toLowerCase())) {
+      return { items: [] };
+    }
+    const hints = document.policy.mode === 'hints';
+    const multiline = hints ? 'never' : this.settings.multiline;
+    const offset = request.offset;
+    const shown = await this.source.fetch({
+      before: request.text.slice(0, offset),
+      after: request.text.slice(offset),
+      cursor: cursorContext(request.text, offset, multiline),
+      candidates: hints ? 1 : Math.max(1, this.settings.candidates),
+      payload: { document, offset, hints, multiline }
+    });
+    if (!shown) {
+      return { items: [] };
+    }
+    const items = shown.suggestions.map(suggestion => {
+      const token = `${++this.nextToken}`;
+      this.tokens.set(token, { suggestion, typed: shown.typed });
+      this.watchErrors(suggestion);
+      return {
+        insertText: suggestion.text.slice(shown.typed),
+        isIncomplete: true,
+        token
+      };
+    });
+    return { items };
+  }
+
+  async *stream(token: string): AsyncGenerator<{ response: IInlineCompletionItem }> {
+    const entry = this.tokens.get(token);
+    this.tokens.delete(token);
+    if (!entry) {
+      return;
+    }
+    for await (const text of entry.suggestion.watch(entry.typed)) {
+      yield { response: { insertText: text } };
+    }
+  }
+
+  /** What is left of the suggestion the user sees (for accept word / line). */
+  visibleSuggestion(before: string): string | null {
+    const active = this.source.active;
+    if (!active || !before.startsWith(active.before)) {
+      return null;
+    }
+    const typed = before.slice(active.before.length);
+    return active.text.startsWith(typed) ? active.text.slice(typed.length) : null;
+  }
+
+  private reported = new WeakSet<Suggestion>();
+
+  private async watchErrors(suggestion: Suggestion): Promise<void> {
+    if (this.reported.has(suggestion)) {
+      return;
+    }
+    this.reported.add(suggestion);
+    for await (const _ of suggestion.watch(0)) {
+      // wait for the end
+    }
+    if (suggestion.error) {
+      this.hooks.onError(suggestion.error);
+    } else if (!suggestion.controller.signal.aborted || suggestion.timing.usage) {
+      this.hooks.onFinished(suggestion);
+    }
+  }
+
+  private body(request: CompletionRequest, candidate: number): Record<string, unknown> {
+    const { document, offset, hints, multiline } = request.payload as {
+      document: DocumentContext;
+      offset: number;
+      hints: boolean;
+      multiline: MultilinePolicy;
+    };
+    const s = this.settings;
+    const sampled = candidate > 0;
+    return {
+      cells: document.cells,
+      cell: document.cell,
+      cursor: offset,
+      language: document.language,
+      max_tokens: hints ? HINT_TOKENS : s.maxTokens,
+      temperature: sampled ? Math.max(s.temperature, 0.7) : s.temperature,
+      seed: sampled ? candidate : undefined,
+      multiline: multiline !== 'never' && request.cursor.lineAfter.trim() === '',
+      time_budget_ms: s.timeBudgetMs,
+      context_tokens: s.contextTokens,
+      session: `${this.session}-${candidate}`
+    };
+  }
+
+  /** Prefill a cell's context into the engine's prompt cache (a one-token request). */
+  async warm(widget: NotebookPanel, text: string, offset: number): Promise<void> {
+    const request = { text, offset } as CompletionHandler.IRequest;
+    const document = describe(widget, request);
+    if (!this.settings.enabled || !document || document.policy.enabled === false) {
+      return;
+    }
+    const body = {
+      cells: document.cells,
+      cell: document.cell,
+      cursor: offset,
+      language: document.language,
+      context_tokens: this.settings.contextTokens,
+      warm: true
+    };
+    try {
+      for await (const _ of streamCompletion(body, new AbortController().signal)) {
+        // drain
+      }
+    } catch {
+      // warming is best effort; a real request reports errors
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/** The status bar item: engine state, then the last suggestion's speed and cache use. */
+
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { getStatus } from './api';
+import { Suggestion } from './suggestions';
+
+const POLL_BUSY_MS = 1000;
+const POLL_IDLE_MS = 15000;
+
+export class StatusItem extends Widget {
+  private status: Record<string, any> = {};
+  private last: Suggestion | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private enabled = true;
+
+  constructor() {
+    super();
+    this.addClass('jp-codestral-status');
+    this.node.title = 'Codestral: click for details';
+    this.node.addEventListener('click', () => void this.showDetails());
+    this.render();
+  }
+
+  setEnabled(enabled: boolean): void {
+    this.enabled = enabled;
+    this.render();
+  }
+
+  /** Poll the engine's status now and then again, faster while it is loading. */
+  async refresh(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+    }
+    try {
+      this.status = await getStatus();
+    } catch (error) {
+      this.status = { state: 'error', error: String(error) };
+    }
+    this.render();
+    const busy = ['stopped', 'starting', 'loading'].includes(this.status.state);
+    this.timer = setTimeout(() => void this.refresh(), busy ? POLL_BUSY_MS : POLL_IDLE_MS);
+  }
+
+  finished(suggestion: Suggestion): void {
+    this.last = suggestion;
+    if (this.status.state !== 'ready') {
+      void this.refresh();
+    }
+    this.render();
+  }
+
+  dispose(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+    }
+    super.dispose();
+  }
+
+  text(): string {
+    if (!this.enabled || this.status.enabled === false) {
+      return 'Codestral: off';
+    }
+    const state = this.status.state ?? 'connecting';
+    if (state === 'loading' || state === 'starting') {
+      const progress = Math.round((this.status.progress ?? 0) * 100);
+      return `Codestral: loading ${progress}%`;
+    }
+    if (state === 'error') {
+      return 'Codestral: error';
+    }
+    if (state !== 'ready') {
+      return `Codestral: ${state}`;
+    }
+    const usage = this.last?.timing.usage;
+    if (!usage) {
+      return 'Codestral: ready';
+    }
+    const ttft = usage.timings?.time_to_first_token_s;
+    const rate = usage.timings?.decode_tokens_per_s;
+    const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+    const parts = ['Codestral'];
+    if (ttft !== null && ttft !== undefined) {
+      parts.push(`${Math.round(ttft * 1000)} ms`);
+    }
+    if (rate) {
+      parts.push(`${rate.toFixed(0)} tok/s`);
+    }
+    parts.push(`${cached}/${usage.prompt_tokens ?? 0} cached`);
+    return parts.join(' · ');
+  }
+
+  private render(): void {
+    this.node.textContent = this.text();
+  }
+
+  private async showDetails(): Promise<void> {
+    await this.refresh();
+    const body = new Widget();
+    const pre = document.createElement('pre');
+    const last = this.last
+      ? {
+          first_text_ms: this.last.timing.firstTextMs,
+          usage: this.last.timing.usage
+        }
+      : null;
+    pre.textContent = JSON.stringify({ engine: this.status, last_suggestion: last }, null, 2);
+    body.node.appendChild(pre);
+    await showDialog({ title: 'Codestral', body, buttons: [Dialog.okButton()] });
+  }
+}
