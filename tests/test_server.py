@@ -28,14 +28,18 @@ PREFIX, SUFFIX = "def mean(xs):\n    return", "\n\nprint(mean([1, 2, 3]))\n"
 MESSAGES = [{"role": "user", "content": "Write a function that reverses a string."}]
 
 
-def start_server(model: Path, runtime: Path, *extra: str) -> SimpleNamespace:
+def start_server(
+    model: Path, runtime: Path, *extra: str, log: Path | None = None
+) -> SimpleNamespace:
+    """`codestral-engine serve` in a subprocess; its stderr goes to a pipe or to `log`."""
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
     command = [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model), *extra]
-    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    stderr = subprocess.PIPE if log is None else log.open("w")
+    proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
     conn = runtime / "codestral-engine.json"
     deadline = time.monotonic() + 60
     while not conn.exists():
-        assert proc.poll() is None, proc.stderr.read()
+        assert proc.poll() is None, proc.stderr.read() if log is None else log.read_text()
         assert time.monotonic() < deadline, "server did not write its connection file"
         time.sleep(0.1)
     info = json.loads(conn.read_text())

@@ -5,7 +5,10 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
+import { Prec } from '@codemirror/state';
+import { EditorView, keymap } from '@codemirror/view';
 import { CodeEditor } from '@jupyterlab/codeeditor';
+import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { IEditorTracker } from '@jupyterlab/fileeditor';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -33,14 +36,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Codestral ghost text: streaming fill-in-the-middle completions.',
   autoStart: true,
   requires: [ICompletionProviderManager],
-  optional: [INotebookTracker, IEditorTracker, ISettingRegistry, IStatusBar],
+  optional: [
+    INotebookTracker,
+    IEditorTracker,
+    ISettingRegistry,
+    IStatusBar,
+    IEditorExtensionRegistry
+  ],
   activate: (
     app: JupyterFrontEnd,
     manager: ICompletionProviderManager,
     notebooks: INotebookTracker | null,
     editors: IEditorTracker | null,
     settingRegistry: ISettingRegistry | null,
-    statusBar: IStatusBar | null
+    statusBar: IStatusBar | null,
+    editorExtensions: IEditorExtensionRegistry | null
   ) => {
     const status = new StatusItem();
     // Each kind of error is shown once, until a suggestion succeeds again.
@@ -127,6 +137,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
         await status.refresh();
       }
     });
+
+    // Partial accept, bound in CodeMirror itself: its own Ctrl+Right / Ctrl+Down would take the
+    // keys before JupyterLab's shortcuts see them. Without a visible suggestion they keep their
+    // usual meaning.
+    if (editorExtensions) {
+      const whenSuggesting = (command: string) => (view: EditorView) => {
+        if (!view.dom.closest('.jp-mod-inline-completer-active')) {
+          return false;
+        }
+        void app.commands.execute(command);
+        return true;
+      };
+      editorExtensions.addExtension({
+        name: 'jupyter-codestral:partial-accept',
+        factory: () =>
+          EditorExtensionRegistry.createImmutableExtension(
+            Prec.highest(
+              keymap.of([
+                { key: 'Mod-ArrowRight', run: whenSuggesting(CommandIDs.acceptWord) },
+                { key: 'Mod-ArrowDown', run: whenSuggesting(CommandIDs.acceptLine) }
+              ])
+            )
+          )
+      });
+    }
 
     // Warm the engine's prompt cache when a code cell gains focus, and ask for a block after
     // Enter on an indented line (JupyterLab never triggers on a blank line by itself).
