@@ -74,6 +74,7 @@ class EngineLink:
         self.settings = settings
         self._http: httpx.AsyncClient | None = None
         self._url: str | None = None
+        self._key: tuple | None = None
         self._starting: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
         self._start_error: str | None = None
@@ -96,14 +97,14 @@ class EngineLink:
 
     def _client(self) -> httpx.AsyncClient:
         url, headers = self._target()
-        if self._http is None or self._url != url:
+        if self._http is None or self._key != (url, headers["Authorization"]):
             if self._http is not None:  # the engine restarted elsewhere: drop the old client
                 task = asyncio.ensure_future(self._http.aclose())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
             timeout = httpx.Timeout(10.0, read=None)  # a stream may wait out a long prefill
             self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout)
-            self._url = url
+            self._url, self._key = url, (url, headers["Authorization"])
         return self._http
 
     def start(self) -> None:

@@ -14,6 +14,9 @@ from mlx_lm.utils import load_model
 import codestral_engine
 from codestral_engine.tiny import TinyShape, make_tiny
 
+# jp_serverapp / jp_fetch: a real jupyter_server for the extension's route tests.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 PREFILL_CHUNK = 16  # small chunks so a few hundred tokens give many cancellation points
 
 

@@ -55,7 +55,11 @@ def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -
         else nbformat.v4.new_code_cell(src)
         for src in cells
     ]  # fmt: skip
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata.update(metadata or {})
     nbformat.write(nb, path)
@@ -254,4 +258,3 @@ def test_notebook_metadata_turns_ghost_text_off(page, lab):
     page.wait_for_timeout(1500)
     assert page.evaluate("() => window.__ghostStates") == []
     assert sum(engine_status(lab)["finished_requests"].values()) == requests_before
-

@@ -1,0 +1,215 @@
+"""The server extension's routes in a real jupyter_server (pytest-jupyter) against the real
+engine server on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import httpx
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from jupyter_codestral.client import stop_local_server
+from jupyter_codestral.handlers import ROUTES
+
+from .test_server import TOKEN, start_server
+
+CELLS = [
+    {"cell_type": "markdown", "source": "Load the data"},
+    {"cell_type": "code", "source": "import math\nradius_cm = 3"},
+    {"cell_type": "code", "source": "def area(r):\n    return "},
+    {"cell_type": "code", "source": "print(area(radius_cm))"},
+]
+BODY = {"cells": CELLS, "cell": 2, "cursor": len(CELLS[2]["source"]), "max_tokens": 12}
+
+
+@pytest.fixture(scope="module")
+def engine_server(models, tmp_path_factory):
+    srv = start_server(models["hf"], tmp_path_factory.mktemp("runtime"), "--token", TOKEN)
+    yield srv
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def jp_runtime_dir(engine_server):
+    """The Jupyter server finds the engine through the connection file in its runtime dir."""
+    return engine_server.runtime
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_codestral": True}}}
+
+
+@pytest.fixture
+def codestral(jp_serverapp):
+    return jp_serverapp.web_app.settings["codestral"]
+
+
+def engine_json(srv, path: str, **kwargs) -> dict:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if "json" in kwargs:
+        return httpx.post(srv.url + path, headers=headers, timeout=60, **kwargs).json()
+    return httpx.get(srv.url + path, headers=headers, timeout=60).json()
+
+
+def events(body: bytes) -> list[dict]:
+    return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+
+
+async def complete(jp_fetch, body: dict) -> list[dict]:
+    response = await jp_fetch("codestral", "complete", method="POST", body=json.dumps(body))
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    return events(response.body)
+
+
+async def test_every_route_refuses_unauthenticated_requests(jp_fetch):
+    for name in ROUTES:
+        for method in ("GET", "POST"):
+            with pytest.raises(HTTPClientError) as info:
+                await jp_fetch(
+                    "codestral", name, method=method, headers={"Authorization": ""},
+                    body=json.dumps(BODY) if method == "POST" else None,
+                )  # fmt: skip
+            assert info.value.code in (401, 403, 405)
+            if method == ("GET" if name == "status" else "POST"):
+                assert info.value.code in (401, 403)
+
+
+async def test_completion_streams_the_engines_fim_of_the_notebook_context(
+    jp_fetch, codestral, engine_server
+):
+    got = await complete(jp_fetch, BODY)
+    assert got[0]["type"] == "context" and got[0]["cells_above"] == 2
+    deltas = [e["text"] for e in got if e["type"] == "delta"]
+    assert len(deltas) >= 2
+    assert got[-1]["type"] == "done" and got[-1]["usage"]["completion_tokens"] == 12
+
+    # The same prompt straight to the engine gives the same greedy text.
+    context = codestral.context(codestral_body(BODY))
+    assert "radius_cm = 3" in context.prefix and "# Load the data" in context.prefix
+    assert context.suffix.startswith("\n\nprint(area(radius_cm))")
+    direct = engine_json(
+        engine_server, "/v1/fim/completions",
+        json={"model": "codestral-latest", "prompt": context.prefix, "suffix": context.suffix,
+              "max_tokens": 12},
+    )  # fmt: skip
+    assert "".join(deltas) == direct["choices"][0]["message"]["content"]
+
+
+def codestral_body(body: dict):
+    from jupyter_codestral.handlers import CompleteBody
+
+    return CompleteBody.model_validate(body)
+
+
+async def test_second_request_reuses_the_prompt_cache(jp_fetch):
+    await complete(jp_fetch, BODY)
+    typed = dict(BODY, cells=[*CELLS[:2], {"cell_type": "code", "source": CELLS[2]["source"] + "m"},
+                              CELLS[3]], cursor=BODY["cursor"] + 1)  # fmt: skip
+    done = (await complete(jp_fetch, typed))[-1]
+    usage = done["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] - 3
+
+
+async def test_closing_the_connection_cancels_the_engine_request(
+    jp_fetch, jp_base_url, jp_http_port, jp_auth_header, engine_server
+):  # jp_fetch: its fixtures make the test server accept connections on jp_http_port
+    before = engine_json(engine_server, "/v1/status")["finished_requests"].get("cancelled", 0)
+    url = f"http://localhost:{jp_http_port}{jp_base_url}codestral/complete"
+    body = dict(BODY, max_tokens=200)
+    async with (
+        httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client,
+        client.stream("POST", url, json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            if json.loads(line)["type"] == "delta":
+                break  # leave after the first text: the connection closes
+    for _ in range(100):
+        status = engine_json(engine_server, "/v1/status")
+        if status["finished_requests"].get("cancelled", 0) > before:
+            break
+        await asyncio.sleep(0.05)
+    assert status["finished_requests"]["cancelled"] > before
+    assert status["last_request"]["completion_tokens"] < 200
+
+
+async def test_first_line_time_budget_ends_at_a_line_break(jp_fetch):
+    body = dict(BODY, max_tokens=200, time_budget_ms=1)
+    got = await complete(jp_fetch, body)
+    text = "".join(e["text"] for e in got if e["type"] == "delta")
+    if got[-1]["finish_reason"] == "time_budget":
+        assert "\n" not in text.strip("\n") or text.count("\n") <= 1
+    else:  # the tiny model wrote no line break in 200 tokens
+        assert "\n" not in text.lstrip("\n")
+
+
+async def test_single_line_requests_stop_at_the_line_break(jp_fetch):
+    got = await complete(jp_fetch, dict(BODY, max_tokens=200, multiline=False))
+    text = "".join(e["text"] for e in got if e["type"] == "delta")
+    assert "\n" not in text
+
+
+async def test_bad_input_is_a_typed_400(jp_fetch):
+    for bad in (
+        {"cells": CELLS},  # no cell/cursor
+        dict(BODY, cell=9),
+        dict(BODY, cursor=10_000),
+        dict(BODY, max_tokens="5"),
+        dict(BODY, max_tokens=100_000),
+        dict(BODY, surprise=True),
+    ):
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch("codestral", "complete", method="POST", body=json.dumps(bad))
+        assert info.value.code == 400
+        error = json.loads(info.value.response.body)["error"]
+        assert error["kind"] == "bad_request" and error["message"]
+    assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"  # still serving
+
+
+async def test_server_setting_turns_completions_off_for_everyone(jp_fetch, codestral):
+    codestral.settings.enabled = False
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("codestral", "complete", method="POST", body=json.dumps(BODY))
+    assert info.value.code == 403
+    error = json.loads(info.value.response.body)["error"]
+    assert error["kind"] == "disabled" and "CodestralCompletion.enabled" in error["fix"]
+    status = json.loads((await jp_fetch("codestral", "status")).body)
+    assert status["settings"]["enabled"] is False
+
+
+async def test_remote_api_with_a_wrong_key_reports_how_to_fix_it(
+    jp_fetch, codestral, engine_server
+):
+    codestral.settings.engine = "remote"
+    codestral.settings.url = engine_server.url
+    codestral.settings.api_key = "wrong-key"
+    got = await complete(jp_fetch, BODY)
+    assert got[-1]["type"] == "error"
+    assert got[-1]["error"]["kind"] == "auth" and "api_key" in got[-1]["error"]["fix"]
+    codestral.settings.api_key = TOKEN
+    assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
+
+
+async def test_the_shared_engine_starts_on_first_use(jp_fetch, codestral, models, tmp_path,
+                                                      monkeypatch):  # fmt: skip
+    runtime = tmp_path / "fresh-runtime"
+    runtime.mkdir()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    codestral.settings.model = str(models["hf"])
+    try:
+        first = (await complete(jp_fetch, BODY))[-1]
+        assert first["type"] == "error" and first["error"]["kind"] == "engine_starting"
+        for _ in range(600):
+            status = json.loads((await jp_fetch("codestral", "status")).body)
+            if status["state"] in ("ready", "error"):
+                break
+            assert status["state"] in ("starting", "loading", "stopped")
+            await asyncio.sleep(0.1)
+        assert status["state"] == "ready", status
+        assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
+    finally:
+        await asyncio.to_thread(stop_local_server)
