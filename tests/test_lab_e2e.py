@@ -3,6 +3,7 @@ driven by Playwright, and the shared engine serving the tiny model."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -196,7 +197,7 @@ def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
     page.wait_for_function("() => window.__ghostStates.length >= 3", timeout=30_000)
     page.wait_for_timeout(800)  # let the suggestion finish streaming
     states = page.evaluate("() => window.__ghostStates")
-    growing = [s for a, s in zip(states, states[1:], strict=False) if s.startswith(a) and s != a]
+    growing = [s for a, s in itertools.pairwise(states) if s.startswith(a) and s != a]
     assert len(growing) >= 2, states  # at least three observed states, each extending the last
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ghost-text.png"))

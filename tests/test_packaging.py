@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
@@ -33,6 +34,10 @@ def where_imported(cwd: Path, extra_path: Path | None = None) -> str:
     return result.stdout.strip()
 
 
+# The build hook runs jlpm (from the environment's jupyterlab) when the extension is stale.
+VENV_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def test_editable_install_imports_both_packages(tmp_path):
     assert where_imported(tmp_path).startswith(str(ENGINE))
 
@@ -41,7 +46,7 @@ def test_built_wheel_holds_and_imports_both_packages(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env=VENV_ENV,
     )  # fmt: skip
     wheel = next((tmp_path / "dist").glob("jupyter_codestral-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -49,6 +54,12 @@ def test_built_wheel_holds_and_imports_both_packages(tmp_path):
     assert "codestral_engine/backends/mlx.py" in names
     assert "jupyter_codestral/__init__.py" in names
     assert not any(n.startswith(("tests/", "engine/")) for n in names)
+    data = "jupyter_codestral-0.1.0.data/data/"
+    # The prebuilt JupyterLab extension and the server extension's enabling config.
+    assert f"{data}share/jupyter/labextensions/jupyter-codestral/package.json" in names
+    assert any(n.startswith(f"{data}share/jupyter/labextensions/jupyter-codestral/static/")
+               for n in names)  # fmt: skip
+    assert f"{data}etc/jupyter/jupyter_server_config.d/jupyter_codestral.json" in names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

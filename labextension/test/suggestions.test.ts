@@ -1,0 +1,157 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  adaptiveDelay,
+  CompletionRequest,
+  readEvents,
+  StreamEvent,
+  SuggestionSource
+} from '../src/suggestions';
+
+const request = (before: string, after = ''): CompletionRequest => ({
+  before,
+  after,
+  cursor: { lineBefore: before.split('\n').pop()!, lineAfter: '', after, multiline: 'auto' },
+  candidates: 1
+});
+
+/** A server stand-in that streams the given deltas, one per call of `step()`. */
+function fakeServer(deltas: string[]) {
+  const signals: AbortSignal[] = [];
+  let release: (() => void) | null = null;
+  const step = () => {
+    const r = release;
+    release = null;
+    r?.();
+  };
+  async function* streamer(
+    _r: CompletionRequest,
+    _c: number,
+    signal: AbortSignal
+  ): AsyncGenerator<StreamEvent> {
+    signals.push(signal);
+    yield { type: 'context', prompt_tokens: 10 };
+    for (const text of deltas) {
+      await new Promise<void>(resolve => (release = resolve));
+      if (signal.aborted) {
+        return;
+      }
+      yield { type: 'delta', text };
+    }
+    yield { type: 'done', finish_reason: 'length', usage: { prompt_tokens: 10 } };
+  }
+  return { streamer, signals, step };
+}
+
+const tick = () => new Promise(resolve => setTimeout(resolve, 0));
+const noSleep = async () => undefined;
+
+describe('SuggestionSource', () => {
+  it('streams the post-processed text and finishes', async () => {
+    const server = fakeServer(['1', '23', '\nnext']);
+    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const shown = (await source.fetch(request('x = ')))!;
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const text of shown.suggestions[0].watch(0)) {
+        seen.push(text);
+      }
+    })();
+    for (let i = 0; i < 4; i++) {
+      await tick();
+      server.step();
+    }
+    await watching;
+    expect(seen).toEqual(['1', '123']);
+    expect(shown.suggestions[0].done).toBe(true);
+  });
+
+  it('aborts the previous request when a new keystroke arrives', async () => {
+    const server = fakeServer(['a', 'b', 'c']);
+    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    await source.fetch(request('x = '));
+    await tick();
+    await source.fetch(request('x = 9'));
+    await tick();
+    expect(server.signals).toHaveLength(2);
+    expect(server.signals[0].aborted).toBe(true);
+    expect(server.signals[1].aborted).toBe(false);
+  });
+
+  it('drops a keystroke superseded during its debounce, without a request', async () => {
+    const server = fakeServer(['a']);
+    let wake: (() => void) | null = null;
+    const sleep = (_ms: number, signal: AbortSignal) =>
+      new Promise<void>((resolve, reject) => {
+        wake = resolve;
+        signal.addEventListener('abort', () => reject(new Error('aborted')));
+      });
+    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 100, sleep });
+    const first = source.fetch(request('x'));
+    const second = source.fetch(request('xy'));
+    expect(await first).toBeNull();
+    wake!();
+    expect(await second).not.toBeNull();
+    await tick();
+    expect(source.requests).toBe(1);
+  });
+
+  it('reuses the suggestion when the user types what it shows', async () => {
+    const server = fakeServer(['range(10)']);
+    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const first = (await source.fetch(request('for i in ')))!;
+    await tick();
+    server.step();
+    for (let i = 0; i < 3; i++) await tick();
+    expect(first.suggestions[0].text).toBe('range(10)');
+
+    const typed = (await source.fetch(request('for i in ran')))!;
+    expect(typed.reused).toBe(true);
+    expect(typed.typed).toBe(3);
+    const rest: string[] = [];
+    for await (const text of typed.suggestions[0].watch(typed.typed)) rest.push(text);
+    expect(rest).toEqual(['ge(10)']);
+    expect(source.requests).toBe(1);
+
+    const diverged = await source.fetch(request('for i in rx'));
+    expect(diverged!.reused).toBe(false);
+    expect(source.requests).toBe(2);
+  });
+
+  it('reports a server error on the suggestion', async () => {
+    async function* failing(): AsyncGenerator<StreamEvent> {
+      yield { type: 'error', error: { kind: 'auth', message: 'bad key', fix: 'set it' } };
+    }
+    const source = new SuggestionSource({ streamer: failing, debounceMs: 0, sleep: noSleep });
+    const shown = (await source.fetch(request('x')))!;
+    for await (const _ of shown.suggestions[0].watch(0)) {
+      // until done
+    }
+    expect(shown.suggestions[0].error?.info.kind).toBe('auth');
+  });
+});
+
+describe('adaptiveDelay', () => {
+  it('waits the base delay for fast typists and half of it for slow ones', () => {
+    expect(adaptiveDelay([], 150)).toBe(150);
+    expect(adaptiveDelay([60, 80, 70, 90], 150)).toBe(150);
+    expect(adaptiveDelay([900, 700, 1200], 150)).toBe(75);
+  });
+});
+
+describe('readEvents', () => {
+  it('parses newline-delimited JSON split anywhere across chunks', async () => {
+    const text = '{"type":"delta","text":"a"}\n{"type":"delta","text":"é"}\n{"type":"done","finish_reason":"stop","usage":{}}\n';
+    const bytes = new TextEncoder().encode(text);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i += 7) controller.enqueue(bytes.slice(i, i + 7));
+        controller.close();
+      }
+    });
+    const events: StreamEvent[] = [];
+    for await (const event of readEvents(stream)) events.push(event);
+    expect(events.map(e => e.type)).toEqual(['delta', 'delta', 'done']);
+    expect((events[1] as { text: string }).text).toBe('é');
+  });
+});
