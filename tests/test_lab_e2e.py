@@ -5,31 +5,27 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
-import nbformat
 import pytest
 
+from .lab_session import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    GHOST,
+    LAB_TOKEN,
+    edit_last_cell,
+    open_notebook,
+    start_lab,
+    write_notebook,
+)
 from .test_server import TOKEN, start_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-LAB_TOKEN = "e2e-lab-token"
-GHOST = ".jp-GhostText:not(.jp-GhostText-letterSpacer):not(.jp-GhostText-lineSpacer)"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SETTINGS = {  # long suggestions without a time budget, so typing on cancels a running one
     "maxTokens": 200,
@@ -43,68 +39,34 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Playwright's sync API runs its own event loop in this thread: pytest-jupyter's autouse
+# loop fixtures (for the route tests) stay out of these tests.
+@pytest.fixture
+def jp_asyncio_loop():
+    yield None
 
 
-def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_markdown_cell(src[3:]) if src.startswith("md:")
-        else nbformat.v4.new_code_cell(src)
-        for src in cells
-    ]  # fmt: skip
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata.update(metadata or {})
-    nbformat.write(nb, path)
+@pytest.fixture
+def jp_server_cleanup():
+    yield None
 
 
 @pytest.fixture(scope="module")
 def lab(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    runtime, work, settings = root / "runtime", root / "work", root / "settings"
-    for d in (runtime, work, settings / "jupyter-codestral"):
-        d.mkdir(parents=True)
-    (settings / "jupyter-codestral" / "plugin.jupyterlab-settings").write_text(json.dumps(SETTINGS))
+    runtime, work = root / "runtime", root / "work"
+    runtime.mkdir()
+    work.mkdir()
     write_notebook(
         work / "context.ipynb",
         ["md:# Sales\nTotals per region.", "secret_total_xyz = 41 + 1", ""],
     )
     write_notebook(work / "exam.ipynb", ["x = 1", ""], {"codestral": {"enabled": False}})
+    write_notebook(work / "hints.ipynb", ["x = 1", ""], {"codestral": {"mode": "hints"}})
+    (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "JUPYTER_RUNTIME_DIR": str(runtime),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
-    }
-    command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-        f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={LAB_TOKEN}",
-        f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
-    ]  # fmt: skip
-    lab_log = (root / "lab.log").open("w")
-    proc = subprocess.Popen(command, env=env, stdout=lab_log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (root / "lab.log").read_text()
-        try:
-            if httpx.get(f"{url}/api/status", params={"token": LAB_TOKEN}).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "jupyter lab did not start"
-        time.sleep(0.3)
+    proc, url = start_lab(root, runtime, work, SETTINGS)
     yield type("Lab", (), {"url": url, "engine": engine, "engine_log": engine_log, "root": root})
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -126,25 +88,6 @@ def page(browser):
     pg = context.new_page()
     yield pg
     context.close()
-
-
-def open_notebook(page, lab, name: str):
-    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={LAB_TOKEN}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-codestral-status", timeout=30_000)
-
-
-def edit_last_cell(page) -> None:
-    page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
-    page.evaluate(
-        """() => {
-        const notebook = window.jupyterapp.shell.currentWidget.content;
-        notebook.activeCellIndex = notebook.widgets.length - 1;
-        notebook.mode = 'edit';
-        notebook.activeCell.editor.focus();
-    }"""
-    )
-    page.wait_for_timeout(200)
 
 
 def record_ghost_states(page) -> None:
@@ -190,7 +133,7 @@ def logged_prompts(lab) -> list[dict]:
 
 
 def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
-    open_notebook(page, lab, "context.ipynb")
+    open_notebook(page, lab.url, "context.ipynb")
     edit_last_cell(page)
     record_ghost_states(page)
     page.keyboard.type("for region in range(3):", delay=20)
@@ -224,7 +167,7 @@ def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
 
 
 def test_typing_on_cancels_the_running_request(page, lab):
-    open_notebook(page, lab, "context.ipynb")
+    open_notebook(page, lab.url, "context.ipynb")
     edit_last_cell(page)
     before = engine_status(lab)["finished_requests"].get("cancelled", 0)
     # Each pause is longer than the debounce, shorter than a 200-token suggestion takes.
@@ -237,7 +180,7 @@ def test_typing_on_cancels_the_running_request(page, lab):
 
 
 def test_accept_word_inserts_only_the_next_word(page, lab):
-    open_notebook(page, lab, "context.ipynb")
+    open_notebook(page, lab.url, "context.ipynb")
     edit_last_cell(page)
     page.keyboard.type("def area(r):", delay=20)
     page.wait_for_selector(GHOST, timeout=30_000)
@@ -251,7 +194,7 @@ def test_accept_word_inserts_only_the_next_word(page, lab):
 
 
 def test_notebook_metadata_turns_ghost_text_off(page, lab):
-    open_notebook(page, lab, "exam.ipynb")
+    open_notebook(page, lab.url, "exam.ipynb")
     edit_last_cell(page)
     requests_before = sum(engine_status(lab)["finished_requests"].values())
     record_ghost_states(page)
@@ -259,3 +202,53 @@ def test_notebook_metadata_turns_ghost_text_off(page, lab):
     page.wait_for_timeout(1500)
     assert page.evaluate("() => window.__ghostStates") == []
     assert sum(engine_status(lab)["finished_requests"].values()) == requests_before
+
+
+def test_enter_on_an_indented_line_asks_for_a_suggestion(page, lab):
+    open_notebook(page, lab.url, "context.ipynb")
+    edit_last_cell(page)
+    page.keyboard.type("def area(r):", delay=20)
+    page.keyboard.press("Enter")
+    page.keyboard.type("a = 1", delay=20)  # one line: its suggestion cannot contain a newline
+    page.wait_for_selector(GHOST, timeout=30_000)
+    page.wait_for_timeout(500)
+    page.keyboard.press("Enter")  # the new line is blank and indented: core never triggers
+    assert active_source(page).endswith("a = 1\n    ")
+    page.wait_for_selector(GHOST, timeout=30_000)
+
+
+def test_plain_python_files_use_the_file_as_context(page, lab):
+    page.goto(f"{lab.url}/lab/tree/script.py?reset&token={LAB_TOKEN}")
+    page.wait_for_selector(".jp-FileEditor .cm-content", timeout=60_000)
+    page.locator(".jp-FileEditor .cm-content").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("def double(v):", delay=20)
+    page.wait_for_selector(GHOST, timeout=30_000)
+    prompts = logged_prompts(lab)
+    assert prompts[-1]["prompt"].startswith("CONSTANT_IN_FILE = 7\n")
+    assert prompts[-1]["prompt"].endswith("def double(v):")
+
+
+def test_hints_mode_gives_single_line_suggestions(page, lab):
+    open_notebook(page, lab.url, "hints.ipynb")
+    edit_last_cell(page)
+    page.keyboard.type("for i in range(3):", delay=20)  # a block would be allowed here
+    page.wait_for_selector(GHOST, timeout=30_000)
+    page.wait_for_timeout(800)
+    page.keyboard.press("Tab")
+    page.wait_for_timeout(300)
+    source = active_source(page)
+    assert len(source) > len("for i in range(3):") and "\n" not in source
+
+
+def test_ghost_text_works_in_notebook_7(page, lab):
+    open_notebook(page, lab.url, "context.ipynb", app="notebook")
+    edit_last_cell(page)
+    page.keyboard.type("for region in range(3):", delay=20)
+    page.wait_for_selector(GHOST, timeout=30_000)
+    page.wait_for_timeout(500)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ghost-text-notebook7.png"))
+    page.keyboard.press("Tab")
+    page.wait_for_timeout(300)
+    assert len(active_source(page)) > len("for region in range(3):")

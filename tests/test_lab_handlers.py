@@ -213,3 +213,13 @@ async def test_the_shared_engine_starts_on_first_use(jp_fetch, codestral, models
         assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
     finally:
         await asyncio.to_thread(stop_local_server)
+
+
+async def test_warm_up_fills_the_prompt_cache_without_text(jp_fetch):
+    cells = [*CELLS[:2], {"cell_type": "code", "source": "def volume(r):\n    return "}, CELLS[3]]
+    body = dict(BODY, cells=cells, cursor=len(cells[2]["source"]))
+    warm = await complete(jp_fetch, dict(body, warm=True))
+    assert [e["type"] for e in warm] == ["context", "done"]
+    done = (await complete(jp_fetch, body))[-1]
+    usage = done["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] - 1

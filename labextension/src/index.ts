@@ -19,10 +19,9 @@ import { startEngine } from './api';
 import { firstLine, firstWord } from './postprocess';
 import { CodestralProvider, Settings } from './provider';
 import { StatusItem } from './status';
-import { CompletionError } from './suggestions';
+import { CompletionError, ErrorReporter } from './suggestions';
 
 const PLUGIN_ID = 'jupyter-codestral:plugin';
-const QUIET_ERRORS = new Set(['engine_starting']);
 
 namespace CommandIDs {
   export const acceptWord = 'codestral:accept-word';
@@ -53,24 +52,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
     editorExtensions: IEditorExtensionRegistry | null
   ) => {
     const status = new StatusItem();
-    // Each kind of error is shown once, until a suggestion succeeds again.
-    const reported = new Set<string>();
+    const errors = new ErrorReporter(({ message, fix }) =>
+      Notification.error(`Codestral: ${message}${fix ? ` ${fix}` : ''}`, { autoClose: 10000 })
+    );
     const provider = new CodestralProvider({
       onFinished: suggestion => {
-        reported.clear();
+        errors.succeeded();
         status.finished(suggestion);
       },
       onError: (error: CompletionError) => {
-        const { kind, message, fix } = error.info;
-        if (QUIET_ERRORS.has(kind)) {
-          void status.refresh();
-          return;
-        }
-        if (!reported.has(kind)) {
-          reported.add(kind);
-          Notification.error(`Codestral: ${message}${fix ? ` ${fix}` : ''}`, { autoClose: 10000 });
-          void status.refresh();
-        }
+        errors.report(error.info);
+        void status.refresh();
       }
     });
     manager.registerInlineProvider(provider);

@@ -287,6 +287,33 @@ export class SuggestionSource {
   }
 }
 
+/**
+ * Shows each kind of error once (not once per keystroke) until a suggestion succeeds again.
+ * Quiet kinds (the engine still starting) are never shown: the status bar covers them.
+ */
+export class ErrorReporter {
+  private shown = new Set<string>();
+
+  constructor(
+    private readonly show: (error: ErrorInfo) => void,
+    private readonly quiet: Set<string> = new Set(['engine_starting'])
+  ) {}
+
+  /** Returns whether the error was shown. */
+  report(error: ErrorInfo): boolean {
+    if (this.quiet.has(error.kind) || this.shown.has(error.kind)) {
+      return false;
+    }
+    this.shown.add(error.kind);
+    this.show(error);
+    return true;
+  }
+
+  succeeded(): void {
+    this.shown.clear();
+  }
+}
+
 /** Parse a fetch Response body of newline-delimited JSON into events. */
 export async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<StreamEvent> {
   const reader = body.getReader();

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   adaptiveDelay,
+  ErrorReporter,
   CompletionRequest,
   readEvents,
   StreamEvent,
@@ -153,5 +154,41 @@ describe('readEvents', () => {
     for await (const event of readEvents(stream)) events.push(event);
     expect(events.map(e => e.type)).toEqual(['delta', 'delta', 'done']);
     expect((events[1] as { text: string }).text).toBe('é');
+  });
+});
+
+describe('ErrorReporter', () => {
+  it('shows each kind once until a suggestion succeeds, and never the quiet ones', () => {
+    const shown: string[] = [];
+    const errors = new ErrorReporter(e => shown.push(e.kind));
+    for (let i = 0; i < 5; i++) {
+      errors.report({ kind: 'auth', message: 'bad key' });
+      errors.report({ kind: 'engine_starting', message: 'loading' });
+    }
+    errors.report({ kind: 'unreachable', message: 'down' });
+    expect(shown).toEqual(['auth', 'unreachable']);
+    errors.succeeded();
+    errors.report({ kind: 'auth', message: 'bad key' });
+    expect(shown).toEqual(['auth', 'unreachable', 'auth']);
+  });
+});
+
+describe('candidates', () => {
+  it('streams one request per candidate, each with its own index', async () => {
+    const seen: number[] = [];
+    async function* streamer(_r: CompletionRequest, candidate: number): AsyncGenerator<StreamEvent> {
+      seen.push(candidate);
+      yield { type: 'delta', text: `option ${candidate}` };
+      yield { type: 'done', finish_reason: 'length', usage: {} };
+    }
+    const source = new SuggestionSource({ streamer, debounceMs: 0, sleep: noSleep });
+    const shown = (await source.fetch({ ...request('x = '), candidates: 3 }))!;
+    for (const s of shown.suggestions) {
+      for await (const _ of s.watch(0)) {
+        // until done
+      }
+    }
+    expect(seen).toEqual([0, 1, 2]);
+    expect(shown.suggestions.map(s => s.text)).toEqual(['option 0', 'option 1', 'option 2']);
   });
 });

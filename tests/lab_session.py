@@ -1,0 +1,112 @@
+"""A real `jupyter lab` (with this package's extensions) and headless Debian Chromium, for the
+browser tests and bench/bench_ghost.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import nbformat
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+LAB_TOKEN = "e2e-lab-token"
+# Ghost text, without the transient spacer spans that carry the same class.
+GHOST = ".jp-GhostText:not(.jp-GhostText-letterSpacer):not(.jp-GhostText-lineSpacer)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -> None:
+    """Code cells, or markdown for sources starting with 'md:'."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(src[3:]) if src.startswith("md:")
+        else nbformat.v4.new_code_cell(src)
+        for src in cells
+    ]  # fmt: skip
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata.update(metadata or {})
+    nbformat.write(nb, path)
+
+
+def start_lab(
+    root: Path, runtime: Path, work: Path, settings: dict
+) -> tuple[subprocess.Popen, str]:
+    """`jupyter lab` on a free port, finding the engine through `runtime`; returns (proc, url)."""
+    settings_dir = root / "settings"
+    (settings_dir / "jupyter-codestral").mkdir(parents=True, exist_ok=True)
+    (settings_dir / "jupyter-codestral" / "plugin.jupyterlab-settings").write_text(
+        json.dumps(settings)
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings_dir),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
+    }
+    port = free_port()
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={LAB_TOKEN}",
+        f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True",
+    ]  # fmt: skip
+    log = (root / "lab.log").open("w")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError((root / "lab.log").read_text())
+        try:
+            if httpx.get(f"{url}/api/status", params={"token": LAB_TOKEN}).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("jupyter lab did not start within 120 s")
+        time.sleep(0.3)
+
+
+def open_notebook(page, url: str, name: str, app: str = "lab") -> None:
+    if app == "lab":
+        page.goto(f"{url}/lab/tree/{name}?reset&token={LAB_TOKEN}")
+    else:  # Notebook 7, served by the same server
+        page.goto(f"{url}/notebooks/{name}?token={LAB_TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    if app == "lab":
+        page.wait_for_selector(".jp-codestral-status", timeout=30_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
+
+
+def edit_last_cell(page) -> None:
+    page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
+    page.evaluate(
+        """() => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = notebook.widgets.length - 1;
+        notebook.mode = 'edit';
+        notebook.activeCell.editor.focus();
+    }"""
+    )
+    page.wait_for_timeout(200)
