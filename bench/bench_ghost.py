@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright
 
-from codestral_engine.tiny import make_tiny  # noqa: E402
-from tests.lab_session import (  # noqa: E402
+from codestral_engine.tiny import make_tiny
+from tests.lab_session import (
     CHROMIUM,
     CHROMIUM_ARGS,
     GHOST,
@@ -36,7 +36,7 @@ from tests.lab_session import (  # noqa: E402
     start_lab,
     write_notebook,
 )
-from tests.test_server import TOKEN, start_server  # noqa: E402
+from tests.test_server import TOKEN, start_server
 
 SETTINGS = {"debounceMs": 0, "maxTokens": 16}
 TYPED = "total_value = compute_metrics(frame, weights) + offset_term * scale_factor - bias"
@@ -119,7 +119,8 @@ def main() -> None:
         on = measure(model, Path(tmp) / "on", 8, args.keys)
         off = measure(model, Path(tmp) / "off", 0, args.keys)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
-    print(f"keys: {args.keys}; typed-ahead reuse (no request): on {on['reused']}, off {off['reused']}")
+    reuse = f"on {on['reused']}, off {off['reused']}"
+    print(f"keys: {args.keys}; typed-ahead reuse (no request): {reuse}")
     print("| prompt cache | keys timed | p50 (ms) | p95 (ms) |")
     print("|---|---:|---:|---:|")
     for name, r in (("on", on), ("off", off)):
