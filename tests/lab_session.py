@@ -100,11 +100,18 @@ def open_notebook(page, url: str, name: str, app: str = "lab") -> None:
 
 
 def edit_last_cell(page) -> None:
+    """Put the cursor in the notebook's last cell (scrolled into view: long notebooks render
+    only the cells on screen)."""
     page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
     page.evaluate(
-        """() => {
+        """async () => {
         const notebook = window.jupyterapp.shell.currentWidget.content;
-        notebook.activeCellIndex = notebook.widgets.length - 1;
+        const last = notebook.widgets.length - 1;
+        notebook.activeCellIndex = last;
+        await notebook.scrollToItem(last);
+        for (let i = 0; i < 100 && !notebook.activeCell.editor; i++) {
+            await new Promise(resolve => setTimeout(resolve, 50));
+        }
         notebook.mode = 'edit';
         notebook.activeCell.editor.focus();
     }"""
