@@ -38,12 +38,15 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
     <instruction, or code with a <FILL> marker for --fill>
 
 %codestral status | start | stop      where the engine runs, its model and speed
+%codestral pull [--quant 4bit|8bit|bf16] [--repo ID] [--accept-license]
+                                      download Codestral's weights for this machine
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
 NO_MODEL = (
-    "No Codestral model is configured. Point at the weights with "
-    "`%config Codestral.model = '/path/to/Codestral-22B-v0.1'` (or set CODESTRAL_MODEL before "
+    "No Codestral model is configured. Download the weights with `%codestral pull`, then point "
+    "at them with `%config Codestral.model = 'mistralai/Codestral-22B-v0.1'` (the hub id that "
+    "pull names, or a local directory; or set CODESTRAL_MODEL before "
     "starting Jupyter); to try the tiny demo model (gibberish output): "
     "`%config Codestral.model = 'tiny'`."
 )
@@ -103,6 +106,8 @@ class Codestral(Magics):
     @line_cell_magic
     def codestral(self, line: str, cell: str | None = None) -> None:
         """Ask Codestral; the answer streams into the output."""
+        if cell is None and line.split()[:1] == ["pull"]:
+            return self._pull(line.split()[1:])
         args = parse_argstring(self.codestral, line)
         if cell is None:
             return self._command(args.command)
@@ -262,6 +267,22 @@ class Codestral(Magics):
             print(self._stop())
         else:
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
+
+    def _pull(self, words: list[str]) -> None:
+        from codestral_engine import EngineError
+        from codestral_engine.cli import build_parser, pull_command
+
+        try:
+            args = build_parser().parse_args(["pull", *words])
+        except SystemExit as exc:  # argparse has printed what is wrong
+            raise UsageError(
+                "Usage: %codestral pull [--quant 4bit|8bit|bf16] [--repo ID] "
+                "[--backend auto|mlx|torch] [--accept-license] [--no-verify]"
+            ) from exc
+        try:
+            pull_command(args)
+        except EngineError as exc:
+            raise UsageError(str(exc)) from exc
 
     def _status(self) -> str:
         if self._target is None:

@@ -129,6 +129,13 @@ def test_bad_options_are_usage_errors(shell, line, cell, fragment):
     assert isinstance(shell.user_ns["ok"], str)
 
 
+def test_pull_mistakes_are_usage_errors(shell):
+    with pytest.raises(UsageError, match=r"Usage: %codestral pull"):
+        shell.run_line_magic("codestral", "pull --quant 3bit")
+    with pytest.raises(UsageError, match="No 4bit checkpoint for the torch backend"):
+        shell.run_line_magic("codestral", "pull --backend torch --quant 4bit")
+
+
 def test_where_the_model_runs_errors(monkeypatch, tmp_path):
     monkeypatch.delenv("CODESTRAL_MODEL", raising=False)
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)

@@ -79,6 +79,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _backend_options(serve)
 
+    pull = commands.add_parser(
+        "pull",
+        help="download Codestral's weights for this machine (licence shown once)",
+        description="Download the Codestral-22B checkpoint that suits the backend and memory "
+        "into the Hugging Face cache (resumable), then verify every file's sha256. Then serve it "
+        "with --model REPO (or CODESTRAL_MODEL=REPO): hub ids load offline from the cache.",
+    )
+    pull.add_argument("--repo", help="a hub id to download instead of the automatic choice")
+    pull.add_argument(
+        "--quant",
+        choices=("4bit", "8bit", "bf16"),
+        help="4bit / 8bit: MLX conversions (8bit on torch: bf16 held as int8 at load); "
+        "bf16: Mistral's release. Default: the largest that fits this machine's memory.",
+    )
+    pull.add_argument("--backend", default="auto", choices=("auto", "mlx", "torch"))
+    pull.add_argument("--device", help="torch: the device whose memory counts (default: cuda)")
+    pull.add_argument(
+        "--accept-license", action="store_true", help="accept the model licence without asking"
+    )
+    pull.add_argument(
+        "--no-verify", action="store_true", help="skip the sha256 check after downloading"
+    )
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a local checkpoint to the MLX layout, quantized (mlx-lm)",
+        description="Quantize a local Codestral checkpoint (Mistral-native or Hugging Face "
+        "layout, bf16) into an MLX-layout directory with mlx-lm's quantization, and report how "
+        "far the logits moved. For the torch backend, use --quantize int8 at load instead.",
+    )
+    convert.add_argument("src", type=Path, help="the checkpoint directory to convert")
+    convert.add_argument("dst", type=Path, help="a new directory for the MLX checkpoint")
+    convert.add_argument("--quant", choices=("4bit", "8bit"), required=True)
+    convert.add_argument("--group-size", type=int, default=64, choices=(32, 64, 128))
+
     tiny = commands.add_parser(
         "make-tiny",
         help="write a tiny random-weight model in Codestral's architecture",
@@ -127,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"Wrote a tiny {args.layout} model to {path}")
             return 0
+        if args.command == "convert":
+            return _convert(args)
+        if args.command == "pull":
+            return pull_command(args)
         if args.command == "serve":
+            from .hub import resolve
             from .serve import serve
 
-            model = Path(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
+            model = resolve(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
             return serve(
                 model.expanduser().resolve(), args.host, args.port, args.token, args.backend,
                 log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
@@ -140,6 +180,60 @@ def main(argv: list[str] | None = None) -> int:
     except (EngineError, ValueError) as exc:
         print(f"codestral-engine: error: {exc}", file=sys.stderr)
         return 1
+
+
+def pull_command(args: argparse.Namespace) -> int:
+    """`pull`, also run by `%codestral pull`."""
+    from .backends import resolve_backend
+    from .hub import choose, pull
+    from .preflight import available_memory
+
+    if args.repo:
+        repo = args.repo
+    else:
+        backend = resolve_backend(args.backend)
+        try:
+            memory, what = available_memory(backend, args.device or "cuda")
+        except Exception:  # no GPU here: the CPU's available RAM counts
+            memory, what = available_memory(backend, "cpu")
+        choice = choose(backend, args.quant, memory)
+        repo = choice.repo
+        held = f"{memory / 1e9:.0f} GB {what}" if memory else "memory unknown"
+        print(f"Chose {repo} ({choice.quant}, {backend} backend; {held}).")
+        if choice.note:
+            print(choice.note)
+    ask = input if sys.stdin.isatty() else None
+    path = pull(repo, accept_license=args.accept_license, ask=ask, verify=not args.no_verify)
+    print(
+        f"Use it: codestral-engine serve --model {repo}, or CODESTRAL_MODEL={repo}, or in a "
+        f"notebook %config Codestral.model = '{repo}'   (files in {path})"
+    )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backends.mlx_convert import convert
+    from .checkpoint import inspect
+    from .hub import resolve
+
+    checkpoint = inspect(resolve(args.src))
+    bits = int(args.quant[0])
+    with tqdm(total=100, desc="Converting", unit="%", bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
+
+        def progress(fraction: float, stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(round(fraction * 100) - bar.n)
+
+        report = convert(checkpoint, args.dst, bits, args.group_size, progress)
+    print(
+        f"Wrote {args.dst} ({report.weight_bytes / 1e9:.2f} GB, {bits}-bit, group size "
+        f"{report.group_size}). Logits against the unquantized model on a probe prompt: "
+        f"relative error {report.relative_error:.2%}, max |diff| {report.max_abs_error:.3g}, "
+        f"same top token at {report.top1_agreement:.0%} of positions."
+    )
+    return 0
 
 
 def _complete(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from .checkpoint import Checkpoint, inspect
 from .errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
 from .events import Finished
 from .generation import Runtime, run
+from .hub import resolve as resolve_model
 from .params import GenerationParams
 from .prompt_cache import PromptCache
 from .request import Request
@@ -257,7 +258,7 @@ def load(
     """
     report = progress or (lambda fraction, stage: None)
     report(0.0, "checking the checkpoint")
-    checkpoint = inspect(path)
+    checkpoint = inspect(resolve_model(path))  # a hub id loads from the local cache
     tokenizer = CodestralTokenizer(find_tokenizer_file(checkpoint.path))
     if tokenizer.vocab_size != int(checkpoint.config["vocab_size"]):
         raise ModelLoadError(

@@ -1,0 +1,263 @@
+"""Codestral's published weights: choose, download, verify, and find them again offline.
+
+`pull` picks the checkpoint for the backend and the memory at hand (on Apple Silicon the
+mlx-community 4-bit or 8-bit conversion, elsewhere Mistral's own bf16 release, which the torch
+backend can also hold as int8), shows the model licence once and records the acceptance, then
+downloads into the Hugging Face cache with `huggingface_hub`: resumable, with a progress bar per
+file, safetensors only. Every file is then checked against the sha256 the hub publishes.
+
+`resolve` turns a model setting into a directory: a local path as is, a hub id from the cache
+without touching the network (or an error that says to run `pull`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+MISTRAL_RELEASE = "mistralai/Codestral-22B-v0.1"
+RELEASES = {  # (backend, quant) -> repository
+    ("mlx", "4bit"): "mlx-community/Codestral-22B-v0.1-4bit",
+    ("mlx", "8bit"): "mlx-community/Codestral-22B-v0.1-8bit",
+    ("mlx", "bf16"): MISTRAL_RELEASE,
+    ("torch", "bf16"): MISTRAL_RELEASE,
+    ("torch", "8bit"): MISTRAL_RELEASE,  # int8 weights at load (--quantize int8)
+}
+# Weights of each choice for Codestral-22B (bench/README.md), to choose before downloading.
+WEIGHT_GB = {"4bit": 12.5, "8bit": 23.6, "bf16": 44.5}
+KV_GB_8K = 1.9  # KV cache of an 8K-token window
+MARGIN = 1.10
+NATIVE_FILES = ("params.json", "consolidated.safetensors", "tokenizer.model.v3", "tekken.json")
+HF_PATTERNS = (
+    "config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.model*",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+)  # fmt: skip
+LICENSE_NAME = "Mistral AI Non-Production License (MNPL)"
+LICENSE_SUMMARY = f"""Codestral-22B is released under the {LICENSE_NAME}.
+In short: you may use it for research, testing and personal evaluation; you may not use it,
+or what it generates, in commercial production or any business activity without a commercial
+licence from Mistral AI. Read the full text on the model's page before accepting."""
+
+
+class HubError(ModelLoadError):
+    """A download that cannot proceed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    repo: str
+    quant: str
+    backend: str
+    note: str = ""
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "codestral-engine"
+
+
+def license_accepted(repo: str) -> bool:
+    path = config_dir() / "licenses.json"
+    return path.is_file() and repo in json.loads(path.read_text()).get("accepted", [])
+
+
+def record_license(repo: str) -> None:
+    path = config_dir() / "licenses.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {"accepted": []}
+    if repo not in data["accepted"]:
+        data["accepted"].append(repo)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
+    """The checkpoint to download: `quant` if given, else the largest that fits an 8K window."""
+    if backend not in ("mlx", "torch"):
+        raise HubError(f"Unknown backend {backend!r}; choose mlx or torch.")
+    options = [q for q in ("bf16", "8bit", "4bit") if (backend, q) in RELEASES]
+    if quant is None:
+        # On MLX the quantized conversions: bf16 would read 3.5x the bytes of 4-bit per token.
+        automatic = [q for q in options if backend == "torch" or q != "bf16"]
+        fits = [q for q in automatic if memory_bytes is None or _needs(q) <= memory_bytes]
+        options = automatic
+        quant = fits[0] if fits else options[-1]
+    if (backend, quant) not in RELEASES:
+        raise HubError(
+            f"No {quant} checkpoint for the {backend} backend. Choose --quant "
+            f"{' or '.join(options)}" + (" (or --backend mlx for 4-bit)." if backend == "torch"
+                                         else ".")
+        )  # fmt: skip
+    note = ""
+    if backend == "torch" and quant == "8bit":
+        note = "bf16 weights, held as int8 at load: serve with --quantize int8."
+    if memory_bytes is not None and _needs(quant) > memory_bytes:
+        note += (f" Needs about {_needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
+                 f"can give {memory_bytes / 1e9:.0f} GB.")  # fmt: skip
+    return Choice(RELEASES[(backend, quant)], quant, backend, note.strip())
+
+
+def _needs(quant: str) -> float:
+    weights = WEIGHT_GB["8bit" if quant == "8bit" else quant]
+    if quant == "8bit":
+        weights = min(weights, 22.5)  # torch int8 is a little smaller than MLX 8-bit
+    return (weights + KV_GB_8K) * MARGIN * 1e9
+
+
+def pull(
+    repo: str,
+    *,
+    accept_license: bool = False,
+    ask: Callable[[str], str] | None = None,
+    say: Callable[[str], None] = print,
+    verify: bool = True,
+) -> Path:
+    """Download `repo` into the Hugging Face cache and return its local directory."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    gated_repo = repo.startswith("mistralai/") or repo == MISTRAL_RELEASE
+    licensed = "Codestral" in repo
+    if licensed and not license_accepted(repo):
+        say(LICENSE_SUMMARY)
+        if not accept_license:
+            answer = ask("Accept the licence and download? [y/N] ") if ask else ""
+            if answer.strip().lower() not in ("y", "yes"):
+                raise HubError(
+                    f"The {LICENSE_NAME} was not accepted, so nothing was downloaded. Run again "
+                    "and answer y, or pass --accept-license."
+                )
+        record_license(repo)
+    api = HfApi()
+    try:
+        info = api.model_info(repo, files_metadata=True)
+        names = [s.rfilename for s in info.siblings or []]
+        patterns = _patterns(names)
+        files = [s for s in info.siblings or [] if _matches(s.rfilename, patterns)]
+        total = sum(s.size or 0 for s in files)
+        say(f"Downloading {repo} ({len(files)} files, {total / 1e9:.1f} GB) into the Hugging "
+            "Face cache; an interrupted download resumes where it stopped.")  # fmt: skip
+        path = Path(snapshot_download(repo, allow_patterns=patterns))
+    except HfHubHTTPError as exc:
+        raise _http_error(repo, exc, gated_repo) from exc
+    except LocalEntryNotFoundError as exc:
+        raise HubError(
+            f"Cannot reach the model hub to download {repo} ({exc}). Check the network, or "
+            "HF_ENDPOINT if you use a mirror."
+        ) from exc
+    if verify:
+        bad = corrupted(path, files, say)
+        if bad:
+            for name in bad:  # fetch each again once, then check again
+                say(f"{name} does not match its published sha256; downloading it again.")
+                _forget(path / name)
+            snapshot_download(repo, allow_patterns=bad)
+            still = corrupted(path, [s for s in files if s.rfilename in bad], say)
+            if still:
+                raise HubError(
+                    f"{', '.join(still)} in {path} still does not match its published sha256 "
+                    "after a second download: the mirror or the disk corrupts it. Delete "
+                    f"{path} and run pull again, or check the disk."
+                )
+    say(f"Ready: {path}")
+    return path
+
+
+def corrupted(path: Path, files, say: Callable[[str], None]) -> list[str]:
+    """Names of files whose sha256 differs from the hub's (LFS files; others are small)."""
+    from tqdm import tqdm
+
+    lfs = [s for s in files if s.lfs is not None]
+    bad = []
+    with tqdm(total=sum(s.lfs.size for s in lfs), unit="B", unit_scale=True,
+              desc="Verifying", disable=not lfs, file=sys.stderr) as bar:  # fmt: skip
+        for s in lfs:
+            digest = hashlib.sha256()
+            with open(path / s.rfilename, "rb") as f:
+                while chunk := f.read(16 << 20):
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            if digest.hexdigest() != s.lfs.sha256:
+                bad.append(s.rfilename)
+    return bad
+
+
+def _forget(link: Path) -> None:
+    """Remove a cached file (the snapshot's link and the blob it points to)."""
+    target = link.resolve()
+    link.unlink(missing_ok=True)
+    if target != link:
+        target.unlink(missing_ok=True)
+
+
+def _patterns(names: list[str]) -> list[str]:
+    if "consolidated.safetensors" in names and "params.json" in names:
+        return [n for n in NATIVE_FILES if n in names]  # one layout, not both (44 GB each)
+    if not any(n.endswith(".safetensors") for n in names):
+        raise HubError("This repository has no safetensors weights; only safetensors are loaded.")
+    return list(HF_PATTERNS)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatch
+
+    return any(fnmatch(name, p) for p in patterns)
+
+
+def _http_error(repo: str, exc: Exception, gated: bool) -> HubError:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    page = f"{constants.ENDPOINT}/{repo}"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, GatedRepoError) or status in (401, 403):
+        has_token = bool(_token())
+        step = ("your token is set, so accept the licence on the model page"
+                if has_token else
+                "log in first: `hf auth login` (or set HF_TOKEN to a read token)")  # fmt: skip
+        return HubError(
+            f"{repo} is a gated repository and the hub refused the download ({status}): "
+            f"{step}. The model page is {page}; accepting its licence there is needed once "
+            "per account. Then run pull again."
+        )
+    if isinstance(exc, RepositoryNotFoundError):
+        return HubError(f"No repository {repo} on the hub ({page}). Check the name.")
+    return HubError(f"The hub refused the download of {repo}: {exc}")
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def is_hub_id(model: str) -> bool:
+    return (
+        model.count("/") == 1
+        and not Path(model).expanduser().exists()
+        and not model.startswith((".", "/", "~"))
+    )
+
+
+def resolve(model: str | os.PathLike) -> Path:
+    """A local directory for `model`: a path as given, or a hub id found in the local cache."""
+    text = str(model)
+    if not is_hub_id(text):
+        return Path(text).expanduser()
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(text, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise ModelLoadError(
+            f"{text} is not downloaded yet. Run `codestral-engine pull --repo {text}` (or "
+            "`%codestral pull` in a notebook), then try again."
+        ) from exc
+    return path

@@ -1,0 +1,147 @@
+"""`codestral-engine pull` against a fake hub on loopback, and hub ids that load offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codestral_engine import hub
+from codestral_engine.tiny import make_tiny
+
+from .fake_hub import FakeHub
+
+REPO = "test-org/Codestral-tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("release") / "native", "mistral", seed=0)
+
+
+@pytest.fixture
+def fake_hub(tiny_release):
+    server = FakeHub(REPO, tiny_release)
+    url = server.start()
+    server.url = url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(tmp_path, fake_hub):
+    return {
+        **os.environ,
+        "HF_ENDPOINT": fake_hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_TOKEN": "",
+    }
+
+
+def run_cli(env, *args, input_text: str | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "codestral_engine", *args],
+        env=env, capture_output=True, text=True, input=input_text, timeout=300,
+    )  # fmt: skip
+
+
+def snapshot_file(env, name: str):
+    root = os.path.join(env["HF_HOME"], "hub", "models--test-org--Codestral-tiny", "snapshots")
+    (commit,) = os.listdir(root)
+    return os.path.join(root, commit, name)
+
+
+def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
+    env, fake_hub, tiny_release
+):
+    refused = run_cli(env, "pull", "--repo", REPO, input_text="n\n")
+    assert refused.returncode == 1
+    assert "Non-Production License" in refused.stdout and "not accepted" in refused.stderr
+    assert not any(m == "GET" and "/resolve/" in p for m, p, _ in fake_hub.requests)
+
+    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    assert done.returncode == 0, done.stderr
+    assert "Non-Production License" in done.stdout
+    assert "Verifying" in done.stderr and "B/s" in done.stderr  # progress with size and rate
+    for name in ("params.json", "consolidated.safetensors", "tokenizer.model.v3"):
+        with open(snapshot_file(env, name), "rb") as f:
+            assert f.read() == (tiny_release / name).read_bytes()
+    licences = json.loads((Path(env["XDG_CONFIG_HOME"]) / "codestral-engine" / "licenses.json")
+                          .read_text())  # fmt: skip
+    assert licences["accepted"] == [REPO]
+
+    again = run_cli(env, "pull", "--repo", REPO)  # accepted before: no licence, no question
+    assert again.returncode == 0 and "Non-Production License" not in again.stdout
+
+    fake_hub.stop()  # offline: the hub id resolves from the cache
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    out = run_cli(offline, "complete", "--model", REPO, "--prompt", "def f(", "--max-tokens", "3",
+                  "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["usage"]["completion_tokens"] == 3
+
+
+def test_an_interrupted_download_resumes(env, fake_hub, tiny_release):
+    fake_hub.interrupt = True
+    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    assert done.returncode == 0, done.stderr
+    ranges = [r for m, p, r in fake_hub.requests if m == "GET" and "consolidated" in p and r]
+    assert ranges and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
+    with open(snapshot_file(env, "consolidated.safetensors"), "rb") as f:
+        assert f.read() == (tiny_release / "consolidated.safetensors").read_bytes()
+
+
+def test_a_corrupted_file_is_detected_and_downloaded_again(env, fake_hub, tiny_release):
+    fake_hub.corrupt_once = {"consolidated.safetensors"}  # the first transfer is damaged
+    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    assert done.returncode == 0, done.stderr
+    assert "does not match its published sha256" in done.stdout
+    with open(snapshot_file(env, "consolidated.safetensors"), "rb") as f:
+        assert f.read() == (tiny_release / "consolidated.safetensors").read_bytes()
+
+    # Damaged on disk later: the next pull finds and repairs it.
+    path = os.path.realpath(snapshot_file(env, "consolidated.safetensors"))
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    again = run_cli(env, "pull", "--repo", REPO)
+    assert again.returncode == 0 and "does not match" in again.stdout
+    with open(snapshot_file(env, "consolidated.safetensors"), "rb") as f:
+        assert f.read() == (tiny_release / "consolidated.safetensors").read_bytes()
+
+
+def test_a_gated_repository_says_what_to_do(env, fake_hub):
+    fake_hub.gated = True
+    out = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    assert out.returncode == 1
+    assert "gated repository" in out.stderr and "hf auth login" in out.stderr
+    assert f"{fake_hub.url}/{REPO}" in out.stderr  # the page where the licence is accepted
+    with_token = run_cli({**env, "HF_TOKEN": "hf_test"}, "pull", "--repo", REPO)
+    assert "accept the licence on the model page" in with_token.stderr
+
+
+def test_a_hub_id_not_in_the_cache_says_to_pull(env):
+    out = run_cli({**env, "HF_HUB_OFFLINE": "1"}, "complete", "--model", "someone/Codestral-x",
+                  "--prompt", "x")  # fmt: skip
+    assert out.returncode == 1
+    assert "not downloaded yet" in out.stderr and "codestral-engine pull" in out.stderr
+
+
+def test_the_automatic_choice_follows_backend_and_memory():
+    gb = 1_000_000_000
+    assert hub.choose("mlx", None, 64 * gb).repo.endswith("-8bit")
+    assert hub.choose("mlx", None, 16 * gb).repo.endswith("-4bit")
+    assert hub.choose("torch", None, 80 * gb) == hub.Choice(hub.MISTRAL_RELEASE, "bf16", "torch")
+    int8 = hub.choose("torch", None, 40 * gb)
+    assert int8.quant == "8bit" and "--quantize int8" in int8.note
+    small = hub.choose("mlx", None, 8 * gb)
+    assert small.quant == "4bit" and "can give 8 GB" in small.note
+    with pytest.raises(hub.HubError, match="No 4bit checkpoint for the torch backend"):
+        hub.choose("torch", "4bit", None)
