@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -91,3 +92,18 @@ def test_importing_the_engine_does_not_import_mlx():
     code = "import sys, codestral_engine; print('mlx' in sys.modules, 'mlx_lm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_jupyter_lists_both_extensions_enabled_and_ok():
+    def listing(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "jupyter", *args, "list"], capture_output=True, text=True,
+            env=VENV_ENV, timeout=120,
+        )  # fmt: skip
+        return re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # drop colours
+
+    lab = listing("labextension")
+    assert re.search(r"jupyter-codestral v[\d.]+ enabled OK", lab), lab
+    server = listing("server", "extension")
+    assert re.search(r"jupyter_codestral enabled", server), server
+    assert re.search(r"jupyter_codestral [\d.]+ OK", server), server

@@ -293,8 +293,8 @@ def builtin_tiny_model() -> Path:
 def _tiny_with_note() -> Path:
     print(
         f"codestral-engine: no --model and no ${MODEL_ENV}: using the built-in tiny random model "
-        f"(its output is gibberish). Point ${MODEL_ENV} at Codestral-22B-v0.1 for real "
-        "completions.",
+        f"(its output is gibberish). For real completions run `codestral-engine pull`, then "
+        f"set ${MODEL_ENV} to the hub id it names (or a local Codestral-22B-v0.1 directory).",
         file=sys.stderr,
     )
     return builtin_tiny_model()

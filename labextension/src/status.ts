@@ -92,7 +92,12 @@ export class StatusItem extends Widget {
   }
 
   private render(): void {
-    this.node.textContent = this.text();
+    const demo = String(this.status.model ?? '').startsWith('tiny-');
+    this.node.textContent = this.text() + (demo && this.status.state === 'ready' ? ' · demo model' : '');
+    this.node.title = demo
+      ? 'Codestral is serving the built-in tiny demo model (gibberish suggestions). For real ' +
+        'ones run `codestral-engine pull` and set CODESTRAL_MODEL to the hub id it names.'
+      : 'Codestral: click for details';
   }
 
   private async showDetails(): Promise<void> {
