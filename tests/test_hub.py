@@ -75,7 +75,7 @@ def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
             assert f.read() == (tiny_release / name).read_bytes()
     licences = json.loads((Path(env["XDG_CONFIG_HOME"]) / "codestral-engine" / "licenses.json")
                           .read_text())  # fmt: skip
-    assert licences["accepted"] == [REPO]
+    assert licences["mnpl"]["first_download"] == REPO  # accepted once, for every Codestral
 
     again = run_cli(env, "pull", "--repo", REPO)  # accepted before: no licence, no question
     assert again.returncode == 0 and "Non-Production License" not in again.stdout

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ HF_PATTERNS = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
 )  # fmt: skip
 LICENSE_NAME = "Mistral AI Non-Production License (MNPL)"
+LICENSE_ID = "mnpl"
 LICENSE_SUMMARY = f"""Codestral-22B is released under the {LICENSE_NAME}.
 In short: you may use it for research, testing and personal evaluation; you may not use it,
 or what it generates, in commercial production or any business activity without a commercial
@@ -63,17 +65,22 @@ def config_dir() -> Path:
     return Path(base) / "codestral-engine"
 
 
-def license_accepted(repo: str) -> bool:
-    path = config_dir() / "licenses.json"
-    return path.is_file() and repo in json.loads(path.read_text()).get("accepted", [])
+def _licenses_file() -> Path:
+    return config_dir() / "licenses.json"
+
+
+def license_accepted() -> bool:
+    """Whether this user accepted Codestral's licence (once, for every Codestral download)."""
+    path = _licenses_file()
+    return path.is_file() and LICENSE_ID in json.loads(path.read_text())
 
 
 def record_license(repo: str) -> None:
-    path = config_dir() / "licenses.json"
+    path = _licenses_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.is_file() else {"accepted": []}
-    if repo not in data["accepted"]:
-        data["accepted"].append(repo)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[LICENSE_ID] = {"name": LICENSE_NAME, "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "first_download": repo}  # fmt: skip
     path.write_text(json.dumps(data, indent=2))
 
 
@@ -124,7 +131,7 @@ def pull(
 
     gated_repo = repo.startswith("mistralai/") or repo == MISTRAL_RELEASE
     licensed = "Codestral" in repo
-    if licensed and not license_accepted(repo):
+    if licensed and not license_accepted():
         say(LICENSE_SUMMARY)
         if not accept_license:
             answer = ask("Accept the licence and download? [y/N] ") if ask else ""
