@@ -1,6 +1,7 @@
 """`jupyter codestral demo`: open the example notebooks in JupyterLab, engine on the way.
 
-The engine serves $CODESTRAL_MODEL when it is set, else the built-in tiny demo model. With
+The engine serves $CODESTRAL_MODEL when it is set, else the Codestral release that
+`codestral-engine pull` downloaded, else the built-in tiny demo model. With
 `--headless`, an example notebook is executed in a real kernel instead and what each
 `%%codestral` cell streamed is printed.
 """
@@ -74,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.headless and lab_options:
         parser.error(f"unrecognized arguments: {' '.join(lab_options)}")
 
-    model = os.environ.get("CODESTRAL_MODEL") or TINY
+    from codestral_engine.hub import cached_release
+
+    model = os.environ.get("CODESTRAL_MODEL") or cached_release() or TINY
     if model == TINY:
         print(
-            "jupyter codestral: CODESTRAL_MODEL is not set; using the tiny demo model (gibberish)."
+            "jupyter codestral: no Codestral weights (run `codestral-engine pull`, or set "
+            "CODESTRAL_MODEL); using the tiny demo model (gibberish)."
         )
     try:
         folder = examples_dir()

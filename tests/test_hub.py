@@ -145,3 +145,19 @@ def test_the_automatic_choice_follows_backend_and_memory():
     assert small.quant == "4bit" and "can give 8 GB" in small.note
     with pytest.raises(hub.HubError, match="No 4bit checkpoint for the torch backend"):
         hub.choose("torch", "4bit", None)
+
+
+def test_without_a_model_setting_the_pulled_release_is_served(env, tiny_release):
+    release = FakeHub(hub.MISTRAL_RELEASE, tiny_release)
+    url = release.start()
+    try:
+        env = {**env, "HF_ENDPOINT": url}
+        env.pop("CODESTRAL_MODEL", None)
+        done = run_cli(env, "pull", "--backend", "torch", "--quant", "bf16", "--accept-license")
+        assert done.returncode == 0, done.stderr
+        assert f"Chose {hub.MISTRAL_RELEASE}" in done.stdout
+    finally:
+        release.stop()
+    out = run_cli({**env, "HF_HUB_OFFLINE": "1"}, "complete", "--prompt", "x", "--max-tokens", "2")
+    assert out.returncode == 0, out.stderr
+    assert f"serving {hub.MISTRAL_RELEASE}, downloaded by pull" in out.stderr

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             from .hub import resolve
             from .serve import serve
 
-            model = resolve(args.model or os.environ.get(MODEL_ENV) or _tiny_with_note())
+            model = resolve(args.model or default_model())
             return serve(
                 model.expanduser().resolve(), args.host, args.port, args.token, args.backend,
                 log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
@@ -239,7 +239,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _complete(args: argparse.Namespace) -> int:
     from .engine import load  # the backend import is the slow part; --help stays instant
 
-    model = args.model or os.environ.get(MODEL_ENV) or _tiny_with_note()
+    model = args.model or default_model()
     with load(model, backend=args.backend, **_load_options(args)) as engine:
         request = engine.fim(
             args.prompt,
@@ -288,6 +288,18 @@ def builtin_tiny_model() -> Path:
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another process won the race
     return target
+
+
+def default_model() -> str | Path:
+    """$CODESTRAL_MODEL, else the Codestral release `pull` downloaded, else the tiny model."""
+    from .hub import cached_release
+
+    if chosen := os.environ.get(MODEL_ENV):
+        return chosen
+    if repo := cached_release():
+        print(f"codestral-engine: serving {repo}, downloaded by pull.", file=sys.stderr)
+        return repo
+    return _tiny_with_note()
 
 
 def _tiny_with_note() -> Path:

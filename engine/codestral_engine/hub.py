@@ -252,6 +252,24 @@ def is_hub_id(model: str) -> bool:
     )
 
 
+def cached_release() -> str | None:
+    """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
+    import platform
+
+    apple = sys.platform == "darwin" and platform.machine() == "arm64"
+    mlx = [RELEASES[("mlx", "8bit")], RELEASES[("mlx", "4bit")]]
+    # MLX conversions run well on Apple Silicon only; elsewhere the torch backend's release.
+    candidates = [*mlx, MISTRAL_RELEASE] if apple else [MISTRAL_RELEASE]
+    for repo in candidates:
+        try:
+            path = resolve(repo)
+        except ModelLoadError:
+            continue
+        if any(path.glob("*.safetensors")):
+            return repo
+    return None
+
+
 def resolve(model: str | os.PathLike) -> Path:
     """A local directory for `model`: a path as given, or a hub id found in the local cache."""
     text = str(model)
