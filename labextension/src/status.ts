@@ -39,7 +39,7 @@ export class StatusItem extends Widget {
       this.status = { state: 'error', error: String(error) };
     }
     this.render();
-    const busy = ['stopped', 'starting', 'loading'].includes(this.status.state);
+    const busy = ['starting', 'loading'].includes(this.status.state);
     this.timer = setTimeout(() => void this.refresh(), busy ? POLL_BUSY_MS : POLL_IDLE_MS);
   }
 
@@ -69,6 +69,9 @@ export class StatusItem extends Widget {
     }
     if (state === 'error') {
       return 'Codestral: error';
+    }
+    if (state === 'stopped') {
+      return 'Codestral: starts on first use';
     }
     if (state !== 'ready') {
       return `Codestral: ${state}`;
