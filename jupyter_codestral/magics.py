@@ -280,7 +280,7 @@ class Codestral(Magics):
                 "[--backend auto|mlx|torch] [--accept-license] [--no-verify]"
             ) from exc
         try:
-            pull_command(args)
+            pull_command(args, ask=input)  # a notebook shows the question as an input box
         except EngineError as exc:
             raise UsageError(str(exc)) from exc
 

@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def pull_command(args: argparse.Namespace) -> int:
-    """`pull`, also run by `%codestral pull`."""
+def pull_command(args: argparse.Namespace, ask=None) -> int:
+    """`pull`, also run by `%codestral pull` (whose kernel can ask through the notebook)."""
     from .backends import resolve_backend
     from .hub import choose, pull
     from .preflight import available_memory
@@ -202,7 +202,7 @@ def pull_command(args: argparse.Namespace) -> int:
         print(f"Chose {repo} ({choice.quant}, {backend} backend; {held}).")
         if choice.note:
             print(choice.note)
-    ask = input if sys.stdin.isatty() else None
+    ask = ask or (input if sys.stdin.isatty() else None)
     path = pull(repo, accept_license=args.accept_license, ask=ask, verify=not args.no_verify)
     print(
         f"Use it: codestral-engine serve --model {repo}, or CODESTRAL_MODEL={repo}, or in a "
