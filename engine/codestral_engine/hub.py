@@ -134,7 +134,10 @@ def pull(
     if licensed and not license_accepted():
         say(LICENSE_SUMMARY)
         if not accept_license:
-            answer = ask("Accept the licence and download? [y/N] ") if ask else ""
+            try:
+                answer = ask("Accept the licence and download? [y/N] ") if ask else ""
+            except Exception:  # no way to ask here (a kernel without stdin, a closed pipe)
+                answer = ""
             if answer.strip().lower() not in ("y", "yes"):
                 raise HubError(
                     f"The {LICENSE_NAME} was not accepted, so nothing was downloaded. Run again "
