@@ -79,6 +79,7 @@ def test_engine_knows_nothing_of_jupyter():
 def test_only_backend_modules_import_mlx_or_torch():
     allowed = {
         ENGINE / "backends" / "mlx.py": {"mlx", "mlx_lm"},
+        ENGINE / "backends" / "mlx_convert.py": {"mlx_lm"},
         ENGINE / "backends" / "torch.py": {"torch"},
         ENGINE / "backends" / "torch_model.py": {"torch"},
         ENGINE / "tiny.py": {"mlx"},
