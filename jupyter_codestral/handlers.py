@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from functools import cached_property
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from .lab_engine import CodestralCompletion, EngineLink, LabError
 from .notebook_context import LINE_RESERVE, Cell, ContextBuilder, TokenCounter
 
 MAX_BODY_BYTES = 8 << 20
+LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (CodeMirror) show as a new line
 WARM_TOKENS = 1  # a warm-up request prefills the prompt into the cache and stops at once
 
 
@@ -156,7 +158,7 @@ class CompleteHandler(_Base):
         if body.seed is not None:
             params["random_seed"] = body.seed
         if not body.multiline:
-            params["stop"] = ["\n"]
+            params["stop"] = ["\n", "\r"]
         session = None if body.warm else body.session
         started = time.monotonic()
         budget_s = body.time_budget_ms / 1000 if body.time_budget_ms else None
@@ -168,10 +170,10 @@ class CompleteHandler(_Base):
                 delta = choice["delta"].get("content") or ""
                 if delta and not body.warm:
                     # The first-line time budget: once spent, end at the next line break.
-                    spent = budget_s and time.monotonic() - started > budget_s
-                    if spent and "\n" in delta and text.strip():
-                        delta = delta[: delta.index("\n")]
-                        finish = "time_budget"
+                    if budget_s and time.monotonic() - started > budget_s:
+                        cut = _first_line_end(text, delta)
+                        if cut is not None:
+                            delta, finish = delta[:cut], "time_budget"
                     text += delta
                     if delta:
                         await self._send({"type": "delta", "text": delta})
@@ -188,6 +190,14 @@ class CompleteHandler(_Base):
     async def _send(self, record: dict[str, Any]) -> None:
         self.write(json.dumps(record) + "\n")
         await self.flush()
+
+
+def _first_line_end(text: str, delta: str) -> int | None:
+    """Where in `delta` the first line with content (counting `text` before it) ends."""
+    for match in LINE_BREAK.finditer(delta):
+        if (text + delta[: match.start()]).strip():
+            return match.start()
+    return None
 
 
 class Codestral:

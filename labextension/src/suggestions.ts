@@ -54,6 +54,9 @@ export interface Timing {
   usage: Usage | null;
 }
 
+/** The text with every line break as `\n` (editors also break lines at `\r`). */
+const lines = (text: string): string => text.replace(/\r\n?/g, '\n');
+
 /** A suggestion as it streams in; several `fetch` calls may show it (typed-ahead reuse). */
 export class Suggestion {
   raw = '';
@@ -75,7 +78,7 @@ export class Suggestion {
   push(event: StreamEvent, now: number): boolean {
     if (event.type === 'delta') {
       this.raw += event.text;
-      const processed = postprocess(this.raw, this.cursor);
+      const processed = postprocess(lines(this.raw), this.cursor);
       if (processed.text !== this.text) {
         this.text = processed.text;
         if (this.text && this.timing.firstTextMs === null) {
@@ -102,7 +105,7 @@ export class Suggestion {
   finish(): void {
     if (!this.done) {
       this.done = true;
-      this.text = postprocess(this.raw, { ...this.cursor }).text.trimEnd();
+      this.text = postprocess(lines(this.raw), this.cursor).text.trimEnd();
       this.notify();
     }
   }

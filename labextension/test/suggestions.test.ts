@@ -192,3 +192,27 @@ describe('candidates', () => {
     expect(shown.suggestions.map(s => s.text)).toEqual(['option 0', 'option 1', 'option 2']);
   });
 });
+
+describe('line breaks', () => {
+  const run = async (chunks: string[], before: string) => {
+    async function* streamer(): AsyncGenerator<StreamEvent> {
+      for (const text of chunks) {
+        yield { type: 'delta', text };
+      }
+    }
+    const source = new SuggestionSource({ streamer, debounceMs: 0, sleep: noSleep });
+    const shown = (await source.fetch(request(before)))!;
+    for await (const _ of shown.suggestions[0].watch(0)) {
+      // until done
+    }
+    return shown.suggestions[0].text;
+  };
+
+  it('treats a lone \r as a line break', async () => {
+    expect(await run(['a = 1\rb = 2'], 'x = ')).toBe('a = 1');
+  });
+
+  it('joins \r\n split across chunks into one line break', async () => {
+    expect(await run(['\n    a\r', '\n    b'], 'if x:')).toBe('\n    a\n    b');
+  });
+});
