@@ -212,9 +212,22 @@ def test_enter_on_an_indented_line_asks_for_a_suggestion(page, lab):
     page.keyboard.type("a = 1", delay=20)  # one line: its suggestion cannot contain a newline
     page.wait_for_selector(GHOST, timeout=30_000)
     page.wait_for_timeout(500)
+    page.evaluate(
+        """(selector) => {
+        const seen = window.__afterEnter = {cleared: false, shown: false};
+        new MutationObserver(() => {
+            const text = Array.from(document.querySelectorAll(selector))
+                .map(e => e.textContent).join('');
+            if (!text) seen.cleared = true;
+            else if (seen.cleared) seen.shown = true;
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""",
+        GHOST,
+    )
     page.keyboard.press("Enter")  # the new line is blank and indented: core never triggers
     assert active_source(page).endswith("a = 1\n    ")
-    page.wait_for_selector(GHOST, timeout=30_000)
+    # The old suggestion goes away and a new one, asked for by the extension, appears.
+    page.wait_for_function("() => window.__afterEnter.shown", timeout=30_000)
 
 
 def test_plain_python_files_use_the_file_as_context(page, lab):
