@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
+import sys
 import time
 from functools import cached_property
 from typing import Any, Literal
@@ -78,6 +80,8 @@ class StatusHandler(_Base):
     async def get(self) -> None:
         status = await self.codestral.link.status()
         settings = self.codestral.settings
+        # What a terminal runs to download the weights (this server's own Python).
+        status["pull_command"] = f"{shlex.quote(sys.executable)} -m codestral_engine pull"
         status["settings"] = {
             "enabled": settings.enabled,
             "context_tokens": settings.context_tokens,

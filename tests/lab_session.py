@@ -50,9 +50,10 @@ def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -
 
 
 def start_lab(
-    root: Path, runtime: Path, work: Path, settings: dict
+    root: Path, runtime: Path, work: Path, settings: dict, extra_env: dict | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """`jupyter lab` on a free port, finding the engine through `runtime`; returns (proc, url)."""
+    """`jupyter lab` on a free port, finding the engine through `runtime`; returns (proc, url).
+    `extra_env` adds to its environment (its terminals inherit it)."""
     settings_dir = root / "settings"
     (settings_dir / "jupyter-codestral").mkdir(parents=True, exist_ok=True)
     (settings_dir / "jupyter-codestral" / "plugin.jupyterlab-settings").write_text(
@@ -60,6 +61,7 @@ def start_lab(
     )
     env = {
         **os.environ,
+        **(extra_env or {}),
         "JUPYTER_RUNTIME_DIR": str(runtime),
         "JUPYTERLAB_SETTINGS_DIR": str(settings_dir),
         "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),

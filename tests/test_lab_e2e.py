@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codestral_engine.hub import MISTRAL_RELEASE
+
+from .fake_hub import FakeHub
 from .lab_session import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -66,8 +69,16 @@ def lab(models, tmp_path_factory):
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
-    proc, url = start_lab(root, runtime, work, SETTINGS)
+    hub = FakeHub(MISTRAL_RELEASE, models["mistral"])  # for the download command's terminal
+    hub_env = {
+        "HF_ENDPOINT": hub.start(),
+        "HF_HOME": str(root / "hf"),
+        "XDG_CONFIG_HOME": str(root / "config"),
+        "HF_HUB_DISABLE_XET": "1",
+    }
+    proc, url = start_lab(root, runtime, work, SETTINGS, extra_env=hub_env)
     yield type("Lab", (), {"url": url, "engine": engine, "engine_log": engine_log, "root": root})
+    hub.stop()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     engine.proc.send_signal(signal.SIGTERM)
@@ -265,3 +276,30 @@ def test_ghost_text_works_in_notebook_7(page, lab):
     page.keyboard.press("Tab")
     page.wait_for_timeout(300)
     assert len(active_source(page)) > len("for region in range(3):")
+
+
+def test_download_command_runs_pull_in_a_terminal(page, lab):
+    """The first-run path from JupyterLab: the command opens a terminal running pull, which
+    asks for the licence there; the answer typed into the terminal starts the download."""
+    open_notebook(page, lab.url, "context.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('codestral:pull')")
+    page.wait_for_selector(".jp-Terminal", timeout=30_000)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.session?.connectionStatus"
+        " === 'connected'",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(500)  # the command line is sent once the terminal connects
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.content.session"
+        ".send({type: 'stdin', content: ['y\\n']})"
+    )  # the licence question's answer, read by pull from the terminal
+    snapshots = lab.root / "hf" / "hub" / "models--mistralai--Codestral-22B-v0.1" / "snapshots"
+    for _ in range(600):
+        weights = list(snapshots.glob("*/consolidated.safetensors"))
+        if weights and weights[0].stat().st_size:
+            break
+        page.wait_for_timeout(100)
+    assert weights, "pull did not download the weights"
+    licences = json.loads((lab.root / "config" / "codestral-engine" / "licenses.json").read_text())
+    assert licences["mnpl"]["first_download"] == MISTRAL_RELEASE

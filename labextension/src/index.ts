@@ -4,7 +4,7 @@
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { Prec } from '@codemirror/state';
 import { EditorView, keymap } from '@codemirror/view';
 import { CodeEditor } from '@jupyterlab/codeeditor';
@@ -15,7 +15,7 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { startEngine } from './api';
+import { getStatus, startEngine } from './api';
 import { firstLine, firstWord } from './postprocess';
 import { CodestralProvider, Settings } from './provider';
 import { StatusItem } from './status';
@@ -28,6 +28,7 @@ namespace CommandIDs {
   export const acceptLine = 'codestral:accept-line';
   export const toggle = 'codestral:toggle';
   export const status = 'codestral:show-status';
+  export const pull = 'codestral:pull';
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -40,7 +41,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     IEditorTracker,
     ISettingRegistry,
     IStatusBar,
-    IEditorExtensionRegistry
+    IEditorExtensionRegistry,
+    ICommandPalette
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -49,7 +51,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     editors: IEditorTracker | null,
     settingRegistry: ISettingRegistry | null,
     statusBar: IStatusBar | null,
-    editorExtensions: IEditorExtensionRegistry | null
+    editorExtensions: IEditorExtensionRegistry | null,
+    palette: ICommandPalette | null
   ) => {
     const status = new StatusItem();
     const errors = new ErrorReporter(({ message, fix }) =>
@@ -129,6 +132,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
         await status.refresh();
       }
     });
+
+    app.commands.addCommand(CommandIDs.pull, {
+      label: 'Codestral: Download the Codestral Weights (in a Terminal)',
+      caption: 'Runs `codestral-engine pull`: shows the licence, downloads with progress.',
+      execute: async () => {
+        const { pull_command } = await getStatus();
+        const terminal = await app.commands.execute('terminal:create-new');
+        const session = terminal?.content?.session;
+        if (!session) {
+          Notification.error(`Codestral: no terminal here; run \`${pull_command}\` in one.`);
+          return;
+        }
+        const send = () => session.send({ type: 'stdin', content: [`${pull_command}\n`] });
+        if (session.connectionStatus === 'connected') {
+          send();
+        } else {
+          const ready = (_: unknown, state: string) => {
+            if (state === 'connected') {
+              session.connectionStatusChanged.disconnect(ready);
+              send();
+            }
+          };
+          session.connectionStatusChanged.connect(ready);
+        }
+      }
+    });
+
+    for (const command of [CommandIDs.toggle, CommandIDs.status, CommandIDs.pull]) {
+      palette?.addItem({ command, category: 'Codestral' });
+    }
 
     // Partial accept, bound in CodeMirror itself: its own Ctrl+Right / Ctrl+Down would take the
     // keys before JupyterLab's shortcuts see them. Without a visible suggestion they keep their

@@ -99,7 +99,8 @@ export class StatusItem extends Widget {
     this.node.textContent = this.text() + (demo && this.status.state === 'ready' ? ' · demo model' : '');
     this.node.title = demo
       ? 'Codestral is serving the built-in tiny demo model (gibberish suggestions). For real ' +
-        'ones run `codestral-engine pull` and set CODESTRAL_MODEL to the hub id it names.'
+        'ones: command palette > "Codestral: Download the Codestral Weights", then restart ' +
+        'the engine (%codestral stop in a notebook).'
       : 'Codestral: click for details';
   }
 
