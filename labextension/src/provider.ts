@@ -12,7 +12,7 @@ import { FileEditor } from '@jupyterlab/fileeditor';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
-import { CursorContext, MultilinePolicy } from './postprocess';
+import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { CompletionError, CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 
 export interface Settings {
@@ -159,7 +159,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
       after: request.text.slice(offset),
       cursor: cursorContext(request.text, offset, multiline),
       candidates: hints ? 1 : Math.max(1, this.settings.candidates),
-      payload: { document, offset, hints, multiline }
+      payload: { document, offset, hints }
     });
     if (!shown) {
       return { items: [] };
@@ -210,17 +210,16 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
     if (suggestion.error) {
       this.hooks.onError(suggestion.error);
-    } else if (!suggestion.controller.signal.aborted || suggestion.timing.usage) {
+    } else if (!suggestion.superseded) {
       this.hooks.onFinished(suggestion);
     }
   }
 
   private body(request: CompletionRequest, candidate: number): Record<string, unknown> {
-    const { document, offset, hints, multiline } = request.payload as {
+    const { document, offset, hints } = request.payload as {
       document: DocumentContext;
       offset: number;
       hints: boolean;
-      multiline: MultilinePolicy;
     };
     const s = this.settings;
     const sampled = candidate > 0;
@@ -232,7 +231,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
       max_tokens: hints ? HINT_TOKENS : s.maxTokens,
       temperature: sampled ? Math.max(s.temperature, 0.7) : s.temperature,
       seed: sampled ? candidate : undefined,
-      multiline: multiline !== 'never' && request.cursor.lineAfter.trim() === '',
+      // Where only one line will be shown, the engine stops at the line break itself.
+      multiline: allowsBlock(request.cursor),
       time_budget_ms: s.timeBudgetMs,
       context_tokens: s.contextTokens,
       session: `${this.session}-${candidate}`

@@ -78,7 +78,11 @@ export class StatusItem extends Widget {
     }
     const usage = this.last?.timing.usage;
     if (!usage) {
-      return 'Codestral: ready';
+      // Ended on our side (post-processing had all it needed): the browser's own timing.
+      const first = this.last?.timing.firstTextMs;
+      return first !== null && first !== undefined
+        ? `Codestral · ${Math.round(first)} ms to text`
+        : 'Codestral: ready';
     }
     const ttft = usage.timings?.time_to_first_token_s;
     const rate = usage.timings?.decode_tokens_per_s;

@@ -62,6 +62,8 @@ export class Suggestion {
   raw = '';
   text = '';
   done = false;
+  /** Ended because a newer keystroke replaced it (not worth reporting). */
+  superseded = false;
   error: CompletionError | null = null;
   timing: Timing = { firstTextMs: null, usage: null };
   private waiters: (() => void)[] = [];
@@ -205,6 +207,9 @@ export class SuggestionSource {
     this.controller?.abort();
     this.controller = null;
     for (const suggestion of this.current) {
+      if (!suggestion.done) {
+        suggestion.superseded = true;
+      }
       suggestion.controller.abort();
       suggestion.finish();
     }

@@ -216,3 +216,25 @@ describe('line breaks', () => {
     expect(await run(['\n    a\r', '\n    b'], 'if x:')).toBe('\n    a\n    b');
   });
 });
+
+describe('superseded', () => {
+  it('marks only suggestions that a newer keystroke cut short', async () => {
+    const server = fakeServer(['a', 'b']);
+    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const first = (await source.fetch(request('x = ')))!;
+    await tick();
+    await source.fetch(request('x = 9'));
+    expect(first.suggestions[0].superseded).toBe(true);
+
+    async function* oneLine(): AsyncGenerator<StreamEvent> {
+      yield { type: 'delta', text: 'done\nmore' };
+    }
+    const own = new SuggestionSource({ streamer: oneLine, debounceMs: 0, sleep: noSleep });
+    const shown = (await own.fetch(request('y = ')))!;
+    for await (const _ of shown.suggestions[0].watch(0)) {
+      // until done
+    }
+    own.abort(); // a later keystroke after it finished
+    expect(shown.suggestions[0].superseded).toBe(false);
+  });
+});
