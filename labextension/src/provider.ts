@@ -50,6 +50,7 @@ export interface NotebookPolicy {
 }
 
 const HINT_TOKENS = 24;
+const MAX_PENDING_STREAMS = 32;
 
 export interface DocumentContext {
   cells: { cell_type: string; source: string }[];
@@ -167,6 +168,10 @@ export class CodestralProvider implements IInlineCompletionProvider {
     const items = shown.suggestions.map(suggestion => {
       const token = `${++this.nextToken}`;
       this.tokens.set(token, { suggestion, typed: shown.typed });
+      if (this.tokens.size > MAX_PENDING_STREAMS) {
+        // Items JupyterLab dropped before streaming them (a newer keystroke came first).
+        this.tokens.delete(this.tokens.keys().next().value!);
+      }
       this.watchErrors(suggestion);
       return {
         insertText: suggestion.text.slice(shown.typed),
