@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from codestral_engine.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
-from codestral_engine.preflight import ACTIVATION_MARGIN, MemoryPlan, parameter_counts, plan
+from codestral_engine.checkpoint import inspect
+from codestral_engine.preflight import ACTIVATION_MARGIN, codestral_22b_plans, plan
 from codestral_engine.tiny import TinyShape, make_tiny
 
 MID_SHAPE = {
@@ -60,24 +60,14 @@ print(json.dumps({"growth": peak[0] - start.rss, "anonymous": anon}))
 """
 
 
-def mlx_quantized_bytes(config: dict, bits: int, group_size: int = 64) -> int:
-    """mlx-lm's affine quantization: packed weights plus a bf16 scale and bias per group."""
-    linear, other = parameter_counts(config)
-    embedding = int(config["hidden_size"]) * int(config["vocab_size"])  # quantized too
-    per_param = bits / 8 + 2 * 2 / group_size
-    return int((linear + embedding) * per_param + (other - embedding) * 2)
-
-
 def computed_table() -> None:
-    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
-    bf16 = plan(checkpoint, "torch", "bfloat16", None, 1)
+    plans = codestral_22b_plans(1)
     rows = [
-        ("bf16 (torch or MLX)", bf16),
-        ("int8 weights (torch)", plan(checkpoint, "torch", "bfloat16", "int8", 1)),
+        ("bf16 (torch or MLX)", plans["bf16"]),
+        ("int8 weights (torch)", plans["int8"]),
+        ("MLX 8-bit", plans["mlx-8bit"]),
+        ("MLX 4-bit", plans["mlx-4bit"]),
     ]
-    for bits in (8, 4):
-        weights = mlx_quantized_bytes(CODESTRAL_22B_CONFIG, bits)
-        rows.append((f"MLX {bits}-bit", MemoryPlan(weights, bf16.kv_bytes_per_token, 1)))
     print(
         "| Codestral-22B | weights (GB) | KV per 1K tokens (MB) | total, 8K window | total, 32K |"
     )

@@ -27,6 +27,7 @@ LINE_RESERVE = 96  # tokens kept for the line being typed
 RESERVE_STEP = 128  # the current cell's reserve grows in steps of this many tokens
 CUT_STEP_LINES = 16  # an over-long current cell is cut at multiples of this many lines
 SEPARATOR = "\n\n"
+NOTE_RESERVE = 16  # tokens for the "(N earlier cells not shown)" comment
 
 COMMENT_PREFIX = {
     "python": "#", "r": "#", "julia": "#", "bash": "#", "sh": "#", "ruby": "#", "perl": "#",
@@ -112,7 +113,7 @@ class ContextBuilder:
             head[:line_start], head[line_start:], prefix_budget
         )
         above_parts, above_tokens, above = self._above(
-            cells[:index], prefix_budget - reserve, comment
+            cells[:index], prefix_budget - reserve - NOTE_RESERVE, comment
         )
         elided_above = index - above
         elided_below = len(cells) - index - 1 - below
@@ -179,8 +180,6 @@ class ContextBuilder:
             if used + line_room <= budget or start >= len(lines):
                 break
             start = min(len(lines), start + CUT_STEP_LINES)
-            if start == len(lines):
-                kept, used = "", 0
         reserve = math.ceil((used + line_room) / RESERVE_STEP) * RESERVE_STEP
         return [kept, line], min(reserve, budget)
 

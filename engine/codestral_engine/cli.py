@@ -192,10 +192,12 @@ def pull_command(args: argparse.Namespace, ask=None) -> int:
         repo = args.repo
     else:
         backend = resolve_backend(args.backend)
-        try:
-            memory, what = available_memory(backend, args.device or "cuda")
-        except Exception:  # no GPU here: the CPU's available RAM counts
-            memory, what = available_memory(backend, "cpu")
+        device = args.device or "gpu"  # MLX ignores it
+        if backend == "torch" and not args.device:
+            from .backends.torch import default_device
+
+            device = str(default_device())
+        memory, what = available_memory(backend, device)
         choice = choose(backend, args.quant, memory)
         repo = choice.repo
         held = f"{memory / 1e9:.0f} GB {what}" if memory else "memory unknown"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .preflight import codestral_22b_plans
 
 MISTRAL_RELEASE = "mistralai/Codestral-22B-v0.1"
 RELEASES = {  # (backend, quant) -> repository
@@ -31,10 +32,10 @@ RELEASES = {  # (backend, quant) -> repository
     ("torch", "bf16"): MISTRAL_RELEASE,
     ("torch", "8bit"): MISTRAL_RELEASE,  # int8 weights at load (--quantize int8)
 }
-# Weights of each choice for Codestral-22B (bench/README.md), to choose before downloading.
-WEIGHT_GB = {"4bit": 12.5, "8bit": 23.6, "bf16": 44.5}
-KV_GB_8K = 1.9  # KV cache of an 8K-token window
-MARGIN = 1.10
+# The memory each choice needs (preflight.codestral_22b_plans), judged with an 8K window.
+PLAN_OF = {("mlx", "4bit"): "mlx-4bit", ("mlx", "8bit"): "mlx-8bit", ("mlx", "bf16"): "bf16",
+           ("torch", "bf16"): "bf16", ("torch", "8bit"): "int8"}  # fmt: skip
+CHOICE_WINDOW = 8192
 NATIVE_FILES = ("params.json", "consolidated.safetensors", "tokenizer.model.v3", "tekken.json")
 HF_PATTERNS = (
     "config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.model*",
@@ -89,10 +90,15 @@ def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
     if backend not in ("mlx", "torch"):
         raise HubError(f"Unknown backend {backend!r}; choose mlx or torch.")
     options = [q for q in ("bf16", "8bit", "4bit") if (backend, q) in RELEASES]
+    plans = codestral_22b_plans(CHOICE_WINDOW)
+
+    def needs(q: str) -> int:
+        return plans[PLAN_OF[(backend, q)]].total
+
     if quant is None:
         # On MLX the quantized conversions: bf16 would read 3.5x the bytes of 4-bit per token.
         automatic = [q for q in options if backend == "torch" or q != "bf16"]
-        fits = [q for q in automatic if memory_bytes is None or _needs(q) <= memory_bytes]
+        fits = [q for q in automatic if memory_bytes is None or needs(q) <= memory_bytes]
         options = automatic
         quant = fits[0] if fits else options[-1]
     if (backend, quant) not in RELEASES:
@@ -104,17 +110,10 @@ def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
     note = ""
     if backend == "torch" and quant == "8bit":
         note = "bf16 weights, held as int8 at load: serve with --quantize int8."
-    if memory_bytes is not None and _needs(quant) > memory_bytes:
-        note += (f" Needs about {_needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
+    if memory_bytes is not None and needs(quant) > memory_bytes:
+        note += (f" Needs about {needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
                  f"can give {memory_bytes / 1e9:.0f} GB.")  # fmt: skip
     return Choice(RELEASES[(backend, quant)], quant, backend, note.strip())
-
-
-def _needs(quant: str) -> float:
-    weights = WEIGHT_GB["8bit" if quant == "8bit" else quant]
-    if quant == "8bit":
-        weights = min(weights, 22.5)  # torch int8 is a little smaller than MLX 8-bit
-    return (weights + KV_GB_8K) * MARGIN * 1e9
 
 
 def pull(
@@ -128,8 +127,8 @@ def pull(
     """Download `repo` into the Hugging Face cache and return its local directory."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
 
-    gated_repo = repo.startswith("mistralai/") or repo == MISTRAL_RELEASE
     licensed = "Codestral" in repo
     if licensed and not license_accepted():
         say(LICENSE_SUMMARY)
@@ -149,13 +148,14 @@ def pull(
         info = api.model_info(repo, files_metadata=True)
         names = [s.rfilename for s in info.siblings or []]
         patterns = _patterns(names)
-        files = [s for s in info.siblings or [] if _matches(s.rfilename, patterns)]
+        files = list(filter_repo_objects(info.siblings or [], allow_patterns=patterns,
+                                         key=lambda s: s.rfilename))  # fmt: skip
         total = sum(s.size or 0 for s in files)
         say(f"Downloading {repo} ({len(files)} files, {total / 1e9:.1f} GB) into the Hugging "
             "Face cache; an interrupted download resumes where it stopped.")  # fmt: skip
         path = Path(snapshot_download(repo, allow_patterns=patterns))
     except HfHubHTTPError as exc:
-        raise _http_error(repo, exc, gated_repo) from exc
+        raise _http_error(repo, exc) from exc
     except LocalEntryNotFoundError as exc:
         raise HubError(
             f"Cannot reach the model hub to download {repo} ({exc}). Check the network, or "
@@ -214,22 +214,15 @@ def _patterns(names: list[str]) -> list[str]:
     return list(HF_PATTERNS)
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
-    from fnmatch import fnmatch
-
-    return any(fnmatch(name, p) for p in patterns)
-
-
-def _http_error(repo: str, exc: Exception, gated: bool) -> HubError:
-    from huggingface_hub import constants
+def _http_error(repo: str, exc: Exception) -> HubError:
+    from huggingface_hub import constants, get_token
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     page = f"{constants.ENDPOINT}/{repo}"
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, GatedRepoError) or status in (401, 403):
-        has_token = bool(_token())
         step = ("your token is set, so accept the licence on the model page"
-                if has_token else
+                if get_token() else
                 "log in first: `hf auth login` (or set HF_TOKEN to a read token)")  # fmt: skip
         return HubError(
             f"{repo} is a gated repository and the hub refused the download ({status}): "
@@ -239,12 +232,6 @@ def _http_error(repo: str, exc: Exception, gated: bool) -> HubError:
     if isinstance(exc, RepositoryNotFoundError):
         return HubError(f"No repository {repo} on the hub ({page}). Check the name.")
     return HubError(f"The hub refused the download of {repo}: {exc}")
-
-
-def _token() -> str | None:
-    from huggingface_hub import get_token
-
-    return get_token()
 
 
 def is_hub_id(model: str) -> bool:
@@ -257,12 +244,11 @@ def is_hub_id(model: str) -> bool:
 
 def cached_release() -> str | None:
     """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
-    import platform
+    from .backends import resolve_backend
 
-    apple = sys.platform == "darwin" and platform.machine() == "arm64"
+    # The MLX conversions where MLX is the automatic backend (Apple Silicon), else torch's.
     mlx = [RELEASES[("mlx", "8bit")], RELEASES[("mlx", "4bit")]]
-    # MLX conversions run well on Apple Silicon only; elsewhere the torch backend's release.
-    candidates = [*mlx, MISTRAL_RELEASE] if apple else [MISTRAL_RELEASE]
+    candidates = [*mlx, MISTRAL_RELEASE] if resolve_backend("auto") == "mlx" else [MISTRAL_RELEASE]
     for repo in candidates:
         try:
             path = resolve(repo)

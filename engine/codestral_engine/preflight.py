@@ -13,9 +13,10 @@ import platform
 import sys
 from dataclasses import dataclass
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint
+from .checkpoint import CODESTRAL_22B_CONFIG, Checkpoint
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,26 @@ def parameter_counts(config: dict[str, Any]) -> tuple[int, int]:
     linear = layers * per_layer + h * vocab  # + the output head
     other = h * vocab + layers * 2 * h + h  # embedding, two norms per layer, final norm
     return linear, other
+
+
+def mlx_quantized_bytes(config: dict[str, Any], bits: int, group_size: int = 64) -> int:
+    """mlx-lm's affine quantization: packed weights plus a bf16 scale and bias per group."""
+    linear, other = parameter_counts(config)
+    embedding = int(config["hidden_size"]) * int(config["vocab_size"])  # quantized too
+    per_param = bits / 8 + 2 * 2 / group_size
+    return int((linear + embedding) * per_param + (other - embedding) * 2)
+
+
+def codestral_22b_plans(context_length: int) -> dict[str, MemoryPlan]:
+    """What each published form of Codestral-22B needs, computed before anything is downloaded:
+    "bf16" (torch or MLX), "int8" (torch, quantized at load), "mlx-8bit", "mlx-4bit"."""
+    checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
+    bf16 = plan(checkpoint, "torch", "bfloat16", None, context_length)
+    plans = {"bf16": bf16, "int8": plan(checkpoint, "torch", "bfloat16", "int8", context_length)}
+    for bits in (8, 4):
+        weights = mlx_quantized_bytes(CODESTRAL_22B_CONFIG, bits)
+        plans[f"mlx-{bits}bit"] = MemoryPlan(weights, bf16.kv_bytes_per_token, context_length)
+    return plans
 
 
 def plan(
