@@ -64,6 +64,7 @@ def lab(models, tmp_path_factory):
         work / "context.ipynb",
         ["md:# Sales\nTotals per region.", "secret_total_xyz = 41 + 1", ""],
     )
+    write_notebook(work / "midline.ipynb", ["secret_total_xyz = 41 + 1", "best = max()"])
     write_notebook(work / "exam.ipynb", ["x = 1", ""], {"codestral": {"enabled": False}})
     write_notebook(work / "hints.ipynb", ["x = 1", ""], {"codestral": {"mode": "hints"}})
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
@@ -188,6 +189,24 @@ def test_typing_on_cancels_the_running_request(page, lab):
     page.wait_for_timeout(500)
     after = engine_status(lab)["finished_requests"].get("cancelled", 0)
     assert after > before
+
+
+def test_typing_mid_line_brings_a_suggestion_without_invoking(page, lab):
+    """Inside brackets, with code after the cursor: JupyterLab asks a provider there only when
+    its fill-in-the-middle-on-typing setting is on, which our provider's defaults turn on."""
+    open_notebook(page, lab.url, "midline.ipynb")
+    edit_last_cell(page)
+    page.keyboard.press("End")
+    page.keyboard.press("ArrowLeft")  # best = max(|)
+    asked_before = len(logged_prompts(lab))
+    record_ghost_states(page)
+    page.keyboard.type("secret", delay=20)
+    page.wait_for_function("() => window.__ghostStates.length >= 1", timeout=30_000)
+    prompts = logged_prompts(lab)[asked_before:]
+    assert prompts, "no request reached the engine"
+    assert prompts[-1]["prompt"].endswith("best = max(secret")
+    assert prompts[-1]["suffix"].startswith(")")
+    assert active_source(page) == "best = max(secret)"  # shown, not inserted
 
 
 def test_accept_word_inserts_only_the_next_word(page, lab):

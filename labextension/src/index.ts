@@ -121,7 +121,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (settingRegistry) {
           await settingRegistry.set(PLUGIN_ID, 'enabled', !provider.settings.enabled);
         } else {
-          provider.configure({ enabled: !provider.settings.enabled });
+          provider.applySettings({ enabled: !provider.settings.enabled });
         }
       }
     });
@@ -231,7 +231,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (settingRegistry) {
       void settingRegistry.load(PLUGIN_ID).then(settings => {
         const apply = () => {
-          provider.configure(settings.composite as unknown as Partial<Settings>);
+          provider.applySettings(settings.composite as unknown as Partial<Settings>);
           status.setEnabled(provider.settings.enabled);
           app.commands.notifyCommandChanged(CommandIDs.toggle);
         };

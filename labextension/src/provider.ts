@@ -118,10 +118,24 @@ export interface ProviderHooks {
   onError(error: CompletionError): void;
 }
 
+/**
+ * Our defaults for JupyterLab's per-provider inline-completer settings (Settings > Inline
+ * Completer > Codestral provider); a user's own choice there wins. Fill-in-the-middle while
+ * typing is the model's point, so it is on. The debounce is ours (it adapts to typing speed),
+ * so JupyterLab's own delay defaults to 0 rather than adding to it.
+ */
+export const JUPYTERLAB_DEFAULTS = {
+  autoFillInMiddle: true,
+  debouncerDelay: 0
+};
+
 export class CodestralProvider implements IInlineCompletionProvider {
   readonly identifier = 'codestral';
   readonly name = 'Codestral';
+  readonly schema = { default: JUPYTERLAB_DEFAULTS };
   settings: Settings = { ...DEFAULT_SETTINGS };
+  /** JupyterLab's own debounce for this provider, from its inline-completer settings. */
+  private hostDelayMs = 0;
   readonly source: SuggestionSource;
   private readonly session = `lab-${Math.random().toString(36).slice(2)}`;
   private tokens = new Map<string, { suggestion: Suggestion; typed: number }>();
@@ -135,9 +149,24 @@ export class CodestralProvider implements IInlineCompletionProvider {
     });
   }
 
-  configure(settings: Partial<Settings>): void {
+  /** Apply our own settings (Settings > Codestral). */
+  applySettings(settings: Partial<Settings>): void {
     this.settings = { ...this.settings, ...settings };
-    this.source.options.debounceMs = this.settings.debounceMs;
+    this.updateDebounce();
+  }
+
+  /**
+   * JupyterLab hands us its inline-completer settings for this provider. When the user sets
+   * its debouncer delay, that delay is the debounce and ours steps aside: the two never add up.
+   */
+  configure(settings: { [property: string]: unknown }): void {
+    const delay = Number(settings.debouncerDelay ?? 0);
+    this.hostDelayMs = Number.isFinite(delay) && delay > 0 ? delay : 0;
+    this.updateDebounce();
+  }
+
+  private updateDebounce(): void {
+    this.source.options.debounceMs = this.hostDelayMs > 0 ? 0 : this.settings.debounceMs;
   }
 
   async fetch(
