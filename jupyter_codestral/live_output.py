@@ -1,7 +1,8 @@
 """Streaming text into a cell's output: one display handle, updated a few times a second.
 
 In a notebook the text is re-rendered in place (Markdown, or highlighted Python for code); in a
-terminal shell it is printed once as it arrives, never re-printed.
+terminal shell it is printed once as it arrives, never re-printed. Until the first text arrives
+(the engine starting, loading or prefilling) the output says it is waiting.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import sys
 import time
 
 from IPython.display import Markdown, display
+
+
+WAITING = "waiting for Codestral…"
 
 
 class LiveOutput:
@@ -30,17 +34,34 @@ class LiveOutput:
         self.updates = 0
         self._handle = None
         self._shown_at = 0.0
+        self._erase_waiting = False
+
+    def waiting(self) -> None:
+        """Say at once that the request is on its way (replaced by the first text)."""
+        if self.in_place:
+            self._show(WAITING)
+        elif sys.stdout.isatty():
+            sys.stdout.write(WAITING)
+            sys.stdout.flush()
+            self._erase_waiting = True
 
     def append(self, delta: str) -> None:
+        if self._erase_waiting:
+            sys.stdout.write("\r\x1b[K")  # the terminal line that said "waiting"
+            self._erase_waiting = False
+        first = not self.text
         self.text += delta
         if not self.in_place:
             sys.stdout.write(delta)
             sys.stdout.flush()
-        elif time.monotonic() - self._shown_at >= self.interval:
-            self._show()
+        elif first or time.monotonic() - self._shown_at >= self.interval:
+            self._show()  # the first text replaces the waiting line at once
 
     def finish(self, note: str = "") -> None:
         """Show the final text (plus a note such as "interrupted")."""
+        if self._erase_waiting:
+            sys.stdout.write("\r\x1b[K")
+            self._erase_waiting = False
         if self.in_place:
             self._show(note)
         else:
@@ -50,8 +71,9 @@ class LiveOutput:
     def _show(self, note: str = "") -> None:
         before, after = self.around
         shown = before + self.text + after
-        body = f"```python\n{shown.rstrip()}\n```" if self.as_code else shown
-        content = Markdown(body + (f"\n\n*{note}*" if note else ""))
+        if self.as_code and shown:
+            shown = f"```python\n{shown.rstrip()}\n```"
+        content = Markdown("\n\n".join(part for part in (shown, note and f"*{note}*") if part))
         if self._handle is None:
             self._handle = display(content, display_id=True)
         else:

@@ -52,6 +52,20 @@ NO_MODEL = (
 )
 
 
+def _valid_options(parser: Any, line: str) -> str:
+    """The options %%codestral takes, and the likely one for each unknown option in `line`."""
+    import difflib
+
+    valid = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for word in line.split():
+        if word.startswith("-") and word.split("=")[0] not in parser._option_string_actions:
+            close = difflib.get_close_matches(word.split("=")[0], valid, n=1)
+            if close:
+                hints.append(f"Did you mean {close[0]} (for {word})? ")
+    return f"{''.join(hints)}Valid options: {', '.join(valid)} (%%codestral? explains each)."
+
+
 @magics_class
 class Codestral(Magics):
     """Settings of the %%codestral magic (`%config Codestral.<name> = value`)."""
@@ -108,7 +122,7 @@ class Codestral(Magics):
         """Ask Codestral; the answer streams into the output."""
         if cell is None and line.split()[:1] == ["pull"]:
             return self._pull(line.split()[1:])
-        args = parse_argstring(self.codestral, line)
+        args = self._parse(line)
         if cell is None:
             return self._command(args.command)
         if args.command:
@@ -124,6 +138,14 @@ class Codestral(Magics):
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
         return self._generate(args, cell)
+
+    def _parse(self, line: str) -> Any:
+        try:
+            return parse_argstring(self.codestral, line)
+        except UsageError as exc:
+            if "unrecognized arguments" not in str(exc):
+                raise
+            raise UsageError(f"{exc}. {_valid_options(self.codestral.parser, line)}") from None
 
     def _generate(self, args: Any, cell: str) -> None:
         params = {
@@ -146,16 +168,21 @@ class Codestral(Magics):
             prompt, suffix = self._code_context(instruction, args.no_context) + comment, ""
         else:
             messages = self._chat_messages(self._interpolate(cell.strip()), args.no_context)
-        target = self._connect()
         code_mode = args.fill or args.insert or args.replace
+        live = self._live_output(as_code=code_mode, around=(before, after))
         try:
+            target = self._connect()
             stream = (
                 target.fim(prompt, suffix, params) if code_mode else target.chat(messages, params)
             )
         except CodestralError as exc:
+            live.finish("failed")
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
-        text, interrupted = self._show(stream, as_code=code_mode, around=(before, after))
+        except (UsageError, KeyboardInterrupt):
+            live.finish("failed")
+            raise
+        text, interrupted = self._show(stream, live)
         result = before + text + after if args.fill else text
         if args.name:
             self.shell.user_ns[args.name] = result
@@ -164,13 +191,18 @@ class Codestral(Magics):
         if interrupted:
             raise KeyboardInterrupt
 
-    def _show(self, stream, *, as_code: bool, around: tuple[str, str]) -> tuple[str, bool]:
+    def _live_output(self, *, as_code: bool, around: tuple[str, str]) -> LiveOutput:
+        """The cell's output, showing at once that the request is on its way."""
         in_place = self.output == "display" or (
             self.output == "auto" and getattr(self.shell, "kernel", None) is not None
         )
         live = LiveOutput(
             as_code=as_code, in_place=in_place, interval=self.update_interval, around=around
         )
+        live.waiting()
+        return live
+
+    def _show(self, stream, live: LiveOutput) -> tuple[str, bool]:
         interrupted = False
         try:
             with stream:  # leaving it cancels the request, also on interrupt

@@ -81,3 +81,55 @@ def test_teaching_notebook_executes_headless(tmp_path):
     printed = "".join(o.get("text", "") for o in outputs[6])  # print(solution)
     assert printed.startswith("def is_prime(n):\n    ")
     assert "print([n for n in range(20) if is_prime(n)])" in printed
+
+
+def example_imports() -> dict[str, set[str]]:
+    """Top-level modules each example imports (notebook cells with IPython syntax included)."""
+    import ast
+
+    import nbformat
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    to_python = TransformerManager().transform_cell
+    found: dict[str, set[str]] = {}
+    for path in sorted(EXAMPLES.iterdir()):
+        if path.suffix == ".ipynb":
+            nb = nbformat.read(path, as_version=4)
+            sources = [to_python(c.source) for c in nb.cells if c.cell_type == "code"]
+        elif path.suffix == ".py":
+            sources = [path.read_text()]
+        else:
+            continue
+        names = found.setdefault(path.name, set())
+        for source in sources:
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return found
+
+
+def test_examples_import_only_what_the_install_provides():
+    """CI installs the test extras, so an example importing a test-only package would pass
+    here and fail for a user who ran the README's install. Check each import statically
+    against the standard library, this project, and its declared (non-extra) dependencies."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    ours = {"jupyter_codestral", "codestral_engine"}
+    providers = packages_distributions()
+    examples = example_imports()
+    assert "pandas" in examples["data_science.ipynb"]  # the check sees notebook imports
+    for example, modules in examples.items():
+        for module in sorted(modules - ours - set(sys.stdlib_module_names)):
+            dists = {canonicalize_name(d) for d in providers.get(module, [])}
+            assert dists & declared, (
+                f"{example} imports {module}, which the README's install does not provide: "
+                f"add its distribution to [project] dependencies in pyproject.toml"
+            )

@@ -120,6 +120,8 @@ def test_default_mode_is_chat_with_the_variables_header(shell, sent):
         ("", "   ", "The cell is empty"),
         ("--max-tokens 0", "x", "at least 1"),
         ("--temperature 9", "x", "temperature"),
+        ("--bogus", "x", r"unrecognized arguments: --bogus\. Valid options: --insert, --replace"),
+        ("--inserts", "x", r"Did you mean --insert \(for --inserts\)\?"),
     ],
 )
 def test_bad_options_are_usage_errors(shell, line, cell, fragment):
@@ -207,6 +209,9 @@ def test_kernel_streams_progressive_display_updates(kernel):
     kinds = [m["msg_type"] for m in messages]
     assert kinds.count("display_data") == 1
     assert kinds.count("update_display_data") >= 3
+    shown = [m["content"]["data"]["text/markdown"] for m in messages if "display" in m["msg_type"]]
+    assert shown[0] == "*waiting for Codestral…*"  # at once, before the first token
+    assert "waiting" not in shown[1] and shown[1].strip()
 
 
 @pytest.mark.parametrize("flag,replace", [("--insert", False), ("--replace", True)])
