@@ -176,6 +176,12 @@ def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
         timeout=10_000,
     )
     assert re.search(r"\d+ ms", status.text_content())
+    status.click()  # the details: a readable table, not a JSON dump
+    details = page.locator(".jp-Dialog .jp-codestral-details")
+    details.wait_for(timeout=10_000)
+    text = details.inner_text()
+    assert "State\tready" in text and "Cache reuse" in text and "{" not in text, text
+    page.keyboard.press("Escape")
 
 
 def test_typing_on_cancels_the_running_request(page, lab):

@@ -4,6 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { getStatus } from './api';
+import { statusRows } from './statusDetails';
 import { Suggestion } from './suggestions';
 
 const POLL_BUSY_MS = 1000;
@@ -110,16 +111,17 @@ export class StatusItem extends Widget {
 
   private async showDetails(): Promise<void> {
     await this.refresh();
-    const body = new Widget();
-    const pre = document.createElement('pre');
-    const last = this.last
-      ? {
-          first_text_ms: this.last.timing.firstTextMs,
-          usage: this.last.timing.usage
-        }
-      : null;
-    pre.textContent = JSON.stringify({ engine: this.status, last_suggestion: last }, null, 2);
-    body.node.appendChild(pre);
+    const last = this.last ? this.last.timing : null;
+    const table = document.createElement('table');
+    table.className = 'jp-codestral-details';
+    for (const [label, value] of statusRows(this.status, last)) {
+      const row = table.insertRow();
+      const head = document.createElement('th');
+      head.textContent = label;
+      row.appendChild(head);
+      row.insertCell().textContent = value;
+    }
+    const body = new Widget({ node: table });
     await showDialog({ title: 'Codestral', body, buttons: [Dialog.okButton()] });
   }
 }

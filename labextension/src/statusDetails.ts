@@ -1,0 +1,92 @@
+/**
+ * What the status dialog shows, as label/value rows: readable, in the order a user asks —
+ * is it running, which model, how fast was the last suggestion, how much came from the cache.
+ * Free of JupyterLab so it can be unit-tested.
+ */
+
+import { Usage } from './suggestions';
+
+export type Row = [label: string, value: string];
+
+export interface LastSuggestion {
+  firstTextMs: number | null;
+  usage: Usage | null;
+}
+
+const STATES: Record<string, string> = {
+  ready: 'ready',
+  loading: 'loading the model',
+  starting: 'starting the engine process',
+  stopped: 'not running (starts on the first suggestion)',
+  error: 'error'
+};
+
+const ms = (seconds: number): string => `${Math.round(seconds * 1000)} ms`;
+const bytes = (n: number): string =>
+  n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${Math.round(n / 1e6)} MB`;
+
+/** Rows for the engine state reported by the server's status route and the last suggestion. */
+export function statusRows(status: Record<string, any>, last: LastSuggestion | null): Row[] {
+  const rows: Row[] = [];
+  const state = String(status.state ?? 'unknown');
+  let stateText = STATES[state] ?? state;
+  if (state === 'loading' || state === 'starting') {
+    const stage = status.stage ? `: ${status.stage}` : '';
+    stateText += ` (${Math.round((status.progress ?? 0) * 100)}%${stage})`;
+  }
+  if (status.enabled === false) {
+    stateText = 'off on this Jupyter server (CodestralCompletion.enabled)';
+  }
+  rows.push(['State', stateText]);
+  if (status.error) {
+    rows.push(['Error', String(status.error)]);
+  }
+  if (status.engine === 'remote') {
+    rows.push(['Engine', `remote server at ${status.url ?? '?'}`]);
+  }
+  if (status.model) {
+    const demo = String(status.model).startsWith('tiny-')
+      ? ' — the built-in tiny demo model (gibberish); download the real one from the command palette'
+      : '';
+    rows.push(['Model', `${status.model}${demo}`]);
+  }
+  if (status.backend) {
+    const where = [status.backend, status.device, status.layout && `${status.layout} layout`];
+    rows.push(['Backend', where.filter(Boolean).join(', ')]);
+  }
+  if (status.memory_bytes) {
+    const cache = status.prompt_cache_bytes ? `, prompt cache ${bytes(status.prompt_cache_bytes)}` : '';
+    rows.push(['Memory', `${bytes(status.memory_bytes)}${cache}`]);
+  }
+  if (status.context_length) {
+    rows.push(['Context window', `${status.context_length} tokens`]);
+  }
+  if (status.queue_length !== undefined) {
+    rows.push(['Queue', `${status.queue_length} waiting`]);
+  }
+  const usage = last?.usage;
+  if (last && (usage || last.firstTextMs !== null)) {
+    const parts: string[] = [];
+    if (last.firstTextMs !== null) {
+      parts.push(`first text after ${Math.round(last.firstTextMs)} ms`);
+    }
+    const timings = usage?.timings ?? {};
+    if (timings.time_to_first_token_s !== null && timings.time_to_first_token_s !== undefined) {
+      parts.push(`engine's first token after ${ms(timings.time_to_first_token_s)}`);
+    }
+    if (timings.decode_tokens_per_s) {
+      parts.push(`${timings.decode_tokens_per_s.toFixed(1)} tokens/s`);
+    }
+    rows.push(['Last suggestion', parts.join(', ')]);
+    if (usage?.prompt_tokens) {
+      const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+      const share = Math.round((100 * cached) / usage.prompt_tokens);
+      rows.push(['Cache reuse', `${cached} of ${usage.prompt_tokens} prompt tokens (${share}%)`]);
+    }
+  }
+  const settings = status.settings;
+  if (settings?.context_tokens) {
+    rows.push(['Server context budget', `${settings.context_tokens} tokens`]);
+  }
+  return rows;
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+
+import { statusRows } from '../src/statusDetails';
+
+const ready = {
+  state: 'ready',
+  model: 'Codestral-22B-v0.1',
+  backend: 'mlx',
+  device: 'gpu',
+  layout: 'mlx',
+  memory_bytes: 12_600_000_000,
+  prompt_cache_bytes: 300_000_000,
+  context_length: 32768,
+  queue_length: 0,
+  settings: { context_tokens: 2048 }
+};
+
+describe('statusRows', () => {
+  it('describes a ready engine and the last suggestion in words, not JSON', () => {
+    const rows = Object.fromEntries(
+      statusRows(ready, {
+        firstTextMs: 212.4,
+        usage: {
+          prompt_tokens: 1800,
+          prompt_tokens_details: { cached_tokens: 1782 },
+          timings: { time_to_first_token_s: 0.181, decode_tokens_per_s: 31.26 }
+        }
+      })
+    );
+    expect(rows['State']).toBe('ready');
+    expect(rows['Model']).toBe('Codestral-22B-v0.1');
+    expect(rows['Backend']).toBe('mlx, gpu, mlx layout');
+    expect(rows['Memory']).toBe('12.6 GB, prompt cache 300 MB');
+    expect(rows['Last suggestion']).toBe(
+      "first text after 212 ms, engine's first token after 181 ms, 31.3 tokens/s"
+    );
+    expect(rows['Cache reuse']).toBe('1782 of 1800 prompt tokens (99%)');
+    for (const [, value] of statusRows(ready, null)) {
+      expect(value).not.toMatch(/[{}]/);
+    }
+  });
+
+  it('shows loading progress with its stage, errors, and the demo model', () => {
+    const loading = Object.fromEntries(
+      statusRows({ state: 'loading', progress: 0.42, stage: 'loading weights (44.1 GB)' }, null)
+    );
+    expect(loading['State']).toBe('loading the model (42%: loading weights (44.1 GB))');
+    const failed = Object.fromEntries(statusRows({ state: 'error', error: 'truncated file' }, null));
+    expect(failed['Error']).toBe('truncated file');
+    const demo = Object.fromEntries(statusRows({ ...ready, model: 'tiny-codestral' }, null));
+    expect(demo['Model']).toMatch(/tiny demo model/);
+    const off = Object.fromEntries(statusRows({ ...ready, enabled: false }, null));
+    expect(off['State']).toMatch(/^off/);
+  });
+});
