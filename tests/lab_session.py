@@ -100,7 +100,7 @@ def open_notebook(page, url: str, name: str, app: str = "lab") -> None:
         page.wait_for_selector(".jp-codestral-status", timeout=30_000)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
     # The notebook's loading spinner: the first page after a fresh build can take a while.
-    page.wait_for_selector(".jp-Notebook .jp-Spinner", state="detached", timeout=120_000)
+    page.wait_for_selector(".jp-Spinner", state="detached", timeout=120_000)
 
 
 def edit_last_cell(page) -> None:
