@@ -111,7 +111,11 @@ def test_load_reports_progress(models, backend):
     assert fractions == sorted(fractions)
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
     assert len(fractions) >= 5  # embedding, each layer, norm, head
-    assert any("loading weights" in stage for _, stage in seen)
+    stages = [stage for _, stage in seen]
+    starting = stages.index(f"starting {'mlx' if backend == 'mlx' else 'torch'}")
+    weights = [i for i, stage in enumerate(stages) if "loading weights" in stage]
+    assert 0 < starting < weights[0]  # the framework import is a stage of its own
+    assert 0 < fractions[starting] < fractions[weights[0]] < fractions[weights[-1]]
 
 
 def test_multi_megabyte_prompt_is_refused_before_tokenizing(engine, monkeypatch):

@@ -64,7 +64,10 @@ export class StatusItem extends Widget {
       return 'Codestral: off';
     }
     const state = this.status.state ?? 'connecting';
-    if (state === 'loading' || state === 'starting') {
+    if (state === 'starting') {
+      return 'Codestral: starting…'; // the engine process, before it reports load progress
+    }
+    if (state === 'loading') {
       const progress = Math.round((this.status.progress ?? 0) * 100);
       return `Codestral: loading ${progress}%`;
     }

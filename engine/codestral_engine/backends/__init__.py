@@ -52,6 +52,10 @@ def target_of(
     return ("gpu" if apple else "cpu"), "as stored"
 
 
+IMPORT_SHARE = 0.01  # load progress once the framework import starts
+WEIGHTS_FROM = 0.05  # ...and where reading the weights begins
+
+
 def load_backend(
     checkpoint: Checkpoint,
     name: str = "auto",
@@ -70,6 +74,9 @@ def load_backend(
             f"The MLX backend takes no {', '.join(sorted(given))} option: it runs the checkpoint "
             "as stored (convert it to change precision). Use backend='torch' for these options."
         )
+    report = progress or (lambda fraction, stage: None)
+    # Importing the framework takes seconds before the first weight is read: say so.
+    report(IMPORT_SHARE, f"starting {concrete}")
     try:
         module = importlib.import_module(f"{__name__}.{concrete}")
     except ImportError as exc:
@@ -77,4 +84,8 @@ def load_backend(
             f"The {concrete} backend cannot be imported ({exc}). Install it: "
             f"{_INSTALL_HINT[concrete]}."
         ) from exc
-    return module.load(checkpoint, progress or (lambda fraction, stage: None), **given)
+
+    def weights(fraction: float, stage: str) -> None:
+        report(WEIGHTS_FROM + (1.0 - WEIGHTS_FROM) * fraction, stage)
+
+    return module.load(checkpoint, weights, **given)
