@@ -1,64 +1,68 @@
-"""Reach Codestral over Mistral's HTTP API, wherever it runs.
+"""Reach Codestral over Mistral's HTTP API, wherever it runs: a sync face for the magic
+(`EngineClient`) and an async face for the Jupyter server's routes (`AsyncEngineClient`), both
+speaking through `protocol.py`.
 
 `EngineClient.local()` finds this user's engine server through its connection file, or starts
 one as a detached process and waits for it while showing the model's load progress.
 `EngineClient(url, api_key)` talks to any Mistral-compatible server instead (Mistral's hosted
-API, a shared vLLM server). Either way the caller sees the same methods and errors.
+API, a team server). Either way the caller sees the same methods and errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import aconnect_sse, connect_sse
 
-from codestral_engine import connection
+from codestral_engine import ModelChoice, choose_model, connection
 
-DEFAULT_MODEL = "codestral-latest"
-MODEL_ENV = "CODESTRAL_MODEL"
+from . import protocol
+from .errors import CodestralError
+
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 
 
-class CodestralError(Exception):
-    """Root of the Jupyter side's user-facing errors; the message says how to fix it."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 class EngineClient:
-    """Mistral's FIM and chat endpoints, with streaming, for one server."""
+    """Mistral's FIM and chat endpoints, with streaming, for one server (blocking calls)."""
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0):
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     @classmethod
     def local(
-        cls, model: str | os.PathLike | None = None, *, start: bool = True, progress: bool = True
+        cls,
+        model: ModelChoice | str | os.PathLike | None = None,
+        *,
+        start: bool = True,
+        progress: bool = True,
     ) -> EngineClient:
-        """The shared engine on this machine, started (with `model`) if it is not running."""
+        """The shared engine on this machine, started if it is not running, serving `model`
+        (default: what `choose_model` names)."""
         info = connection.read_live()
         if info is None:
             if not start:
                 raise CodestralError(
-                    "No Codestral engine is running. Start one with `codestral-engine serve "
-                    "--model DIR` (or let the client start it)."
+                    "No Codestral engine is running.",
+                    fix="Start one with `codestral-engine serve` (or let the client start it).",
                 )
-            info = _start_server(model)
+            if not isinstance(model, ModelChoice):
+                model = choose_model(model)
+            info = start_local_server(model)
         client = cls(info.url, info.token)
         client.wait_until_ready(progress=progress)
         return client
@@ -114,16 +118,18 @@ class EngineClient:
 
     def fim(self, prompt: str, suffix: str = "", *, stream: bool = False, **params: Any):
         """A FIM completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
-        body = {"model": DEFAULT_MODEL, "prompt": prompt, "suffix": suffix, **params}
-        return self._complete("/v1/fim/completions", body, stream)
+        model = params.pop("model", protocol.DEFAULT_MODEL)
+        body = protocol.fim_body(prompt, suffix, model, params)
+        return self._complete(protocol.FIM_PATH, body, stream)
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
         """A chat completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
-        body = {"model": DEFAULT_MODEL, "messages": messages, **params}
-        return self._complete("/v1/chat/completions", body, stream)
+        model = params.pop("model", protocol.DEFAULT_MODEL)
+        return self._complete(
+            protocol.CHAT_PATH, protocol.chat_body(messages, model, params), stream
+        )
 
     def _complete(self, path: str, body: dict[str, Any], stream: bool):
-        body = {k: v for k, v in body.items() if v is not None}
         if not stream:
             return self._checked(lambda: self._http.post(path, json=body))
         return self._stream(path, {**body, "stream": True})
@@ -134,16 +140,13 @@ class EngineClient:
             with connect_sse(self._http, "POST", path, json=body) as source:
                 if source.response.status_code != 200:
                     source.response.read()
-                    raise _api_error(source.response)
+                    raise protocol.http_error(source.response)
                 for event in source.iter_sse():
-                    if event.data == "[DONE]":
+                    if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
-                    chunk = json.loads(event.data)
-                    if chunk.get("object") == "error":
-                        raise CodestralError(chunk["message"], int(chunk.get("code") or 500))
                     yield chunk
         except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+            raise protocol.unreachable(self.url, exc) from exc
 
     def _get(self, path: str) -> dict[str, Any]:
         return self._checked(lambda: self._http.get(path))
@@ -152,10 +155,49 @@ class EngineClient:
         try:
             response = send()
         except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+            raise protocol.unreachable(self.url, exc) from exc
         if response.status_code != 200:
-            raise _api_error(response)
+            raise protocol.http_error(response)
         return response.json()
+
+
+class AsyncEngineClient:
+    """The same server from an event loop (the Jupyter server's routes): never blocks it."""
+
+    def __init__(self, url: str, api_key: str | None = None):
+        self.url = url.rstrip("/")
+        timeout = httpx.Timeout(10.0, read=None)  # a stream may wait out a long prefill
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(api_key), timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get(self, path: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(path)
+        except httpx.TransportError as exc:
+            raise protocol.unreachable(self.url, exc) from exc
+        if response.status_code != 200:
+            raise protocol.http_error(response)
+        return response.json()
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of a streamed completion; leaving the iteration cancels the generation."""
+        try:
+            async with aconnect_sse(
+                self._http, "POST", path, json={**body, "stream": True}
+            ) as source:
+                if source.response.status_code != 200:
+                    await source.response.aread()
+                    raise protocol.http_error(source.response)
+                async for event in source.aiter_sse():
+                    if (chunk := protocol.stream_chunk(event.data)) is None:
+                        return
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise protocol.unreachable(self.url, exc) from exc
 
 
 def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None:
@@ -174,30 +216,9 @@ def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None
     return running
 
 
-def _api_error(response: httpx.Response) -> CodestralError:
-    try:
-        body = response.json()
-        message = body.get("message") or body.get("detail") or response.text
-    except ValueError:
-        message = response.text or response.reason_phrase
-    if response.status_code == 401:
-        message += " (Check the API key, or the token in the engine's connection file.)"
-    return CodestralError(str(message), response.status_code)
-
-
-def _unreachable(url: str, exc: Exception) -> CodestralError:
-    return CodestralError(
-        f"Cannot reach the Codestral engine at {url} ({exc}). Is it running? Check with "
-        "`codestral-engine serve` (it reports a running server)."
-    )
-
-
-def _start_server(model: str | os.PathLike | None) -> connection.ConnectionInfo:
+def start_local_server(model: ModelChoice) -> connection.ConnectionInfo:
     """Start `codestral-engine serve` detached from this process; wait for its connection file."""
-    model = model or os.environ.get(MODEL_ENV)
-    command = [sys.executable, "-m", "codestral_engine", "serve"]
-    if model:
-        command += ["--model", str(Path(model).expanduser())]
+    command = [sys.executable, "-m", "codestral_engine", "serve", "--model", model.argument()]
     log_path = connection.runtime_dir() / "codestral-engine.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

@@ -1,7 +1,7 @@
 """`jupyter codestral demo`: open the example notebooks in JupyterLab, engine on the way.
 
-The engine serves $CODESTRAL_MODEL when it is set, else the Codestral release that
-`codestral-engine pull` downloaded, else the built-in tiny demo model. With
+The engine serves the model `codestral_engine.choose_model` names ($CODESTRAL_MODEL, else the
+release `codestral-engine pull` downloaded, else the built-in tiny demo model). With
 `--headless`, an example notebook is executed in a real kernel instead and what each
 `%%codestral` cell streamed is printed.
 """
@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codestral_engine import connection
+from codestral_engine import choose_model, connection
 
-from .client import CodestralError, EngineClient, stop_local_server
-from .targets import TINY, resolve_model
+from .client import EngineClient, stop_local_server
+from .errors import CodestralError
 
 PACKAGE = Path(__file__).resolve().parent
 EXAMPLE_DIRS = (PACKAGE / "examples", PACKAGE.parent / "examples")  # wheel, then checkout
@@ -75,18 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.headless and lab_options:
         parser.error(f"unrecognized arguments: {' '.join(lab_options)}")
 
-    from codestral_engine.hub import cached_release
-
-    model = os.environ.get("CODESTRAL_MODEL") or cached_release() or TINY
-    if model == TINY:
-        print(
-            "jupyter codestral: no Codestral weights (run `codestral-engine pull`, or set "
-            "CODESTRAL_MODEL); using the tiny demo model (gibberish)."
-        )
+    model = choose_model()
+    if model.note:
+        print(f"jupyter codestral: {model.note}")
     try:
         folder = examples_dir()
         was_running = connection.read_live() is not None
-        EngineClient.local(resolve_model(model)).close()  # start (or find) it, with progress
+        EngineClient.local(model).close()  # start (or find) it, with progress
         lab = [sys.executable, "-m", "jupyterlab", str(folder), *lab_options]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lab.append("--allow-root")  # containers often run as root; JupyterLab refuses it

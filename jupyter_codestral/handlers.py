@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .lab_engine import CodestralCompletion, EngineLink, LabError
+from . import protocol
+from .errors import CodestralError
+from .lab_engine import CodestralCompletion, EngineLink
 from .notebook_context import LINE_RESERVE, Cell, ContextBuilder, TokenCounter
 
 MAX_BODY_BYTES = 8 << 20
@@ -56,12 +58,12 @@ class CompleteBody(BaseModel):
 
 class _Base(APIHandler):
     @property
-    def codestral(self) -> Codestral:
+    def service(self) -> LabService:
         return self.settings["codestral"]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, LabError):
+        if isinstance(exc, CodestralError):
             self.finish(json.dumps(exc.as_json()))
         elif isinstance(exc, web.HTTPError) and exc.log_message:
             kind = {400: "bad_request", 403: "forbidden", 413: "too_large"}.get(status_code)
@@ -70,7 +72,7 @@ class _Base(APIHandler):
         else:
             super().write_error(status_code, **kwargs)
 
-    def fail(self, error: LabError) -> None:
+    def fail(self, error: CodestralError) -> None:
         self.set_status(error.status or 500)
         self.finish(json.dumps(error.as_json()))
 
@@ -78,8 +80,8 @@ class _Base(APIHandler):
 class StatusHandler(_Base):
     @web.authenticated
     async def get(self) -> None:
-        status = await self.codestral.link.status()
-        settings = self.codestral.settings
+        status = await self.service.link.status()
+        settings = self.service.settings
         # What a terminal runs to download the weights (this server's own Python).
         status["pull_command"] = f"{shlex.quote(sys.executable)} -m codestral_engine pull"
         status["settings"] = {
@@ -94,8 +96,8 @@ class StatusHandler(_Base):
 class StartHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
-        self.codestral.link.start()
-        self.finish(json.dumps(await self.codestral.link.status()))
+        self.service.link.start()
+        self.finish(json.dumps(await self.service.link.status()))
 
 
 class CompleteHandler(_Base):
@@ -103,24 +105,24 @@ class CompleteHandler(_Base):
 
     @web.authenticated
     async def post(self) -> None:
-        codestral = self.codestral
-        if not codestral.settings.enabled:
+        service = self.service
+        if not service.settings.enabled:
             return self.fail(
-                LabError(
-                    "disabled",
+                CodestralError(
                     "Completions are turned off on this Jupyter server.",
-                    "Ask the server's administrator (CodestralCompletion.enabled).",
-                    status=403,
+                    403,
+                    kind="disabled",
+                    fix="Ask the server's administrator (CodestralCompletion.enabled).",
                 )
             )
         body = self._body()
-        if body.max_tokens > codestral.settings.max_tokens_limit:
+        if body.max_tokens > service.settings.max_tokens_limit:
             raise web.HTTPError(
                 400, f"max_tokens is above this server's limit of "
-                f"{codestral.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
+                f"{service.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
             )  # fmt: skip
         try:
-            context = codestral.context(body)
+            context = service.context(body)
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from exc
         self.set_header("Content-Type", "application/x-ndjson; charset=utf-8")
@@ -168,10 +170,10 @@ class CompleteHandler(_Base):
         budget_s = body.time_budget_ms / 1000 if body.time_budget_ms else None
         text, finish, usage = "", None, {}
         try:
-            chunks = self.codestral.link.fim(context.prefix, context.suffix, params, session)
+            chunks = self.service.link.fim(context.prefix, context.suffix, params, session)
             async for chunk in chunks:
-                choice = chunk["choices"][0]
-                delta = choice["delta"].get("content") or ""
+                piece = protocol.piece(chunk)
+                delta = piece.text
                 if delta and not body.warm:
                     # The first-line time budget: once spent, end at the next line break.
                     if budget_s and time.monotonic() - started > budget_s:
@@ -184,9 +186,9 @@ class CompleteHandler(_Base):
                     if finish:
                         await chunks.aclose()
                         break
-                if choice.get("finish_reason"):
-                    finish, usage = choice["finish_reason"], chunk.get("usage") or {}
-        except LabError as exc:
+                if piece.finish_reason:
+                    finish, usage = piece.finish_reason, piece.usage
+        except CodestralError as exc:
             await self._send({"type": "error", **exc.as_json()})
             return
         await self._send({"type": "done", "finish_reason": finish, "usage": usage})
@@ -204,7 +206,7 @@ def _first_line_end(text: str, delta: str) -> int | None:
     return None
 
 
-class Codestral:
+class LabService:
     """What the routes share: settings, the engine link and the context builders."""
 
     def __init__(self, settings: CodestralCompletion):
@@ -232,9 +234,9 @@ class Codestral:
 ROUTES = {"complete": CompleteHandler, "status": StatusHandler, "start": StartHandler}
 
 
-def setup_handlers(serverapp) -> Codestral:
+def setup_handlers(serverapp) -> LabService:
     settings = CodestralCompletion(parent=serverapp)
-    codestral = Codestral(settings)
+    codestral = LabService(settings)
     web_app = serverapp.web_app
     web_app.settings["codestral"] = codestral
     base = web_app.settings["base_url"]

@@ -12,7 +12,6 @@ import time
 
 from IPython.display import Markdown, display
 
-
 WAITING = "waiting for Codestral…"
 
 

@@ -12,21 +12,22 @@ value of `name` (or `name.attr`) from the notebook.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Enum, Float, Integer, Unicode
+from traitlets import Enum, Float, Integer
 
-from codestral_engine import connection
+from codestral_engine import EngineError, choose_model, connection
 
-from .client import CodestralError, EngineClient, stop_local_server
+from .client import EngineClient, stop_local_server
 from .context import history_code, variables_header
+from .errors import CodestralError
 from .live_output import LiveOutput
-from .targets import HTTPTarget, InProcessTarget, Target, resolve_model
+from .settings import CodestralSettings
+from .targets import HTTPTarget, InProcessTarget, Target
 
 FILL_MARKER = "<FILL>"
 SYSTEM_PROMPT = (
@@ -43,15 +44,6 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
-NO_MODEL = (
-    "No Codestral model is configured. Download the weights with `%codestral pull`, then point "
-    "at them with `%config Codestral.model = 'mistralai/Codestral-22B-v0.1'` (the hub id that "
-    "pull names, or a local directory; or set CODESTRAL_MODEL before "
-    "starting Jupyter); to try the tiny demo model (gibberish output): "
-    "`%config Codestral.model = 'tiny'`."
-)
-
-
 def _valid_options(parser: Any, line: str) -> str:
     """The options %%codestral takes, and the likely one for each unknown option in `line`."""
     import difflib
@@ -67,8 +59,9 @@ def _valid_options(parser: Any, line: str) -> str:
 
 
 @magics_class
-class Codestral(Magics):
-    """Settings of the %%codestral magic (`%config Codestral.<name> = value`)."""
+class Codestral(Magics, CodestralSettings):
+    """Settings of the %%codestral magic (`%config Codestral.<name> = value`); where the model
+    runs (engine, model, url, api_key, remote_model) is shared with JupyterLab's settings."""
 
     engine = Enum(
         ["shared", "in-process", "remote"],
@@ -76,16 +69,6 @@ class Codestral(Magics):
         help="Where the model runs: this machine's shared engine server (started on first use), "
         "an engine inside this kernel, or a remote Mistral-compatible API (url, api_key).",
     ).tag(config=True)
-    model = Unicode(
-        "", help="Model directory (default: $CODESTRAL_MODEL); 'tiny' for the demo model."
-    ).tag(config=True)
-    url = Unicode("https://api.mistral.ai", help="Remote API URL (engine = 'remote').").tag(
-        config=True
-    )
-    api_key = Unicode("", help="Remote API key (default: $MISTRAL_API_KEY).").tag(config=True)
-    remote_model = Unicode("codestral-latest", help="Model name on the remote API.").tag(
-        config=True
-    )
     max_tokens = Integer(512, help="Most tokens per answer.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
     history_chars = Integer(6000, help="Budget for earlier cells' code as context.").tag(
@@ -103,6 +86,7 @@ class Codestral(Magics):
     def __init__(self, shell):
         super().__init__(shell=shell)
         self._target: Target | None = None
+        self._target_for: tuple | None = None  # the settings the target was made for
 
     @magic_arguments()
     @argument("--insert", action="store_true", help="write code into a new cell below")
@@ -256,32 +240,34 @@ class Codestral(Magics):
     # Where the model runs.
 
     def _connect(self) -> Target:
-        if self._target is not None:
+        """The target for the current settings (a changed setting takes effect right away)."""
+        wanted = (self.engine, self.model, *self.remote_endpoint(), self.remote_model)
+        if self._target is not None and self._target_for == wanted:
             return self._target
+        self._close_in_process_target()
         try:
             if self.engine == "remote":
-                key = self.api_key or os.environ.get("MISTRAL_API_KEY")
-                if not key:
-                    raise UsageError(
-                        "engine = 'remote' needs an API key: set MISTRAL_API_KEY or "
-                        "`%config Codestral.api_key = '...'`."
-                    )
-                client = EngineClient(self.url, key)
-                self._target = HTTPTarget(client, f"remote API at {self.url}", self.remote_model)
-            elif self.engine == "in-process":
-                model = resolve_model(self.model)
-                if model is None:
-                    raise UsageError(NO_MODEL)
-                self._target = InProcessTarget(model)
+                url, key = self.remote_endpoint()
+                client = EngineClient(url, key)
+                target = HTTPTarget(client, f"remote API at {url}", self.remote_model)
             else:
-                model = resolve_model(self.model)
-                if model is None and connection.read_live() is None:
-                    raise UsageError(NO_MODEL)
-                client = EngineClient.local(model)
-                self._target = HTTPTarget(client, f"shared engine at {client.url}")
-        except CodestralError as exc:
+                choice = choose_model(self.model or None)
+                if choice.note and not (self.engine == "shared" and connection.read_live()):
+                    print(f"Codestral: {choice.note}")
+                if self.engine == "in-process":
+                    target = InProcessTarget(choice)
+                else:
+                    client = EngineClient.local(choice)
+                    target = HTTPTarget(client, f"shared engine at {client.url}")
+        except (CodestralError, EngineError) as exc:
             raise UsageError(str(exc)) from exc
-        return self._target
+        self._target, self._target_for = target, wanted
+        return target
+
+    def _close_in_process_target(self) -> None:
+        if isinstance(self._target, InProcessTarget):
+            self._target.engine.close()
+        self._target = None
 
     def _forget_broken_target(self, exc: CodestralError) -> None:
         if exc.status is None:  # unreachable: reconnect (or restart the engine) next time
@@ -350,8 +336,7 @@ class Codestral(Magics):
 
     def _stop(self) -> str:
         if isinstance(self._target, InProcessTarget):
-            self._target.engine.close()
-            self._target = None
+            self._close_in_process_target()
             return "Codestral: the in-process engine is closed."
         self._target = None
         try:

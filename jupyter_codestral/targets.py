@@ -5,14 +5,14 @@ that records the finish reason and usage, and that cancels its request when clos
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
-from .client import CodestralError, EngineClient
+from codestral_engine import ModelChoice
 
-TINY = "tiny"  # the model setting that means the built-in demo model
+from . import protocol
+from .client import EngineClient
+from .errors import CodestralError
 
 
 class Stream:
@@ -46,21 +46,12 @@ class Target(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-def resolve_model(model: str | None) -> Path | None:
-    """The model directory the user configured: the setting, else $CODESTRAL_MODEL; "tiny" means
-    the built-in demo model (made on first use)."""
-    chosen = model or os.environ.get("CODESTRAL_MODEL") or None
-    if chosen == TINY:
-        from codestral_engine.cli import builtin_tiny_model
-
-        return builtin_tiny_model()
-    return Path(chosen).expanduser() if chosen else None
-
-
 class HTTPTarget:
     """A server speaking Mistral's API: this user's shared engine, or a remote one."""
 
-    def __init__(self, client: EngineClient, description: str, model: str = "codestral-latest"):
+    def __init__(
+        self, client: EngineClient, description: str, model: str = protocol.DEFAULT_MODEL
+    ):
         self.client = client
         self.description = description
         self.model = model
@@ -80,12 +71,11 @@ class HTTPTarget:
         def deltas() -> Iterator[str]:
             try:
                 for chunk in chunks:
-                    choice = chunk["choices"][0]
-                    if text := choice["delta"].get("content"):
-                        yield text
-                    if choice.get("finish_reason"):
-                        stream.finish_reason = choice["finish_reason"]
-                        stream.usage = chunk.get("usage") or {}
+                    piece = protocol.piece(chunk)
+                    if piece.text:
+                        yield piece.text
+                    if piece.finish_reason:
+                        stream.finish_reason, stream.usage = piece.finish_reason, piece.usage
             finally:
                 chunks.close()  # closes the connection: the server cancels the generation
 
@@ -96,11 +86,12 @@ class HTTPTarget:
 class InProcessTarget:
     """The engine inside this kernel: for scripts and terminal IPython without a server."""
 
-    def __init__(self, model: Path):
+    def __init__(self, model: ModelChoice):
         import codestral_engine
 
-        self.engine = codestral_engine.load(model)
-        self.description = f"in-process engine, {model}"
+        path = model.path()
+        self.engine = codestral_engine.load(path)
+        self.description = f"in-process engine, {path}"
 
     def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
         return self._stream(self._submit(lambda: self.engine.fim(prompt, suffix, **params)))

@@ -54,13 +54,13 @@ def test_builtin_tiny_model_and_codestral_model_env(models, tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path), "CODESTRAL_MODEL": ""}
     first = run_cli("complete", "--prompt", "import os", "--max-tokens", "3", env=env)
     assert first.returncode == 0, first.stderr
-    assert "built-in tiny random model" in first.stderr
+    assert "built-in tiny demo model, whose output is gibberish" in first.stderr
     assert (tmp_path / "codestral-engine" / "tiny-mlx-v1" / "config.json").is_file()
 
     env["CODESTRAL_MODEL"] = str(models["mlx"])
     chosen = run_cli("complete", "--prompt", "import os", "--max-tokens", "3", env=env)
     assert chosen.returncode == 0, chosen.stderr
-    assert "tiny random model" not in chosen.stderr
+    assert "tiny demo model" not in chosen.stderr
 
 
 def test_make_tiny_writes_a_loadable_native_model(tmp_path):

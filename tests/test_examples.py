@@ -114,9 +114,9 @@ def test_examples_import_only_what_the_install_provides():
     """CI installs the test extras, so an example importing a test-only package would pass
     here and fail for a user who ran the README's install. Check each import statically
     against the standard library, this project, and its declared (non-extra) dependencies."""
-    import tomllib
     from importlib.metadata import packages_distributions
 
+    import tomllib
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 

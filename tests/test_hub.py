@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from codestral_engine import hub
@@ -147,7 +148,7 @@ def test_the_automatic_choice_follows_backend_and_memory():
         hub.choose("torch", "4bit", None)
 
 
-def test_without_a_model_setting_the_pulled_release_is_served(env, tiny_release):
+def test_without_a_model_setting_all_four_serve_the_pulled_release(env, tiny_release, tmp_path):
     release = FakeHub(hub.MISTRAL_RELEASE, tiny_release)
     url = release.start()
     try:
@@ -158,6 +159,58 @@ def test_without_a_model_setting_the_pulled_release_is_served(env, tiny_release)
         assert f"Chose {hub.MISTRAL_RELEASE}" in done.stdout
     finally:
         release.stop()
-    out = run_cli({**env, "HF_HUB_OFFLINE": "1"}, "complete", "--prompt", "x", "--max-tokens", "2")
+    env = {**env, "HF_HUB_OFFLINE": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    out = run_cli(env, "complete", "--prompt", "x", "--max-tokens", "2")
     assert out.returncode == 0, out.stderr
-    assert f"serving {hub.MISTRAL_RELEASE}, downloaded by pull" in out.stderr
+    assert f"Serving {hub.MISTRAL_RELEASE}, downloaded by `codestral-engine pull`" in out.stderr
+    # The magic, JupyterLab's link and the demo follow the same rule.
+    snapshot = "models--mistralai--Codestral-22B-v0.1"
+    magic = run_python(env, MAGIC_MODEL)
+    assert snapshot in magic, magic
+    lab = run_python(env, LAB_MODEL)
+    assert snapshot in lab and f"Serving {hub.MISTRAL_RELEASE}" in lab, lab
+    notebook = tmp_path / "which.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(DEMO_CELL)]), notebook)
+    demo = subprocess.run(
+        [sys.executable, "-m", "jupyter_codestral.demo", "demo", "--headless",
+         "--notebook", str(notebook)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert snapshot in demo.stdout.split("--- Out:")[-1], demo.stdout
+
+
+MAGIC_MODEL = """
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "jupyter_codestral")
+ip.run_line_magic("config", "Codestral.engine = 'in-process'")
+ip.run_line_magic("codestral", "status")
+ip.run_line_magic("codestral", "start")
+ip.run_line_magic("codestral", "stop")
+"""
+LAB_MODEL = """
+import asyncio, logging, os, signal, sys
+from codestral_engine import connection
+from jupyter_codestral.lab_engine import CodestralCompletion, EngineLink
+logging.basicConfig(stream=sys.stdout)
+
+async def main():
+    link = EngineLink(CodestralCompletion())
+    link.start()
+    await link._starting
+    info = connection.read_live()
+    print(info.model)
+    os.kill(info.pid, signal.SIGTERM)
+
+asyncio.run(main())
+"""
+DEMO_CELL = "from codestral_engine import connection\nprint(connection.read_live().model)"
+
+
+def run_python(env, code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr

@@ -138,23 +138,26 @@ def test_pull_mistakes_are_usage_errors(shell):
         shell.run_line_magic("codestral", "pull --backend torch --quant 4bit")
 
 
-def test_where_the_model_runs_errors(monkeypatch, tmp_path):
-    monkeypatch.delenv("CODESTRAL_MODEL", raising=False)
-    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
+    for name in ("CODESTRAL_MODEL", "MISTRAL_API_KEY", "CODESTRAL_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing pulled
     from jupyter_codestral.magics import Codestral
 
     magics = Codestral(InteractiveShell.instance())
-    magics.model, magics.engine = "", "shared"  # not what the shared shell was configured with
-    with pytest.raises(UsageError, match=r"No Codestral model is configured.*'tiny'"):
-        magics.codestral("", "hello")
-    magics.engine = "remote"
-    with pytest.raises(UsageError, match="needs an API key"):
-        magics.codestral("", "hello")
-    magics.api_key, magics.url = "k", "http://127.0.0.1:9"
+    magics.model, magics.engine = "", "in-process"  # not what the shared shell was configured with
+    assert "no engine connected" in magics._status()
+    # No model anywhere: the demo model, said loudly (as serve, the demo and JupyterLab do).
+    magics._connect()
+    assert "tiny-mlx-v1" in magics._status()
+    assert "tiny demo model, whose output is gibberish" in capsys.readouterr().out
+    magics.engine = "remote"  # a changed setting takes effect on the next request
+    magics.url = "http://127.0.0.1:9"  # no key needed to try: a server without auth needs none
     with pytest.raises(UsageError, match="Cannot reach"):
         magics.codestral("", "hello")
-    assert "no engine connected" in magics._status()
+    assert magics._target_for[0] == "remote"
 
 
 def test_line_magic_help_and_unknown_command(shell, capsys):

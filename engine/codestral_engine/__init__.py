@@ -6,7 +6,8 @@
 
 `load` returns an `Engine`; `Engine.fim` / `Engine.chat` return a `Request` that yields
 `TextDelta` events and a final `Finished` event (finish_reason, usage). `Request.cancel()` stops
-it from any thread. Every user-facing error is an `EngineError`.
+it from any thread. Every user-facing error is an `EngineError`. `choose_model` is the one rule
+for which model a process serves when the user names none.
 """
 
 from importlib import import_module
@@ -31,6 +32,8 @@ _EXPORTS = {
     "GenerationParams": "params",
     "Request": "request",
     "make_tiny": "tiny",
+    "ModelChoice": "model_choice",
+    "choose_model": "model_choice",
 }
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
         QueueFullError,
     )
     from .events import Completion, Event, Finished, TextDelta, Usage
+    from .model_choice import ModelChoice, choose_model
     from .params import GenerationParams
     from .request import Request
     from .tiny import make_tiny
@@ -67,11 +71,13 @@ __all__ = [
     "Finished",
     "GenerationParams",
     "InvalidRequestError",
+    "ModelChoice",
     "ModelLoadError",
     "QueueFullError",
     "Request",
     "TextDelta",
     "Usage",
+    "choose_model",
     "load",
     "make_tiny",
 ]

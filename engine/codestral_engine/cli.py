@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
@@ -15,10 +12,13 @@ from typing import NoReturn
 from .backends import BACKENDS
 from .errors import EngineError
 from .events import Finished, TextDelta
+from .model_choice import MODEL_ENV, choose_model
 from .tiny import DTYPES, LAYOUTS, make_tiny
 
-MODEL_ENV = "CODESTRAL_MODEL"
-TINY_NAME = "tiny-mlx-v1"
+MODEL_HELP = (
+    f"model directory or hub id; 'tiny' for the demo model (default: ${MODEL_ENV}, else the "
+    "release pull downloaded, else the tiny demo model)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     complete.add_argument(
         "--model",
-        help=f"model directory (default: ${MODEL_ENV}, else the built-in tiny random model)",
+        help=MODEL_HELP,
     )
     complete.add_argument("--prompt", required=True, help="code before the cursor")
     complete.add_argument("--suffix", default="", help="code after the cursor")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finds the running server instead of loading the model again.",
     )
     serve.add_argument(
-        "--model", help=f"model directory (default: ${MODEL_ENV}, else the tiny model)"
+        "--model", help=MODEL_HELP
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
@@ -167,12 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pull":
             return pull_command(args)
         if args.command == "serve":
-            from .hub import resolve
             from .serve import serve
 
-            model = resolve(args.model or default_model())
             return serve(
-                model.expanduser().resolve(), args.host, args.port, args.token, args.backend,
+                chosen_model_path(args.model), args.host, args.port, args.token, args.backend,
                 log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
                 **_load_options(args),
             )  # fmt: skip
@@ -241,8 +239,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _complete(args: argparse.Namespace) -> int:
     from .engine import load  # the backend import is the slow part; --help stays instant
 
-    model = args.model or default_model()
-    with load(model, backend=args.backend, **_load_options(args)) as engine:
+    with load(chosen_model_path(args.model), backend=args.backend, **_load_options(args)) as engine:
         request = engine.fim(
             args.prompt,
             args.suffix,
@@ -277,38 +274,9 @@ def _print_event(event: TextDelta | Finished, as_json: bool) -> None:
         print(flush=True)
 
 
-def builtin_tiny_model() -> Path:
-    """The demo model: made once in the user's cache directory, then reused."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codestral-engine"
-    target = cache / TINY_NAME
-    if not (target / "config.json").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache))
-        make_tiny(staging, "mlx")
-        try:
-            staging.rename(target)  # atomic: a concurrent first run never sees half a model
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another process won the race
-    return target
-
-
-def default_model() -> str | Path:
-    """$CODESTRAL_MODEL, else the Codestral release `pull` downloaded, else the tiny model."""
-    from .hub import cached_release
-
-    if chosen := os.environ.get(MODEL_ENV):
-        return chosen
-    if repo := cached_release():
-        print(f"codestral-engine: serving {repo}, downloaded by pull.", file=sys.stderr)
-        return repo
-    return _tiny_with_note()
-
-
-def _tiny_with_note() -> Path:
-    print(
-        f"codestral-engine: no --model and no ${MODEL_ENV}: using the built-in tiny random model "
-        f"(its output is gibberish). For real completions run `codestral-engine pull`, then "
-        f"set ${MODEL_ENV} to the hub id it names (or a local Codestral-22B-v0.1 directory).",
-        file=sys.stderr,
-    )
-    return builtin_tiny_model()
+def chosen_model_path(setting: str | None) -> Path:
+    """The model a command runs: `--model`, else the one rule (`model_choice`), said aloud."""
+    choice = choose_model(setting)
+    if choice.note:
+        print(f"codestral-engine: {choice.note}", file=sys.stderr)
+    return choice.path()

@@ -1,0 +1,60 @@
+"""What the magic (`%config Codestral.<name>`) and JupyterLab (`c.CodestralCompletion.<name>`)
+share: where Codestral runs and how to reach a remote server. Each reads its settings on every
+request, so a change takes effect on the next one.
+
+Remote endpoint rule (Mistral serves Codestral at two addresses, each with its own kind of key):
+the `api_key` setting, else `$CODESTRAL_API_KEY`, else `$MISTRAL_API_KEY`; with no `url` set,
+a key from `$MISTRAL_API_KEY` goes to https://api.mistral.ai (La Plateforme keys) and any other
+to https://codestral.mistral.ai (Codestral keys). A `url` setting always wins: a team server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from traitlets import Enum, Unicode
+from traitlets.config import Configurable
+
+CODESTRAL_URL = "https://codestral.mistral.ai"
+PLATFORM_URL = "https://api.mistral.ai"
+CODESTRAL_KEY_ENV = "CODESTRAL_API_KEY"
+PLATFORM_KEY_ENV = "MISTRAL_API_KEY"
+
+
+class CodestralSettings(Configurable):
+    """Where Codestral runs, for the magic and for JupyterLab."""
+
+    engine = Enum(
+        ["shared", "remote"],
+        default_value="shared",
+        help="'shared': this machine's engine server, started on first use. 'remote': a "
+        "Mistral-compatible API at `url` (Mistral's hosted API, a team server).",
+    ).tag(config=True)
+    model = Unicode(
+        "",
+        help="Model the local engine serves: a directory or hub id, 'tiny' for the demo model "
+        "(default: $CODESTRAL_MODEL, else the release `codestral-engine pull` downloaded, else "
+        "the tiny demo model).",
+    ).tag(config=True)
+    url = Unicode(
+        "",
+        help="Remote API URL (engine = 'remote'). Default: https://codestral.mistral.ai, or "
+        "https://api.mistral.ai when the key comes from $MISTRAL_API_KEY.",
+    ).tag(config=True)
+    api_key = Unicode(
+        "", help="Remote API key (default: $CODESTRAL_API_KEY, else $MISTRAL_API_KEY)."
+    ).tag(config=True)
+    remote_model = Unicode("codestral-latest", help="Model name on the remote API.").tag(
+        config=True
+    )
+
+    def remote_endpoint(self) -> tuple[str, str]:
+        """(url, api key) for engine = 'remote', by the rule in this module's docstring."""
+        key, platform = self.api_key, False
+        if not key:
+            key = os.environ.get(CODESTRAL_KEY_ENV, "")
+        if not key:
+            key = os.environ.get(PLATFORM_KEY_ENV, "")
+            platform = bool(key)
+        url = self.url or (PLATFORM_URL if platform else CODESTRAL_URL)
+        return url.rstrip("/"), key
