@@ -171,13 +171,19 @@ def test_line_magic_help_and_unknown_command(shell, capsys):
 
 
 @pytest.fixture(scope="module")
-def kernel_env(models, tmp_path_factory):
+def kernel_server(models, tmp_path_factory):
     runtime = tmp_path_factory.mktemp("kernel-runtime")
     server = start_server(models["mlx"], runtime, "--token", TOKEN)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "CODESTRAL_MODEL": str(models["mlx"])}
-    yield env
+    server.runtime = runtime
+    yield server
     server.proc.terminate()
     server.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def kernel_env(models, kernel_server):
+    runtime = str(kernel_server.runtime)
+    return {**os.environ, "JUPYTER_RUNTIME_DIR": runtime, "CODESTRAL_MODEL": str(models["mlx"])}
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +295,23 @@ def test_terminal_output_prints_once(shell, captured, capsys):
     out = capsys.readouterr().out
     assert out.count(shell.user_ns["printed"]) == 1  # streamed once, never re-printed
     assert captured == []  # no display updates in a terminal
+
+
+def test_kernel_settings_take_effect_on_the_next_request(kernel, kernel_server):
+    """A remote server, a wrong key, then the right one: no `%codestral stop` in between."""
+    _, kc = kernel
+    run(kc, "%config Codestral.engine = 'remote'")
+    run(kc, f"%config Codestral.url = {kernel_server.url!r}")
+    run(kc, "%config Codestral.api_key = 'wrong-key'")
+    try:
+        refused, _ = run(kc, "%%codestral --max-tokens 2\nhi")
+        assert refused["status"] == "error" and refused["ename"] == "UsageError"
+        assert "api_key" in refused["evalue"], refused["evalue"]
+        run(kc, f"%config Codestral.api_key = {TOKEN!r}")
+        answered, _ = run(kc, "%%codestral --max-tokens 2 -o remote_answer\nhi")
+        assert answered["status"] == "ok", answered
+        _, messages = run(kc, "%codestral status")
+        printed = "".join(m["content"].get("text", "") for m in messages)
+        assert f"remote API at {kernel_server.url}" in printed
+    finally:
+        run(kc, "%config Codestral.engine = 'shared'")

@@ -1,0 +1,46 @@
+"""The settings the magic and JupyterLab share, and the one rule for a remote endpoint."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from jupyter_codestral.lab_engine import CodestralCompletion
+from jupyter_codestral.magics import Codestral
+from jupyter_codestral.settings import CODESTRAL_URL, PLATFORM_URL, CodestralSettings
+
+
+@pytest.fixture
+def no_keys(monkeypatch):
+    for name in ("CODESTRAL_API_KEY", "MISTRAL_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_the_endpoint_follows_the_key_the_user_has(no_keys):
+    settings = CodestralSettings()
+    assert settings.remote_endpoint() == (CODESTRAL_URL, "")  # no key: a server without auth
+    no_keys.setenv("MISTRAL_API_KEY", "platform-key")
+    assert settings.remote_endpoint() == (PLATFORM_URL, "platform-key")
+    no_keys.setenv("CODESTRAL_API_KEY", "codestral-key")  # a Codestral key goes first
+    assert settings.remote_endpoint() == (CODESTRAL_URL, "codestral-key")
+    settings.api_key = "explicit"
+    assert settings.remote_endpoint() == (CODESTRAL_URL, "explicit")
+    settings.url = "http://team-server:8000/"  # an explicit URL always wins
+    assert settings.remote_endpoint() == ("http://team-server:8000", "explicit")
+
+
+def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
+    config = Config()
+    config.CodestralSettings.url = "http://shared:1"  # both
+    config.CodestralCompletion.remote_model = "lab-model"  # the lab only
+    config.Codestral.api_key = "magic-key"  # the magic only
+    magic = Codestral(InteractiveShell.instance())
+    magic.update_config(config)  # as %config and ipython_config.py do
+    lab = CodestralCompletion(config=config)
+    assert magic.remote_endpoint() == ("http://shared:1", "magic-key")
+    assert lab.remote_endpoint() == ("http://shared:1", "")
+    assert (magic.remote_model, lab.remote_model) == ("codestral-latest", "lab-model")
+    assert "in-process" in magic.traits()["engine"].values  # kernels only
+    assert "in-process" not in lab.traits()["engine"].values
