@@ -23,6 +23,7 @@ from codestral_engine import connection
 from codestral_engine.events import TextDelta
 from codestral_engine.tiny import make_tiny
 from jupyter_codestral.client import EngineClient
+from jupyter_codestral.protocol import piece
 
 PREFIX = "import numpy as np\n\n" + "def f_{i}(x):\n    return np.sqrt(x) + {i}\n\n" * 40
 SUFFIX = "\n\nprint(total)\n"
@@ -47,7 +48,7 @@ def over_http(client: EngineClient, prefix: str, n: int) -> tuple[float, float]:
     arrivals = [
         time.perf_counter()
         for chunk in client.fim(prefix, SUFFIX, max_tokens=n, stream=True)
-        if chunk["choices"][0]["delta"].get("content")
+        if piece(chunk).text
     ]
     return arrivals[0] - start, rate(arrivals)
 
