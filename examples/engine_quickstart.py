@@ -1,19 +1,15 @@
 """The engine from Python: stream a fill-in-the-middle completion, then reuse the prompt cache.
 
 Run: python examples/engine_quickstart.py
-Uses $CODESTRAL_MODEL (a Codestral-22B-v0.1 directory) when set, else writes and uses a tiny
-random-weight model, whose output is gibberish but exercises everything.
+Uses the model `codestral_engine.choose_model()` names: $CODESTRAL_MODEL (a directory or hub
+id), else the release `codestral-engine pull` downloaded, else the built-in tiny random-weight
+model, whose output is gibberish but exercises everything.
 """
-
-import os
-import tempfile
 
 import codestral_engine
 from codestral_engine import TextDelta
 
-model_dir = os.environ.get("CODESTRAL_MODEL") or codestral_engine.make_tiny(
-    os.path.join(tempfile.mkdtemp(), "tiny")
-)
+model_dir = codestral_engine.choose_model().path()
 
 prefix = "import pandas as pd\n\ndf = pd.read_csv('sales.csv')\n\ndef monthly_total(df):\n    "
 suffix = "\n\nprint(monthly_total(df))\n"

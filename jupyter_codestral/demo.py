@@ -58,6 +58,17 @@ def run_headless(notebook: Path) -> int:
     return 0
 
 
+def run_until_stopped(command: list[str]) -> int:
+    """Run JupyterLab until it exits. Ctrl+C reaches it too: it shuts its kernels down while
+    this process waits for it instead of killing it."""
+    proc = subprocess.Popen(command)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter codestral", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         folder = examples_dir()
         was_running = connection.read_live() is not None
         EngineClient.local(model).close()  # start (or find) it, with progress
-        lab = [sys.executable, "-m", "jupyterlab", str(folder), *lab_options]
+        # One Ctrl+C stops JupyterLab (no "Shutdown this Jupyter server?" question).
+        lab = [sys.executable, "-m", "jupyterlab", str(folder), "--ServerApp.answer_yes=True",
+               *lab_options]  # fmt: skip
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lab.append("--allow-root")  # containers often run as root; JupyterLab refuses it
         try:
             if args.headless:
                 return run_headless(args.notebook or folder / "data_science.ipynb")
-            return subprocess.call(lab)
+            return run_until_stopped(lab)
         finally:
             if not was_running:  # an engine the demo started does not outlive it
                 stop_local_server()

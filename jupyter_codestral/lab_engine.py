@@ -10,6 +10,7 @@ the background when it is not running, and lets every failure reach the browser 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,12 +43,13 @@ class CodestralCompletion(CodestralSettings):
     max_tokens_limit = Integer(256, help="Most tokens a browser may ask for.").tag(config=True)
 
 
-ENGINE_STARTING = CodestralError(
-    "The Codestral engine is starting.",
-    503,
-    kind="engine_starting",
-    fix="Wait a moment; the status bar shows its progress.",
-)
+def engine_starting() -> CodestralError:
+    return CodestralError(
+        "The Codestral engine is starting.",
+        503,
+        kind="engine_starting",
+        fix="Wait a moment; the status bar shows its progress.",
+    )
 
 
 class EngineLink:
@@ -67,7 +69,7 @@ class EngineLink:
             info = connection.read_live()
             if info is None:
                 self.start()
-                raise ENGINE_STARTING
+                raise engine_starting()
             where = (info.url, info.token)
         if self._client is None or self._where != where:
             if self._client is not None:  # moved (engine restarted, setting changed): drop it
@@ -82,10 +84,9 @@ class EngineLink:
         if self.settings.engine != "shared" or (self._starting and not self._starting.done()):
             return
         self._start_error = None
-        choice = choose_model(self.settings.model or None)
-        if choice.note:
-            log.warning("jupyter_codestral: %s", choice.note)
-        self._starting = asyncio.ensure_future(asyncio.to_thread(start_local_server, choice))
+        self._starting = asyncio.ensure_future(
+            asyncio.to_thread(_start_shared_engine, self.settings.model)
+        )  # choosing reads the Hugging Face cache: off the event loop too
         self._starting.add_done_callback(self._started)
 
     def _started(self, task: asyncio.Task) -> None:
@@ -100,7 +101,10 @@ class EngineLink:
         """Engine state for the status bar: stopped | starting | loading | ready | error."""
         base = {"engine": self.settings.engine, "enabled": self.settings.enabled}
         if self.settings.engine == "remote":
-            url, _ = self.settings.remote_endpoint()
+            try:
+                url, _ = self.settings.remote_endpoint()
+            except CodestralError as exc:
+                return base | {"state": "error", "error": str(exc)}
             return base | {"state": "ready", "model": self.settings.remote_model, "url": url}
         if connection.read_live() is None:
             if self._start_error:
@@ -122,21 +126,32 @@ class EngineLink:
             extra = {"priority": "interactive", "session_key": session}
             body = protocol.fim_body(prompt, suffix, protocol.DEFAULT_MODEL, params | extra)
         try:
-            async for chunk in self.client().stream(protocol.FIM_PATH, body):
-                yield chunk
+            # Closing this generator (a time budget, a newer keystroke) closes the stream now,
+            # which cancels the engine's request, instead of when it is garbage-collected.
+            async with contextlib.aclosing(self.client().stream(protocol.FIM_PATH, body)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except CodestralError as exc:
-            raise _for_the_lab(exc) from exc
+            fix = _LAB_FIXES.get((exc.kind, self.settings.engine)) or _LAB_FIXES.get(exc.kind)
+            if not fix:
+                raise
+            raise CodestralError(exc.message, exc.status, kind=exc.kind, fix=fix) from exc
 
 
-def _for_the_lab(error: CodestralError) -> CodestralError:
-    """The same failure, with the fix said where a JupyterLab user finds the setting."""
-    fixes = {
-        "auth": "Set CodestralCompletion.api_key (or $CODESTRAL_API_KEY) in the Jupyter "
-        "server's configuration.",
-        "context": "Lower 'Context budget' in Settings > Codestral.",
-        "unreachable": "Check that the engine runs (`%codestral status` in a notebook) or the "
-        "CodestralCompletion.url setting.",
-    }
-    if error.kind not in fixes:
-        return error
-    return CodestralError(error.message, error.status, kind=error.kind, fix=fixes[error.kind])
+def _start_shared_engine(model: str) -> connection.ConnectionInfo:
+    choice = choose_model(model or None)
+    if choice.note:
+        log.warning("jupyter_codestral: %s", choice.note)
+    return start_local_server(choice)
+
+
+# The fix as a JupyterLab user finds it (by error kind, or kind and engine setting).
+_LAB_FIXES: dict[Any, str] = {
+    ("auth", "remote"): "Set CodestralCompletion.api_key (or $CODESTRAL_API_KEY) in the Jupyter "
+    "server's configuration.",
+    ("auth", "shared"): "The engine's connection file changed under it: restart the engine "
+    "(`%codestral stop` in a notebook; the next suggestion starts it).",
+    "context": "Lower 'Context budget' in Settings > Codestral.",
+    "unreachable": "Check that the engine runs (`%codestral status` in a notebook) or the "
+    "CodestralCompletion.url setting.",
+}

@@ -40,7 +40,8 @@ class LiveOutput:
         if self.in_place:
             self._show(WAITING)
         elif sys.stdout.isatty():
-            sys.stdout.write(WAITING)
+            # The cursor goes back to the line's start: a note printed meanwhile overwrites it.
+            sys.stdout.write(WAITING + "\r")
             sys.stdout.flush()
             self._erase_waiting = True
 

@@ -239,13 +239,19 @@ class Codestral(Magics, CodestralSettings):
 
     # Where the model runs.
 
+    def _wanted(self) -> tuple:
+        """The settings a target is made for: a change to any of them makes a new one."""
+        if self.engine == "remote":
+            return ("remote", *self.remote_endpoint(), self.remote_model)
+        return (self.engine, self.model)
+
     def _connect(self) -> Target:
         """The target for the current settings (a changed setting takes effect right away)."""
-        wanted = (self.engine, self.model, *self.remote_endpoint(), self.remote_model)
-        if self._target is not None and self._target_for == wanted:
-            return self._target
-        self._close_in_process_target()
         try:
+            wanted = self._wanted()
+            if self._target is not None and self._target_for == wanted:
+                return self._target
+            self._drop_target()
             if self.engine == "remote":
                 url, key = self.remote_endpoint()
                 client = EngineClient(url, key)
@@ -264,14 +270,15 @@ class Codestral(Magics, CodestralSettings):
         self._target, self._target_for = target, wanted
         return target
 
-    def _close_in_process_target(self) -> None:
-        if isinstance(self._target, InProcessTarget):
-            self._target.engine.close()
+    def _drop_target(self) -> None:
+        """Close the current target: its HTTP connections, or the in-process engine."""
+        if self._target is not None:
+            self._target.close()
         self._target = None
 
     def _forget_broken_target(self, exc: CodestralError) -> None:
         if exc.status is None:  # unreachable: reconnect (or restart the engine) next time
-            self._target = None
+            self._drop_target()
 
     def _command(self, words: list[str]) -> None:
         if not words:
@@ -303,6 +310,11 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(str(exc)) from exc
 
     def _status(self) -> str:
+        try:
+            if self._target is not None and self._target_for != self._wanted():
+                self._drop_target()  # a setting changed: report where the next cell goes
+        except CodestralError as exc:
+            raise UsageError(str(exc)) from exc
         if self._target is None:
             running = connection.read_live() if self.engine == "shared" else None
             if running is None:
@@ -336,9 +348,9 @@ class Codestral(Magics, CodestralSettings):
 
     def _stop(self) -> str:
         if isinstance(self._target, InProcessTarget):
-            self._close_in_process_target()
+            self._drop_target()
             return "Codestral: the in-process engine is closed."
-        self._target = None
+        self._drop_target()
         try:
             stopped = stop_local_server()
         except CodestralError as exc:

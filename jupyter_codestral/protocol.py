@@ -41,10 +41,17 @@ def stream_chunk(data: str) -> dict[str, Any] | None:
     (after the 200 status) is raised."""
     if data == DONE:
         return None
-    chunk = json.loads(data)
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise CodestralError(f"Codestral sent a malformed stream event: {data[:200]!r}.") from exc
+    if not isinstance(chunk, dict):
+        raise CodestralError(f"Codestral sent an unexpected stream event: {data[:200]!r}.")
     if chunk.get("object") == "error":
-        message = chunk.get("message") or "engine error"
-        raise CodestralError(message, int(chunk.get("code") or 500), kind="engine_error")
+        message = str(chunk.get("message") or "engine error")
+        code = chunk.get("code")
+        status = int(code) if str(code).isdigit() else 500  # some servers send names here
+        raise CodestralError(message, status, kind="engine_error")
     return chunk
 
 
@@ -58,10 +65,12 @@ class Piece:
 
 
 def piece(chunk: dict[str, Any]) -> Piece:
-    choice = chunk["choices"][0]
+    """The text, finish reason and usage of a chunk (a chunk without choices may carry usage)."""
+    choices = chunk.get("choices") or [{}]
+    choice = choices[0]
     finish = choice.get("finish_reason")
     return Piece(
-        text=choice.get("delta", {}).get("content") or "",
+        text=(choice.get("delta") or {}).get("content") or "",
         finish_reason=finish,
         usage=(chunk.get("usage") or {}) if finish else {},
     )
@@ -71,8 +80,11 @@ def http_error(response: httpx.Response) -> CodestralError:
     """A non-200 answer as the error a user can act on (read the body first)."""
     try:
         body = response.json()
-        message = str(body.get("message") or body.get("detail") or response.text)
     except ValueError:
+        body = None
+    if isinstance(body, dict):
+        message = str(body.get("message") or body.get("detail") or response.text)
+    else:
         message = response.text or response.reason_phrase
     status = response.status_code
     if status == 401:
@@ -80,8 +92,8 @@ def http_error(response: httpx.Response) -> CodestralError:
             f"Codestral refused the API key: {message}",
             401,
             kind="auth",
-            fix="Check the api_key setting (or $CODESTRAL_API_KEY / $MISTRAL_API_KEY), or the "
-            "token in the engine's connection file.",
+            fix="Check the api_key setting (or $CODESTRAL_API_KEY for codestral.mistral.ai, "
+            "$MISTRAL_API_KEY for api.mistral.ai, each with its own kind of key).",
         )
     if status == 503:
         return CodestralError(message, 503, kind="engine_starting", fix="Wait until the model "

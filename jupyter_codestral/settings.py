@@ -15,6 +15,8 @@ import os
 from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
+from .errors import CodestralError
+
 CODESTRAL_URL = "https://codestral.mistral.ai"
 PLATFORM_URL = "https://api.mistral.ai"
 CODESTRAL_KEY_ENV = "CODESTRAL_API_KEY"
@@ -49,12 +51,21 @@ class CodestralSettings(Configurable):
     )
 
     def remote_endpoint(self) -> tuple[str, str]:
-        """(url, api key) for engine = 'remote', by the rule in this module's docstring."""
+        """(url, api key) for engine = 'remote', by the rule in this module's docstring; with
+        neither a key nor a url, a `CodestralError` that says which to set."""
         key, platform = self.api_key, False
         if not key:
             key = os.environ.get(CODESTRAL_KEY_ENV, "")
         if not key:
             key = os.environ.get(PLATFORM_KEY_ENV, "")
             platform = bool(key)
+        if not key and not self.url:
+            raise CodestralError(
+                "engine = 'remote' with Mistral's API needs an API key.",
+                kind="auth",
+                fix=f"Set ${CODESTRAL_KEY_ENV} (a Codestral key) or ${PLATFORM_KEY_ENV} (a La "
+                "Plateforme key) before starting Jupyter, or the api_key setting; or set url to "
+                "a team server that needs none.",
+            )
         url = self.url or (PLATFORM_URL if platform else CODESTRAL_URL)
         return url.rstrip("/"), key

@@ -45,6 +45,8 @@ class Target(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def close(self) -> None: ...
+
 
 class HTTPTarget:
     """A server speaking Mistral's API: this user's shared engine, or a remote one."""
@@ -65,6 +67,9 @@ class HTTPTarget:
 
     def status(self) -> dict[str, Any]:
         return self.client.status()
+
+    def close(self) -> None:
+        self.client.close()
 
     @staticmethod
     def _stream(chunks: Iterator[dict[str, Any]]) -> Stream:
@@ -110,18 +115,21 @@ class InProcessTarget:
             "last_request": {} if last is None else last.usage.as_dict(),
         }
 
+    def close(self) -> None:
+        self.engine.close()
+
     @staticmethod
     def _submit(make):
         from codestral_engine import EngineError
 
         try:
             return make()
-        except EngineError as exc:
-            raise CodestralError(str(exc)) from exc
+        except EngineError as exc:  # the request's fault (parameters, context size, queue)
+            raise CodestralError(str(exc), 400, kind="bad_request") from exc
 
     @staticmethod
     def _stream(request) -> Stream:
-        from codestral_engine import Finished
+        from codestral_engine import EngineError, Finished
 
         def deltas() -> Iterator[str]:
             try:
@@ -131,6 +139,8 @@ class InProcessTarget:
                         stream.usage = event.usage.as_dict()
                     elif event.text:
                         yield event.text
+            except EngineError as exc:
+                raise CodestralError(str(exc), 500, kind="engine_error") from exc
             finally:
                 request.cancel()
 

@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_engine_quickstart_runs(tmp_path):
     env = {**os.environ, "CODESTRAL_MODEL": "", "TMPDIR": str(tmp_path)}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "engine_quickstart.py")],
         capture_output=True, text=True, timeout=300, env=env,

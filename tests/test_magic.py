@@ -125,10 +125,14 @@ def test_default_mode_is_chat_with_the_variables_header(shell, sent):
     ],
 )
 def test_bad_options_are_usage_errors(shell, line, cell, fragment):
+    magics = shell.magics_manager.registry["Codestral"]
+    shell.run_line_magic("codestral", "start")
+    loaded = magics._target
     with pytest.raises(UsageError, match=fragment):
         shell.run_cell_magic("codestral", line, cell)
     shell.run_cell_magic("codestral", "--max-tokens 2 -o ok", "still working?")
     assert isinstance(shell.user_ns["ok"], str)
+    assert magics._target is loaded  # a bad request keeps the loaded engine
 
 
 def test_pull_mistakes_are_usage_errors(shell):

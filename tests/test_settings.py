@@ -6,6 +6,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from jupyter_codestral.errors import CodestralError
 from jupyter_codestral.lab_engine import CodestralCompletion
 from jupyter_codestral.magics import Codestral
 from jupyter_codestral.settings import CODESTRAL_URL, PLATFORM_URL, CodestralSettings
@@ -20,7 +21,9 @@ def no_keys(monkeypatch):
 
 def test_the_endpoint_follows_the_key_the_user_has(no_keys):
     settings = CodestralSettings()
-    assert settings.remote_endpoint() == (CODESTRAL_URL, "")  # no key: a server without auth
+    with pytest.raises(CodestralError, match="needs an API key") as missing:
+        settings.remote_endpoint()
+    assert "CODESTRAL_API_KEY" in missing.value.fix and missing.value.kind == "auth"
     no_keys.setenv("MISTRAL_API_KEY", "platform-key")
     assert settings.remote_endpoint() == (PLATFORM_URL, "platform-key")
     no_keys.setenv("CODESTRAL_API_KEY", "codestral-key")  # a Codestral key goes first
@@ -29,6 +32,10 @@ def test_the_endpoint_follows_the_key_the_user_has(no_keys):
     assert settings.remote_endpoint() == (CODESTRAL_URL, "explicit")
     settings.url = "http://team-server:8000/"  # an explicit URL always wins
     assert settings.remote_endpoint() == ("http://team-server:8000", "explicit")
+    settings.api_key = ""
+    no_keys.delenv("CODESTRAL_API_KEY")
+    no_keys.delenv("MISTRAL_API_KEY")
+    assert settings.remote_endpoint() == ("http://team-server:8000", "")  # a server without auth
 
 
 def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
@@ -40,7 +47,7 @@ def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
     magic.update_config(config)  # as %config and ipython_config.py do
     lab = CodestralCompletion(config=config)
     assert magic.remote_endpoint() == ("http://shared:1", "magic-key")
-    assert lab.remote_endpoint() == ("http://shared:1", "")
+    assert lab.remote_endpoint() == ("http://shared:1", "")  # a url needs no key
     assert (magic.remote_model, lab.remote_model) == ("codestral-latest", "lab-model")
     assert "in-process" in magic.traits()["engine"].values  # kernels only
     assert "in-process" not in lab.traits()["engine"].values

@@ -59,7 +59,7 @@ class ModelChoice:
     def argument(self) -> str:
         """The model as a `--model` argument for a server started in another directory."""
         local = Path(self.model).expanduser()
-        return str(local.resolve()) if local.is_dir() else self.model
+        return str(local.resolve()) if local.is_dir() and not self.is_demo else self.model
 
 
 def choose_model(setting: str | os.PathLike | None = None) -> ModelChoice:

@@ -160,7 +160,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
    * its debouncer delay, that delay is the debounce and ours steps aside: the two never add up.
    */
   configure(settings: { [property: string]: unknown }): void {
-    const delay = Number(settings.debouncerDelay ?? 0);
+    const delay = Number(settings?.debouncerDelay ?? 0);
     this.hostDelayMs = Number.isFinite(delay) && delay > 0 ? delay : 0;
     this.updateDebounce();
   }
