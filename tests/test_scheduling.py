@@ -39,14 +39,21 @@ def test_fim_preempts_a_running_chat_without_changing_it(fresh_engine, sampling)
     stream = iter(chat)
     next(stream)  # the chat is decoding
     fim = fresh_engine.fim("def area(r):\n    return", "\n", max_tokens=3)
+    finished = {}
+
+    def rest_of_chat():  # consumed as it streams, on its own thread
+        finished["chat_events"] = list(stream)
+        finished["chat"] = time.perf_counter()
+
+    consumer = threading.Thread(target=rest_of_chat)
+    consumer.start()
     fim_result = fim.result()
-    fim_done = time.perf_counter()
-    chat_rest = list(stream)
-    chat_done = time.perf_counter()
+    finished["fim"] = time.perf_counter()
+    consumer.join(timeout=300)
 
     assert fim_result.usage.completion_tokens == 3
-    assert fim_done < chat_done
-    final = chat_rest[-1]
+    assert finished["fim"] < finished["chat"]  # without preemption the chat ends first
+    final = finished["chat_events"][-1]
     assert final.finish_reason == "length"
     # The FIM ran between two chat steps: the chat's own tokens and random stream are untouched.
     assert final.completion_token_ids == alone.completion_token_ids
