@@ -176,7 +176,9 @@ class Engine:
 
     def close(self) -> None:
         """Cancel queued and running requests and stop the worker."""
-        for request in [*self._scheduler.close(), *list(self._active)]:
+        with self._lock:  # the worker adds and removes active requests
+            active = list(self._active)
+        for request in [*self._scheduler.close(), *active]:
             request.cancel()
         if threading.current_thread() is not self._worker:
             self._worker.join()
@@ -201,7 +203,8 @@ class Engine:
             self.backend.release_thread()
 
     def _execute(self, request: Request) -> None:
-        self._active.add(request)
+        with self._lock:
+            self._active.add(request)
         try:
             run(request, self._runtime)
         except Exception as exc:  # the worker must survive anything one request does
@@ -212,8 +215,8 @@ class Engine:
                 )
             )
         finally:
-            self._active.discard(request)
             with self._lock:
+                self._active.discard(request)
                 if request.session is not None and self._sessions.get(request.session) is request:
                     del self._sessions[request.session]
 

@@ -57,7 +57,7 @@ def run(request: Request, rt: Runtime) -> None:
     ids = list(request.prompt_token_ids)
     params = request.params
     if request.cancelled:  # cancelled while queued: never touch the model
-        rt.record(request, _finished(request, FINISH_CANCELLED, [], 0, None, None, 0))
+        rt.record(request, _finished(request, FINISH_CANCELLED))
         return
 
     kv, reused = rt.prompt_cache.take(ids)
@@ -128,18 +128,26 @@ def run(request: Request, rt: Runtime) -> None:
         decode_rate = (len(sampled) - 1) / (last_at - first_at)
     ttft = None if first_at is None else first_at - request.submitted_at
     peak = rt.backend.peak_memory()
-    rt.record(request, _finished(request, finish, completion, reused, ttft, decode_rate, peak))
+    rt.record(
+        request,
+        _finished(
+            request, finish, completion=completion, cached=reused, ttft=ttft,
+            decode_rate=decode_rate, peak=peak,
+        ),
+    )  # fmt: skip
 
 
 def _finished(
     request: Request,
     reason: str,
-    completion: list[int],
-    cached: int,
-    ttft: float | None,
-    decode_rate: float | None,
-    peak: int,
+    *,
+    completion: list[int] | None = None,
+    cached: int = 0,
+    ttft: float | None = None,
+    decode_rate: float | None = None,
+    peak: int = 0,
 ) -> Finished:
+    completion = completion or []
     usage = Usage(
         prompt_tokens=len(request.prompt_token_ids),
         cached_prompt_tokens=cached,

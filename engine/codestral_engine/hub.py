@@ -162,13 +162,13 @@ def pull(
             "HF_ENDPOINT if you use a mirror."
         ) from exc
     if verify:
-        bad = corrupted(path, files, say)
+        bad = corrupted(path, files)
         if bad:
             for name in bad:  # fetch each again once, then check again
                 say(f"{name} does not match its published sha256; downloading it again.")
                 _forget(path / name)
             snapshot_download(repo, allow_patterns=bad)
-            still = corrupted(path, [s for s in files if s.rfilename in bad], say)
+            still = corrupted(path, [s for s in files if s.rfilename in bad])
             if still:
                 raise HubError(
                     f"{', '.join(still)} in {path} still does not match its published sha256 "
@@ -179,7 +179,7 @@ def pull(
     return path
 
 
-def corrupted(path: Path, files, say: Callable[[str], None]) -> list[str]:
+def corrupted(path: Path, files) -> list[str]:
     """Names of files whose sha256 differs from the hub's (LFS files; others are small)."""
     from tqdm import tqdm
 

@@ -142,8 +142,10 @@ def check(
     if backend == "torch" and quantize != "int8":
         fixes.append("int8 weights (quantize='int8' / --quantize int8: about half of bf16)")
     if backend == "mlx" and not checkpoint.quantization:
+        four, eight = (mlx_quantized_bytes(checkpoint.config, bits) for bits in (4, 8))
         fixes.append(
-            "an MLX 4-bit or 8-bit conversion of the model (12.4 / 23.4 GB for Codestral-22B)"
+            f"an MLX 4-bit or 8-bit conversion of the model (weights {_gb(four)} / {_gb(eight)}: "
+            "`codestral-engine convert` or `pull --quant`)"
         )
     fixes.append("closing other programs that hold memory")
     raise InsufficientMemoryError(
