@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from playwright.sync_api import sync_playwright
 
 from codestral_engine.tiny import make_tiny
+from tests.helpers import TOKEN, start_server
 from tests.lab_session import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -36,7 +37,6 @@ from tests.lab_session import (
     start_lab,
     write_notebook,
 )
-from tests.test_server import TOKEN, start_server
 
 SETTINGS = {"debounceMs": 0, "maxTokens": 16}
 TYPED = "total_value = compute_metrics(frame, weights) + offset_term * scale_factor - bias"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
 import pytest
@@ -13,7 +12,7 @@ import codestral_engine
 from codestral_engine.server import ServerState, create_app
 from jupyter_codestral.client import CodestralError, EngineClient
 
-from .test_server import TOKEN, start_server
+from .helpers import TOKEN, start_server, wait_until
 
 
 @pytest.fixture
@@ -24,10 +23,11 @@ def runtime(tmp_path, monkeypatch):
 
 def stop(pid: int) -> None:
     psutil.Process(pid).terminate()
-    deadline = time.monotonic() + 30
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the server did not stop on SIGTERM"
-        time.sleep(0.05)
+    wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        timeout=30,
+        what="the server to stop on SIGTERM",
+    )
 
 
 def test_local_starts_a_detached_server_with_progress_then_finds_it(

@@ -15,6 +15,7 @@ from codestral_engine import hub
 from codestral_engine.tiny import make_tiny
 
 from .fake_hub import FakeHub
+from .helpers import run_cli
 
 REPO = "test-org/Codestral-tiny"
 
@@ -46,13 +47,6 @@ def env(tmp_path, fake_hub):
     }
 
 
-def run_cli(env, *args, input_text: str | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "codestral_engine", *args],
-        env=env, capture_output=True, text=True, input=input_text, timeout=300,
-    )  # fmt: skip
-
-
 def snapshot_file(env, name: str):
     root = os.path.join(env["HF_HOME"], "hub", "models--test-org--Codestral-tiny", "snapshots")
     (commit,) = os.listdir(root)
@@ -62,12 +56,12 @@ def snapshot_file(env, name: str):
 def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
     env, fake_hub, tiny_release
 ):
-    refused = run_cli(env, "pull", "--repo", REPO, input_text="n\n")
+    refused = run_cli("pull", "--repo", REPO, input_text="n\n", env=env)
     assert refused.returncode == 1
     assert "Non-Production License" in refused.stdout and "not accepted" in refused.stderr
     assert not any(m == "GET" and "/resolve/" in p for m, p, _ in fake_hub.requests)
 
-    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    done = run_cli("pull", "--repo", REPO, "--accept-license", env=env)
     assert done.returncode == 0, done.stderr
     assert "Non-Production License" in done.stdout
     assert "Verifying" in done.stderr and "B/s" in done.stderr  # progress with size and rate
@@ -78,20 +72,20 @@ def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
                           .read_text())  # fmt: skip
     assert licences["mnpl"]["first_download"] == REPO  # accepted once, for every Codestral
 
-    again = run_cli(env, "pull", "--repo", REPO)  # accepted before: no licence, no question
+    again = run_cli("pull", "--repo", REPO, env=env)  # accepted before: no licence, no question
     assert again.returncode == 0 and "Non-Production License" not in again.stdout
 
     fake_hub.stop()  # offline: the hub id resolves from the cache
     offline = {**env, "HF_HUB_OFFLINE": "1"}
-    out = run_cli(offline, "complete", "--model", REPO, "--prompt", "def f(", "--max-tokens", "3",
-                  "--json")  # fmt: skip
+    out = run_cli("complete", "--model", REPO, "--prompt", "def f(", "--max-tokens", "3",
+                  "--json", env=offline)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["usage"]["completion_tokens"] == 3
 
 
 def test_an_interrupted_download_resumes(env, fake_hub, tiny_release):
     fake_hub.interrupt = True
-    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    done = run_cli("pull", "--repo", REPO, "--accept-license", env=env)
     assert done.returncode == 0, done.stderr
     ranges = [r for m, p, r in fake_hub.requests if m == "GET" and "consolidated" in p and r]
     assert ranges and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
@@ -101,7 +95,7 @@ def test_an_interrupted_download_resumes(env, fake_hub, tiny_release):
 
 def test_a_corrupted_file_is_detected_and_downloaded_again(env, fake_hub, tiny_release):
     fake_hub.corrupt_once = {"consolidated.safetensors"}  # the first transfer is damaged
-    done = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    done = run_cli("pull", "--repo", REPO, "--accept-license", env=env)
     assert done.returncode == 0, done.stderr
     assert "does not match its published sha256" in done.stdout
     with open(snapshot_file(env, "consolidated.safetensors"), "rb") as f:
@@ -112,7 +106,7 @@ def test_a_corrupted_file_is_detected_and_downloaded_again(env, fake_hub, tiny_r
     with open(path, "r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01\x02")
-    again = run_cli(env, "pull", "--repo", REPO)
+    again = run_cli("pull", "--repo", REPO, env=env)
     assert again.returncode == 0 and "does not match" in again.stdout
     with open(snapshot_file(env, "consolidated.safetensors"), "rb") as f:
         assert f.read() == (tiny_release / "consolidated.safetensors").read_bytes()
@@ -120,17 +114,17 @@ def test_a_corrupted_file_is_detected_and_downloaded_again(env, fake_hub, tiny_r
 
 def test_a_gated_repository_says_what_to_do(env, fake_hub):
     fake_hub.gated = True
-    out = run_cli(env, "pull", "--repo", REPO, "--accept-license")
+    out = run_cli("pull", "--repo", REPO, "--accept-license", env=env)
     assert out.returncode == 1
     assert "gated repository" in out.stderr and "hf auth login" in out.stderr
     assert f"{fake_hub.url}/{REPO}" in out.stderr  # the page where the licence is accepted
-    with_token = run_cli({**env, "HF_TOKEN": "hf_test"}, "pull", "--repo", REPO)
+    with_token = run_cli("pull", "--repo", REPO, env={**env, "HF_TOKEN": "hf_test"})
     assert "accept the licence on the model page" in with_token.stderr
 
 
 def test_a_hub_id_not_in_the_cache_says_to_pull(env):
-    out = run_cli({**env, "HF_HUB_OFFLINE": "1"}, "complete", "--model", "someone/Codestral-x",
-                  "--prompt", "x")  # fmt: skip
+    out = run_cli("complete", "--model", "someone/Codestral-x",
+                  "--prompt", "x", env={**env, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert out.returncode == 1
     assert "not downloaded yet" in out.stderr and "codestral-engine pull" in out.stderr
 
@@ -154,13 +148,13 @@ def test_without_a_model_setting_all_four_serve_the_pulled_release(env, tiny_rel
     try:
         env = {**env, "HF_ENDPOINT": url}
         env.pop("CODESTRAL_MODEL", None)
-        done = run_cli(env, "pull", "--backend", "torch", "--quant", "bf16", "--accept-license")
+        done = run_cli("pull", "--backend", "torch", "--quant", "bf16", "--accept-license", env=env)
         assert done.returncode == 0, done.stderr
         assert f"Chose {hub.MISTRAL_RELEASE}" in done.stdout
     finally:
         release.stop()
     env = {**env, "HF_HUB_OFFLINE": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    out = run_cli(env, "complete", "--prompt", "x", "--max-tokens", "2")
+    out = run_cli("complete", "--prompt", "x", "--max-tokens", "2", env=env)
     assert out.returncode == 0, out.stderr
     assert f"Serving {hub.MISTRAL_RELEASE}, downloaded by `codestral-engine pull`" in out.stderr
     # The magic, JupyterLab's link and the demo follow the same rule.

@@ -15,6 +15,7 @@ import pytest
 from codestral_engine.hub import MISTRAL_RELEASE
 
 from .fake_hub import FakeHub
+from .helpers import TOKEN, start_server
 from .lab_session import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -25,7 +26,6 @@ from .lab_session import (
     start_lab,
     write_notebook,
 )
-from .test_server import TOKEN, start_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

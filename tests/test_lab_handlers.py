@@ -15,7 +15,7 @@ from tornado.httpclient import HTTPClientError
 from jupyter_codestral.client import stop_local_server
 from jupyter_codestral.handlers import ROUTES
 
-from .test_server import TOKEN, start_server
+from .helpers import TOKEN, start_server
 
 CELLS = [
     {"cell_type": "markdown", "source": "Load the data"},

@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from jupyter_client.manager import start_new_kernel
 
-from .test_server import TOKEN, start_server
+from .helpers import TOKEN, start_server
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,6 @@ def test_line_magic_help_and_unknown_command(shell, capsys):
 def kernel_server(models, tmp_path_factory):
     runtime = tmp_path_factory.mktemp("kernel-runtime")
     server = start_server(models["mlx"], runtime, "--token", TOKEN)
-    server.runtime = runtime
     yield server
     server.proc.terminate()
     server.proc.wait(timeout=30)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import psutil
@@ -23,30 +19,10 @@ from codestral_engine.backends import resolve_backend
 from codestral_engine.checkpoint import inspect
 from codestral_engine.server import ServerState, create_app
 
-TOKEN = "test-token-123"
+from .helpers import TOKEN, start_server, wait_until
+
 PREFIX, SUFFIX = "def mean(xs):\n    return", "\n\nprint(mean([1, 2, 3]))\n"
 MESSAGES = [{"role": "user", "content": "Write a function that reverses a string."}]
-
-
-def start_server(
-    model: Path, runtime: Path, *extra: str, log: Path | None = None
-) -> SimpleNamespace:
-    """`codestral-engine serve` in a subprocess; its stderr goes to a pipe or to `log`."""
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
-    command = [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model), *extra]
-    stderr = subprocess.PIPE if log is None else log.open("w")
-    proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
-    conn = runtime / "codestral-engine.json"
-    deadline = time.monotonic() + 60
-    while not conn.exists():
-        assert proc.poll() is None, proc.stderr.read() if log is None else log.read_text()
-        assert time.monotonic() < deadline, "server did not write its connection file"
-        time.sleep(0.1)
-    info = json.loads(conn.read_text())
-    while httpx.get(info["url"] + "/health").json()["status"] != "ready":
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.1)
-    return SimpleNamespace(proc=proc, env=env, runtime=runtime, conn=conn, **info)
 
 
 @pytest.fixture(scope="module")
@@ -228,12 +204,11 @@ def test_disconnect_mid_stream_cancels_the_generation(http):
         for _ in range(5):
             next(chunks)
     # Leaving the block closed the connection: the server must stop, not generate 20000 tokens.
-    deadline = time.monotonic() + 60
-    while (last := http.get("/v1/status").json()["last_request"]).get(
-        "finish_reason"
-    ) != "cancelled":
-        assert time.monotonic() < deadline, last
-        time.sleep(0.05)
+    def last_cancelled() -> dict | None:
+        last = http.get("/v1/status").json()["last_request"]
+        return last if last.get("finish_reason") == "cancelled" else None
+
+    last = wait_until(last_cancelled, what="the abandoned request to be cancelled")
     assert last["completion_tokens"] < 20000
     follow = http.post(
         "/v1/fim/completions", json={"model": "codestral-latest", "prompt": "b", "max_tokens": 2}
@@ -249,19 +224,22 @@ def test_session_key_supersedes_the_previous_request(http):
         "session_key": "editor-1",
     }
     results = {}
+    streaming = threading.Event()
 
     def first():
         with http.stream(
             "POST", "/v1/fim/completions", json={**base, "prompt": "x = 1"}
         ) as response:
-            chunks = [
-                json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data: {")
-            ]
+            chunks = []
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    chunks.append(json.loads(line[5:]))
+                    streaming.set()
         results["first"] = chunks[-1]["choices"][0]["finish_reason"]
 
     thread = threading.Thread(target=first)
     thread.start()
-    time.sleep(0.5)
+    assert streaming.wait(timeout=60)  # the first request is generating
     second = http.post(
         "/v1/fim/completions", json={**base, "prompt": "x = 12", "stream": False, "max_tokens": 3}
     )
@@ -347,10 +325,7 @@ def test_a_zombie_server_pid_is_not_trusted(tmp_path, monkeypatch):
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once; not reaped yet
-    deadline = time.monotonic() + 30
-    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, what="a zombie")
     connection.write(connection.ConnectionInfo("http://127.0.0.1:1", "t", child.pid, "m"))
     assert connection.read_live() is None  # dead though its pid still exists
     assert not (tmp_path / "codestral-engine.json").exists()

@@ -1,0 +1,63 @@
+"""What the test modules share: a real engine server, the CLI, and polling for a condition."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TypeVar
+
+import httpx
+
+TOKEN = "test-token-123"
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `condition` until it returns something true (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(interval)
+    return value
+
+
+def start_server(
+    model: Path, runtime: Path, *extra: str, log: Path | None = None
+) -> SimpleNamespace:
+    """`codestral-engine serve` in a subprocess, ready; its stderr goes to a pipe or to `log`."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    command = [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model), *extra]
+    stderr = subprocess.PIPE if log is None else log.open("w")
+    proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
+    conn = runtime / "codestral-engine.json"
+
+    def written() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if log is None else log.read_text()
+        return conn.exists()
+
+    wait_until(written, what="the server's connection file")
+    info = json.loads(conn.read_text())
+    wait_until(
+        lambda: httpx.get(info["url"] + "/health").json()["status"] == "ready",
+        what="the server to load its model",
+    )
+    return SimpleNamespace(proc=proc, env=env, runtime=runtime, conn=conn, **info)
+
+
+def run_cli(
+    *args: str, env: dict | None = None, input_text: str | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`codestral-engine ARGS` in a subprocess; `env` adds to (or replaces) this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "codestral_engine", *args],
+        capture_output=True, text=True, input=input_text, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
