@@ -1,18 +1,14 @@
 """`%%codestral` / `%codestral`: ask Codestral from a notebook cell and watch the answer stream in.
 
-Modes (one per call):
-- default: the cell is an instruction; the answer streams in as Markdown (chat);
-- `--insert` / `--replace`: write code for the instruction (fill-in-the-middle after the
-  notebook's code) and put it in a new cell below / in place of this cell;
-- `--fill`: the cell is code with one `<FILL>` marker; the code before and after it (and the
-  notebook's earlier cells) frame the gap; combine with --insert/--replace to use the result.
-`-o NAME` also stores the text in a variable. `{name}` in an instruction is replaced by the
-value of `name` (or `name.attr`) from the notebook.
+The options choose a mode and a placement from `magic_modes` (the default answers the cell as a
+question; `--insert` / `--replace` write code into a new cell / this one; `--fill` fills the
+<FILL> gap, combinable with both). This module parses options, connects to where the model runs
+(`settings`, `targets`) and streams the reply into the output (`live_output`).
+`-o NAME` also stores the text in a variable.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -23,17 +19,12 @@ from traitlets import Enum, Float, Integer
 from codestral_engine import EngineError, choose_model, connection
 
 from .client import EngineClient, stop_local_server
-from .context import history_code, variables_header
 from .errors import CodestralError
 from .live_output import LiveOutput
+from .magic_modes import FILL_MARKER, Notebook, choose
 from .settings import CodestralSettings
 from .targets import HTTPTarget, InProcessTarget, Target
 
-FILL_MARKER = "<FILL>"
-SYSTEM_PROMPT = (
-    "You help a Python user in a Jupyter notebook. Be concise; put code in ```python blocks."
-)
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
 HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
             [--stop S] [--seed N] [--no-context]
     <instruction, or code with a <FILL> marker for --fill>
@@ -117,8 +108,6 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(
                 "The cell is empty: write an instruction (or code with <FILL>) below %%codestral."
             )
-        if args.insert and args.replace:
-            raise UsageError("Choose one of --insert and --replace.")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
         return self._generate(args, cell)
@@ -138,27 +127,15 @@ class Codestral(Magics, CodestralSettings):
             "stop": args.stop,
             "random_seed": args.seed,
         }
-        before = after = ""
-        if args.fill:
-            if cell.count(FILL_MARKER) != 1:
-                raise UsageError(
-                    f"--fill needs exactly one {FILL_MARKER} marker in the cell's code."
-                )
-            before, after = cell.split(FILL_MARKER)
-            prompt, suffix = self._code_context(cell, args.no_context) + before, after
-        elif args.insert or args.replace:
-            instruction = self._interpolate(cell.strip())
-            comment = "".join(f"# {line}\n" for line in instruction.splitlines())
-            prompt, suffix = self._code_context(instruction, args.no_context) + comment, ""
-        else:
-            messages = self._chat_messages(self._interpolate(cell.strip()), args.no_context)
-        code_mode = args.fill or args.insert or args.replace
-        live = self._live_output(as_code=code_mode, around=(before, after))
+        mode, placement = choose(args)
+        notebook = Notebook(
+            self.shell.user_ns, self.history_chars, self.variables_chars, not args.no_context
+        )
+        ask = mode.build(cell, notebook)
+        live = self._live_output(as_code=mode.as_code, around=ask.around)
         try:
             target = self._connect()
-            stream = (
-                target.fim(prompt, suffix, params) if code_mode else target.chat(messages, params)
-            )
+            stream = target.fim(*ask.fim, params) if ask.fim else target.chat(ask.messages, params)
         except CodestralError as exc:
             live.finish("failed")
             self._forget_broken_target(exc)
@@ -167,11 +144,11 @@ class Codestral(Magics, CodestralSettings):
             live.finish("failed")
             raise
         text, interrupted = self._show(stream, live)
-        result = before + text + after if args.fill else text
+        result = ask.result(text)
         if args.name:
             self.shell.user_ns[args.name] = result
-        if args.insert or args.replace:
-            self.shell.set_next_input(result, replace=args.replace)
+        if placement != "output":
+            self.shell.set_next_input(result, replace=placement == "replace")
         if interrupted:
             raise KeyboardInterrupt
 
@@ -203,39 +180,6 @@ class Codestral(Magics, CodestralSettings):
             note = "stopped at max_tokens; raise --max-tokens for more"
         live.finish(note)
         return live.text, interrupted
-
-    def _code_context(self, text: str, no_context: bool) -> str:
-        if no_context:
-            return ""
-        # Cell magics (this very cell among them) are not Python to continue from.
-        cells = [s for s in self.shell.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
-        header = variables_header(text, self.shell.user_ns, self.variables_chars)
-        return history_code(cells, self.history_chars) + header
-
-    def _chat_messages(self, instruction: str, no_context: bool) -> list[dict[str, str]]:
-        header = (
-            ""
-            if no_context
-            else variables_header(instruction, self.shell.user_ns, self.variables_chars)
-        )
-        system = SYSTEM_PROMPT
-        if header:
-            system += "\n" + header
-        return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
-
-    def _interpolate(self, text: str) -> str:
-        def value(match: re.Match) -> str:
-            head, *attrs = match.group(1).split(".")
-            if head not in self.shell.user_ns:
-                return match.group(0)
-            obj = self.shell.user_ns[head]
-            for attr in attrs:
-                if not hasattr(obj, attr):
-                    return match.group(0)
-                obj = getattr(obj, attr)
-            return str(obj)
-
-        return _PLACEHOLDER.sub(value, text)
 
     # Where the model runs.
 

@@ -1,0 +1,127 @@
+"""What a `%%codestral` cell asks for, as a small registry: each mode says how its prompt is
+built; each placement says where the result goes. The magic picks one of each from the options
+and knows nothing else about them; a new mode is one function and one `MODES` entry.
+
+Modes:     answer (the cell is a question; chat), code (write code for the instruction; FIM
+           after the notebook's code), fill (the cell is code with one <FILL> marker; FIM).
+Placements: output (only the cell's output), below (a new cell), replace (this cell).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from IPython.core.error import UsageError
+
+from .context import history_code, variables_header
+
+FILL_MARKER = "<FILL>"
+SYSTEM_PROMPT = (
+    "You help a Python user in a Jupyter notebook. Be concise; put code in ```python blocks."
+)
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+
+Placement = Literal["output", "below", "replace"]
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """What a mode may read: the kernel's namespace, its history, and the context budgets."""
+
+    user_ns: Mapping[str, Any]
+    history_chars: int
+    variables_chars: int
+    use_context: bool = True  # False: --no-context
+
+    def code_before(self, text: str) -> str:
+        """Earlier cells' code and the live-objects header for the names `text` mentions."""
+        if not self.use_context:
+            return ""
+        # Cell magics (this very cell among them) are not Python to continue from.
+        cells = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
+        header = variables_header(text, self.user_ns, self.variables_chars)
+        return history_code(cells, self.history_chars) + header
+
+    def interpolate(self, text: str) -> str:
+        """`{name}` / `{name.attr}` replaced by its value; unknown names stay as written."""
+
+        def value(match: re.Match) -> str:
+            head, *attrs = match.group(1).split(".")
+            if head not in self.user_ns:
+                return match.group(0)
+            obj = self.user_ns[head]
+            for attr in attrs:
+                if not hasattr(obj, attr):
+                    return match.group(0)
+                obj = getattr(obj, attr)
+            return str(obj)
+
+        return _PLACEHOLDER.sub(value, text)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request: FIM (prefix, suffix) or chat messages, and the code shown around the text."""
+
+    fim: tuple[str, str] | None = None
+    messages: list[dict[str, str]] | None = None
+    around: tuple[str, str] = ("", "")
+
+    def result(self, text: str) -> str:
+        """The generated text in place: with the code around a filled gap."""
+        before, after = self.around
+        return before + text + after
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    as_code: bool  # the output renders as highlighted code
+    build: Callable[[str, Notebook], Ask]
+
+
+def _answer(cell: str, notebook: Notebook) -> Ask:
+    instruction = notebook.interpolate(cell.strip())
+    system = SYSTEM_PROMPT
+    if notebook.use_context:
+        header = variables_header(instruction, notebook.user_ns, notebook.variables_chars)
+        if header:
+            system += "\n" + header
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
+    return Ask(messages=messages)
+
+
+def _code(cell: str, notebook: Notebook) -> Ask:
+    instruction = notebook.interpolate(cell.strip())
+    comment = "".join(f"# {line}\n" for line in instruction.splitlines())
+    return Ask(fim=(notebook.code_before(instruction) + comment, ""))
+
+
+def _fill(cell: str, notebook: Notebook) -> Ask:
+    if cell.count(FILL_MARKER) != 1:
+        raise UsageError(f"--fill needs exactly one {FILL_MARKER} marker in the cell's code.")
+    before, after = cell.split(FILL_MARKER)  # code is sent as written: no {name} interpolation
+    return Ask(fim=(notebook.code_before(cell) + before, after), around=(before, after))
+
+
+MODES: dict[str, Mode] = {
+    mode.name: mode
+    for mode in (
+        Mode("answer", as_code=False, build=_answer),
+        Mode("code", as_code=True, build=_code),
+        Mode("fill", as_code=True, build=_fill),
+    )
+}
+
+
+def choose(args: Any) -> tuple[Mode, Placement]:
+    """The mode and placement the parsed options ask for."""
+    if args.insert and args.replace:
+        raise UsageError("Choose one of --insert and --replace.")
+    placement: Placement = "below" if args.insert else "replace" if args.replace else "output"
+    if args.fill:
+        return MODES["fill"], placement
+    return MODES["answer" if placement == "output" else "code"], placement
