@@ -16,44 +16,23 @@ import shlex
 import sys
 import time
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import protocol
 from .errors import CodestralError
 from .lab_engine import CodestralCompletion, EngineLink
-from .notebook_context import LINE_RESERVE, Cell, ContextBuilder, TokenCounter
+from .lab_wire import CompleteRequest, ContextEvent, DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo
+from .notebook_context import Cell, ContextBuilder, TokenCounter
 
 MAX_BODY_BYTES = 8 << 20
 LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (CodeMirror) show as a new line
 WARM_TOKENS = 1  # a warm-up request prefills the prompt into the cache and stops at once
-
-
-class CellBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cell_type: Literal["code", "markdown", "raw"] = "code"
-    source: StrictStr
-
-
-class CompleteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cells: list[CellBody] = Field(min_length=1, max_length=10_000)
-    cell: StrictInt = Field(ge=0)
-    cursor: StrictInt = Field(ge=0)
-    language: StrictStr = "python"
-    max_tokens: StrictInt = Field(64, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    seed: StrictInt | None = Field(None, ge=0)
-    multiline: StrictBool = True
-    time_budget_ms: StrictInt = Field(0, ge=0)  # 0: no first-line time budget
-    context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
-    session: StrictStr | None = Field(None, max_length=200)
-    warm: StrictBool = False
 
 
 class _Base(APIHandler):
@@ -138,25 +117,26 @@ class CompleteHandler(_Base):
         if self._stream_task is not None:
             self._stream_task.cancel()
 
-    def _body(self) -> CompleteBody:
+    def _body(self) -> CompleteRequest:
         if len(self.request.body) > MAX_BODY_BYTES:
             raise web.HTTPError(413, f"The notebook is over {MAX_BODY_BYTES >> 20} MB.")
         try:
-            return CompleteBody.model_validate_json(self.request.body)
+            return CompleteRequest.model_validate_json(self.request.body)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "body"
             raise web.HTTPError(400, f"Invalid field '{where}': {error['msg']}.") from exc
 
-    async def _stream(self, body: CompleteBody, context) -> None:
-        await self._send({
-            "type": "context",
-            "prompt_tokens": context.prefix_tokens + context.suffix_tokens,
-            "cells_above": context.cells_above,
-            "cells_below": context.cells_below,
-            "elided_above": context.elided_above,
-            "elided_below": context.elided_below,
-        })  # fmt: skip
+    async def _stream(self, body: CompleteRequest, context) -> None:
+        await self._send(
+            ContextEvent(
+                prompt_tokens=context.prefix_tokens + context.suffix_tokens,
+                cells_above=context.cells_above,
+                cells_below=context.cells_below,
+                elided_above=context.elided_above,
+                elided_below=context.elided_below,
+            )
+        )
         params: dict[str, Any] = {
             "max_tokens": WARM_TOKENS if body.warm else body.max_tokens,
             "temperature": body.temperature,
@@ -182,19 +162,20 @@ class CompleteHandler(_Base):
                             delta, finish = delta[:cut], "time_budget"
                     text += delta
                     if delta:
-                        await self._send({"type": "delta", "text": delta})
+                        await self._send(DeltaEvent(text=delta))
                     if finish:
                         await chunks.aclose()
                         break
                 if piece.finish_reason:
                     finish, usage = piece.finish_reason, piece.usage
         except CodestralError as exc:
-            await self._send({"type": "error", **exc.as_json()})
+            info = ErrorInfo(kind=exc.kind, message=exc.message, fix=exc.fix)
+            await self._send(ErrorEvent(error=info))
             return
-        await self._send({"type": "done", "finish_reason": finish, "usage": usage})
+        await self._send(DoneEvent(finish_reason=finish, usage=usage))
 
-    async def _send(self, record: dict[str, Any]) -> None:
-        self.write(json.dumps(record) + "\n")
+    async def _send(self, event: BaseModel) -> None:
+        self.write(event.model_dump_json() + "\n")
         await self.flush()
 
 
@@ -221,7 +202,7 @@ class LabService:
 
         return TokenCounter(CodestralTokenizer(tokenizer_path()).count)
 
-    def context(self, body: CompleteBody):
+    def context(self, body: CompleteRequest):
         budget = body.context_tokens or self.settings.context_tokens
         if budget not in self._builders:
             self._builders[budget] = ContextBuilder(

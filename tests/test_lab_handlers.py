@@ -102,9 +102,9 @@ async def test_completion_streams_the_engines_fim_of_the_notebook_context(
 
 
 def codestral_body(body: dict):
-    from jupyter_codestral.handlers import CompleteBody
+    from jupyter_codestral.lab_wire import CompleteRequest
 
-    return CompleteBody.model_validate(body)
+    return CompleteRequest.model_validate(body)
 
 
 async def test_second_request_reuses_the_prompt_cache(jp_fetch):

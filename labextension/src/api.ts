@@ -3,7 +3,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { CompletionError, readEvents, StreamEvent } from './suggestions';
+import { CompleteRequest, CompletionError, readEvents, StreamEvent } from './wire';
 
 function url(route: string): [string, ServerConnection.ISettings] {
   const settings = ServerConnection.makeSettings();
@@ -24,7 +24,7 @@ async function errorOf(response: Response): Promise<CompletionError> {
 }
 
 export async function* streamCompletion(
-  body: Record<string, unknown>,
+  body: CompleteRequest,
   signal: AbortSignal
 ): AsyncGenerator<StreamEvent> {
   const [target, settings] = url('complete');

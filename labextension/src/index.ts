@@ -19,7 +19,8 @@ import { getStatus, startEngine } from './api';
 import { firstLine, firstWord } from './postprocess';
 import { CodestralProvider, Settings } from './provider';
 import { StatusItem } from './status';
-import { CompletionError, ErrorReporter } from './suggestions';
+import { ErrorReporter } from './errorReporter';
+import { CompletionError } from './wire';
 
 const PLUGIN_ID = 'jupyter-codestral:plugin';
 

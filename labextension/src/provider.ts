@@ -13,7 +13,8 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
-import { CompletionError, CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
+import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
+import { Cell, CompleteRequest, CompletionError } from './wire';
 
 export interface Settings {
   enabled: boolean;
@@ -53,7 +54,7 @@ const HINT_TOKENS = 24;
 const MAX_PENDING_STREAMS = 32;
 
 export interface DocumentContext {
-  cells: { cell_type: string; source: string }[];
+  cells: Cell[];
   cell: number;
   language: string;
   policy: NotebookPolicy;
@@ -81,10 +82,10 @@ export function describe(
     if (!active || active.model.type !== 'code' || !widget.model) {
       return null;
     }
-    const cells = notebook.widgets.map(cell =>
+    const cells = notebook.widgets.map((cell): Cell =>
       cell === active
         ? { cell_type: 'code', source: request.text }
-        : { cell_type: cell.model.type, source: cell.model.sharedModel.getSource() }
+        : { cell_type: cell.model.type as Cell['cell_type'], source: cell.model.sharedModel.getSource() }
     );
     const metadata = widget.model.metadata as Record<string, any>;
     const language =
@@ -249,7 +250,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
   }
 
-  private body(request: CompletionRequest, candidate: number): Record<string, unknown> {
+  private body(request: CompletionRequest, candidate: number): CompleteRequest {
     const { document, offset, hints } = request.payload as {
       document: DocumentContext;
       offset: number;
@@ -280,7 +281,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
     if (!this.settings.enabled || !document || document.policy.enabled === false) {
       return;
     }
-    const body = {
+    const body: CompleteRequest = {
       cells: document.cells,
       cell: document.cell,
       cursor: offset,

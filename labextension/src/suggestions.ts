@@ -4,32 +4,7 @@
  */
 
 import { CursorContext, postprocess } from './postprocess';
-
-/** One line of the server's newline-delimited JSON reply. */
-export type StreamEvent =
-  | { type: 'context'; prompt_tokens: number; [key: string]: unknown }
-  | { type: 'delta'; text: string }
-  | { type: 'done'; finish_reason: string | null; usage: Usage }
-  | { type: 'error'; error: ErrorInfo };
-
-export interface Usage {
-  prompt_tokens?: number;
-  completion_tokens?: number;
-  prompt_tokens_details?: { cached_tokens?: number };
-  timings?: { time_to_first_token_s?: number | null; decode_tokens_per_s?: number | null };
-}
-
-export interface ErrorInfo {
-  kind: string;
-  message: string;
-  fix?: string;
-}
-
-export class CompletionError extends Error {
-  constructor(readonly info: ErrorInfo) {
-    super(info.message);
-  }
-}
+import { CompletionError, StreamEvent, Usage } from './wire';
 
 export interface CompletionRequest {
   /** Text before and after the cursor in the current cell or file. */
@@ -292,58 +267,5 @@ export class SuggestionSource {
       s.controller.abort(); // closes the connection if the stream stopped early
       s.finish();
     }
-  }
-}
-
-/**
- * Shows each kind of error once (not once per keystroke) until a suggestion succeeds again.
- * Quiet kinds (the engine still starting) are never shown: the status bar covers them.
- */
-export class ErrorReporter {
-  private shown = new Set<string>();
-
-  constructor(
-    private readonly show: (error: ErrorInfo) => void,
-    private readonly quiet: Set<string> = new Set(['engine_starting'])
-  ) {}
-
-  /** Returns whether the error was shown. */
-  report(error: ErrorInfo): boolean {
-    if (this.quiet.has(error.kind) || this.shown.has(error.kind)) {
-      return false;
-    }
-    this.shown.add(error.kind);
-    this.show(error);
-    return true;
-  }
-
-  succeeded(): void {
-    this.shown.clear();
-  }
-}
-
-/** Parse a fetch Response body of newline-delimited JSON into events. */
-export async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<StreamEvent> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) {
-        break;
-      }
-      buffer += decoder.decode(value, { stream: true });
-      let newline: number;
-      while ((newline = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, newline).trim();
-        buffer = buffer.slice(newline + 1);
-        if (line) {
-          yield JSON.parse(line) as StreamEvent;
-        }
-      }
-    }
-  } finally {
-    reader.releaseLock();
   }
 }

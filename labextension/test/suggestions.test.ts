@@ -1,13 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
-import {
-  adaptiveDelay,
-  ErrorReporter,
-  CompletionRequest,
-  readEvents,
-  StreamEvent,
-  SuggestionSource
-} from '../src/suggestions';
+import { ErrorReporter } from '../src/errorReporter';
+import { adaptiveDelay, CompletionRequest, SuggestionSource } from '../src/suggestions';
+import { readEvents, StreamEvent } from '../src/wire';
 
 const request = (before: string, after = ''): CompletionRequest => ({
   before,

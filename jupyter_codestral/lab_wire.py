@@ -1,0 +1,76 @@
+"""The ghost-text route's wire protocol: what the browser sends to `POST codestral/complete`
+and each newline-delimited JSON line it gets back. `labextension/src/wire.ts` mirrors these
+models field for field (tests/test_lab_wire.py fails when the two drift apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from .notebook_context import LINE_RESERVE
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cell_type: Literal["code", "markdown", "raw"] = "code"
+    source: StrictStr
+
+
+class CompleteRequest(BaseModel):
+    """The notebook (or file) and where the cursor is, with this suggestion's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    cells: list[Cell] = Field(min_length=1, max_length=10_000)
+    cell: StrictInt = Field(ge=0)
+    cursor: StrictInt = Field(ge=0)  # in code points of the cell's source
+    language: StrictStr = "python"
+    max_tokens: StrictInt = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: StrictInt | None = Field(None, ge=0)
+    multiline: StrictBool = True
+    time_budget_ms: StrictInt = Field(0, ge=0)  # 0: no first-line time budget
+    context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
+    session: StrictStr | None = Field(None, max_length=200)
+    warm: StrictBool = False
+
+
+class ContextEvent(BaseModel):
+    """First line: what the prompt holds."""
+
+    type: Literal["context"] = "context"
+    prompt_tokens: int
+    cells_above: int
+    cells_below: int
+    elided_above: int
+    elided_below: int
+
+
+class DeltaEvent(BaseModel):
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class DoneEvent(BaseModel):
+    """Last line of a suggestion that ended well."""
+
+    type: Literal["done"] = "done"
+    finish_reason: str | None
+    usage: dict[str, Any]
+
+
+class ErrorInfo(BaseModel):
+    kind: str
+    message: str
+    fix: str = ""
+
+
+class ErrorEvent(BaseModel):
+    """Last line of a suggestion that failed; also the body of a 4xx answer (without `type`)."""
+
+    type: Literal["error"] = "error"
+    error: ErrorInfo
+
+
+STREAM_EVENTS = (ContextEvent, DeltaEvent, DoneEvent, ErrorEvent)
