@@ -12,6 +12,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.utils import load_model
 
 import codestral_engine
+from codestral_engine.backends import REGISTRY
 from codestral_engine.tiny import TinyShape, make_tiny
 
 # jp_serverapp / jp_fetch: a real jupyter_server for the extension's route tests.
@@ -30,9 +31,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return dirs
 
 
-@pytest.fixture(scope="session", params=["mlx", "torch"])
+@pytest.fixture(scope="session", params=list(REGISTRY))
 def backend(request: pytest.FixtureRequest) -> str:
-    """Every engine behaviour test runs on both backends."""
+    """Every engine behaviour test runs on every registered backend (the conformance suite)."""
     return request.param
 
 

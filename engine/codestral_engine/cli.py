@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="4bit / 8bit: MLX conversions (8bit on torch: bf16 held as int8 at load); "
         "bf16: Mistral's release. Default: the largest that fits this machine's memory.",
     )
-    pull.add_argument("--backend", default="auto", choices=("auto", "mlx", "torch"))
+    pull.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     pull.add_argument("--device", help="torch: the device whose memory counts (default: cuda)")
     pull.add_argument(
         "--accept-license", action="store_true", help="accept the model licence without asking"
@@ -182,20 +182,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def pull_command(args: argparse.Namespace, ask=None) -> int:
     """`pull`, also run by `%codestral pull` (whose kernel can ask through the notebook)."""
-    from .backends import resolve_backend
+    from .backends import resolve
     from .hub import choose, pull
     from .preflight import available_memory
 
     if args.repo:
         repo = args.repo
     else:
-        backend = resolve_backend(args.backend)
-        device = args.device or "gpu"  # MLX ignores it
-        if backend == "torch" and not args.device:
-            from .backends.torch import default_device
-
-            device = str(default_device())
-        memory, what = available_memory(backend, device)
+        spec = resolve(args.backend)
+        backend = spec.name
+        memory, what = available_memory(backend, args.device or spec.default_device())
         choice = choose(backend, args.quant, memory)
         repo = choice.repo
         held = f"{memory / 1e9:.0f} GB {what}" if memory else "memory unknown"

@@ -21,20 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends.registry import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
+from .backends.registry import REGISTRY
+from .backends.registry import resolve as resolve_backend
 from .errors import ModelLoadError
 from .preflight import codestral_22b_plans
 
-MISTRAL_RELEASE = "mistralai/Codestral-22B-v0.1"
-RELEASES = {  # (backend, quant) -> repository
-    ("mlx", "4bit"): "mlx-community/Codestral-22B-v0.1-4bit",
-    ("mlx", "8bit"): "mlx-community/Codestral-22B-v0.1-8bit",
-    ("mlx", "bf16"): MISTRAL_RELEASE,
-    ("torch", "bf16"): MISTRAL_RELEASE,
-    ("torch", "8bit"): MISTRAL_RELEASE,  # int8 weights at load (--quantize int8)
-}
-# The memory each choice needs (preflight.codestral_22b_plans), judged with an 8K window.
-PLAN_OF = {("mlx", "4bit"): "mlx-4bit", ("mlx", "8bit"): "mlx-8bit", ("mlx", "bf16"): "bf16",
-           ("torch", "bf16"): "bf16", ("torch", "8bit"): "int8"}  # fmt: skip
+# The memory each choice needs (the backends' `release_plans`), judged with an 8K window.
 CHOICE_WINDOW = 8192
 NATIVE_FILES = ("params.json", "consolidated.safetensors", "tokenizer.model.v3", "tekken.json")
 HF_PATTERNS = (
@@ -87,33 +80,29 @@ def record_license(repo: str) -> None:
 
 def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
     """The checkpoint to download: `quant` if given, else the largest that fits an 8K window."""
-    if backend not in ("mlx", "torch"):
-        raise HubError(f"Unknown backend {backend!r}; choose mlx or torch.")
-    options = [q for q in ("bf16", "8bit", "4bit") if (backend, q) in RELEASES]
+    if backend not in REGISTRY:
+        raise HubError(f"Unknown backend {backend!r}; choose {' or '.join(REGISTRY)}.")
+    spec = REGISTRY[backend]
     plans = codestral_22b_plans(CHOICE_WINDOW)
 
     def needs(q: str) -> int:
-        return plans[PLAN_OF[(backend, q)]].total
+        return plans[spec.release_plans[q]].total
 
     if quant is None:
-        # On MLX the quantized conversions: bf16 would read 3.5x the bytes of 4-bit per token.
-        automatic = [q for q in options if backend == "torch" or q != "bf16"]
-        fits = [q for q in automatic if memory_bytes is None or needs(q) <= memory_bytes]
-        options = automatic
-        quant = fits[0] if fits else options[-1]
-    if (backend, quant) not in RELEASES:
+        fits = [q for q in spec.automatic if memory_bytes is None or needs(q) <= memory_bytes]
+        quant = fits[0] if fits else spec.automatic[-1]
+    if quant not in spec.releases:
+        elsewhere = [n for n, other in REGISTRY.items() if quant in other.releases]
         raise HubError(
             f"No {quant} checkpoint for the {backend} backend. Choose --quant "
-            f"{' or '.join(options)}" + (" (or --backend mlx for 4-bit)." if backend == "torch"
-                                         else ".")
-        )  # fmt: skip
-    note = ""
-    if backend == "torch" and quant == "8bit":
-        note = "bf16 weights, held as int8 at load: serve with --quantize int8."
+            f"{' or '.join(spec.releases)}"
+            + (f" (or --backend {elsewhere[0]} for {quant})." if elsewhere else ".")
+        )
+    note = spec.release_note(quant)
     if memory_bytes is not None and needs(quant) > memory_bytes:
         note += (f" Needs about {needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
                  f"can give {memory_bytes / 1e9:.0f} GB.")  # fmt: skip
-    return Choice(RELEASES[(backend, quant)], quant, backend, note.strip())
+    return Choice(spec.releases[quant], quant, backend, note.strip())
 
 
 def pull(
@@ -244,11 +233,10 @@ def is_hub_id(model: str) -> bool:
 
 def cached_release() -> str | None:
     """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
-    from .backends import resolve_backend
-
-    # The MLX conversions where MLX is the automatic backend (Apple Silicon), else torch's.
-    mlx = [RELEASES[("mlx", "8bit")], RELEASES[("mlx", "4bit")]]
-    candidates = [*mlx, MISTRAL_RELEASE] if resolve_backend("auto") == "mlx" else [MISTRAL_RELEASE]
+    # What pull would choose here (largest first), then anything else this backend runs.
+    spec = resolve_backend("auto")
+    candidates = list(dict.fromkeys([*(spec.releases[q] for q in spec.automatic),
+                                     *spec.releases.values()]))  # fmt: skip
     for repo in candidates:
         try:
             path = resolve(repo)

@@ -9,10 +9,7 @@ on Metal), free device memory (CUDA), or available RAM (CPU).
 from __future__ import annotations
 
 import logging
-import platform
-import sys
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,6 @@ from .errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 ACTIVATION_MARGIN = 0.10  # of the weights: activations, allocator slack, runtime buffers
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "F32": 4, "F16": 2, "BF16": 2}
 
 
 class InsufficientMemoryError(ModelLoadError):
@@ -89,19 +85,10 @@ def plan(
     context_length: int,
 ) -> MemoryPlan:
     """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX)."""
+    from .backends.registry import REGISTRY
+
     config = checkpoint.config
-    if backend == "mlx":
-        weights = checkpoint.weight_bytes  # MLX keeps the stored tensors, quantized or not
-        floats = {t.dtype for t in checkpoint.tensors.values() if t.dtype in BYTES}
-        element = min((BYTES[d] for d in floats), default=2)
-    else:
-        linear, other = parameter_counts(config)
-        element = BYTES[dtype]
-        if quantize == "int8":  # int8 weights plus one scale per output row
-            rows = linear // int(config["hidden_size"])
-            weights = linear + rows * element + other * element
-        else:
-            weights = (linear + other) * element
+    weights, element = REGISTRY[backend].weights_in_memory(checkpoint, dtype, quantize)
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)
     head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
@@ -111,7 +98,9 @@ def plan(
 
 def available_memory(backend: str, device: str) -> tuple[int, str]:
     """(bytes this device can give the model, what that number is)."""
-    known = import_module(f"{__package__}.backends.{backend}").device_memory(device)
+    from .backends.registry import REGISTRY
+
+    known = REGISTRY[backend].device_memory(device)
     if known is not None:
         return known
     import psutil
@@ -123,9 +112,12 @@ def check(
     checkpoint: Checkpoint, backend: str, device: str, memory_plan: MemoryPlan, quantize: str | None
 ) -> None:
     """Raise `InsufficientMemoryError`, with the numbers and the fixes, if the plan does not fit."""
+    from .backends.registry import REGISTRY
+
+    spec = REGISTRY[backend]
     have, what = available_memory(backend, device)
     if memory_plan.total <= have:
-        _warn_wired_limit(backend, memory_plan)
+        spec.warn_if_tight(memory_plan.total)
         return
     fixes = []
     shorter = next(
@@ -137,43 +129,18 @@ def check(
         None,
     )
     if shorter:
-        needs = _gb(memory_plan.with_context(shorter).total)
+        needs = gigabytes(memory_plan.with_context(shorter).total)
         fixes.append(f"a shorter context (context_length={shorter}: {needs})")
-    if backend == "torch" and quantize != "int8":
-        fixes.append("int8 weights (quantize='int8' / --quantize int8: about half of bf16)")
-    if backend == "mlx" and not checkpoint.quantization:
-        four, eight = (mlx_quantized_bytes(checkpoint.config, bits) for bits in (4, 8))
-        fixes.append(
-            f"an MLX 4-bit or 8-bit conversion of the model (weights {_gb(four)} / {_gb(eight)}: "
-            "`codestral-engine convert` or `pull --quant`)"
-        )
+    fixes += spec.memory_fixes(checkpoint, quantize)
     fixes.append("closing other programs that hold memory")
     raise InsufficientMemoryError(
-        f"The model in {checkpoint.path} needs about {_gb(memory_plan.total)} (weights "
-        f"{_gb(memory_plan.weight_bytes)} + KV cache for {memory_plan.context_length} tokens "
-        f"{_gb(memory_plan.kv_bytes)} + {ACTIVATION_MARGIN:.0%} margin), but this machine can give "
-        f"{_gb(have)} ({what}). Try {'; or '.join(fixes)}. "
+        f"The model in {checkpoint.path} needs about {gigabytes(memory_plan.total)} (weights "
+        f"{gigabytes(memory_plan.weight_bytes)} + KV cache for {memory_plan.context_length} "
+        f"tokens {gigabytes(memory_plan.kv_bytes)} + {ACTIVATION_MARGIN:.0%} margin), but this "
+        f"machine can give {gigabytes(have)} ({what}). Try {'; or '.join(fixes)}. "
         "(preflight=False skips this check.)"
     )
 
 
-def _warn_wired_limit(backend: str, memory_plan: MemoryPlan) -> None:
-    # macOS wires at most ~75% of RAM for the GPU by default; a model close to that slows down.
-    if backend != "mlx" or sys.platform != "darwin" or platform.machine() != "arm64":
-        return
-    mlx_backend = import_module(f"{__package__}.backends.mlx")
-    recommended, total = mlx_backend.device_memory("gpu"), mlx_backend.physical_memory()
-    if recommended and total and memory_plan.total > 0.9 * recommended[0]:
-        limit_mb = int(min(total * 0.9, memory_plan.total * 1.2) / 2**20)
-        log.warning(
-            "The model needs %s, close to macOS's default GPU memory limit (%s): generation "
-            "may be slow. Raise the limit until the next reboot with: "
-            "sudo sysctl iogpu.wired_limit_mb=%d",
-            _gb(memory_plan.total),
-            _gb(recommended[0]),
-            limit_mb,
-        )
-
-
-def _gb(n: int) -> str:
+def gigabytes(n: int) -> str:
     return f"{n / 1e9:.1f} GB"

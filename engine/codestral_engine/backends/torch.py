@@ -18,6 +18,7 @@ from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope
 from ..errors import ModelLoadError
 from ..params import GenerationParams
 from .base import PrefillProgress
+from .registry import TorchSpec
 from .torch_model import KVCache, ModelArgs, Transformer, quantize_int8, quantize_weight
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -99,8 +100,8 @@ def device_memory(device: str) -> tuple[int, str] | None:
     return int(free), f"free memory on {device}"
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load(
@@ -121,8 +122,9 @@ def load(
             f"{checkpoint.path} is quantized in MLX's format, which only the MLX backend runs. "
             "For the torch backend use the bf16 release (add quantize='int8' to save memory)."
         )
-    target = torch.device(device) if device else default_device()
-    chosen = DTYPES.get(dtype or default_dtype(checkpoint, str(target)))
+    device, dtype = TorchSpec().target(checkpoint, device, dtype)
+    target = torch.device(device)
+    chosen = DTYPES.get(dtype)
     if chosen is None:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     if quantize not in (None, "int8"):
@@ -163,14 +165,6 @@ def load(
     del state
     model.eval()
     return TorchBackend(model, target, chosen)
-
-
-def default_dtype(checkpoint: Checkpoint, device: str) -> str:
-    """bfloat16 on CUDA; on the CPU the checkpoint's own float type (float32 if half)."""
-    if device.startswith("cuda"):
-        return "bfloat16"
-    stored = {t.dtype for t in checkpoint.tensors.values()}
-    return "bfloat16" if stored == {"BF16"} else "float32"
 
 
 def _make_sampler(
