@@ -68,3 +68,17 @@ def test_context_length_caps_the_window(models, backend):
         done = eng.fim(prompt, max_tokens=1000).result()
         assert done.finish_reason == "model_length"
         assert done.usage.prompt_tokens + done.usage.completion_tokens == 48
+
+
+def test_the_model_config_is_parsed_once_typed_with_clear_errors(models):
+    from codestral_engine.errors import ModelLoadError
+    from codestral_engine.model_config import ModelConfig
+
+    typed = inspect(models["mistral"]).model_config  # from params.json, via the HF config
+    assert typed == inspect(models["hf"]).model_config
+    assert typed.head_dim * typed.num_attention_heads == typed.hidden_size
+    full = ModelConfig.from_dict(CODESTRAL_22B_CONFIG)
+    assert full.kv_values_per_token * 2 == 224 * 1024  # DESIGN.md: 224 KiB per token in bf16
+    broken = {k: v for k, v in CODESTRAL_22B_CONFIG.items() if k != "vocab_size"}
+    with pytest.raises(ModelLoadError, match="no 'vocab_size'"):
+        ModelConfig.from_dict(broken)

@@ -18,12 +18,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
 from .errors import ModelLoadError
+from .model_config import ModelConfig
 
 SUPPORTED_MODEL_TYPES = ("mistral", "llama")
 DEFAULT_CONTEXT_LENGTH = 32768  # Codestral-22B-v0.1
@@ -99,6 +101,11 @@ class Checkpoint:
     layout: str
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]  # keyed by the name in the file
+
+    @cached_property
+    def model_config(self) -> ModelConfig:
+        """The architecture, typed (the raw `config` stays for mlx-lm and the converter)."""
+        return ModelConfig.from_dict(self.config)
 
     @property
     def context_length(self) -> int:
@@ -205,12 +212,12 @@ def _rename(name: str, whole: dict, layer: re.Pattern, in_layer: dict, layer_pre
     return name
 
 
-def rope_heads(hf_name: str, config: Mapping[str, Any]) -> int | None:
+def rope_heads(hf_name: str, config: ModelConfig) -> int | None:
     """Head count whose rows a native q/k projection interleaves, or None for other tensors."""
     if hf_name.endswith("self_attn.q_proj.weight"):
-        return int(config["num_attention_heads"])
+        return config.num_attention_heads
     if hf_name.endswith("self_attn.k_proj.weight"):
-        return int(config["num_key_value_heads"])
+        return config.num_key_value_heads
     return None
 
 

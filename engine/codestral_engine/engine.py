@@ -263,10 +263,10 @@ def load(
     report(0.0, "checking the checkpoint")
     checkpoint = inspect(resolve_model(path))  # a hub id loads from the local cache
     tokenizer = CodestralTokenizer(find_tokenizer_file(checkpoint.path))
-    if tokenizer.vocab_size != int(checkpoint.config["vocab_size"]):
+    if tokenizer.vocab_size != checkpoint.model_config.vocab_size:
         raise ModelLoadError(
             f"The tokenizer {tokenizer.path.name} has {tokenizer.vocab_size} tokens but the model "
-            f"in {checkpoint.path} expects {checkpoint.config['vocab_size']}. Use the tokenizer "
+            f"in {checkpoint.path} expects {checkpoint.model_config.vocab_size}. Use the tokenizer "
             "released with these weights."
         )
     if context_length is not None and context_length < 2:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .checkpoint import CODESTRAL_22B_CONFIG, Checkpoint
 from .errors import ModelLoadError
+from .model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +43,23 @@ class MemoryPlan:
         return MemoryPlan(self.weight_bytes, self.kv_bytes_per_token, context_length)
 
 
-def parameter_counts(config: dict[str, Any]) -> tuple[int, int]:
-    """(parameters in Linear layers, all other parameters) of a Mistral-architecture config."""
-    h, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
-    heads = int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or h // heads)
-    ffn, vocab = int(config["intermediate_size"]), int(config["vocab_size"])
+def parameter_counts(config: ModelConfig) -> tuple[int, int]:
+    """(parameters in Linear layers, all other parameters) of a Mistral-architecture model."""
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    heads, kv_heads, head_dim = (
+        config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    )  # fmt: skip
     attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim  # q, o; k, v
-    per_layer = attention + 3 * h * ffn
+    per_layer = attention + 3 * h * config.intermediate_size
     linear = layers * per_layer + h * vocab  # + the output head
     other = h * vocab + layers * 2 * h + h  # embedding, two norms per layer, final norm
     return linear, other
 
 
-def mlx_quantized_bytes(config: dict[str, Any], bits: int, group_size: int = 64) -> int:
+def mlx_quantized_bytes(config: ModelConfig, bits: int, group_size: int = 64) -> int:
     """mlx-lm's affine quantization: packed weights plus a bf16 scale and bias per group."""
     linear, other = parameter_counts(config)
-    embedding = int(config["hidden_size"]) * int(config["vocab_size"])  # quantized too
+    embedding = config.hidden_size * config.vocab_size  # quantized too
     per_param = bits / 8 + 2 * 2 / group_size
     return int((linear + embedding) * per_param + (other - embedding) * 2)
 
@@ -72,7 +71,7 @@ def codestral_22b_plans(context_length: int) -> dict[str, MemoryPlan]:
     bf16 = plan(checkpoint, "torch", "bfloat16", None, context_length)
     plans = {"bf16": bf16, "int8": plan(checkpoint, "torch", "bfloat16", "int8", context_length)}
     for bits in (8, 4):
-        weights = mlx_quantized_bytes(CODESTRAL_22B_CONFIG, bits)
+        weights = mlx_quantized_bytes(checkpoint.model_config, bits)
         plans[f"mlx-{bits}bit"] = MemoryPlan(weights, bf16.kv_bytes_per_token, context_length)
     return plans
 
@@ -87,12 +86,8 @@ def plan(
     """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX)."""
     from .backends.registry import REGISTRY
 
-    config = checkpoint.config
     weights, element = REGISTRY[backend].weights_in_memory(checkpoint, dtype, quantize)
-    heads = int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
-    kv_per_token = 2 * int(config["num_hidden_layers"]) * kv_heads * head_dim * element
+    kv_per_token = checkpoint.model_config.kv_values_per_token * element
     return MemoryPlan(weights, kv_per_token, context_length)
 
 

@@ -22,6 +22,7 @@ from .checkpoint import (
     hf_to_native_name,
     rope_heads,
 )
+from .model_config import ModelConfig
 
 LAYOUTS = ("mlx", "hf", "mistral")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -167,7 +168,7 @@ def make_tiny(
         _write_json(out / "params.json", shape.native_params())
         native = {}
         for name, array in arrays.items():
-            heads = rope_heads(name, config)
+            heads = rope_heads(name, ModelConfig.from_dict(config))
             native[hf_to_native_name(name)] = (
                 hf_rope_rows_to_native(array, heads) if heads else array
             )

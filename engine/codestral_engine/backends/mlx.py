@@ -195,9 +195,8 @@ def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
             if name.endswith(_IGNORED_SUFFIX):
                 continue
             hf_name = checkpoint.hf_name(name)
-            heads = (
-                rope_heads(hf_name, checkpoint.config) if checkpoint.layout == "mistral" else None
-            )
+            native = checkpoint.layout == "mistral"
+            heads = rope_heads(hf_name, checkpoint.model_config) if native else None
             weights[hf_name] = native_rope_rows_to_hf(array, heads) if heads else array
     return weights
 

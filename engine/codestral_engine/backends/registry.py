@@ -144,7 +144,7 @@ class MLXSpec(BackendSpec):
             return []
         from ..preflight import gigabytes, mlx_quantized_bytes
 
-        four, eight = (mlx_quantized_bytes(checkpoint.config, bits) for bits in (4, 8))
+        four, eight = (mlx_quantized_bytes(checkpoint.model_config, bits) for bits in (4, 8))
         return [
             f"an MLX 4-bit or 8-bit conversion of the model (weights {gigabytes(four)} / "
             f"{gigabytes(eight)}: `codestral-engine convert` or `pull --quant`)"
@@ -199,10 +199,10 @@ class TorchSpec(BackendSpec):
     def weights_in_memory(self, checkpoint, dtype, quantize):
         from ..preflight import parameter_counts
 
-        linear, other = parameter_counts(checkpoint.config)
+        linear, other = parameter_counts(checkpoint.model_config)
         element = BYTES[dtype]
         if quantize == "int8":  # int8 weights plus one scale per output row
-            rows = linear // int(checkpoint.config["hidden_size"])
+            rows = linear // checkpoint.model_config.hidden_size
             return linear + rows * element + other * element, element
         return (linear + other) * element, element
 

@@ -19,7 +19,7 @@ from ..errors import ModelLoadError
 from ..params import GenerationParams
 from .base import PrefillProgress
 from .registry import TorchSpec
-from .torch_model import KVCache, ModelArgs, Transformer, quantize_int8, quantize_weight
+from .torch_model import KVCache, Transformer, quantize_int8, quantize_weight
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -129,7 +129,7 @@ def load(
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     if quantize not in (None, "int8"):
         raise ModelLoadError(f"quantize must be None or 'int8', got {quantize!r}.")
-    args = ModelArgs.from_config(checkpoint.config)
+    args = checkpoint.model_config
     with torch.device("meta"):
         model = Transformer(args)
     expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
@@ -145,7 +145,7 @@ def load(
                 hf_name = checkpoint.hf_name(name)
                 tensor = handle.get_tensor(name)
                 heads = (
-                    rope_heads(hf_name, checkpoint.config)
+                    rope_heads(hf_name, checkpoint.model_config)
                     if checkpoint.layout == "mistral"
                     else None
                 )

@@ -8,50 +8,21 @@ one to one. The model knows nothing of quantization: `quantize_int8` swaps its L
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..model_config import ModelConfig
 
 CACHE_STEP = 256  # KV capacity grows in steps of this many tokens
 PACKED_MAX_ROWS = 16  # up to this many tokens, int8 matmuls read the packed weights directly
 QUANTIZE_ROWS = 1024  # rows quantized together at load
 
 
-@dataclass(frozen=True)
-class ModelArgs:
-    hidden_size: int
-    num_hidden_layers: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    rms_norm_eps: float
-    rope_theta: float
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ModelArgs:
-        heads = int(config["num_attention_heads"])
-        return cls(
-            hidden_size=int(config["hidden_size"]),
-            num_hidden_layers=int(config["num_hidden_layers"]),
-            intermediate_size=int(config["intermediate_size"]),
-            num_attention_heads=heads,
-            num_key_value_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
-            vocab_size=int(config["vocab_size"]),
-            rms_norm_eps=float(config["rms_norm_eps"]),
-            rope_theta=float(config.get("rope_theta", 10000.0)),
-        )
-
-
 class KVCache:
     """Keys and values of one token sequence, all layers, written at their positions."""
 
-    def __init__(self, args: ModelArgs, dtype: torch.dtype, device: torch.device):
+    def __init__(self, args: ModelConfig, dtype: torch.dtype, device: torch.device):
         self.shape = (args.num_hidden_layers, args.num_key_value_heads, 0, args.head_dim)
         self.dtype, self.device = dtype, device
         self.keys = torch.empty(self.shape, dtype=dtype, device=device)  # (L, n_kv, capacity, hd)
@@ -101,7 +72,7 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = (
             args.num_attention_heads,
@@ -133,7 +104,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelConfig):
         super().__init__()
         self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
         self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
@@ -144,7 +115,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.self_attn = Attention(args)
@@ -157,7 +128,7 @@ class Block(nn.Module):
 
 
 class Body(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.num_hidden_layers))
@@ -167,7 +138,7 @@ class Body(nn.Module):
 class Transformer(nn.Module):
     """tokens at positions [start, start+T) -> logits, reading and writing `cache`."""
 
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelConfig):
         super().__init__()
         self.args = args
         self.model = Body(args)
@@ -193,7 +164,7 @@ class Transformer(nn.Module):
 
 
 def _rope(
-    positions: torch.Tensor, args: ModelArgs, dtype: torch.dtype
+    positions: torch.Tensor, args: ModelConfig, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     half = torch.arange(0, args.head_dim, 2, dtype=torch.int64, device=positions.device).float()
     inv_freq = 1.0 / (args.rope_theta ** (half / args.head_dim))
