@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -219,6 +219,20 @@ def rope_heads(hf_name: str, config: ModelConfig) -> int | None:
     if hf_name.endswith("self_attn.k_proj.weight"):
         return config.num_key_value_heads
     return None
+
+
+def hf_tensors(
+    checkpoint: Checkpoint, read_file: Callable[[Path], Iterable[tuple[str, Any]]]
+) -> Iterator[tuple[str, Any]]:
+    """Every stored tensor as (Hugging Face name, tensor), file by file: the one weight-reading
+    path both backends share. `read_file` yields a file's (stored name, tensor) pairs in the
+    backend's own array type; q/k rows of a Mistral-native checkpoint come back in HF order."""
+    native = checkpoint.layout == "mistral"
+    for file in sorted({t.file for t in checkpoint.tensors.values()}):
+        for name, tensor in read_file(file):
+            hf_name = checkpoint.hf_name(name)
+            heads = rope_heads(hf_name, checkpoint.model_config) if native else None
+            yield hf_name, native_rope_rows_to_hf(tensor, heads) if heads else tensor
 
 
 def native_rope_rows_to_hf(w: Any, n_heads: int) -> Any:

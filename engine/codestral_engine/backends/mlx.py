@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -22,7 +23,7 @@ from mlx_lm.models import llama
 from mlx_lm.models.cache import KVCache
 from mlx_lm.sample_utils import apply_top_p
 
-from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope_heads
+from ..checkpoint import Checkpoint, check_tensors, hf_tensors
 from ..errors import ModelLoadError
 from ..params import GenerationParams
 from .base import PrefillProgress
@@ -183,22 +184,16 @@ def _quantize(model: nn.Module, quantization: dict, stored: set[str]) -> None:
 
 
 def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
-    weights = {}
-    for file in sorted({t.file for t in checkpoint.tensors.values()}):
+    def read_file(file: Path) -> Iterator[tuple[str, mx.array]]:
         try:
-            arrays = mx.load(str(file))
+            arrays = mx.load(str(file))  # lazy: read when evaluated
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelLoadError(
                 f"Cannot read weight file {file} ({exc}). Delete it and download it again."
             ) from exc
-        for name, array in arrays.items():
-            if name.endswith(_IGNORED_SUFFIX):
-                continue
-            hf_name = checkpoint.hf_name(name)
-            native = checkpoint.layout == "mistral"
-            heads = rope_heads(hf_name, checkpoint.model_config) if native else None
-            weights[hf_name] = native_rope_rows_to_hf(array, heads) if heads else array
-    return weights
+        return ((n, a) for n, a in arrays.items() if not n.endswith(_IGNORED_SUFFIX))
+
+    return dict(hf_tensors(checkpoint, read_file))
 
 
 def _make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, int], mx.array]:

@@ -8,13 +8,14 @@ loop mirrors the MLX one (chunked prefill with cancellation points, then one tok
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import Checkpoint, check_tensors, native_rope_rows_to_hf, rope_heads
+from ..checkpoint import Checkpoint, check_tensors, hf_tensors
 from ..errors import ModelLoadError
 from ..params import GenerationParams
 from .base import PrefillProgress
@@ -137,30 +138,20 @@ def load(
     packed = target.type == "cpu"
     int8_layers = set(quantize_int8(model, chosen, packed)) if quantize == "int8" else set()
 
-    files = sorted({t.file for t in checkpoint.tensors.values()})
-    state, loaded, total = {}, 0, len(checkpoint.tensors)
-    for file in files:
+    def read_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         with safe_open(file, framework="pt", device="cpu") as handle:
             for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                hf_name = checkpoint.hf_name(name)
-                tensor = handle.get_tensor(name)
-                heads = (
-                    rope_heads(hf_name, checkpoint.model_config)
-                    if checkpoint.layout == "mistral"
-                    else None
-                )
-                if heads:
-                    tensor = native_rope_rows_to_hf(tensor, heads).contiguous()
-                tensor = tensor.to(device=target, dtype=chosen)
-                layer = hf_name.removesuffix(".weight")
-                if layer in int8_layers:  # quantized as read: one float tensor at a time
-                    state[hf_name], state[f"{layer}.scales"] = quantize_weight(tensor, packed)
-                else:
-                    state[hf_name] = tensor
-                loaded += 1
-                progress(
-                    loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)"
-                )
+                yield name, handle.get_tensor(name)
+
+    state, total = {}, len(checkpoint.tensors)
+    for loaded, (hf_name, stored) in enumerate(hf_tensors(checkpoint, read_file), start=1):
+        tensor = stored.contiguous().to(device=target, dtype=chosen)
+        layer = hf_name.removesuffix(".weight")
+        if layer in int8_layers:  # quantized as read: one float tensor at a time
+            state[hf_name], state[f"{layer}.scales"] = quantize_weight(tensor, packed)
+        else:
+            state[hf_name] = tensor
+        progress(loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)")
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval()
