@@ -20,8 +20,8 @@ from pathlib import Path
 
 import codestral_engine
 from codestral_engine import connection
-from codestral_engine.events import TextDelta
-from codestral_engine.tiny import make_tiny
+from codestral_engine.core.events import TextDelta
+from codestral_engine.weights.tiny import make_tiny
 from jupyter_codestral.client import EngineClient
 from jupyter_codestral.protocol import piece
 

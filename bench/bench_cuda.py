@@ -28,8 +28,8 @@ WINDOW = 8192
 MEASURE = """
 import json, sys, time, torch
 import codestral_engine
-from codestral_engine.checkpoint import inspect
-from codestral_engine.preflight import plan
+from codestral_engine.weights.checkpoint import inspect
+from codestral_engine.weights.preflight import plan
 model, quantize = sys.argv[1], (sys.argv[2] if sys.argv[2] != "none" else None)
 window = int(sys.argv[3])
 torch.cuda.reset_peak_memory_stats()
@@ -83,7 +83,7 @@ def write_model(out: Path, shard_bytes: int = 5 << 30) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from codestral_engine.checkpoint import CODESTRAL_22B_CONFIG
+    from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG
 
     config = dict(CODESTRAL_22B_CONFIG, architectures=["MistralForCausalLM"],
                   torch_dtype="bfloat16", tie_word_embeddings=False)  # fmt: skip

@@ -22,8 +22,8 @@ from mlx_lm.utils import load_model
 from transformers import LlamaTokenizer
 
 import codestral_engine
-from codestral_engine.events import TextDelta
-from codestral_engine.tiny import TinyShape, make_tiny, tokenizer_path
+from codestral_engine.core.events import TextDelta
+from codestral_engine.weights.tiny import TinyShape, make_tiny, tokenizer_path
 
 # Big enough that a 2K-token prefill dominates, small enough for MLX on a laptop CPU.
 BENCH_SHAPE = TinyShape(

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import sync_playwright
 
-from codestral_engine.tiny import make_tiny
+from codestral_engine.weights.tiny import make_tiny
 from tests.helpers import TOKEN, start_server
 from tests.lab_session import (
     CHROMIUM,

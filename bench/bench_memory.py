@@ -17,9 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from codestral_engine.checkpoint import inspect
-from codestral_engine.preflight import ACTIVATION_MARGIN, codestral_22b_plans, plan
-from codestral_engine.tiny import TinyShape, make_tiny
+from codestral_engine.weights.checkpoint import inspect
+from codestral_engine.weights.preflight import ACTIVATION_MARGIN, codestral_22b_plans, plan
+from codestral_engine.weights.tiny import TinyShape, make_tiny
 
 MID_SHAPE = {
     "hidden_size": 1024,
@@ -35,7 +35,7 @@ import json, sys, threading, time
 import psutil
 import codestral_engine
 import codestral_engine.backends.torch  # libraries are loaded before the baseline
-import codestral_engine.engine
+import codestral_engine.core.engine
 
 process, peak, done = psutil.Process(), [0, 0], threading.Event()
 

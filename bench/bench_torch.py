@@ -62,7 +62,7 @@ def run_ours(model_dir: str, dtype: str) -> dict:
     if dtype == "int8":  # int8 weights, bf16 activations
         dtype, quantize = "bfloat16", "int8"
     import codestral_engine
-    from codestral_engine.events import TextDelta
+    from codestral_engine.core.events import TextDelta
 
     peak = PeakRSS()
     engine = codestral_engine.load(model_dir, "torch", dtype=dtype, quantize=quantize)
@@ -122,7 +122,7 @@ def main() -> None:
         print(json.dumps(run(args.model, args.dtypes[0])))
         return
 
-    from codestral_engine.tiny import TinyShape, make_tiny
+    from codestral_engine.weights.tiny import TinyShape, make_tiny
 
     model_dir = make_tiny(Path(tempfile.mkdtemp()) / "bench", "hf", shape=TinyShape(**BENCH_SHAPE))
     params = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) // 4

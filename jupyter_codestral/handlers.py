@@ -197,10 +197,9 @@ class LabService:
 
     @cached_property
     def counter(self) -> TokenCounter:
-        from codestral_engine.tiny import tokenizer_path  # Codestral's own v3 tokenizer
-        from codestral_engine.tokenizer import CodestralTokenizer
+        from codestral_engine import codestral_tokenizer
 
-        return TokenCounter(CodestralTokenizer(tokenizer_path()).count)
+        return TokenCounter(codestral_tokenizer().count)
 
     def context(self, body: CompleteRequest):
         budget = body.context_tokens or self.settings.context_tokens

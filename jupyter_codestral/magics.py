@@ -238,18 +238,18 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
 
     def _pull(self, words: list[str]) -> None:
-        from codestral_engine import EngineError
-        from codestral_engine.cli import build_parser, pull_command
+        import argparse
 
+        from codestral_engine import EngineError, download
+
+        parser = argparse.ArgumentParser(prog="%codestral pull", exit_on_error=False)
+        download.add_pull_arguments(parser)
         try:
-            args = build_parser().parse_args(["pull", *words])
-        except SystemExit as exc:  # argparse has printed what is wrong
-            raise UsageError(
-                "Usage: %codestral pull [--quant 4bit|8bit|bf16] [--repo ID] "
-                "[--backend auto|mlx|torch] [--accept-license] [--no-verify]"
-            ) from exc
+            args = parser.parse_args(words)
+        except (SystemExit, argparse.ArgumentError) as exc:  # argparse said what is wrong
+            raise UsageError(f"{exc}\n{parser.format_usage()}") from exc
         try:
-            pull_command(args, ask=input)  # a notebook shows the question as an input box
+            download.pull_command(args, ask=input)  # a notebook asks in an input box
         except EngineError as exc:
             raise UsageError(str(exc)) from exc
 

@@ -13,7 +13,7 @@ from mlx_lm.utils import load_model
 
 import codestral_engine
 from codestral_engine.backends import REGISTRY
-from codestral_engine.tiny import TinyShape, make_tiny
+from codestral_engine.weights.tiny import TinyShape, make_tiny
 
 # jp_serverapp / jp_fetch: a real jupyter_server for the extension's route tests.
 pytest_plugins = ["pytest_jupyter.jupyter_server"]

@@ -9,7 +9,7 @@ from codestral_engine import hub
 from codestral_engine.backends import REGISTRY, resolve
 from codestral_engine.cli import build_parser
 from codestral_engine.errors import EngineError
-from codestral_engine.preflight import codestral_22b_plans
+from codestral_engine.weights.preflight import codestral_22b_plans
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import codestral_engine
-from codestral_engine.server import ServerState, create_app
+from codestral_engine.serving.server import ServerState, create_app
 from jupyter_codestral.client import CodestralError, EngineClient
 
 from .helpers import TOKEN, start_server, wait_until

@@ -11,8 +11,8 @@ import pytest
 
 import codestral_engine
 from codestral_engine.backends.mlx_convert import convert
-from codestral_engine.checkpoint import inspect
 from codestral_engine.errors import ModelLoadError
+from codestral_engine.weights.checkpoint import inspect
 
 
 @pytest.fixture(scope="module")

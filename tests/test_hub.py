@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from codestral_engine import hub
-from codestral_engine.tiny import make_tiny
+from codestral_engine.weights.tiny import make_tiny
 
 from .fake_hub import FakeHub
 from .helpers import run_cli

@@ -12,7 +12,7 @@ import pytest
 
 import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
-from codestral_engine.checkpoint import inspect
+from codestral_engine.weights.checkpoint import inspect
 
 PROMPT = "import numpy as np\n\ndef mean(xs):\n    return"
 SUFFIX = "\n\nprint(mean([1, 2, 3]))\n"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import codestral_engine
-import codestral_engine.engine as engine_module
+import codestral_engine.core.engine as engine_module
 from codestral_engine import ContextLengthError, preflight
-from codestral_engine.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
-from codestral_engine.preflight import InsufficientMemoryError, plan
+from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
+from codestral_engine.weights.preflight import InsufficientMemoryError, plan
 
 
 def test_codestral_22b_estimates_match_its_published_sizes():
@@ -72,7 +72,7 @@ def test_context_length_caps_the_window(models, backend):
 
 def test_the_model_config_is_parsed_once_typed_with_clear_errors(models):
     from codestral_engine.errors import ModelLoadError
-    from codestral_engine.model_config import ModelConfig
+    from codestral_engine.weights.model_config import ModelConfig
 
     typed = inspect(models["mistral"]).model_config  # from params.json, via the HF config
     assert typed == inspect(models["hf"]).model_config

@@ -16,8 +16,8 @@ from mistralai.client import Mistral
 from openai import OpenAI
 
 from codestral_engine.backends import resolve_backend
-from codestral_engine.checkpoint import inspect
-from codestral_engine.server import ServerState, create_app
+from codestral_engine.serving.server import ServerState, create_app
+from codestral_engine.weights.checkpoint import inspect
 
 from .helpers import TOKEN, start_server, wait_until
 

@@ -9,7 +9,7 @@ from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
 from codestral_engine import InvalidRequestError
-from codestral_engine.tokenizer import StreamDecoder
+from codestral_engine.core.tokenizer import StreamDecoder
 
 LOOKALIKES = ["[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[INST]", "[/INST]", "</s>", "<s>", "<unk>", "▁"]
 ALPHABET = list("abcXYZ019_(){}[]:;.,'\"#=+-*/ \t\n") + list(

@@ -14,8 +14,8 @@ from transformers import MistralForCausalLM
 import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
 from codestral_engine.backends import resolve_backend
-from codestral_engine.checkpoint import inspect
-from codestral_engine.tiny import TinyShape, make_tiny
+from codestral_engine.weights.checkpoint import inspect
+from codestral_engine.weights.tiny import TinyShape, make_tiny
 
 PROMPT, SUFFIX = "import numpy as np\n\ndef norm(v):\n    return", "\n\nprint(norm([3, 4]))\n"
 
@@ -95,7 +95,7 @@ LOAD_MEMORY = """
 import json, sys, threading, time
 import psutil
 import codestral_engine.backends.torch as tb
-from codestral_engine.checkpoint import inspect
+from codestral_engine.weights.checkpoint import inspect
 
 checkpoint = inspect(sys.argv[1])
 process, samples, done = psutil.Process(), [], threading.Event()

@@ -13,31 +13,36 @@ for which model a process serves when the user names none.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-# Exports load on first use, so `import codestral_engine.connection` (what the Jupyter side
+# Exports load on first use, so `import codestral_engine.serving.connection` (what the Jupyter side
 # needs to find a running server) does not pay for the tokenizer and engine imports.
 _EXPORTS = {
-    "Engine": "engine",
-    "load": "engine",
+    "Engine": "core.engine",
+    "load": "core.engine",
     "ContextLengthError": "errors",
     "EngineClosedError": "errors",
     "EngineError": "errors",
     "InvalidRequestError": "errors",
     "ModelLoadError": "errors",
     "QueueFullError": "errors",
-    "Completion": "events",
-    "Event": "events",
-    "Finished": "events",
-    "TextDelta": "events",
-    "Usage": "events",
-    "GenerationParams": "params",
-    "Request": "request",
-    "make_tiny": "tiny",
-    "ModelChoice": "model_choice",
-    "choose_model": "model_choice",
+    "Completion": "core.events",
+    "Event": "core.events",
+    "Finished": "core.events",
+    "TextDelta": "core.events",
+    "Usage": "core.events",
+    "GenerationParams": "core.params",
+    "codestral_tokenizer": "core.tokenizer",
+    "Request": "core.request",
+    "make_tiny": "weights.tiny",
+    "ModelChoice": "weights.model_choice",
+    "choose_model": "weights.model_choice",
 }
 
 if TYPE_CHECKING:
-    from .engine import Engine, load
+    from .core.engine import Engine, load
+    from .core.events import Completion, Event, Finished, TextDelta, Usage
+    from .core.params import GenerationParams
+    from .core.request import Request
+    from .core.tokenizer import codestral_tokenizer
     from .errors import (
         ContextLengthError,
         EngineClosedError,
@@ -46,17 +51,27 @@ if TYPE_CHECKING:
         ModelLoadError,
         QueueFullError,
     )
-    from .events import Completion, Event, Finished, TextDelta, Usage
-    from .model_choice import ModelChoice, choose_model
-    from .params import GenerationParams
-    from .request import Request
-    from .tiny import make_tiny
+    from .weights.model_choice import ModelChoice, choose_model
+    from .weights.tiny import make_tiny
+
+
+# Modules the Jupyter side and tools use by name (`from codestral_engine import connection`).
+_MODULES = {
+    "connection": "serving.connection",
+    "download": "weights.download",
+    "hub": "weights.hub",
+    "preflight": "weights.preflight",
+    "tokenizer": "core.tokenizer",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
+    if name in _MODULES:
+        value = import_module(f".{_MODULES[name]}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
 
@@ -78,6 +93,7 @@ __all__ = [
     "TextDelta",
     "Usage",
     "choose_model",
+    "codestral_tokenizer",
     "load",
     "make_tiny",
 ]

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from .backends import BACKENDS
+from .core.events import Finished, TextDelta
 from .errors import EngineError
-from .events import Finished, TextDelta
-from .model_choice import MODEL_ENV, choose_model
-from .tiny import DTYPES, LAYOUTS, make_tiny
+from .weights.download import add_pull_arguments, pull_command
+from .weights.model_choice import MODEL_ENV, choose_model
+from .weights.tiny import DTYPES, LAYOUTS, make_tiny
 
 MODEL_HELP = (
     f"model directory or hub id; 'tiny' for the demo model (default: ${MODEL_ENV}, else the "
@@ -86,21 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "into the Hugging Face cache (resumable), then verify every file's sha256. Then serve it "
         "with --model REPO (or CODESTRAL_MODEL=REPO): hub ids load offline from the cache.",
     )
-    pull.add_argument("--repo", help="a hub id to download instead of the automatic choice")
-    pull.add_argument(
-        "--quant",
-        choices=("4bit", "8bit", "bf16"),
-        help="4bit / 8bit: MLX conversions (8bit on torch: bf16 held as int8 at load); "
-        "bf16: Mistral's release. Default: the largest that fits this machine's memory.",
-    )
-    pull.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
-    pull.add_argument("--device", help="torch: the device whose memory counts (default: cuda)")
-    pull.add_argument(
-        "--accept-license", action="store_true", help="accept the model licence without asking"
-    )
-    pull.add_argument(
-        "--no-verify", action="store_true", help="skip the sha256 check after downloading"
-    )
+    add_pull_arguments(pull)
 
     convert = commands.add_parser(
         "convert",
@@ -167,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pull":
             return pull_command(args)
         if args.command == "serve":
-            from .serve import serve
+            from .serving.serve import serve
 
             return serve(
                 chosen_model_path(args.model), args.host, args.port, args.token, args.backend,
@@ -180,39 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def pull_command(args: argparse.Namespace, ask=None) -> int:
-    """`pull`, also run by `%codestral pull` (whose kernel can ask through the notebook)."""
-    from .backends import resolve
-    from .hub import choose, pull
-    from .preflight import available_memory
-
-    if args.repo:
-        repo = args.repo
-    else:
-        spec = resolve(args.backend)
-        backend = spec.name
-        memory, what = available_memory(backend, args.device or spec.default_device())
-        choice = choose(backend, args.quant, memory)
-        repo = choice.repo
-        held = f"{memory / 1e9:.0f} GB {what}" if memory else "memory unknown"
-        print(f"Chose {repo} ({choice.quant}, {backend} backend; {held}).")
-        if choice.note:
-            print(choice.note)
-    ask = ask or (input if sys.stdin.isatty() else None)
-    path = pull(repo, accept_license=args.accept_license, ask=ask, verify=not args.no_verify)
-    print(
-        f"Use it: codestral-engine serve --model {repo}, or CODESTRAL_MODEL={repo}, or in a "
-        f"notebook %config Codestral.model = '{repo}'   (files in {path})"
-    )
-    return 0
-
-
 def _convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .backends.mlx_convert import convert
-    from .checkpoint import inspect
-    from .hub import resolve
+    from .weights.checkpoint import inspect
+    from .weights.hub import resolve
 
     checkpoint = inspect(resolve(args.src))
     bits = int(args.quant[0])
@@ -233,7 +193,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _complete(args: argparse.Namespace) -> int:
-    from .engine import load  # the backend import is the slow part; --help stays instant
+    from .core.engine import load  # the backend import is the slow part; --help stays instant
 
     with load(chosen_model_path(args.model), backend=args.backend, **_load_options(args)) as engine:
         request = engine.fim(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint
 from .base import Backend, KVState
 from .registry import REGISTRY, BackendSpec, resolve
 

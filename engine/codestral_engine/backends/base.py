@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..params import GenerationParams
+from ..core.params import GenerationParams
 
 # Called after each prefill chunk with (tokens processed, tokens to process); it may raise to
 # abandon the request between chunks.

@@ -23,9 +23,9 @@ from mlx_lm.models import llama
 from mlx_lm.models.cache import KVCache
 from mlx_lm.sample_utils import apply_top_p
 
-from ..checkpoint import Checkpoint, check_tensors, hf_tensors
+from ..core.params import GenerationParams
 from ..errors import ModelLoadError
-from ..params import GenerationParams
+from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
 
 # Precomputed RoPE frequencies some Hugging Face exports carry; the model recomputes them.

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from mlx_lm.utils import quantize_model, save_config, save_model
 
-from ..checkpoint import Checkpoint
+from ..core.tokenizer import CodestralTokenizer, find_tokenizer_file
 from ..errors import ModelLoadError
-from ..tokenizer import CodestralTokenizer, find_tokenizer_file
+from ..weights.checkpoint import Checkpoint
 from .mlx import load
 
 PROBE = ("import numpy as np\n\ndef moving_average(values, window):\n"

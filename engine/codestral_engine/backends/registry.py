@@ -22,8 +22,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
 
-from ..checkpoint import Checkpoint
 from ..errors import EngineError, ModelLoadError
+from ..weights.checkpoint import Checkpoint
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "F32": 4, "F16": 2, "BF16": 2}
 IMPORT_SHARE = 0.01  # load progress once the framework import starts
@@ -142,7 +142,7 @@ class MLXSpec(BackendSpec):
     def memory_fixes(self, checkpoint, quantize):
         if checkpoint.quantization:
             return []
-        from ..preflight import gigabytes, mlx_quantized_bytes
+        from ..weights.preflight import gigabytes, mlx_quantized_bytes
 
         four, eight = (mlx_quantized_bytes(checkpoint.model_config, bits) for bits in (4, 8))
         return [
@@ -157,7 +157,7 @@ class MLXSpec(BackendSpec):
         module = self.module()
         recommended, physical = module.device_memory("gpu"), module.physical_memory()
         if recommended and physical and total > 0.9 * recommended[0]:
-            from ..preflight import gigabytes, log
+            from ..weights.preflight import gigabytes, log
 
             limit_mb = int(min(physical * 0.9, total * 1.2) / 2**20)
             log.warning(
@@ -197,7 +197,7 @@ class TorchSpec(BackendSpec):
         return "bfloat16" if stored == {"BF16"} else "float32"
 
     def weights_in_memory(self, checkpoint, dtype, quantize):
-        from ..preflight import parameter_counts
+        from ..weights.preflight import parameter_counts
 
         linear, other = parameter_counts(checkpoint.model_config)
         element = BYTES[dtype]

@@ -15,9 +15,9 @@ import psutil
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import Checkpoint, check_tensors, hf_tensors
+from ..core.params import GenerationParams
 from ..errors import ModelLoadError
-from ..params import GenerationParams
+from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
 from .registry import TorchSpec
 from .torch_model import KVCache, Transformer, quantize_int8, quantize_weight

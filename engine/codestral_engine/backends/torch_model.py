@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model_config import ModelConfig
+from ..weights.model_config import ModelConfig
 
 CACHE_STEP = 256  # KV capacity grows in steps of this many tokens
 PACKED_MAX_ROWS = 16  # up to this many tokens, int8 matmuls read the packed weights directly

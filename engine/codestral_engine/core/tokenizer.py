@@ -27,7 +27,7 @@ from mistral_common.tokens.tokenizers.sentencepiece import SentencePieceTokenize
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 from pydantic import ValidationError
 
-from .errors import InvalidRequestError, ModelLoadError
+from ..errors import InvalidRequestError, ModelLoadError
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 FIM_CONTROL_TOKENS = ("[PREFIX]", "[SUFFIX]")
@@ -152,3 +152,11 @@ def _first_line(exc: Exception) -> str:
         where = ".".join(str(part) for part in error["loc"])
         return f"{where}: {error['msg']}" if where else error["msg"]
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def codestral_tokenizer() -> CodestralTokenizer:
+    """Codestral-22B's own v3 tokenizer (shipped by mistral_common), without a model: for
+    counting tokens where no engine runs."""
+    from ..weights.tiny import tokenizer_path
+
+    return CodestralTokenizer(tokenizer_path())

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import preflight as memory
-from .backends import load_backend, resolve_backend, target_of
-from .backends.base import Backend
-from .checkpoint import Checkpoint, inspect
-from .errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
+from ..backends import load_backend, resolve_backend, target_of
+from ..backends.base import Backend
+from ..errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
+from ..weights import preflight as memory
+from ..weights.checkpoint import Checkpoint, inspect
+from ..weights.hub import resolve as resolve_model
 from .events import Finished
 from .generation import Runtime, run
-from .hub import resolve as resolve_model
 from .params import GenerationParams
 from .prompt_cache import PromptCache
 from .request import Request

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends.registry import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
-from .backends.registry import REGISTRY
-from .backends.registry import resolve as resolve_backend
-from .errors import ModelLoadError
+from ..backends.registry import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
+from ..backends.registry import REGISTRY
+from ..backends.registry import resolve as resolve_backend
+from ..errors import ModelLoadError
 from .preflight import codestral_22b_plans
 
 # The memory each choice needs (the backends' `release_plans`), judged with an 8K window.

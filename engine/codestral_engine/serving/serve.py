@@ -12,11 +12,11 @@ from pathlib import Path
 
 import uvicorn
 
+from ..core.tokenizer import find_tokenizer_file
+from ..errors import EngineError
+from ..weights.checkpoint import inspect
 from . import connection
-from .checkpoint import inspect
-from .errors import EngineError
 from .server import ServerState, create_app
-from .tokenizer import find_tokenizer_file
 
 WAIT_FOR_OTHER_SERVER_S = 30
 

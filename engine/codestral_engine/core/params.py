@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 # Codestral's model card recommends a low temperature for code; greedy decoding also makes
 # ghost text stable from one keystroke to the next.

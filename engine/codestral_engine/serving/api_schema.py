@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from .events import Finished, Usage
+from ..core.events import Finished, Usage
 
 
 class _Body(BaseModel):

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelLoadError
 from .checkpoint import CODESTRAL_22B_CONFIG, Checkpoint
-from .errors import ModelLoadError
 from .model_config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def plan(
     context_length: int,
 ) -> MemoryPlan:
     """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX)."""
-    from .backends.registry import REGISTRY
+    from ..backends.registry import REGISTRY
 
     weights, element = REGISTRY[backend].weights_in_memory(checkpoint, dtype, quantize)
     kv_per_token = checkpoint.model_config.kv_values_per_token * element
@@ -93,7 +93,7 @@ def plan(
 
 def available_memory(backend: str, device: str) -> tuple[int, str]:
     """(bytes this device can give the model, what that number is)."""
-    from .backends.registry import REGISTRY
+    from ..backends.registry import REGISTRY
 
     known = REGISTRY[backend].device_memory(device)
     if known is not None:
@@ -107,7 +107,7 @@ def check(
     checkpoint: Checkpoint, backend: str, device: str, memory_plan: MemoryPlan, quantize: str | None
 ) -> None:
     """Raise `InsufficientMemoryError`, with the numbers and the fixes, if the plan does not fit."""
-    from .backends.registry import REGISTRY
+    from ..backends.registry import REGISTRY
 
     spec = REGISTRY[backend]
     have, what = available_memory(backend, device)

@@ -28,16 +28,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .api_schema import ChatBody, FIMBody, ResponseShape, error_json
-from .engine import Engine, load
-from .errors import (
+from ..core.engine import Engine, load
+from ..core.events import Finished, TextDelta
+from ..errors import (
     ContextLengthError,
     EngineClosedError,
     EngineError,
     InvalidRequestError,
     QueueFullError,
 )
-from .events import Finished, TextDelta
+from .api_schema import ChatBody, FIMBody, ResponseShape, error_json
 
 # Names clients commonly send for Codestral; all mean the one model this server has.
 MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from .errors import EngineError
+from ..errors import EngineError
 from .events import Completion, Event, Finished, TextDelta
 from .params import GenerationParams
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from .errors import EngineClosedError, QueueFullError
+from ..errors import EngineClosedError, QueueFullError
 from .request import Request
 
 INTERACTIVE = 0

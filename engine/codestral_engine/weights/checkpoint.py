@@ -24,7 +24,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .model_config import ModelConfig
 
 SUPPORTED_MODEL_TYPES = ("mistral", "llama")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 
 @dataclass(frozen=True)

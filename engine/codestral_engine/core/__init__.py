@@ -1,0 +1,1 @@
+"""The engine's core: requests, scheduling, generation, prompt cache, tokens and events."""

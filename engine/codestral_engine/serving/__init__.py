@@ -1,0 +1,1 @@
+"""Serving over HTTP: Mistral's API, the `serve` command and the connection file."""
