@@ -85,7 +85,7 @@ class MLXBackend:
         prefill_chunk: int,
         on_prefill: PrefillProgress,
     ) -> Iterator[int]:
-        sample = _make_sampler(params, eos_id)
+        sample = make_sampler(params, eos_id)
         layers = cache.layers
         prompt = mx.array(tokens, dtype=mx.uint32)
         total, done = len(tokens), 0
@@ -196,8 +196,9 @@ def _read_weights(checkpoint: Checkpoint) -> dict[str, mx.array]:
     return dict(hf_tensors(checkpoint, read_file))
 
 
-def _make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, int], mx.array]:
-    """(logits (1, vocab), index of the token being sampled) -> token id array (1,).
+def make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, int], mx.array]:
+    """(logits (1, vocab), index of the token being sampled) -> token id array (1,), by the
+    sampling rules in `core/params.py`.
 
     Each request draws from its own random key, so a request that runs in between (a
     preempting FIM) never shifts a seeded request's samples.
@@ -211,10 +212,11 @@ def _make_sampler(params: GenerationParams, eos_id: int) -> Callable[[mx.array, 
             logits[:, eos_id] = -mx.inf
         if params.temperature == 0:  # argmax needs no normalisation
             return mx.argmax(logits, axis=-1)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        scaled = logits * (1.0 / params.temperature)  # the nucleus is taken after temperature
+        logprobs = scaled - mx.logsumexp(scaled, axis=-1, keepdims=True)
         if params.top_p < 1.0:
             logprobs = apply_top_p(logprobs, params.top_p)
         key, step_key = mx.random.split(key)
-        return mx.random.categorical(logprobs * (1.0 / params.temperature), key=step_key)
+        return mx.random.categorical(logprobs, key=step_key)
 
     return sample

@@ -50,7 +50,7 @@ class TorchBackend:
         prefill_chunk: int,
         on_prefill: PrefillProgress,
     ) -> Iterator[int]:
-        sample = _make_sampler(params, eos_id, self.torch_device)
+        sample = make_sampler(params, eos_id, self.torch_device)
         prompt = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
         total, done = len(tokens), 0
         on_prefill(0, total)
@@ -158,10 +158,11 @@ def load(
     return TorchBackend(model, target, chosen)
 
 
-def _make_sampler(
+def make_sampler(
     params: GenerationParams, eos_id: int, device: torch.device
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """(logits (vocab,), index of the token being sampled) -> token id (0-d tensor).
+    """(logits (vocab,), index of the token being sampled) -> token id (0-d tensor), by the
+    sampling rules in `core/params.py`.
 
     A generator per request keeps seeded sampling reproducible whatever runs in between.
     """
@@ -180,7 +181,7 @@ def _make_sampler(
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)
         if params.top_p < 1.0:
             ordered, order = probs.sort(descending=True)
-            outside = ordered.cumsum(-1) - ordered > params.top_p  # keep the smallest nucleus
+            outside = ordered.cumsum(-1) - ordered >= params.top_p  # keep the smallest nucleus
             probs = probs.scatter(0, order, ordered.masked_fill(outside, 0.0))
         return torch.multinomial(probs, 1, generator=generator)[0]
 

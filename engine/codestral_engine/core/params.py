@@ -2,12 +2,24 @@
 
 `GenerationParams.from_options` is the one place options are checked, so the CLI, the HTTP
 server and the magic all reject the same bad input with the same message.
+
+Sampling rules, which every backend follows (`sampling_distribution` states them in numpy;
+tests/test_sampling.py checks each backend's sampler against it):
+1. Until `min_tokens` tokens exist, end of sequence cannot be drawn.
+2. temperature 0 takes the most likely token (greedy).
+3. Otherwise probabilities are softmax(logits / temperature); with top_p < 1 only the nucleus
+   is kept: a token stays when the tokens more likely than it hold less than top_p of the
+   mass. The kept tokens are renormalised.
+4. Each request draws from its own random stream (seeded by random_seed), so a request that
+   runs in between never shifts a seeded request's samples.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
+
+import numpy as np
 
 from ..errors import InvalidRequestError
 
@@ -93,3 +105,25 @@ def _require_number(name: str, value: Any, low: float, high: float, low_open: bo
         raise InvalidRequestError(
             f"{name} must be a number in {bracket}{low}, {high}], got {value!r}."
         )
+
+
+def sampling_distribution(
+    logits: np.ndarray, params: GenerationParams, index: int, eos_id: int
+) -> np.ndarray:
+    """The probabilities the rules above give each token (vocab,) for the token at `index`."""
+    logits = np.asarray(logits, dtype=np.float64).copy()
+    if index < params.min_tokens:
+        logits[eos_id] = -np.inf
+    if params.temperature == 0:
+        chosen = np.zeros_like(logits)
+        chosen[np.argmax(logits)] = 1.0
+        return chosen
+    scaled = logits / params.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        before = np.cumsum(probs[order]) - probs[order]  # mass of the more likely tokens
+        probs[order[before >= params.top_p]] = 0.0
+        probs /= probs.sum()
+    return probs
