@@ -97,7 +97,7 @@ ROOM_MAP = {
     "serving": {"core", "weights"},  # HTTP knows the engine and the model, never a backend
     "errors": set(),
 }
-ENTRY_POINTS = {"__init__", "__main__", "cli"}  # may import every room
+ENTRY_POINTS = {"__init__", "__main__", "cli", "commands"}  # may import every room
 
 
 def engine_imports(path: Path) -> set[str]:

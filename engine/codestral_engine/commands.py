@@ -1,0 +1,109 @@
+"""What each `codestral-engine` command does, once `cli.py` has parsed its arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .core.events import Finished, TextDelta
+from .weights.model_choice import choose_model
+from .weights.tiny import make_tiny
+
+
+def make_tiny_model(args: argparse.Namespace) -> int:
+    path = make_tiny(args.dir, args.layout, seed=args.seed, dtype=args.dtype, bits=args.bits)
+    print(f"Wrote a tiny {args.layout} model to {path}")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .serving.serve import serve as run_server
+
+    return run_server(
+        chosen_model_path(args.model), args.host, args.port, args.token, args.backend,
+        log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
+        **_load_options(args),
+    )  # fmt: skip
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "quantize": args.quantize,
+        "context_length": args.context_length,
+    }
+
+
+def convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backends.mlx_convert import convert
+    from .weights.checkpoint import inspect
+    from .weights.hub import resolve
+
+    checkpoint = inspect(resolve(args.src))
+    bits = int(args.quant[0])
+    with tqdm(total=100, desc="Converting", unit="%", bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
+
+        def progress(fraction: float, stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(round(fraction * 100) - bar.n)
+
+        report = convert(checkpoint, args.dst, bits, args.group_size, progress)
+    print(
+        f"Wrote {args.dst} ({report.weight_bytes / 1e9:.2f} GB, {bits}-bit, group size "
+        f"{report.group_size}). Logits against the unquantized model on a probe prompt: "
+        f"relative error {report.relative_error:.2%}, max |diff| {report.max_abs_error:.3g}, "
+        f"same top token at {report.top1_agreement:.0%} of positions."
+    )
+    return 0
+
+
+def complete(args: argparse.Namespace) -> int:
+    from .core.engine import load  # the backend import is the slow part; --help stays instant
+
+    with load(chosen_model_path(args.model), backend=args.backend, **_load_options(args)) as engine:
+        request = engine.fim(
+            args.prompt,
+            args.suffix,
+            max_tokens=args.max_tokens,
+            min_tokens=args.min_tokens,
+            stop=args.stop,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            random_seed=args.seed,
+        )
+        try:
+            for event in request:
+                _print_event(event, args.json)
+        except KeyboardInterrupt:
+            request.cancel()
+            return 130
+    return 0
+
+
+def _print_event(event: TextDelta | Finished, as_json: bool) -> None:
+    if as_json:
+        if isinstance(event, TextDelta):
+            line = {"type": "text", "text": event.text, "token_ids": list(event.token_ids)}
+        else:
+            line = {"type": "finish", **asdict(event)}
+            line["prompt_token_ids"] = list(event.prompt_token_ids)
+            line["completion_token_ids"] = list(event.completion_token_ids)
+        print(json.dumps(line), flush=True)
+    elif isinstance(event, TextDelta):
+        print(event.text, end="", flush=True)
+    else:
+        print(flush=True)
+
+
+def chosen_model_path(setting: str | None) -> Path:
+    """The model a command runs: `--model`, else the one rule (`model_choice`), said aloud."""
+    choice = choose_model(setting)
+    if choice.note:
+        print(f"codestral-engine: {choice.note}", file=sys.stderr)
+    return choice.path()
