@@ -67,16 +67,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
     void status.refresh();
 
-    addCommands({
-      app,
-      provider,
-      status,
-      notebooks,
-      editors,
-      settingRegistry,
-      editorExtensions,
-      palette
-    });
+    const services = { notebooks, editors, settingRegistry, editorExtensions, palette };
+    addCommands({ app, provider, status, ...services });
 
     if (notebooks) {
       watchActiveCell(app, notebooks, provider);
