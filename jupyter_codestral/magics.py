@@ -9,7 +9,8 @@ question; `--insert` / `--replace` write code into a new cell / this one; `--fil
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -35,6 +36,13 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
+class _PullParser(argparse.ArgumentParser):
+    """`%codestral pull`'s options: a mistake is a UsageError with the usage, not an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\n{self.format_usage()}")
+
+
 def _valid_options(parser: Any, line: str) -> str:
     """The options %%codestral takes, and the likely one for each unknown option in `line`."""
     import difflib
@@ -238,16 +246,14 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
 
     def _pull(self, words: list[str]) -> None:
-        import argparse
-
         from codestral_engine import EngineError, download
 
-        parser = argparse.ArgumentParser(prog="%codestral pull", exit_on_error=False)
+        parser = _PullParser(prog="%codestral pull")
         download.add_pull_arguments(parser)
         try:
             args = parser.parse_args(words)
-        except (SystemExit, argparse.ArgumentError) as exc:  # argparse said what is wrong
-            raise UsageError(f"{exc}\n{parser.format_usage()}") from exc
+        except SystemExit:  # --help: argparse printed it
+            return
         try:
             download.pull_command(args, ask=input)  # a notebook asks in an input box
         except EngineError as exc:

@@ -121,3 +121,30 @@ def edit_last_cell(page) -> None:
     }"""
     )
     page.wait_for_timeout(200)
+
+
+def wait_for_ghost_to_settle(page, timeout: float = 30_000) -> str:
+    """Wait until the ghost text shows and has stopped changing (the suggestion finished
+    streaming); returns it."""
+    return page.wait_for_function(
+        """(selector) => {
+        const text = Array.from(document.querySelectorAll(selector))
+            .map(e => e.textContent).join('');
+        const seen = window.__settle ?? (window.__settle = {text: null, since: 0});
+        if (text !== seen.text) { seen.text = text; seen.since = Date.now(); return false; }
+        return text && Date.now() - seen.since > 400 ? text : false;
+    }""",
+        arg=GHOST,
+        timeout=timeout,
+        polling=100,
+    ).json_value()
+
+
+def press_and_wait_for_the_source(page, key: str, timeout: float = 10_000) -> str:
+    """Press `key` (an accept) and wait until the active cell's source has changed."""
+    source = "() => window.jupyterapp.shell.currentWidget.content.activeCell.model.sharedModel"
+    before = page.evaluate(f"{source}.getSource()")
+    page.keyboard.press(key)
+    page.wait_for_function(f"(before) => ({source}.getSource()) !== before", arg=before,
+                           timeout=timeout)  # fmt: skip
+    return page.evaluate(f"{source}.getSource()")

@@ -9,6 +9,7 @@ from codestral_engine import hub
 from codestral_engine.backends import REGISTRY, resolve
 from codestral_engine.cli import build_parser
 from codestral_engine.errors import EngineError
+from codestral_engine.weights.checkpoint import inspect
 from codestral_engine.weights.preflight import codestral_22b_plans
 
 
@@ -30,7 +31,12 @@ def test_the_cli_offers_every_registered_backend():
         build_parser().parse_args(["serve", "--backend", "no-such-backend"])
 
 
-def test_unknown_backends_and_options_say_what_exists():
+def test_unknown_backends_and_options_say_what_exists(models):
     with pytest.raises(EngineError, match="Choose one of: auto, " + ", ".join(REGISTRY)):
         resolve("no-such-backend")
     assert resolve("auto").name in REGISTRY
+    checkpoint = inspect(models["hf"])
+    with pytest.raises(EngineError, match=r"PyTorch backend takes no colour option \(it takes"):
+        REGISTRY["torch"].load(checkpoint, lambda f, s: None, colour="blue")
+    with pytest.raises(EngineError, match=r"MLX backend takes no dtype.*backend='torch'"):
+        REGISTRY["mlx"].load(checkpoint, lambda f, s: None, dtype="float16")

@@ -147,7 +147,7 @@ def test_without_a_model_setting_all_four_serve_the_pulled_release(env, tiny_rel
     url = release.start()
     try:
         env = {**env, "HF_ENDPOINT": url}
-        env.pop("CODESTRAL_MODEL", None)
+        env["CODESTRAL_MODEL"] = ""  # run_cli adds env to this process's environment
         done = run_cli("pull", "--backend", "torch", "--quant", "bf16", "--accept-license", env=env)
         assert done.returncode == 0, done.stderr
         assert f"Chose {hub.MISTRAL_RELEASE}" in done.stdout

@@ -23,7 +23,9 @@ from .lab_session import (
     LAB_TOKEN,
     edit_last_cell,
     open_notebook,
+    press_and_wait_for_the_source,
     start_lab,
+    wait_for_ghost_to_settle,
     write_notebook,
 )
 
@@ -150,7 +152,7 @@ def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
     record_ghost_states(page)
     page.keyboard.type("total = ", delay=20)  # its suggestion is one long line
     page.wait_for_function("() => window.__ghostStates.length >= 3", timeout=30_000)
-    page.wait_for_timeout(800)  # let the suggestion finish streaming
+    wait_for_ghost_to_settle(page)
     states = page.evaluate("() => window.__ghostStates")
     growing = [s for a, s in itertools.pairwise(states) if s.startswith(a) and s != a]
     assert len(growing) >= 2, states  # at least three observed states, each extending the last
@@ -158,9 +160,7 @@ def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
     page.screenshot(path=str(ARTIFACTS / "ghost-text.png"))
 
     ghost = page.locator(GHOST).first.text_content()
-    page.keyboard.press("Tab")
-    page.wait_for_timeout(300)
-    source = active_source(page)
+    source = press_and_wait_for_the_source(page, "Tab")
     assert source.startswith("total = ")
     assert len(source) > len("total = ")
     added = source[len("total = ") :]
@@ -219,12 +219,9 @@ def test_accept_word_inserts_only_the_next_word(page, lab):
     open_notebook(page, lab.url, "context.ipynb")
     edit_last_cell(page)
     page.keyboard.type("total = ", delay=20)
-    page.wait_for_selector(GHOST, timeout=30_000)
-    page.wait_for_timeout(800)
+    wait_for_ghost_to_settle(page)
     ghost = page.locator(GHOST).first.text_content().lstrip()
-    page.keyboard.press("Control+ArrowRight")
-    page.wait_for_timeout(300)
-    added = active_source(page)[len("total = ") :]
+    added = press_and_wait_for_the_source(page, "Control+ArrowRight")[len("total = ") :]
     assert added.strip() and ghost.startswith(added.strip()), (added, ghost)
     assert len(squash(added)) < len(squash(ghost))
 
@@ -246,8 +243,7 @@ def test_enter_on_an_indented_line_asks_for_a_suggestion(page, lab):
     page.keyboard.type("def area(r):", delay=20)
     page.keyboard.press("Enter")
     page.keyboard.type("a = 1", delay=20)  # one line: its suggestion cannot contain a newline
-    page.wait_for_selector(GHOST, timeout=30_000)
-    page.wait_for_timeout(500)
+    wait_for_ghost_to_settle(page)
     page.evaluate(
         """(selector) => {
         const seen = window.__afterEnter = {cleared: false, shown: false};
@@ -282,11 +278,8 @@ def test_hints_mode_gives_single_line_suggestions(page, lab):
     open_notebook(page, lab.url, "hints.ipynb")
     edit_last_cell(page)
     page.keyboard.type("for i in range(3):", delay=20)  # a block would be allowed here
-    page.wait_for_selector(GHOST, timeout=30_000)
-    page.wait_for_timeout(800)
-    page.keyboard.press("Tab")
-    page.wait_for_timeout(300)
-    source = active_source(page)
+    wait_for_ghost_to_settle(page)
+    source = press_and_wait_for_the_source(page, "Tab")
     assert len(source) > len("for i in range(3):") and "\n" not in source
 
 
@@ -294,13 +287,10 @@ def test_ghost_text_works_in_notebook_7(page, lab):
     open_notebook(page, lab.url, "context.ipynb", app="notebook")
     edit_last_cell(page)
     page.keyboard.type("for region in range(3):", delay=20)
-    page.wait_for_selector(GHOST, timeout=30_000)
-    page.wait_for_timeout(500)
+    wait_for_ghost_to_settle(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ghost-text-notebook7.png"))
-    page.keyboard.press("Tab")
-    page.wait_for_timeout(300)
-    assert len(active_source(page)) > len("for region in range(3):")
+    assert len(press_and_wait_for_the_source(page, "Tab")) > len("for region in range(3):")
 
 
 def test_download_command_runs_pull_in_a_terminal(page, lab):

@@ -6,11 +6,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from jupyter_codestral import lab_wire
 
 WIRE_TS = Path(__file__).resolve().parent.parent / "labextension" / "src" / "wire.ts"
-MIRRORED = ["Cell", "CompleteRequest", "ContextEvent", "DeltaEvent", "DoneEvent", "ErrorInfo",
-            "ErrorEvent"]  # fmt: skip
+MIRRORED = [  # every model the module defines
+    name for name, value in vars(lab_wire).items()
+    if isinstance(value, type) and issubclass(value, BaseModel)
+    and value.__module__ == lab_wire.__name__
+]  # fmt: skip
 _INTERFACE = re.compile(r"export interface (\w+) \{(.*?)\n\}", re.S)
 _FIELD = re.compile(r"^\s+(\w+)(\??):\s*(.+?);", re.M)
 
@@ -24,6 +29,7 @@ def typescript_interfaces(text: str) -> dict[str, dict[str, tuple[bool, str]]]:
 
 
 def test_every_model_is_mirrored_field_for_field():
+    assert len(MIRRORED) == 7
     interfaces = typescript_interfaces(WIRE_TS.read_text())
     for name in MIRRORED:
         model = getattr(lab_wire, name)

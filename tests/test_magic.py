@@ -135,7 +135,11 @@ def test_bad_options_are_usage_errors(shell, line, cell, fragment):
     assert magics._target is loaded  # a bad request keeps the loaded engine
 
 
-def test_pull_mistakes_are_usage_errors(shell):
+def test_pull_mistakes_are_usage_errors(shell, capsys):
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --bogus\nusage: %codestral"):
+        shell.run_line_magic("codestral", "pull --bogus")
+    shell.run_line_magic("codestral", "pull --help")  # help, not an error
+    assert "--accept-license" in capsys.readouterr().out
     with pytest.raises(UsageError, match=r"invalid choice: .3bit.(.|\n)*usage: %codestral pull"):
         shell.run_line_magic("codestral", "pull --quant 3bit")
     with pytest.raises(UsageError, match="No 4bit checkpoint for the torch backend"):

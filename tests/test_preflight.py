@@ -17,7 +17,7 @@ def test_codestral_22b_estimates_match_its_published_sizes():
     checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
     bf16 = plan(checkpoint, "torch", "bfloat16", None, 32768)
     assert round(bf16.weight_bytes / 1e9, 1) == 44.5  # 22.25B parameters x 2 bytes
-    assert bf16.kv_bytes_per_token == 224 * 1024  # DESIGN.md: 224 KiB per token in bf16
+    assert bf16.kv_bytes_per_token == 224 * 1024  # 224 KiB per token in bf16
     assert round(bf16.kv_bytes / 2**30, 2) == 7.0  # the full 32K window
     int8 = plan(checkpoint, "torch", "bfloat16", "int8", 32768)
     assert 0.5 < int8.weight_bytes / bf16.weight_bytes < 0.53
@@ -78,7 +78,7 @@ def test_the_model_config_is_parsed_once_typed_with_clear_errors(models):
     assert typed == inspect(models["hf"]).model_config
     assert typed.head_dim * typed.num_attention_heads == typed.hidden_size
     full = ModelConfig.from_dict(CODESTRAL_22B_CONFIG)
-    assert full.kv_values_per_token * 2 == 224 * 1024  # DESIGN.md: 224 KiB per token in bf16
+    assert full.kv_values_per_token * 2 == 224 * 1024  # 224 KiB per token in bf16
     broken = {k: v for k, v in CODESTRAL_22B_CONFIG.items() if k != "vocab_size"}
     with pytest.raises(ModelLoadError, match="no 'vocab_size'"):
         ModelConfig.from_dict(broken)

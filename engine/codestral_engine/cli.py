@@ -28,9 +28,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="codestral-engine", description="Codestral on this machine.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subcommands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    complete = commands.add_parser(
+    complete = subcommands.add_parser(
         "complete",
         help="stream a fill-in-the-middle completion to stdout",
         description="Fill in the code between --prompt (before the cursor) and --suffix (after).",
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_options(complete)
     complete.add_argument("--json", action="store_true", help="print one JSON object per event")
 
-    serve = commands.add_parser(
+    serve = subcommands.add_parser(
         "serve",
         help="serve the model over Mistral's HTTP API (one server per user)",
         description="Load the model once and serve it over Mistral's HTTP API. A second serve "
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _backend_options(serve)
 
-    pull = commands.add_parser(
+    pull = subcommands.add_parser(
         "pull",
         help="download Codestral's weights for this machine (licence shown once)",
         description="Download the Codestral-22B checkpoint that suits the backend and memory "
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_pull_arguments(pull)
 
-    convert = commands.add_parser(
+    convert = subcommands.add_parser(
         "convert",
         help="convert a local checkpoint to the MLX layout, quantized (mlx-lm)",
         description="Quantize a local Codestral checkpoint (Mistral-native or Hugging Face "
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quant", choices=("4bit", "8bit"), required=True)
     convert.add_argument("--group-size", type=int, default=64, choices=(32, 64, 128))
 
-    tiny = commands.add_parser(
+    tiny = subcommands.add_parser(
         "make-tiny",
         help="write a tiny random-weight model in Codestral's architecture",
         description="Write a tiny random-weight Codestral-architecture model for tests and demos.",

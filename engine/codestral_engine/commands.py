@@ -41,7 +41,7 @@ def _load_options(args: argparse.Namespace) -> dict:
 def convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .backends.mlx_convert import convert
+    from .backends.mlx_convert import convert as quantize_checkpoint
     from .weights.checkpoint import inspect
     from .weights.hub import resolve
 
@@ -53,7 +53,7 @@ def convert(args: argparse.Namespace) -> int:
             bar.set_postfix_str(stage)
             bar.update(round(fraction * 100) - bar.n)
 
-        report = convert(checkpoint, args.dst, bits, args.group_size, progress)
+        report = quantize_checkpoint(checkpoint, args.dst, bits, args.group_size, progress)
     print(
         f"Wrote {args.dst} ({report.weight_bytes / 1e9:.2f} GB, {bits}-bit, group size "
         f"{report.group_size}). Logits against the unquantized model on a probe prompt: "

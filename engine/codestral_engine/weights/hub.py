@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..backends.registry import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
 from ..backends.registry import REGISTRY
-from ..backends.registry import resolve as resolve_backend
+from ..backends.registry import resolve as resolve_spec
 from ..errors import ModelLoadError
 from .preflight import codestral_22b_plans
 
@@ -234,7 +234,7 @@ def is_hub_id(model: str) -> bool:
 def cached_release() -> str | None:
     """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
     # What pull would choose here (largest first), then anything else this backend runs.
-    spec = resolve_backend("auto")
+    spec = resolve_spec("auto")
     candidates = list(dict.fromkeys([*(spec.releases[q] for q in spec.automatic),
                                      *spec.releases.values()]))  # fmt: skip
     for repo in candidates:

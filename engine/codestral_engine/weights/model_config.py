@@ -36,7 +36,7 @@ class ModelConfig:
                 num_key_value_heads=int(config.get("num_key_value_heads") or heads),
                 head_dim=int(config.get("head_dim") or hidden // heads),
                 vocab_size=int(config["vocab_size"]),
-                rms_norm_eps=float(config.get("rms_norm_eps", 1e-5)),
+                rms_norm_eps=float(config["rms_norm_eps"]),
                 rope_theta=float(config.get("rope_theta", 10000.0)),
             )
         except KeyError as exc:

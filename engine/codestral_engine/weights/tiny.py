@@ -166,9 +166,9 @@ def make_tiny(
         shutil.copyfile(tokenizer_path(), out / "tokenizer.model.v3")
     else:
         _write_json(out / "params.json", shape.native_params())
-        native = {}
+        native, typed = {}, ModelConfig.from_dict(config)
         for name, array in arrays.items():
-            heads = rope_heads(name, ModelConfig.from_dict(config))
+            heads = rope_heads(name, typed)
             native[hf_to_native_name(name)] = (
                 hf_rope_rows_to_native(array, heads) if heads else array
             )
