@@ -98,24 +98,48 @@ def open_notebook(page, url: str, name: str, app: str = "lab") -> None:
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     if app == "lab":
         page.wait_for_selector(".jp-codestral-status", timeout=30_000)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
+    # The notebook in front: on a first load a Launcher can open on top of it and hide it.
+    page.wait_for_function(
+        """(name) => {
+        const app = window.jupyterapp;
+        if (!app || !app.shell.currentWidget) return false;
+        for (const widget of app.shell.widgets('main')) {
+            if (widget.context && widget.context.path.endsWith(name)) {
+                app.shell.activateById(widget.id);
+                return app.shell.currentWidget === widget;
+            }
+        }
+        return false;
+    }""",
+        arg=name,
+        timeout=60_000,
+    )
     # The notebook's loading spinner: the first page after a fresh build can take a while.
     page.wait_for_selector(".jp-Spinner", state="detached", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible", timeout=60_000)
 
 
 def edit_last_cell(page) -> None:
-    """Put the cursor in the notebook's last cell (scrolled into view: long notebooks render
-    only the cells on screen)."""
-    page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
+    """Put the cursor in the notebook's last cell. It is activated and scrolled into view first
+    (long notebooks render only the cells on screen, and a fresh build renders late), then
+    clicked, so the page has the keyboard focus."""
     page.evaluate(
         """async () => {
         const notebook = window.jupyterapp.shell.currentWidget.content;
         const last = notebook.widgets.length - 1;
         notebook.activeCellIndex = last;
         await notebook.scrollToItem(last);
-        for (let i = 0; i < 100 && !notebook.activeCell.editor; i++) {
+        for (let i = 0; i < 200 && !notebook.activeCell.editor; i++) {
             await new Promise(resolve => setTimeout(resolve, 50));
         }
+    }"""
+    )
+    cell = page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content")
+    cell.wait_for(state="visible", timeout=60_000)
+    cell.click()
+    page.evaluate(
+        """() => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
         notebook.mode = 'edit';
         notebook.activeCell.editor.focus();
     }"""
