@@ -59,14 +59,17 @@ def run_headless(notebook: Path) -> int:
 
 
 def run_until_stopped(command: list[str]) -> int:
-    """Run JupyterLab until it exits. Ctrl+C reaches it too: it shuts its kernels down while
-    this process waits for it instead of killing it."""
+    """Run JupyterLab until it exits. Ctrl+C reaches it too, and it shuts its kernels down while
+    this process waits; a second Ctrl+C stops it without waiting."""
     proc = subprocess.Popen(command)
-    while True:
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            continue
+            proc.terminate()
+            return proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

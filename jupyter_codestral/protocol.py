@@ -105,7 +105,8 @@ def http_error(response: httpx.Response) -> CodestralError:
         return CodestralError(message, 413, kind="context", fix="Send less context (lower the "
                               "context budget).")  # fmt: skip
     if 400 <= status < 500:
-        return CodestralError(message, status, kind="bad_request")
+        return CodestralError(f"The server refused the request ({status}): {message}", status,
+                              kind="bad_request")  # fmt: skip
     return CodestralError(f"Codestral answered {status}: {message}", status, kind="engine_error")
 
 

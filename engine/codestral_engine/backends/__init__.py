@@ -14,20 +14,13 @@ BACKENDS = tuple(REGISTRY)
 
 __all__ = [
     "BACKENDS", "REGISTRY", "Backend", "BackendSpec", "KVState", "load_backend", "resolve",
-    "resolve_backend", "target_of",
+    "resolve_backend",
 ]  # fmt: skip
 
 
 def resolve_backend(name: str, checkpoint: Checkpoint | None = None) -> str:
     """The concrete backend's name for `name` ("auto", "mlx", "torch"); see `registry.resolve`."""
     return resolve(name, checkpoint).name
-
-
-def target_of(
-    concrete: str, checkpoint: Checkpoint, device: str | None, dtype: str | None
-) -> tuple[str, str]:
-    """(device, compute dtype) a backend will use, before anything is loaded."""
-    return REGISTRY[concrete].target(checkpoint, device, dtype)
 
 
 def load_backend(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backends import load_backend, resolve_backend, target_of
+from ..backends import load_backend, resolve
 from ..backends.base import Backend
 from ..errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
 from ..weights import preflight as memory
@@ -272,13 +272,13 @@ def load(
     if context_length is not None and context_length < 2:
         raise EngineError(f"context_length must be at least 2, got {context_length}.")
     window = min(context_length or checkpoint.context_length, checkpoint.context_length)
+    spec = resolve(backend, checkpoint)
     if preflight:
-        concrete = resolve_backend(backend, checkpoint)
-        target, compute = target_of(concrete, checkpoint, device, dtype)
-        need = memory.plan(checkpoint, concrete, compute, quantize, window)
-        memory.check(checkpoint, concrete, target, need, quantize)
+        target, compute = spec.target(checkpoint, device, dtype)
+        need = memory.plan(checkpoint, spec.name, compute, quantize, window)
+        memory.check(checkpoint, spec.name, target, need, quantize)
     engine = Engine(
-        load_backend(checkpoint, backend, report, device=device, dtype=dtype, quantize=quantize),
+        load_backend(checkpoint, spec.name, report, device=device, dtype=dtype, quantize=quantize),
         tokenizer,
         checkpoint,
         prefill_chunk=prefill_chunk,
