@@ -1,11 +1,12 @@
-"""Reach Codestral over Mistral's HTTP API, wherever it runs: a sync face for the magic
+"""Reach Codestral over HTTP, wherever it runs: a sync face for the magic
 (`EngineClient`) and an async face for the Jupyter server's routes (`AsyncEngineClient`), both
 speaking through `protocol.py`.
 
 `EngineClient.local()` finds this user's engine server through its connection file, or starts
 one as a detached process and waits for it while showing the model's load progress.
-`EngineClient(url, api_key)` talks to any Mistral-compatible server instead (Mistral's hosted
-API, a team server). Either way the caller sees the same methods and errors.
+`EngineClient(url, api_key, protocol_name=...)` talks to any server instead: Mistral's hosted
+API or a team's `serve` ("mistral"), a team's vLLM ("vllm", see `protocol.py`). Either way the
+caller sees the same methods and errors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,35 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-class EngineClient:
-    """Mistral's FIM and chat endpoints, with streaming, for one server (blocking calls)."""
+class _Speaking:
+    """What both faces share: the protocol, the server's url and what was checked of it."""
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0):
+    def __init__(self, url: str, protocol_name: str):
         self.url = url.rstrip("/")
+        self.wire = protocol.wire(protocol_name)
+        self._checked: set[str] = set()  # models found served (and Codestral-tokenized)
+
+    def _needs_check(self, model: str) -> bool:
+        # Our own protocol's servers answer an unknown model with the list; token-id prompts
+        # are only meaningful for Codestral's tokenizer, so check that server once.
+        return self.wire.name == "vllm" and model not in self._checked
+
+    def _failure(self, response: httpx.Response) -> CodestralError:
+        return protocol.http_error(response, self.wire.name)
+
+
+class EngineClient(_Speaking):
+    """FIM and chat, with streaming, for one server (blocking calls), in its protocol."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        protocol_name: str = "mistral",
+        timeout: float = 600.0,
+    ):
+        super().__init__(url, protocol_name)
         self._http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     @classmethod
@@ -80,7 +105,12 @@ class EngineClient:
         return self._get("/health")["status"]
 
     def status(self) -> dict[str, Any]:
+        """Our engine's own status route (state, progress, model, memory, timings)."""
         return self._get("/v1/status")
+
+    def remote_status(self, model: str) -> dict[str, Any]:
+        """Any server in this client's protocol: reachable, serving `model`, what it serves."""
+        return self._run(protocol.remote_status(self.wire, self.url, model))
 
     def wait_until_ready(self, *, progress: bool = True, timeout: float = START_TIMEOUT_S) -> dict:
         """Poll the status route until the model is loaded, drawing a progress bar meanwhile."""
@@ -119,28 +149,34 @@ class EngineClient:
     def fim(self, prompt: str, suffix: str = "", *, stream: bool = False, **params: Any):
         """A FIM completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
-        body = protocol.fim_body(prompt, suffix, model, params)
-        return self._complete(protocol.FIM_PATH, body, stream)
+        self._check(model)
+        return self._complete(*self.wire.fim(prompt, suffix, model, params), stream, model)
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
         """A chat completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
-        return self._complete(
-            protocol.CHAT_PATH, protocol.chat_body(messages, model, params), stream
-        )
+        return self._complete(*self.wire.chat(messages, model, params), stream, model)
 
-    def _complete(self, path: str, body: dict[str, Any], stream: bool):
-        if not stream:
-            return self._checked(lambda: self._http.post(path, json=body))
-        return self._stream(path, {**body, "stream": True})
+    def _check(self, model: str) -> None:
+        if self._needs_check(model):
+            self._run(protocol.check_served(self.wire, self.url, model))
+            self._checked.add(model)
 
-    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _complete(self, path: str, body: dict[str, Any], stream: bool, model: str):
+        if stream:
+            return self._stream(path, self.wire.streaming(body), model)
+        response = self._send("POST", path, body)
+        if response.status_code != 200:
+            raise self._explained(response, model)
+        return response.json()
+
+    def _stream(self, path: str, body: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
         # Closing this iterator closes the connection, which cancels the generation.
         try:
             with connect_sse(self._http, "POST", path, json=body) as source:
                 if source.response.status_code != 200:
                     source.response.read()
-                    raise protocol.http_error(source.response)
+                    raise self._explained(source.response, model)
                 for event in source.iter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
@@ -148,24 +184,44 @@ class EngineClient:
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
-    def _get(self, path: str) -> dict[str, Any]:
-        return self._checked(lambda: self._http.get(path))
+    def _explained(self, response: httpx.Response, model: str) -> CodestralError:
+        error = self._failure(response)
+        if error.kind != "not_found":
+            return error
+        return self._run(protocol.explain_not_found(self.wire, model, error))
 
-    def _checked(self, send) -> dict[str, Any]:
-        try:
-            response = send()
-        except httpx.TransportError as exc:
-            raise protocol.unreachable(self.url, exc) from exc
+    def _get(self, path: str) -> dict[str, Any]:
+        response = self._send("GET", path, None)
         if response.status_code != 200:
-            raise protocol.http_error(response)
+            raise self._failure(response)
         return response.json()
 
+    def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise protocol.unreachable(self.url, exc) from exc
 
-class AsyncEngineClient:
+    def _run(self, steps: Generator) -> Any:
+        """Run one of `protocol`'s request steps over this client's connection."""
+        try:
+            request = next(steps)
+            while True:
+                try:
+                    response = self._send(*request)
+                except CodestralError as exc:
+                    request = steps.throw(exc)
+                else:
+                    request = steps.send(response)
+        except StopIteration as done:
+            return done.value
+
+
+class AsyncEngineClient(_Speaking):
     """The same server from an event loop (the Jupyter server's routes): never blocks it."""
 
-    def __init__(self, url: str, api_key: str | None = None):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, api_key: str | None = None, *, protocol_name: str = "mistral"):
+        super().__init__(url, protocol_name)
         timeout = httpx.Timeout(10.0, read=None)  # a stream may wait out a long prefill
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_headers(api_key), timeout=timeout
@@ -175,29 +231,60 @@ class AsyncEngineClient:
         await self._http.aclose()
 
     async def get(self, path: str) -> dict[str, Any]:
-        try:
-            response = await self._http.get(path)
-        except httpx.TransportError as exc:
-            raise protocol.unreachable(self.url, exc) from exc
+        response = await self._send("GET", path, None)
         if response.status_code != 200:
-            raise protocol.http_error(response)
+            raise self._failure(response)
         return response.json()
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed completion; leaving the iteration cancels the generation."""
+    async def remote_status(self, model: str) -> dict[str, Any]:
+        return await self._run(protocol.remote_status(self.wire, self.url, model))
+
+    def fim(
+        self, prompt: str, suffix: str, model: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of a streamed FIM completion; leaving the iteration cancels the generation."""
+        path, body = self.wire.fim(prompt, suffix, model, params)
+        return self._stream(path, self.wire.streaming(body), model)
+
+    async def _stream(
+        self, path: str, body: dict[str, Any], model: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        if self._needs_check(model):
+            await self._run(protocol.check_served(self.wire, self.url, model))
+            self._checked.add(model)
         try:
-            async with aconnect_sse(
-                self._http, "POST", path, json={**body, "stream": True}
-            ) as source:
+            async with aconnect_sse(self._http, "POST", path, json=body) as source:
                 if source.response.status_code != 200:
                     await source.response.aread()
-                    raise protocol.http_error(source.response)
+                    error = self._failure(source.response)
+                    if error.kind == "not_found":
+                        error = await self._run(protocol.explain_not_found(self.wire, model, error))
+                    raise error
                 async for event in source.aiter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
                     yield chunk
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
+
+    async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise protocol.unreachable(self.url, exc) from exc
+
+    async def _run(self, steps: Generator) -> Any:
+        try:
+            request = next(steps)
+            while True:
+                try:
+                    response = await self._send(*request)
+                except CodestralError as exc:
+                    request = steps.throw(exc)
+                else:
+                    request = steps.send(response)
+        except StopIteration as done:
+            return done.value
 
 
 def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None:

@@ -167,7 +167,9 @@ class CompleteHandler(_Base):
                         await chunks.aclose()
                         break
                 if piece.finish_reason:
-                    finish, usage = piece.finish_reason, piece.usage
+                    finish = piece.finish_reason
+                if piece.usage:  # with the finish reason, or in a last chunk (vLLM)
+                    usage = piece.usage
         except CodestralError as exc:
             info = ErrorInfo(kind=exc.kind, message=exc.message, fix=exc.fix)
             await self._send(ErrorEvent(error=info))

@@ -56,7 +56,7 @@ class EngineLink:
     def __init__(self, settings: CodestralCompletion):
         self.settings = settings
         self._client: AsyncEngineClient | None = None
-        self._where: tuple[str, str] | None = None
+        self._where: tuple[str, str, str] | None = None
         self._starting: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
         self._start_error: str | None = None
@@ -64,19 +64,21 @@ class EngineLink:
     def client(self) -> AsyncEngineClient:
         """The client for where requests go now (settings are read on every request)."""
         if self.settings.engine == "remote":
-            where = self.settings.remote_endpoint()
+            where = (*self.settings.remote_endpoint(), self.settings.protocol)
         else:
             info = connection.read_live()
             if info is None:
                 self.start()
                 raise engine_starting()
-            where = (info.url, info.token)
+            where = (info.url, info.token, "mistral")
         if self._client is None or self._where != where:
             if self._client is not None:  # moved (engine restarted, setting changed): drop it
                 task = asyncio.ensure_future(self._client.aclose())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            self._client, self._where = AsyncEngineClient(*where), where
+            url, key, protocol_name = where
+            self._client = AsyncEngineClient(url, key, protocol_name=protocol_name)
+            self._where = where
         return self._client
 
     def start(self) -> None:
@@ -102,10 +104,10 @@ class EngineLink:
         base = {"engine": self.settings.engine, "enabled": self.settings.enabled}
         if self.settings.engine == "remote":
             try:
-                url, _ = self.settings.remote_endpoint()
+                client = self.client()
             except CodestralError as exc:
                 return base | {"state": "error", "error": str(exc)}
-            return base | {"state": "ready", "model": self.settings.remote_model, "url": url}
+            return base | await client.remote_status(self.settings.remote_model)
         if connection.read_live() is None:
             if self._start_error:
                 return base | {"state": "error", "error": self._start_error}
@@ -121,14 +123,15 @@ class EngineLink:
     ) -> AsyncIterator[dict[str, Any]]:
         """Chunks of a streamed FIM completion; leaving the iteration cancels the generation."""
         if self.settings.engine == "remote":
-            body = protocol.fim_body(prompt, suffix, self.settings.remote_model, params)
+            model = self.settings.remote_model
         else:  # our own engine: supersede this browser's previous request, go first
-            extra = {"priority": "interactive", "session_key": session}
-            body = protocol.fim_body(prompt, suffix, protocol.DEFAULT_MODEL, params | extra)
+            model = protocol.DEFAULT_MODEL
+            params = params | {"priority": "interactive", "session_key": session}
         try:
             # Closing this generator (a time budget, a newer keystroke) closes the stream now,
             # which cancels the engine's request, instead of when it is garbage-collected.
-            async with contextlib.aclosing(self.client().stream(protocol.FIM_PATH, body)) as chunks:
+            stream = self.client().fim(prompt, suffix, model, params)
+            async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except CodestralError as exc:
@@ -154,4 +157,7 @@ _LAB_FIXES: dict[Any, str] = {
     "context": "Lower 'Context budget' in Settings > Codestral.",
     "unreachable": "Check that the engine runs (`%codestral status` in a notebook) or the "
     "CodestralCompletion.url setting.",
+    ("unreachable", "remote"): "Check CodestralCompletion.url (the team server's address) and "
+    "that the server runs.",
+    ("unknown_model", "remote"): "Set CodestralCompletion.remote_model to one of those names.",
 }

@@ -36,6 +36,8 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
+
+
 class _PullParser(argparse.ArgumentParser):
     """`%codestral pull`'s options: a mistake is a UsageError with the usage, not an exit."""
 
@@ -194,7 +196,7 @@ class Codestral(Magics, CodestralSettings):
     def _wanted(self) -> tuple:
         """The settings a target is made for: a change to any of them makes a new one."""
         if self.engine == "remote":
-            return ("remote", *self.remote_endpoint(), self.remote_model)
+            return ("remote", *self.remote_endpoint(), self.remote_model, self.protocol)
         return (self.engine, self.model)
 
     def _connect(self) -> Target:
@@ -206,8 +208,11 @@ class Codestral(Magics, CodestralSettings):
             self._drop_target()
             if self.engine == "remote":
                 url, key = self.remote_endpoint()
-                client = EngineClient(url, key)
-                target = HTTPTarget(client, f"remote API at {url}", self.remote_model)
+                client = EngineClient(url, key, protocol_name=self.protocol)
+                target = HTTPTarget(
+                    client, f"remote server at {url} ({self.protocol} protocol)",
+                    self.remote_model, remote=True,
+                )  # fmt: skip
             else:
                 choice = choose_model(self.model or None)
                 if choice.note and not (self.engine == "shared" and connection.read_live()):
@@ -267,16 +272,22 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(str(exc)) from exc
         if self._target is None:
             running = connection.read_live() if self.engine == "shared" else None
-            if running is None:
+            if running is None and self.engine != "remote":
                 return "Codestral: no engine connected. `%codestral start` starts one."
-            self._connect()
+            self._connect()  # remote: only a client, nothing starts
         try:
             status = self._target.status()
         except CodestralError as exc:
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
         lines = [f"Codestral: {self._target.description}"]
-        if "model" in status:
+        if status.get("url"):  # a remote server: what it said, or why it could not
+            lines.append(f"  model {status['model']}, state {status['state']}")
+            if status.get("error"):
+                lines.append(f"  {status['error']}")
+            if status.get("served_models"):
+                lines.append(f"  the server serves: {', '.join(status['served_models'])}")
+        elif "model" in status:
             lines.append(
                 f"  model {status['model']} ({status.get('layout', '?')} layout, "
                 f"{status.get('backend', '?')} backend), state {status['state']}"
@@ -289,10 +300,12 @@ class Codestral(Magics, CodestralSettings):
         last = status.get("last_request") or {}
         if last.get("time_to_first_token_s") is not None:
             rate = last.get("decode_tokens_per_s") or 0
+            prompt = f"{last.get('prompt_tokens', 0)} prompt tokens"
+            if "cached_prompt_tokens" in last:  # only our engine reports its cache
+                prompt = f"{last['cached_prompt_tokens']} of {prompt} cached"
             lines.append(
                 f"  last request: first token after {last['time_to_first_token_s'] * 1000:.0f} ms, "
-                f"{rate:.1f} tokens/s, {last.get('cached_prompt_tokens', 0)} of "
-                f"{last.get('prompt_tokens', 0)} prompt tokens cached"
+                f"{rate:.1f} tokens/s, {prompt}"
             )
         return "\n".join(lines)
 

@@ -5,7 +5,8 @@ request, so a change takes effect on the next one.
 Remote endpoint rule (Mistral serves Codestral at two addresses, each with its own kind of key):
 the `api_key` setting, else `$CODESTRAL_API_KEY`, else `$MISTRAL_API_KEY`; with no `url` set,
 a key from `$MISTRAL_API_KEY` goes to https://api.mistral.ai (La Plateforme keys) and any other
-to https://codestral.mistral.ai (Codestral keys). A `url` setting always wins: a team server.
+to https://codestral.mistral.ai (Codestral keys). A `url` setting always wins: a team server,
+whose key is optional (a server without auth needs none). `protocol` says how to speak to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
 from .errors import CodestralError
+from .protocol import PROTOCOLS
 
 CODESTRAL_URL = "https://codestral.mistral.ai"
 PLATFORM_URL = "https://api.mistral.ai"
@@ -49,6 +51,14 @@ class CodestralSettings(Configurable):
     remote_model = Unicode("codestral-latest", help="Model name on the remote API.").tag(
         config=True
     )
+    protocol = Enum(
+        list(PROTOCOLS),
+        default_value="mistral",
+        help="How to speak to the remote server (engine = 'remote'). 'mistral': Mistral's API "
+        "(Mistral's hosted API, a team's `codestral-engine serve`). 'vllm': an "
+        "OpenAI-compatible server that takes token-id prompts (vLLM, SGLang): FIM prompts go "
+        "to /v1/completions as Codestral token ids. Needs url.",
+    ).tag(config=True)
 
     def remote_endpoint(self) -> tuple[str, str]:
         """(url, api key) for engine = 'remote', by the rule in this module's docstring; with
@@ -59,6 +69,13 @@ class CodestralSettings(Configurable):
         if not key:
             key = os.environ.get(PLATFORM_KEY_ENV, "")
             platform = bool(key)
+        if self.protocol == "vllm" and not self.url:
+            raise CodestralError(
+                "protocol = 'vllm' needs the url of the team's server.",
+                kind="bad_request",
+                fix="Set url to the vLLM server's address (e.g. http://gpu-box:8000), as its "
+                "administrator gave it.",
+            )
         if not key and not self.url:
             raise CodestralError(
                 "engine = 'remote' with Mistral's API needs an API key.",

@@ -5,6 +5,7 @@ that records the finish reason and usage, and that cancels its request when clos
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -49,14 +50,22 @@ class Target(Protocol):
 
 
 class HTTPTarget:
-    """A server speaking Mistral's API: this user's shared engine, or a remote one."""
+    """A server over HTTP: this user's shared engine (remote=False, our status route), or a
+    remote one in the client's protocol (its timings measured here)."""
 
     def __init__(
-        self, client: EngineClient, description: str, model: str = protocol.DEFAULT_MODEL
+        self,
+        client: EngineClient,
+        description: str,
+        model: str = protocol.DEFAULT_MODEL,
+        *,
+        remote: bool = False,
     ):
         self.client = client
         self.description = description
         self.model = model
+        self.remote = remote
+        self.last_request: dict[str, Any] = {}
 
     def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
         chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params)
@@ -66,26 +75,55 @@ class HTTPTarget:
         return self._stream(self.client.chat(messages, stream=True, model=self.model, **params))
 
     def status(self) -> dict[str, Any]:
-        return self.client.status()
+        if not self.remote:
+            return self.client.status()
+        return self.client.remote_status(self.model) | {"last_request": self.last_request}
 
     def close(self) -> None:
         self.client.close()
 
-    @staticmethod
-    def _stream(chunks: Iterator[dict[str, Any]]) -> Stream:
+    def _stream(self, chunks: Iterator[dict[str, Any]]) -> Stream:
         def deltas() -> Iterator[str]:
+            clock = _Clock()
             try:
                 for chunk in chunks:
                     piece = protocol.piece(chunk)
                     if piece.text:
+                        clock.text()
                         yield piece.text
                     if piece.finish_reason:
-                        stream.finish_reason, stream.usage = piece.finish_reason, piece.usage
+                        stream.finish_reason = piece.finish_reason
+                    if piece.usage:  # with the finish reason, or in a last chunk (vLLM)
+                        stream.usage = piece.usage
             finally:
                 chunks.close()  # closes the connection: the server cancels the generation
+                self.last_request = clock.timings(stream.usage)
 
         stream = Stream(deltas())
         return stream
+
+
+class _Clock:
+    """Client-side timings of one streamed request (what a remote server does not report)."""
+
+    def __init__(self):
+        self.sent = time.monotonic()
+        self.first: float | None = None
+
+    def text(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def timings(self, usage: dict[str, Any]) -> dict[str, Any]:
+        if self.first is None:
+            return {}
+        tokens = usage.get("completion_tokens") or 0
+        decode_s = time.monotonic() - self.first
+        return {
+            "time_to_first_token_s": self.first - self.sent,
+            "decode_tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s else None,
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+        }
 
 
 class InProcessTarget:

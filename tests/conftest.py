@@ -96,3 +96,19 @@ def eos_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def short_context_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shape = TinyShape(context_length=64)
     return make_tiny(tmp_path_factory.mktemp("short") / "mlx", "mlx", seed=2, shape=shape)
+
+
+@pytest.fixture(scope="session")
+def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model in a shape vLLM's CPU attention takes (head_dim 32), float32."""
+    from .vllm_server import tiny_model
+
+    return tiny_model(tmp_path_factory.mktemp("vllm-model"))
+
+
+@pytest.fixture(scope="session")
+def vllm(vllm_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real vLLM serving `vllm_model` on loopback, with an API key (started once)."""
+    from .vllm_server import start_vllm
+
+    yield from start_vllm(vllm_model, tmp_path_factory.mktemp("vllm") / "vllm.log")

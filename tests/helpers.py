@@ -61,3 +61,19 @@ def run_cli(
         capture_output=True, text=True, input=input_text, timeout=timeout,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
+
+
+def run_in_kernel(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]]:
+    """Execute `code` in a real kernel; return the execute_reply and this request's iopub
+    messages."""
+    msg_id = kc.execute(code)
+    messages = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], messages

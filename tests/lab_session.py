@@ -50,10 +50,16 @@ def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -
 
 
 def start_lab(
-    root: Path, runtime: Path, work: Path, settings: dict, extra_env: dict | None = None
+    root: Path,
+    runtime: Path,
+    work: Path,
+    settings: dict,
+    extra_env: dict | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen, str]:
     """`jupyter lab` on a free port, finding the engine through `runtime`; returns (proc, url).
-    `extra_env` adds to its environment (its terminals inherit it)."""
+    `extra_env` adds to its environment (its terminals inherit it); `extra_args` to its
+    command line (server settings)."""
     settings_dir = root / "settings"
     (settings_dir / "jupyter-codestral").mkdir(parents=True, exist_ok=True)
     (settings_dir / "jupyter-codestral" / "plugin.jupyterlab-settings").write_text(
@@ -71,7 +77,7 @@ def start_lab(
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
         f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={LAB_TOKEN}",
         f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
-        "--JupyterNotebookApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True", *extra_args,
     ]  # fmt: skip
     log = (root / "lab.log").open("w")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -61,6 +61,18 @@ def test_make_tiny_writes_a_loadable_native_model(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_make_tiny_takes_a_shape(tmp_path):
+    shape = ["--hidden", "64", "--heads", "4", "--kv-heads", "2", "--head-dim", "32"]
+    result = run_cli("make-tiny", str(tmp_path / "m"), "--layout", "hf", *shape)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (config["hidden_size"], config["head_dim"], config["num_attention_heads"]) == (64, 32, 4)
+    assert config["num_hidden_layers"] == 2  # the default where no option is given
+    bad = run_cli("make-tiny", str(tmp_path / "n"), "--heads", "5")
+    assert bad.returncode == 2 and "multiple of --kv-heads" in bad.stderr
+    assert not (tmp_path / "n").exists()
+
+
 @pytest.mark.parametrize(
     "args,code,fragment",
     [

@@ -68,9 +68,12 @@ def test_remote_url_with_api_key(models, tmp_path):
             with pytest.raises(CodestralError, match="max_tokens") as bad:
                 client.fim("x", max_tokens=0)
             assert bad.value.status == 400
-            with pytest.raises(CodestralError, match="Unknown model") as missing:
+            with pytest.raises(CodestralError, match="serve a model named 'nope'") as missing:
                 list(client.fim("x", model="nope", stream=True))
-            assert missing.value.status == 404
+            assert missing.value.status == 404 and "codestral-latest" in str(missing.value)
+            assert "remote_model" in missing.value.fix
+            status = client.remote_status("codestral-latest")
+            assert status["state"] == "ready" and "codestral-latest" in status["served_models"]
         with (
             EngineClient(srv.url, api_key="wrong") as client,
             pytest.raises(CodestralError) as denied,
@@ -84,7 +87,7 @@ def test_remote_url_with_api_key(models, tmp_path):
 
 def test_unreachable_server_is_a_clear_error():
     with EngineClient("http://127.0.0.1:9", api_key="k") as client:
-        with pytest.raises(CodestralError, match="Cannot reach the Codestral engine"):
+        with pytest.raises(CodestralError, match="Cannot reach Codestral at"):
             client.fim("x")
         with pytest.raises(CodestralError, match="Cannot reach"):
             list(client.fim("x", stream=True))

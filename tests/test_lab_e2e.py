@@ -318,3 +318,36 @@ def test_download_command_runs_pull_in_a_terminal(page, lab):
     assert weights, "pull did not download the weights"
     licences = json.loads((lab.root / "config" / "codestral-engine" / "licenses.json").read_text())
     assert licences["mnpl"]["first_download"] == MISTRAL_RELEASE
+
+
+def test_ghost_text_from_a_classroom_vllm(page, vllm, tmp_path):
+    """A classroom's JupyterLab: no local engine, the server's settings point at a shared vLLM
+    with protocol = "vllm"; typing shows its ghost text and the status asks the server."""
+    runtime, work = tmp_path / "runtime", tmp_path / "work"
+    runtime.mkdir()
+    work.mkdir()
+    write_notebook(work / "class.ipynb", ["scores = [3, 5, 8]", ""])
+    classroom = (
+        "--CodestralSettings.engine=remote", f"--CodestralSettings.url={vllm.url}",
+        f"--CodestralSettings.api_key={vllm.key}", "--CodestralSettings.protocol=vllm",
+    )  # fmt: skip
+    proc, url = start_lab(tmp_path, runtime, work, SETTINGS, extra_args=classroom)
+    try:
+        open_notebook(page, url, "class.ipynb")
+        edit_last_cell(page)
+        page.keyboard.type("mean = ", delay=20)
+        ghost = wait_for_ghost_to_settle(page)
+        assert ghost.strip()
+        source = press_and_wait_for_the_source(page, "Tab")
+        assert source.startswith("mean = ") and len(source) > len("mean = ")
+        assert not list(runtime.glob("codestral-engine*.json"))  # no local engine started
+        page.locator(".jp-codestral-status").click()
+        details = page.locator(".jp-Dialog .jp-codestral-details")
+        details.wait_for(timeout=10_000)
+        text = details.inner_text()
+        assert "State\tready" in text and f"remote server at {vllm.url}" in text, text
+        assert "Protocol\tvllm" in text, text
+        page.keyboard.press("Escape")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

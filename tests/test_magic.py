@@ -6,7 +6,6 @@ import os
 import queue
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -16,6 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from jupyter_client.manager import start_new_kernel
 
 from .helpers import TOKEN, start_server
+from .helpers import run_in_kernel as run
 
 
 @pytest.fixture(scope="module")
@@ -203,21 +203,6 @@ def kernel(kernel_env):
     km.shutdown_kernel(now=True)
 
 
-def run(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]]:
-    """Execute `code`; return the execute_reply and this request's iopub messages."""
-    msg_id = kc.execute(code)
-    messages = []
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    return kc.get_shell_msg(timeout=timeout)["content"], messages
-
-
 def test_kernel_streams_progressive_display_updates(kernel):
     _, kc = kernel
     reply, messages = run(kc, "%%codestral --max-tokens 400\nExplain Python decorators.")
@@ -319,6 +304,7 @@ def test_kernel_settings_take_effect_on_the_next_request(kernel, kernel_server):
         assert answered["status"] == "ok", answered
         _, messages = run(kc, "%codestral status")
         printed = "".join(m["content"].get("text", "") for m in messages)
-        assert f"remote API at {kernel_server.url}" in printed
+        assert f"remote server at {kernel_server.url} (mistral protocol)" in printed
+        assert "state ready" in printed and "first token after" in printed
     finally:
         run(kc, "%config Codestral.engine = 'shared'")

@@ -109,9 +109,11 @@ def engine_imports(path: Path) -> set[str]:
             continue
         if node.level:
             base = package[: len(package) - (node.level - 1)]
-            targets = [base + node.module.split(".")] if node.module else [
-                [*base, alias.name] for alias in node.names
-            ]
+            targets = (
+                [base + node.module.split(".")]
+                if node.module
+                else [[*base, alias.name] for alias in node.names]
+            )
         elif node.module and node.module.split(".")[0] == "codestral_engine":
             targets = [node.module.split(".")]
         else:

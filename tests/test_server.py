@@ -203,6 +203,7 @@ def test_disconnect_mid_stream_cancels_the_generation(http):
         chunks = (line for line in response.iter_lines() if line.startswith("data: {"))
         for _ in range(5):
             next(chunks)
+
     # Leaving the block closed the connection: the server must stop, not generate 20000 tokens.
     def last_cancelled() -> dict | None:
         last = http.get("/v1/status").json()["last_request"]

@@ -38,9 +38,20 @@ def test_the_endpoint_follows_the_key_the_user_has(no_keys):
     assert settings.remote_endpoint() == ("http://team-server:8000", "")  # a server without auth
 
 
+def test_the_vllm_protocol_needs_the_servers_url(no_keys):
+    no_keys.setenv("MISTRAL_API_KEY", "platform-key")
+    settings = CodestralSettings(protocol="vllm")
+    with pytest.raises(CodestralError, match="needs the url") as missing:
+        settings.remote_endpoint()  # never Mistral's hosted API, which has no token-id route
+    assert "url" in missing.value.fix
+    settings.url = "http://gpu-box:8000"
+    assert settings.remote_endpoint() == ("http://gpu-box:8000", "platform-key")
+
+
 def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
     config = Config()
     config.CodestralSettings.url = "http://shared:1"  # both
+    config.CodestralSettings.protocol = "vllm"
     config.CodestralCompletion.remote_model = "lab-model"  # the lab only
     config.Codestral.api_key = "magic-key"  # the magic only
     magic = Codestral(InteractiveShell.instance())
@@ -49,5 +60,6 @@ def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
     assert magic.remote_endpoint() == ("http://shared:1", "magic-key")
     assert lab.remote_endpoint() == ("http://shared:1", "")  # a url needs no key
     assert (magic.remote_model, lab.remote_model) == ("codestral-latest", "lab-model")
+    assert magic.protocol == lab.protocol == "vllm"
     assert "in-process" in magic.traits()["engine"].values  # kernels only
     assert "in-process" not in lab.traits()["engine"].values

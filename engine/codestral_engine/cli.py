@@ -13,7 +13,7 @@ from .backends import BACKENDS
 from .errors import EngineError
 from .weights.download import add_pull_arguments, pull_command
 from .weights.model_choice import MODEL_ENV
-from .weights.tiny import DTYPES, LAYOUTS
+from .weights.tiny import DTYPES, LAYOUTS, TINY_SHAPE_FLAGS, TinyShape
 
 MODEL_HELP = (
     f"model directory or hub id; 'tiny' for the demo model (default: ${MODEL_ENV}, else the "
@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the model once and serve it over Mistral's HTTP API. A second serve "
         "finds the running server instead of loading the model again.",
     )
-    serve.add_argument(
-        "--model", help=MODEL_HELP
-    )
+    serve.add_argument("--model", help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     serve.add_argument("--token", help="API token clients must send (default: a random one)")
@@ -112,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--bits", type=int, choices=(4, 8), default=None, help="quantize (mlx layout)"
     )
+    shape = tiny.add_argument_group("shape (default: the small demo shape)")
+    for flag, field in TINY_SHAPE_FLAGS.items():
+        shape.add_argument(flag, dest=field, type=_positive, default=getattr(TinyShape, field))
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _backend_options(parser: argparse.ArgumentParser) -> None:
@@ -146,5 +154,3 @@ def main(argv: list[str] | None = None) -> int:
     except (EngineError, ValueError) as exc:
         print(f"codestral-engine: error: {exc}", file=sys.stderr)
         return 1
-
-

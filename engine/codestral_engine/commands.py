@@ -10,11 +10,18 @@ from pathlib import Path
 
 from .core.events import Finished, TextDelta
 from .weights.model_choice import choose_model
-from .weights.tiny import make_tiny
+from .weights.tiny import TINY_SHAPE_FLAGS, TinyShape, make_tiny
 
 
 def make_tiny_model(args: argparse.Namespace) -> int:
-    path = make_tiny(args.dir, args.layout, seed=args.seed, dtype=args.dtype, bits=args.bits)
+    shape = TinyShape(**{field: getattr(args, field) for field in TINY_SHAPE_FLAGS.values()})
+    try:
+        path = make_tiny(
+            args.dir, args.layout, seed=args.seed, dtype=args.dtype, bits=args.bits, shape=shape
+        )
+    except ValueError as exc:
+        print(f"codestral-engine make-tiny: {exc}", file=sys.stderr)
+        return 2
     print(f"Wrote a tiny {args.layout} model to {path}")
     return 0
 

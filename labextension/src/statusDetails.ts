@@ -41,8 +41,17 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
   if (status.error) {
     rows.push(['Error', String(status.error)]);
   }
+  if (status.fix) {
+    rows.push(['Fix', String(status.fix)]);
+  }
   if (status.engine === 'remote') {
     rows.push(['Engine', `remote server at ${status.url ?? '?'}`]);
+    if (status.protocol) {
+      rows.push(['Protocol', String(status.protocol)]);
+    }
+    if (Array.isArray(status.served_models)) {
+      rows.push(['Server serves', status.served_models.join(', ')]);
+    }
   }
   if (status.model) {
     const demo = String(status.model).startsWith('tiny-')

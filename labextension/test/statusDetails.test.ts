@@ -52,4 +52,23 @@ describe('statusRows', () => {
     const off = Object.fromEntries(statusRows({ ...ready, enabled: false }, null));
     expect(off['State']).toMatch(/^off/);
   });
+
+  it('shows a remote server: its protocol, what it serves, and the fix for an error', () => {
+    const remote = {
+      engine: 'remote',
+      state: 'ready',
+      url: 'http://gpu-box:8000',
+      protocol: 'vllm',
+      model: 'codestral-latest',
+      served_models: ['codestral-latest']
+    };
+    const rows = Object.fromEntries(statusRows(remote, null));
+    expect(rows['Engine']).toBe('remote server at http://gpu-box:8000');
+    expect(rows['Protocol']).toBe('vllm');
+    expect(rows['Server serves']).toBe('codestral-latest');
+    const wrong = Object.fromEntries(
+      statusRows({ ...remote, state: 'error', error: 'not served', fix: 'Set remote_model' }, null)
+    );
+    expect(wrong['Fix']).toBe('Set remote_model');
+  });
 });

@@ -94,8 +94,11 @@ class BackendSpec:
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - self.load_options)
         if unknown:
-            takes = (f" (it takes {', '.join(sorted(self.load_options))})" if self.load_options
-                     else ": it runs the checkpoint as stored (convert it to change precision)")
+            takes = (
+                f" (it takes {', '.join(sorted(self.load_options))})"
+                if self.load_options
+                else ": it runs the checkpoint as stored (convert it to change precision)"
+            )
             others = [n for n, spec in REGISTRY.items() if set(unknown) <= spec.load_options]
             hint = f" Use backend={others[0]!r} for these options." if others else ""
             raise EngineError(

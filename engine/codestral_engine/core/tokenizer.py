@@ -110,9 +110,13 @@ class CodestralTokenizer:
         """`<s>[SUFFIX]suffix[PREFIX]prompt` as token ids, exactly as mistral_common builds it."""
         return self._mistral.encode_fim(FIMRequest(prompt=prompt, suffix=suffix)).tokens
 
+    def encode(self, text: str) -> list[int]:
+        """`text` as plain-text token ids, no BOS (control-token look-alikes stay text)."""
+        return self._raw.encode(text, bos=False, eos=False)
+
     def count(self, text: str) -> int:
-        """How many tokens `text` takes as plain text (control-token look-alikes stay text)."""
-        return len(self._raw.encode(text, bos=False, eos=False))
+        """How many tokens `text` takes as plain text."""
+        return len(self.encode(text))
 
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         """Instruct-format token ids for OpenAI/Mistral-style messages ({role, content})."""

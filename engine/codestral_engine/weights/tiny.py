@@ -30,6 +30,18 @@ TOKENIZER_FILE = "mistral_instruct_tokenizer_240323.model.v3"
 CODESTRAL_VOCAB = 32768
 
 
+# make-tiny's size options and the fields they set. vLLM's CPU attention, for one, needs
+# head_dim >= 32 (the default shape's 16 stays: other tests and the demo cache rely on it).
+TINY_SHAPE_FLAGS = {
+    "--hidden": "hidden_size",
+    "--layers": "num_hidden_layers",
+    "--ffn": "intermediate_size",
+    "--heads": "num_attention_heads",
+    "--kv-heads": "num_key_value_heads",
+    "--head-dim": "head_dim",
+}
+
+
 @dataclass(frozen=True)
 class TinyShape:
     hidden_size: int = 96
@@ -39,6 +51,13 @@ class TinyShape:
     num_key_value_heads: int = 2  # 3 query heads per KV head (Codestral: 48 / 8)
     head_dim: int = 16
     context_length: int = DEFAULT_CONTEXT_LENGTH
+
+    def check(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"--heads ({self.num_attention_heads}) must be a multiple of --kv-heads "
+                f"({self.num_key_value_heads})"
+            )
 
     def hf_config(self) -> dict:
         return {
@@ -136,6 +155,9 @@ def make_tiny(
     if bits is not None and (layout != "mlx" or bits not in (4, 8)):
         raise ValueError("bits (4 or 8) applies to the mlx layout only")
     shape = shape or TinyShape()
+    shape.check()
+    if bits is not None and shape.hidden_size % 32:
+        raise ValueError("bits needs a hidden size that is a multiple of 32 (group size)")
     out = Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     weights = random_weights(shape, seed)
