@@ -101,13 +101,13 @@ class EngineLink:
 
     async def status(self) -> dict[str, Any]:
         """Engine state for the status bar: stopped | starting | loading | ready | error."""
-        base = {"engine": self.settings.engine, "enabled": self.settings.enabled}
-        if self.settings.engine == "remote":
-            try:
+        try:
+            base = {"engine": self.settings.engine, "enabled": self.settings.enabled}
+            if self.settings.engine == "remote":
                 client = self.client()
-            except CodestralError as exc:
-                return base | {"state": "error", "error": str(exc)}
-            return base | await client.remote_status(self.settings.remote_model)
+                return base | await client.remote_status(self.settings.remote_model)
+        except CodestralError as exc:  # a setting (or its environment variable) is wrong
+            return {"state": "error", "error": str(exc), "fix": exc.fix}
         if connection.read_live() is None:
             if self._start_error:
                 return base | {"state": "error", "error": self._start_error}

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Enum, Float, Integer
+from traitlets import Enum, Float, Integer, default
 
 from codestral_engine import EngineError, choose_model, connection
 
@@ -23,7 +23,7 @@ from .client import EngineClient, stop_local_server
 from .errors import CodestralError
 from .live_output import LiveOutput
 from .magic_modes import FILL_MARKER, Notebook, choose
-from .settings import CodestralSettings
+from .settings import CodestralSettings, from_env
 from .targets import HTTPTarget, InProcessTarget, Target
 
 HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
@@ -70,6 +70,10 @@ class Codestral(Magics, CodestralSettings):
         help="Where the model runs: this machine's shared engine server (started on first use), "
         "an engine inside this kernel, or a remote Mistral-compatible API (url, api_key).",
     ).tag(config=True)
+
+    @default("engine")
+    def _engine_from_env(self) -> str:
+        return from_env(self, "engine", "shared")
     max_tokens = Integer(512, help="Most tokens per answer.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
     history_chars = Integer(6000, help="Budget for earlier cells' code as context.").tag(

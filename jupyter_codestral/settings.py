@@ -7,13 +7,15 @@ the `api_key` setting, else `$CODESTRAL_API_KEY`, else `$MISTRAL_API_KEY`; with 
 a key from `$MISTRAL_API_KEY` goes to https://api.mistral.ai (La Plateforme keys) and any other
 to https://codestral.mistral.ai (Codestral keys). A `url` setting always wins: a team server,
 whose key is optional (a server without auth needs none). `protocol` says how to speak to it.
+Defaults for engine, url, protocol and remote_model may come from $CODESTRAL_ENGINE,
+$CODESTRAL_URL, $CODESTRAL_PROTOCOL and $CODESTRAL_REMOTE_MODEL (`ENV_SETTINGS`).
 """
 
 from __future__ import annotations
 
 import os
 
-from traitlets import Enum, Unicode
+from traitlets import Enum, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import CodestralError
@@ -60,6 +62,25 @@ class CodestralSettings(Configurable):
         "to /v1/completions as Codestral token ids. Needs url.",
     ).tag(config=True)
 
+    # Each setting's default may come from the environment: one way that reaches a Jupyter
+    # server and every kernel it starts (kernels inherit it), e.g. JupyterHub's
+    # `c.Spawner.environment`. Configuration files and %config still win.
+    @default("engine")
+    def _engine_from_env(self) -> str:
+        return from_env(self, "engine", "shared")
+
+    @default("url")
+    def _url_from_env(self) -> str:
+        return from_env(self, "url", "")
+
+    @default("protocol")
+    def _protocol_from_env(self) -> str:
+        return from_env(self, "protocol", "mistral")
+
+    @default("remote_model")
+    def _remote_model_from_env(self) -> str:
+        return from_env(self, "remote_model", "codestral-latest")
+
     def remote_endpoint(self) -> tuple[str, str]:
         """(url, api key) for engine = 'remote', by the rule in this module's docstring; with
         neither a key nor a url, a `CodestralError` that says which to set."""
@@ -86,3 +107,26 @@ class CodestralSettings(Configurable):
             )
         url = self.url or (PLATFORM_URL if platform else CODESTRAL_URL)
         return url.rstrip("/"), key
+
+
+ENV_SETTINGS = {
+    "engine": "CODESTRAL_ENGINE",
+    "url": "CODESTRAL_URL",
+    "protocol": "CODESTRAL_PROTOCOL",
+    "remote_model": "CODESTRAL_REMOTE_MODEL",
+}
+
+
+def from_env(settings: Configurable, name: str, fallback: str) -> str:
+    variable = ENV_SETTINGS[name]
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return fallback
+    allowed = getattr(settings.traits()[name], "values", None)
+    if allowed is not None and value not in allowed:
+        raise CodestralError(
+            f"${variable} is {value!r}, not a valid {name} setting.",
+            kind="bad_request",
+            fix=f"Set ${variable} to one of: {', '.join(allowed)} (or unset it).",
+        )
+    return value

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import psutil
 import pytest
 from starlette.testclient import TestClient
 
 import codestral_engine
+from codestral_engine import codestral_tokenizer
 from codestral_engine.serving.server import ServerState, create_app
+from jupyter_codestral import protocol
 from jupyter_codestral.client import CodestralError, EngineClient
 
 from .helpers import TOKEN, start_server, wait_until
@@ -129,3 +132,30 @@ def test_full_queue_answers_429_with_retry_after(models):
         assert waiting.result().usage.completion_tokens == 2
     finally:
         state.engine.close()
+
+
+def run_steps(steps, answers: dict[str, httpx.Response]):
+    """Drive one of protocol.py's request steps with prepared answers, by path."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(answers[request[1]])
+    except StopIteration as done:
+        return done.value
+
+
+def test_vllm_check_refuses_a_server_without_codestrals_tokenizer():
+    listing = httpx.Response(200, json={"data": [{"id": "codestral-latest", "owned_by": "vllm"}]})
+    ours = codestral_tokenizer().encode(protocol.TOKENIZER_PROBE)
+    wire = protocol.wire("vllm")
+    good = {"/v1/models": listing, "/tokenize": httpx.Response(200, json={"tokens": ours})}
+    assert run_steps(protocol.check_served(wire, "http://x", "codestral-latest"), good) == [
+        "codestral-latest"
+    ]
+    other = {"/v1/models": listing, "/tokenize": httpx.Response(200, json={"tokens": [5, 6]})}
+    with pytest.raises(CodestralError, match="does not use Codestral's tokenizer") as wrong:
+        run_steps(protocol.check_served(wire, "http://x", "codestral-latest"), other)
+    assert "--tokenizer-mode mistral" in wrong.value.fix
+    # A server without /tokenize (not vLLM): nothing to compare, so it is taken as it is.
+    bare = {"/v1/models": listing, "/tokenize": httpx.Response(404, json={"detail": "no"})}
+    assert run_steps(protocol.check_served(wire, "http://x", "codestral-latest"), bare)

@@ -28,6 +28,7 @@ from .lab_session import (
     wait_for_ghost_to_settle,
     write_notebook,
 )
+from .vllm_server import classroom_env
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -321,17 +322,14 @@ def test_download_command_runs_pull_in_a_terminal(page, lab):
 
 
 def test_ghost_text_from_a_classroom_vllm(page, vllm, tmp_path):
-    """A classroom's JupyterLab: no local engine, the server's settings point at a shared vLLM
-    with protocol = "vllm"; typing shows its ghost text and the status asks the server."""
+    """A classroom's JupyterLab: no local engine; the environment a JupyterHub spawner gives
+    points it at a shared vLLM with protocol = "vllm"; typing shows its ghost text and the
+    status asks the server."""
     runtime, work = tmp_path / "runtime", tmp_path / "work"
     runtime.mkdir()
     work.mkdir()
     write_notebook(work / "class.ipynb", ["scores = [3, 5, 8]", ""])
-    classroom = (
-        "--CodestralSettings.engine=remote", f"--CodestralSettings.url={vllm.url}",
-        f"--CodestralSettings.api_key={vllm.key}", "--CodestralSettings.protocol=vllm",
-    )  # fmt: skip
-    proc, url = start_lab(tmp_path, runtime, work, SETTINGS, extra_args=classroom)
+    proc, url = start_lab(tmp_path, runtime, work, SETTINGS, extra_env=classroom_env(vllm))
     try:
         open_notebook(page, url, "class.ipynb")
         edit_last_cell(page)

@@ -9,12 +9,17 @@ from traitlets.config import Config
 from jupyter_codestral.errors import CodestralError
 from jupyter_codestral.lab_engine import CodestralCompletion
 from jupyter_codestral.magics import Codestral
-from jupyter_codestral.settings import CODESTRAL_URL, PLATFORM_URL, CodestralSettings
+from jupyter_codestral.settings import (
+    CODESTRAL_URL,
+    ENV_SETTINGS,
+    PLATFORM_URL,
+    CodestralSettings,
+)
 
 
 @pytest.fixture
 def no_keys(monkeypatch):
-    for name in ("CODESTRAL_API_KEY", "MISTRAL_API_KEY"):
+    for name in ("CODESTRAL_API_KEY", "MISTRAL_API_KEY", *ENV_SETTINGS.values()):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -63,3 +68,22 @@ def test_magic_and_lab_share_the_base_and_keep_their_own_names(no_keys):
     assert magic.protocol == lab.protocol == "vllm"
     assert "in-process" in magic.traits()["engine"].values  # kernels only
     assert "in-process" not in lab.traits()["engine"].values
+
+
+def test_the_environment_sets_defaults_for_the_lab_and_every_kernel(no_keys):
+    """JupyterHub's spawner environment reaches the server and its kernels alike."""
+    no_keys.setenv("CODESTRAL_ENGINE", "remote")
+    no_keys.setenv("CODESTRAL_PROTOCOL", "vllm")
+    no_keys.setenv("CODESTRAL_URL", "http://gpu-box:8000")
+    no_keys.setenv("CODESTRAL_REMOTE_MODEL", "codestral-class")
+    magic, lab = Codestral(InteractiveShell.instance()), CodestralCompletion()
+    for settings in (magic, lab):
+        got = (settings.engine, settings.protocol, settings.url, settings.remote_model)
+        assert got == ("remote", "vllm", "http://gpu-box:8000", "codestral-class")
+    config = Config()
+    config.CodestralCompletion.engine = "shared"  # a configuration file still wins
+    assert CodestralCompletion(config=config).engine == "shared"
+    no_keys.setenv("CODESTRAL_PROTOCOL", "openai")
+    with pytest.raises(CodestralError, match="CODESTRAL_PROTOCOL") as bad:
+        _ = CodestralCompletion().protocol
+    assert "mistral, vllm" in bad.value.fix

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 
 import httpx
@@ -17,7 +18,7 @@ from jupyter_codestral.client import AsyncEngineClient, EngineClient
 from jupyter_codestral.errors import CodestralError
 
 from .helpers import TOKEN, run_in_kernel, start_server
-from .vllm_server import SERVED_NAME, free_port
+from .vllm_server import SERVED_NAME, classroom_env, free_port
 
 # FIM prompts of a few sizes; the last one ~1,000 tokens of real-looking notebook code.
 NOTEBOOK = "".join(f"def metric_{i}(frame):\n    return frame['col_{i}'].mean() * {i}\n\n"
@@ -106,6 +107,10 @@ def test_status_and_each_error_says_what_to_fix(vllm, models, tmp_path):
         with pytest.raises(CodestralError) as missing:
             list(client.fim("x", stream=True, model=SERVED_NAME))
         assert missing.value.status == 404 and "protocol = 'vllm'" in missing.value.fix
+    with EngineClient(vllm.url, vllm.key, protocol_name="vllm") as client:  # never cut silently
+        with pytest.raises(CodestralError, match="context length") as too_long:
+            list(client.fim("x = 1\n" * 2000, stream=True, model=SERVED_NAME, max_tokens=8))
+        assert too_long.value.kind == "context" and "context budget" in too_long.value.fix
     with EngineClient(f"http://127.0.0.1:{free_port()}", protocol_name="vllm") as client:
         assert client.remote_status(SERVED_NAME)["kind"] == "unreachable"
     # protocol = "vllm" against our own engine server: told to use "mistral".
@@ -241,14 +246,10 @@ async def test_lab_route_streams_ghost_text_from_vllm(jp_fetch, jp_serverapp):
 
 @pytest.fixture(scope="module")
 def kernel(vllm, tmp_path_factory):
-    import os
-
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path_factory.mktemp("no-engine"))}
+    runtime = str(tmp_path_factory.mktemp("no-engine"))
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": runtime, **classroom_env(vllm)}
     km, kc = start_new_kernel(kernel_name="python3", env=env)
-    for line in ("%load_ext jupyter_codestral", "%config Codestral.engine = 'remote'",
-                 f"%config Codestral.url = {vllm.url!r}", "%config Codestral.protocol = 'vllm'",
-                 f"%config Codestral.api_key = {vllm.key!r}"):  # fmt: skip
-        assert run_in_kernel(kc, line)[0]["status"] == "ok"
+    assert run_in_kernel(kc, "%load_ext jupyter_codestral")[0]["status"] == "ok"
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)

@@ -31,6 +31,16 @@ DEFAULT_VENV = Path.home() / ".cache" / "jupyter-codestral" / "vllm-0.32.0"
 READY_TIMEOUT_S = 420  # it compiles first: 50-100 s on an idle 2-core machine
 
 
+def classroom_env(vllm) -> dict[str, str]:
+    """What a JupyterHub's `c.Spawner.environment` gives every user (README's recipe)."""
+    return {
+        "CODESTRAL_ENGINE": "remote",
+        "CODESTRAL_PROTOCOL": "vllm",
+        "CODESTRAL_URL": vllm.url,
+        "CODESTRAL_API_KEY": vllm.key,
+    }
+
+
 def tiny_model(root: Path) -> Path:
     return make_tiny(root / "vllm-tiny", "hf", seed=0, shape=VLLM_SHAPE)
 
