@@ -102,7 +102,11 @@ class EngineClient(_Speaking):
         self.close()
 
     def health(self) -> str:
-        return self._get("/health")["status"]
+        """loading | ready | error: /health answers 503 until ready, with the state."""
+        response = self._send("GET", "/health", None)
+        if response.status_code not in (200, 503):
+            raise self._failure(response)
+        return response.json()["status"]
 
     def status(self) -> dict[str, Any]:
         """Our engine's own status route (state, progress, model, memory, timings)."""

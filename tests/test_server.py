@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -131,24 +132,41 @@ def test_every_route_but_health_needs_the_token(server, models):
                 assert response.json()["type"] == "authentication_error"
 
 
+DEEP = b'{"model": "codestral-latest", "prompt": "x", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+LONG_NUMBER = b'{"model": "codestral-latest", "prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}"
+
+
+def fim_json(**fields) -> bytes:
+    return json.dumps({"model": "codestral-latest", "prompt": "x", **fields}).encode()
+
+
 @pytest.mark.parametrize(
     "content,status,fragment",
     [
         (b"{not json", 400, "not valid JSON"),
         (b'{"model": "codestral-latest", "prompt": "\xff\xfe"}', 400, "UTF-8"),
         (b"[1, 2]", 400, "JSON object"),
-        (json.dumps({"model": "codestral-latest"}).encode(), 400, "'prompt'"),
+        (json.dumps({"model": "codestral-latest"}).encode(), 422, "'prompt'"),
         (
             json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": "5"}).encode(),
-            400,
+            422,
             "max_tokens",
         ),
         (
             json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": -2}).encode(),
-            400,
+            422,
             "max_tokens",
         ),
-        (json.dumps({"model": "codestral-latest", "prompt": 7}).encode(), 400, "prompt"),
+        (json.dumps({"model": "codestral-latest", "prompt": 7}).encode(), 422, "prompt"),
+        # Each of these was a 500 (found by fuzzing): now a 4xx that says what is wrong.
+        (rb'{"model": "codestral-latest", "prompt": "x = \ud83d"}', 400, "lone UTF-16"),
+        (rb'{"model": "codestral-latest", "prompt": "x", "suffix": "\udc00"}', 400, "surrogate"),
+        (rb'{"model": "codestral-\ud800", "prompt": "x"}', 400, "surrogate"),
+        (DEEP, 400, "nested too deeply"),
+        (LONG_NUMBER, 400, "not valid JSON"),
+        (fim_json(random_seed=2**64, temperature=0.5), 422, "random_seed must be below"),
+        (fim_json(max_tokens=2**63), 422, "context window of 32768 tokens"),
+        (fim_json(max_tokens=5, max_completion_tokens=6), 422, "max_completion_tokens differ"),
         (json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404, "Unknown model 'gpt-4'"),
         (
             json.dumps({"model": "codestral-latest", "prompt": "x " * 1_500_000}).encode(),
@@ -165,6 +183,8 @@ def test_bad_input_gets_a_json_4xx_and_the_server_keeps_serving(http, content, s
     assert response.status_code == status
     body = response.json()
     assert body["object"] == "error" and fragment in body["message"], body
+    if status == 422:  # Mistral's HTTPValidationError shape
+        assert body["detail"][0]["loc"][0] == "body" and body["detail"][0]["msg"]
     ok = http.post(
         "/v1/fim/completions", json={"model": "codestral-latest", "prompt": "a", "max_tokens": 2}
     )
@@ -190,6 +210,23 @@ def test_models_and_status(http, models):
     assert status["backend"] == resolve_backend("auto", inspect(models["mlx"]))
     assert status["memory_bytes"] > 0 and status["queue_length"] == 0
     assert status["last_request"]["time_to_first_token_s"] > 0
+
+
+def test_an_abandoned_non_streaming_request_is_cancelled(http, server):
+    """Without max_tokens it would run to the context window (minutes on a real model)."""
+    body = {"model": "codestral-latest", "prompt": "while True:\n", "min_tokens": 30000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/fim/completions", json=body, timeout=1.0,
+                   headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+
+    def last_cancelled() -> dict | None:
+        last = http.get("/v1/status").json()["last_request"]
+        return last if last.get("finish_reason") == "cancelled" else None
+
+    last = wait_until(last_cancelled, timeout=10, what="the abandoned request to be cancelled")
+    assert last["completion_tokens"] < 30000
+    quick = http.post("/v1/fim/completions", json=json.loads(fim_json(max_tokens=2)))
+    assert quick.status_code == 200
 
 
 def test_disconnect_mid_stream_cancels_the_generation(http):
@@ -331,3 +368,46 @@ def test_a_zombie_server_pid_is_not_trusted(tmp_path, monkeypatch):
     assert connection.read_live() is None  # dead though its pid still exists
     assert not (tmp_path / "codestral-engine.json").exists()
     child.wait()
+
+
+def test_image_parts_and_tiny_temperatures_are_not_500s(http):
+    part = {"type": "image_url", "image_url": "http://example.invalid/plot.png"}
+    image = {"model": "codestral-latest", "messages": [{"role": "user", "content": [part]}]}
+    refused = http.post("/v1/chat/completions", json=image)
+    assert refused.status_code == 422 and "image" in refused.json()["message"], refused.text
+    greedy = http.post("/v1/fim/completions", json=json.loads(fim_json(max_tokens=3)))
+    tiny = http.post(
+        "/v1/fim/completions", json=json.loads(fim_json(max_tokens=3, temperature=1e-320))
+    )
+    assert tiny.status_code == 200, tiny.text  # samples as its limit: greedy
+    assert tiny.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+
+
+def test_protocol_details_real_clients_rely_on(http, server, mistral, models):
+    card = http.get("/v1/models/codestral-latest")
+    assert card.status_code == 200 and card.json()["id"] == models["mlx"].name
+    assert mistral.models.retrieve(model_id="codestral-latest").id == models["mlx"].name
+    assert http.get("/v1/models/gpt-4").status_code == 404
+    wrong_method = http.get("/v1/fim/completions")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "POST"
+    lower = httpx.get(server.url + "/v1/status", headers={"Authorization": f"bearer {TOKEN}"})
+    assert lower.status_code == 200
+    # mistralai raises its typed validation error for a 422, with Mistral's detail shape.
+    from mistralai.client.errors import HTTPValidationError
+
+    with pytest.raises(HTTPValidationError) as invalid:
+        mistral.fim.complete(model="codestral-latest", prompt="x", temperature=9)
+    assert "temperature" in invalid.value.data.detail[0].msg
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(server):
+    """A 64 MB Content-Length gets its 413 at once, without the server waiting for the body."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/fim/completions HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 67108864\r\n\r\n{"
+        )
+        head = sock.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head

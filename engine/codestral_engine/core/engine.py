@@ -164,6 +164,14 @@ class Engine:
             raise InvalidRequestError("session must be a string.")
         if len(ids) >= self.context_length:
             raise _too_long(len(ids), self.context_length)
+        asks = [("max_tokens", options.max_tokens or 0), ("min_tokens", options.min_tokens)]
+        name, asked = max(asks, key=lambda item: item[1])
+        if asked > self.context_length:
+            raise InvalidRequestError(
+                f"{name} ({asked}) is above the model's context window of "
+                f"{self.context_length} tokens; ask for at most {self.context_length - len(ids)} "
+                "with this prompt, or leave it out to generate until the window is full."
+            )
         request = Request(ids, options, PRIORITIES[priority], session)
         with self._lock:
             self._scheduler.put(request)

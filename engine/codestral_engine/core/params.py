@@ -29,6 +29,10 @@ DEFAULT_TEMPERATURE = 0.0
 MAX_STOP_STRINGS = 16
 
 
+GREEDY_BELOW = 1e-3
+MAX_SEED = 2**63 - 1  # what every backend's generator takes
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Validated options for one request.
@@ -37,7 +41,8 @@ class GenerationParams:
     - min_tokens: end of sequence and stop strings are ignored until this many tokens exist
       (the rule vLLM applies too).
     - stop: strings that end generation; the matched text is not part of the output.
-    - temperature: 0 is greedy; higher samples more freely.
+    - temperature: 0 is greedy; higher samples more freely (below 1e-3 it samples greedily,
+      the limit it tends to, instead of overflowing).
     - top_p: nucleus sampling mass, in (0, 1].
     - random_seed: makes sampling reproducible.
     """
@@ -59,6 +64,9 @@ class GenerationParams:
                 f"Valid options: {', '.join(sorted(known))}."
             )
         values = {k: v for k, v in options.items() if v is not None}
+        temperature = values.get("temperature")
+        if isinstance(temperature, float) and 0 < temperature < GREEDY_BELOW:
+            values["temperature"] = 0.0  # the limit; dividing by 1e-320 would overflow
         if "stop" in values:
             values["stop"] = _stop_strings(values["stop"])
         params = cls(**values)
@@ -78,6 +86,10 @@ class GenerationParams:
         _require_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
         if self.random_seed is not None:
             _require_int("random_seed", self.random_seed, minimum=0)
+            if self.random_seed > MAX_SEED:
+                raise InvalidRequestError(
+                    f"random_seed must be below 2**63, got {self.random_seed}."
+                )
 
 
 def _stop_strings(stop: Any) -> tuple[str, ...]:

@@ -120,6 +120,15 @@ class CodestralTokenizer:
 
     def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         """Instruct-format token ids for OpenAI/Mistral-style messages ({role, content})."""
+        for message in messages if isinstance(messages, list) else []:
+            parts = message.get("content") if isinstance(message, dict) else None
+            for part in parts if isinstance(parts, list) else []:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise InvalidRequestError(
+                        f"Codestral reads text only; a content part of type {kind!r} (an "
+                        "image or other media) cannot be sent. Send the text parts alone."
+                    )
         try:
             request = ChatCompletionRequest.model_validate({"messages": messages})
             return self._mistral.encode_chat_completion(request).tokens

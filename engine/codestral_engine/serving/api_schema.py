@@ -1,9 +1,10 @@
 """Mistral's HTTP API, as bodies in and JSON out: field for field what the official SDK sends
 and parses (`FIMCompletionRequest`, `ChatCompletionRequest`, `CompletionChunk`, `UsageInfo`).
 
-Extras: `session_key` (a new request with the same key cancels the previous one, the
-keystroke case) and `priority`; usage adds `prompt_tokens_details.cached_tokens`, the field
-OpenAI-style clients know, plus the engine's timings under `timings`.
+`max_completion_tokens` (OpenAI's name) is taken as `max_tokens`. Extras: `session_key` (a
+new request with the same key cancels the previous one, the keystroke case) and `priority`;
+usage adds `prompt_tokens_details.cached_tokens`, the field OpenAI-style clients know, plus the
+engine's timings under `timings`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from ..core.events import Finished, Usage
 
@@ -31,6 +40,17 @@ class _Body(BaseModel):
     stream: StrictBool = False
     session_key: StrictStr | None = None
     priority: Literal["interactive", "batch"] | None = None
+    max_completion_tokens: StrictInt | None = None  # OpenAI's newer name for max_tokens
+
+    @model_validator(mode="after")
+    def _one_max_tokens(self) -> _Body:
+        given = {self.max_tokens, self.max_completion_tokens} - {None}
+        if len(given) > 1:
+            raise ValueError(
+                "max_tokens and max_completion_tokens differ; they are one limit, send one"
+            )
+        self.max_tokens = given.pop() if given else None
+        return self
 
     def engine_options(self) -> dict[str, Any]:
         options = {
@@ -114,6 +134,7 @@ ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    422: "invalid_request_error",
     405: "invalid_request_error",
     413: "context_length_exceeded",
     429: "rate_limit_error",
@@ -131,3 +152,11 @@ def error_json(status: int, message: str, param: str | None = None) -> dict[str,
         "param": param,
         "code": str(status),
     }
+
+
+def validation_json(detail: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422: Mistral's `HTTPValidationError` (`detail`: loc, msg, type per problem), plus
+    the error shape's fields with a human message (the SDKs ignore fields they do not know)."""
+    where = ".".join(str(p) for p in detail[0]["loc"][1:])
+    message = f"Invalid field '{where}': {detail[0]['msg']}." if where else detail[0]["msg"]
+    return error_json(422, message) | {"detail": detail}

@@ -8,6 +8,7 @@ mid-stream cancels its request within one decode step.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -37,13 +38,21 @@ from ..errors import (
     InvalidRequestError,
     QueueFullError,
 )
-from .api_schema import ChatBody, FIMBody, ResponseShape, error_json
+from .api_schema import ChatBody, FIMBody, ResponseShape, error_json, validation_json
 
 # Names clients commonly send for Codestral; all mean the one model this server has.
 MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")
 MAX_BODY_BYTES = 8 << 20  # far beyond any prompt that fits 32K tokens
 PUBLIC_PATHS = {"/health"}
 LOADING_RETRY_AFTER_S = 5
+
+
+class ValidationFailed(Exception):
+    """A body that fails validation: 422 with the detail list Mistral's API documents."""
+
+    def __init__(self, detail: list[dict[str, Any]]):
+        super().__init__(detail[0]["msg"])
+        self.detail = detail
 
 
 class APIError(Exception):
@@ -102,7 +111,9 @@ class ServerState:
 
 def create_app(state: ServerState) -> Starlette:
     async def health(_request: Request) -> Response:
-        return JSONResponse({"status": state.state})
+        # 200 only when requests can be served: a client that waits for /health may then call.
+        code = 200 if state.state == "ready" else 503
+        return JSONResponse({"status": state.state, "error": state.error}, status_code=code)
 
     async def status(_request: Request) -> Response:
         engine = state.engine
@@ -130,9 +141,9 @@ def create_app(state: ServerState) -> Starlette:
             }
         return JSONResponse(body)
 
-    async def models(_request: Request) -> Response:
+    def card() -> dict[str, Any]:
         context = state.engine.context_length if state.engine else None
-        card = {
+        return {
             "id": state.model_id,
             "object": "model",
             "created": int(state.started),
@@ -143,7 +154,15 @@ def create_app(state: ServerState) -> Starlette:
             "capabilities": {"completion_chat": True, "completion_fim": True},
             "type": "base",
         }
-        return JSONResponse({"object": "list", "data": [card]})
+
+    async def models(_request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [card()]})
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model_id"]
+        if name not in (state.model_id, *MODEL_ALIASES):
+            raise APIError(404, f"Unknown model '{name}'. This server serves: {_served(state)}.")
+        return JSONResponse(card())
 
     async def fim(request: Request) -> Response:
         body = await _parse(request, FIMBody)
@@ -153,22 +172,28 @@ def create_app(state: ServerState) -> Starlette:
         submitted = _submit(
             lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
-        return await _respond(body, submitted)
+        return await _respond(body, submitted, request)
 
     async def chat(request: Request) -> Response:
         body = await _parse(request, ChatBody)
         engine = _engine_for(state, body.model)
         submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
-        return await _respond(body, submitted)
+        return await _respond(body, submitted, request)
 
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/status", status, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         Route("/v1/fim/completions", fim, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
     ]
-    handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _internal_error}
+    handlers = {
+        APIError: _api_error,
+        ValidationFailed: _validation_error,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
     middleware = [Middleware(_RequireToken, token=state.token)]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 
@@ -178,12 +203,14 @@ class _RequireToken:
 
     def __init__(self, app, token: str):
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            # The scheme is case-insensitive (RFC 7235): "bearer" is as good as "Bearer".
+            valid = scheme.lower() == b"bearer" and hmac.compare_digest(given, self.expected)
+            if not valid:
                 response = _error_response(
                     401,
                     "Missing or wrong API token. Send 'Authorization: Bearer <token>' with the "
@@ -195,29 +222,61 @@ class _RequireToken:
 
 
 async def _parse(request: Request, model: type[FIMBody] | type[ChatBody]):
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise APIError(
-            413, f"The request body is over {MAX_BODY_BYTES >> 20} MB; shorten the prompt."
-        )
+    raw = await _read_body(request)
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise APIError(400, f"The request body is not valid JSON in UTF-8: {exc}.") from exc
+    try:
+        data = json.loads(text)
+        # Lone UTF-16 surrogates ("\ud83d" escapes: a string cut mid-emoji) are valid JSON
+        # but no text: refuse them here rather than fail deep in the tokenizer.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(
+            400, "The request body has text that is not valid Unicode (a lone UTF-16 "
+            "surrogate, e.g. a string cut in the middle of an emoji); send whole characters.",
+        ) from exc  # fmt: skip
+    except RecursionError as exc:
+        raise APIError(400, "The request body's JSON is nested too deeply.") from exc
+    except ValueError as exc:  # malformed JSON, or a number too long to read
+        raise APIError(400, f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        raise APIError(400, f"Invalid field '{where}': {error['msg']}.") from exc
+        raise ValidationFailed(
+            [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+             for e in exc.errors(include_url=False, include_input=False)]
+        ) from exc  # fmt: skip
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to be too large (from its
+    Content-Length, or while it streams in), never read whole first."""
+    too_large = APIError(
+        413, f"The request body is over {MAX_BODY_BYTES >> 20} MB; shorten the prompt."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _served(state: ServerState) -> str:
+    return ", ".join((state.model_id, *MODEL_ALIASES))
 
 
 def _engine_for(state: ServerState, model: str) -> Engine:
     if model not in (state.model_id, *MODEL_ALIASES):
-        served = ", ".join((state.model_id, *MODEL_ALIASES))
-        raise APIError(404, f"Unknown model '{model}'. This server serves: {served}.")
+        raise APIError(404, f"Unknown model '{model}'. This server serves: {_served(state)}.")
     return state.ready_engine()
 
 
@@ -226,26 +285,47 @@ def _submit(make):
         return make()
     except ContextLengthError as exc:
         raise APIError(413, str(exc)) from exc
-    except InvalidRequestError as exc:
-        raise APIError(400, str(exc)) from exc
+    except InvalidRequestError as exc:  # a parameter out of its range: validation, as Mistral
+        raise ValidationFailed([{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc
     except QueueFullError as exc:
         raise APIError(429, str(exc), retry_after=exc.retry_after_s) from exc
     except EngineClosedError as exc:
         raise APIError(503, str(exc), retry_after=LOADING_RETRY_AFTER_S) from exc
 
 
-async def _respond(body, request) -> Response:
+async def _respond(body, submitted, http: Request) -> Response:
     completion = ResponseShape(body.model)
-    if body.stream:
-        return EventSourceResponse(_sse(completion, request), ping=10)
+    if body.stream:  # sse-starlette stops the generator when the client goes away
+        return EventSourceResponse(_sse(completion, submitted), ping=10)
+    collecting = asyncio.ensure_future(_collect(submitted))
+    watching = asyncio.ensure_future(_disconnected(http))
+    try:
+        await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if not collecting.done():  # the client left: stop generating for no one
+        submitted.cancel()
+        collecting.cancel()
+        return Response(status_code=499)  # nobody reads it
+    text, final = collecting.result()
+    return JSONResponse(completion.whole(text, final))
+
+
+async def _collect(submitted) -> tuple[str, Finished]:
     parts = []
     try:
-        async for event in request.events():
+        async for event in submitted.events():
             if isinstance(event, TextDelta):
                 parts.append(event.text)
     except EngineError as exc:
         raise APIError(500, str(exc)) from exc
-    return JSONResponse(completion.whole("".join(parts), event))
+    return "".join(parts), event
+
+
+async def _disconnected(http: Request) -> None:
+    """Returns when the client of a non-streaming request goes away (the body is read)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _sse(completion: ResponseShape, request):
@@ -295,7 +375,13 @@ async def _api_error(_request: Request, exc: APIError) -> Response:
 
 
 async def _http_error(_request: Request, exc: HTTPException) -> Response:
-    return _error_response(exc.status_code, str(exc.detail))
+    response = _error_response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. a 405's Allow
+    return response
+
+
+async def _validation_error(_request: Request, exc: ValidationFailed) -> Response:
+    return JSONResponse(validation_json(exc.detail), status_code=422)
 
 
 async def _internal_error(_request: Request, exc: Exception) -> Response:
