@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -100,8 +101,10 @@ class CompleteHandler(_Base):
                 400, f"max_tokens is above this server's limit of "
                 f"{service.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
             )  # fmt: skip
-        try:
-            context = service.context(body)
+        try:  # off the event loop: tokenizing a big notebook must not stall the server
+            context = await asyncio.get_running_loop().run_in_executor(
+                service.context_thread, service.context, body
+            )
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from exc
         self.set_header("Content-Type", "application/x-ndjson; charset=utf-8")
@@ -196,6 +199,8 @@ class LabService:
         self.settings = settings
         self.link = EngineLink(settings)
         self._builders: dict[int, ContextBuilder] = {}
+        # One thread builds contexts, so the builders' token-count caches see one caller.
+        self.context_thread = ThreadPoolExecutor(1, thread_name_prefix="codestral-context")
 
     @cached_property
     def counter(self) -> TokenCounter:

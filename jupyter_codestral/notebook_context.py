@@ -26,6 +26,8 @@ DEFAULT_SUFFIX_SHARE = 0.25  # prefix:suffix = 3:1, the split llama.cpp's /infil
 LINE_RESERVE = 96  # tokens kept for the line being typed
 RESERVE_STEP = 128  # the current cell's reserve grows in steps of this many tokens
 CUT_STEP_LINES = 16  # an over-long current cell is cut at multiples of this many lines
+CUT_STEP_CHARS = 256  # an over-long cursor line is cut at multiples of this many characters
+MAX_TOKEN_CHARS = 64  # no Codestral token spells more (its longest: 16; a safe bound)
 SEPARATOR = "\n\n"
 NOTE_RESERVE = 16  # tokens for the "(N earlier cells not shown)" comment
 
@@ -109,9 +111,8 @@ class ContextBuilder:
         prefix_budget = self.budget - suffix_tokens
         head = current[:cursor]
         line_start = head.rfind("\n") + 1
-        head_parts, reserve = self._current_head(
-            head[:line_start], head[line_start:], prefix_budget
-        )
+        line = self._cap_line(head[line_start:], prefix_budget // 2)
+        head_parts, reserve = self._current_head(head[:line_start], line, prefix_budget)
         above_parts, above_tokens, above = self._above(
             cells[:index], prefix_budget - reserve - NOTE_RESERVE, comment
         )
@@ -168,6 +169,24 @@ class ContextBuilder:
             break
         return parts, used, included
 
+    # The cursor's own line: whole when it fits `room`, else its end nearest the cursor (a
+    # 60 KB base64 string must not swamp the budget). The cut sits at a multiple of
+    # CUT_STEP_CHARS from the line's start, so it stays put while the user types at the end.
+    def _cap_line(self, line: str, room: int) -> str:
+        if len(line) <= room:  # every token spells at least one character: it fits
+            return line
+        # No token spells more than MAX_TOKEN_CHARS characters, so the longest end that can
+        # fit is bounded before any counting (a 7.9 MB line is never tokenized whole).
+        low = _step_up(max(0, len(line) - room * MAX_TOKEN_CHARS)) // CUT_STEP_CHARS
+        high = _step_up(len(line)) // CUT_STEP_CHARS  # cutting everything always fits
+        while low < high:  # the first cut whose end fits (fewer characters, fewer tokens)
+            middle = (low + high) // 2
+            if self.count(line[middle * CUT_STEP_CHARS :]) + 1 <= room:
+                high = middle
+            else:
+                low = middle + 1
+        return line[low * CUT_STEP_CHARS :]
+
     # The current cell before the cursor: whole when it fits, else its last lines, cut at
     # multiples of CUT_STEP_LINES so the cut stays put while the user types.
     def _current_head(self, before_line: str, line: str, budget: int):
@@ -207,6 +226,10 @@ class ContextBuilder:
                 used += 1
             break
         return list(reversed(chosen)), used, len(chosen)
+
+
+def _step_up(chars: int) -> int:
+    return -(-chars // CUT_STEP_CHARS) * CUT_STEP_CHARS
 
 
 def render(cell: Cell, comment: str = "#") -> str:

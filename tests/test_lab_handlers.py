@@ -237,3 +237,15 @@ async def test_warm_up_fills_the_prompt_cache_without_text(jp_fetch):
     done = (await complete(jp_fetch, body))[-1]
     usage = done["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] - 1
+
+
+async def test_the_cursor_counts_code_points_after_an_emoji(jp_fetch):
+    """The wire's convention: code points, as JupyterLab's completer and Python count. The cell
+    is 12 code points (13 UTF-16 units); its end is cursor 12, for a warm-up as for typing."""
+    cell = {"cell_type": "code", "source": "s = '\U0001F600'\nx = "}
+    body = {"cells": [cell], "cell": 0, "cursor": 12, "max_tokens": 2}
+    for warm in (False, True):
+        assert (await complete(jp_fetch, dict(body, warm=warm)))[-1]["type"] == "done"
+    with pytest.raises(HTTPClientError) as utf16:  # the UTF-16 count is past the end
+        await complete(jp_fetch, dict(body, cursor=13))
+    assert utf16.value.code == 400 and b"outside the cell" in utf16.value.response.body

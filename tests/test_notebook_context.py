@@ -3,6 +3,8 @@ stable window boundaries that let the engine's prompt cache hit on every keystro
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from codestral_engine.core.tokenizer import CodestralTokenizer
@@ -115,6 +117,22 @@ def test_a_huge_current_cell_keeps_its_last_lines(tokenizer):
     assert context.prefix.endswith("row_1999 = 1999 * 2\nanswer = ")
     assert "row_0 = " not in context.prefix
     assert len(tokenizer.encode_fim(context.prefix, context.suffix)) <= 514
+
+
+def test_a_huge_cursor_line_is_capped_and_the_cut_stays_put_while_typing(tokenizer):
+    """A 60 KB base64 string before the cursor once gave a 48,796-token prompt (budget 2,048)."""
+    blob = base64.b64encode(bytes(range(256)) * 176).decode()  # ~60 KB on one line
+    above = [Cell("code", "import base64\nkey = 'k'")]
+    builder = ContextBuilder(tokenizer.count, budget=2048)
+    starts = set()
+    for typed in ("", "Q", "QU", "QUJD"):
+        source = "payload = '" + blob + typed
+        context = builder.build([*above, Cell("code", source)], 1, len(source))
+        assert len(tokenizer.encode_fim(context.prefix, context.suffix)) - 2 <= 2048
+        assert context.prefix.endswith(blob[-200:] + typed)  # the end nearest the cursor
+        assert "key = 'k'" in context.prefix  # room is left for the cells above
+        starts.add(context.prefix[:300])
+    assert len(starts) == 1  # the cut did not move: the prompt cache keeps the prefix
 
 
 def test_bad_positions_are_value_errors(tokenizer):

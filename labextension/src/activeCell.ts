@@ -44,8 +44,8 @@ export function watchActiveCell(
         if (tracker.activeCell !== cell || !editor) {
           return;
         }
-        const offset = editor.getOffsetAt(editor.getCursorPosition());
-        void provider.warm(panel as NotebookPanel, shared.getSource(), offset);
+        const index = editor.getOffsetAt(editor.getCursorPosition()); // UTF-16 units
+        void provider.warm(panel as NotebookPanel, shared.getSource(), index);
       }, 300);
     }
   };

@@ -13,6 +13,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
+import { codePointOffset, utf16Index } from './offsets';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 import { Cell, CompleteRequest, CompletionError } from './wire';
 
@@ -184,13 +185,14 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
     const hints = document.policy.mode === 'hints';
     const multiline = hints ? 'never' : this.settings.multiline;
-    const offset = request.offset;
+    // JupyterLab's offset counts code points (the wire's unit); JavaScript slices UTF-16.
+    const at = utf16Index(request.text, request.offset);
     const shown = await this.source.fetch({
-      before: request.text.slice(0, offset),
-      after: request.text.slice(offset),
-      cursor: cursorContext(request.text, offset, multiline),
+      before: request.text.slice(0, at),
+      after: request.text.slice(at),
+      cursor: cursorContext(request.text, at, multiline),
       candidates: hints ? 1 : Math.max(1, this.settings.candidates),
-      payload: { document, offset, hints }
+      payload: { document, offset: request.offset, hints }
     });
     if (!shown) {
       return { items: [] };
@@ -274,8 +276,12 @@ export class CodestralProvider implements IInlineCompletionProvider {
     };
   }
 
-  /** Prefill a cell's context into the engine's prompt cache (a one-token request). */
-  async warm(widget: NotebookPanel, text: string, offset: number): Promise<void> {
+  /**
+   * Prefill a cell's context into the engine's prompt cache (a one-token request). `index` is
+   * the editor's cursor, in UTF-16 units.
+   */
+  async warm(widget: NotebookPanel, text: string, index: number): Promise<void> {
+    const offset = codePointOffset(text, index);
     const request = { text, offset } as CompletionHandler.IRequest;
     const document = describe(widget, request);
     if (!this.settings.enabled || !document || document.policy.enabled === false) {

@@ -1,0 +1,29 @@
+/**
+ * Cursor offsets, converted in one place. The wire to the server (`CompleteRequest.cursor`)
+ * counts code points, as Jupyter's messaging protocol and Python strings do, and as
+ * JupyterLab's completer hands `request.offset` to providers. JavaScript strings and
+ * CodeMirror count UTF-16 units: a character outside the BMP (an emoji, some CJK, math letters)
+ * is one code point but two units.
+ */
+
+/** The UTF-16 index in `text` of the position `codePoints` code points from its start. */
+export function utf16Index(text: string, codePoints: number): number {
+  let index = 0;
+  for (let seen = 0; seen < codePoints && index < text.length; seen++) {
+    const unit = text.charCodeAt(index);
+    const pair = unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length;
+    index += pair ? 2 : 1;
+  }
+  return index;
+}
+
+/** How many code points come before the UTF-16 index `index` of `text`. */
+export function codePointOffset(text: string, index: number): number {
+  let codePoints = 0;
+  for (let i = 0; i < index && i < text.length; codePoints++) {
+    const unit = text.charCodeAt(i);
+    const pair = unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length;
+    i += pair ? 2 : 1;
+  }
+  return codePoints;
+}
