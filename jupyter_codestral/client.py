@@ -79,15 +79,25 @@ class EngineClient(_Speaking):
         """The shared engine on this machine, started if it is not running, serving `model`
         (default: what `choose_model` names)."""
         info = connection.read_live()
+        if not isinstance(model, ModelChoice):
+            model = choose_model(model)
+        if info is not None and cls(info.url, info.token).status()["state"] == "error":
+            stop_local_server()  # its model failed to load: replace it with a fresh one
+            info = None
         if info is None:
             if not start:
                 raise CodestralError(
                     "No Codestral engine is running.",
                     fix="Start one with `codestral-engine serve` (or let the client start it).",
                 )
-            if not isinstance(model, ModelChoice):
-                model = choose_model(model)
             info = start_local_server(model)
+        elif model.source in ("setting", "environment") and not _serves(info, model):
+            raise CodestralError(
+                f"The running engine (pid {info.pid}) serves {info.model}, not {model.model}.",
+                kind="other_model",
+                fix="The engine serves one model at a time: stop it (`%codestral stop`, or stop "
+                "its `codestral-engine serve`) and run again to load the one you asked for.",
+            )
         client = cls(info.url, info.token)
         client.wait_until_ready(progress=progress)
         return client
@@ -311,7 +321,10 @@ def start_local_server(model: ModelChoice) -> connection.ConnectionInfo:
     """Start `codestral-engine serve` detached from this process; wait for its connection file."""
     command = [sys.executable, "-m", "codestral_engine", "serve", "--model", model.argument()]
     log_path = connection.runtime_dir() / "codestral-engine.log"
-    with open(log_path, "ab") as log:
+    # Readable by this user only, like the connection file (prompts may be logged there).
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
@@ -327,6 +340,13 @@ def start_local_server(model: ModelChoice) -> connection.ConnectionInfo:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     raise CodestralError(f"The engine server did not start within 60 s; see {log_path}.")
+
+
+def _serves(info: connection.ConnectionInfo, model: ModelChoice) -> bool:
+    try:
+        return Path(info.model).expanduser().resolve() == model.path()
+    except Exception:  # a hub id not in the local cache: cannot be the running one's
+        return False
 
 
 def _last_line(path: Path) -> str:

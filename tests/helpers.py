@@ -30,10 +30,15 @@ def wait_until(
 
 
 def start_server(
-    model: Path, runtime: Path, *extra: str, log: Path | None = None
+    model: Path,
+    runtime: Path,
+    *extra: str,
+    log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> SimpleNamespace:
-    """`codestral-engine serve` in a subprocess, ready; its stderr goes to a pipe or to `log`."""
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    """`codestral-engine serve` in a subprocess, ready (or failed); its stderr goes to a pipe
+    or to `log`."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), **(extra_env or {})}
     command = [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model), *extra]
     stderr = subprocess.PIPE if log is None else log.open("w")
     proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
@@ -46,7 +51,7 @@ def start_server(
     wait_until(written, what="the server's connection file")
     info = json.loads(conn.read_text())
     wait_until(
-        lambda: httpx.get(info["url"] + "/health").json()["status"] == "ready",
+        lambda: httpx.get(info["url"] + "/health").json()["status"] != "loading",
         what="the server to load its model",
     )
     return SimpleNamespace(proc=proc, env=env, runtime=runtime, conn=conn, **info)

@@ -225,6 +225,8 @@ async def test_the_shared_engine_starts_on_first_use(jp_fetch, codestral, models
             await asyncio.sleep(0.1)
         assert status["state"] == "ready", status
         assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
+        log = runtime / "codestral-engine.log"  # this user's only, like the connection file
+        assert log.stat().st_mode & 0o777 == 0o600
     finally:
         await asyncio.to_thread(stop_local_server)
 

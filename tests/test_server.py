@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import psutil
@@ -19,6 +22,7 @@ from openai import OpenAI
 from codestral_engine.backends import resolve_backend
 from codestral_engine.serving.server import ServerState, create_app
 from codestral_engine.weights.checkpoint import inspect
+from jupyter_codestral.errors import CodestralError
 
 from .helpers import TOKEN, start_server, wait_until
 
@@ -411,3 +415,86 @@ def test_an_oversized_body_is_refused_before_it_is_read(server):
         )
         head = sock.recv(4096).decode(errors="replace")
     assert head.startswith("HTTP/1.1 413"), head
+
+
+def test_a_reused_pid_is_not_trusted(tmp_path, monkeypatch):
+    """The pid of a killed server, reused by an unrelated process (here: this one)."""
+    from codestral_engine import connection
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    started = connection.process_started(os.getpid())
+    connection.write(connection.ConnectionInfo("http://127.0.0.1:1", "t", os.getpid(), "m",
+                                               started=started - 1000))  # fmt: skip
+    assert connection.read_live() is None
+    assert not (tmp_path / "codestral-engine.json").exists()
+    mine = connection.ConnectionInfo("http://127.0.0.1:1", "t", os.getpid(), "m", started)
+    connection.write(mine)
+    assert connection.read_live() == mine
+
+
+def broken_model(models, tmp_path) -> Path:
+    """A model that fails only after the server listens: its vocabulary does not match the
+    tokenizer's."""
+    broken = tmp_path / "broken"
+    shutil.copytree(models["mlx"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"vocab_size": 1000}))
+    return broken
+
+
+def test_a_server_whose_model_fails_to_load_exits(models, tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "CODESTRAL_ENGINE_FAILED_EXIT_S": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "codestral_engine", "serve", "--model",
+         str(broken_model(models, tmp_path))],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "failed to load" in proc.stderr, proc.stderr
+    assert not (runtime / "codestral-engine.json").exists()  # the slot is free again
+
+
+def test_the_client_replaces_a_failed_engine_and_names_another_model(models, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    from jupyter_codestral.client import EngineClient, stop_local_server
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    failed = start_server(broken_model(models, tmp_path), tmp_path, log=tmp_path / "failed.log")
+    wait_until(lambda: httpx.get(failed.url + "/health").json()["status"] == "error")
+    with EngineClient.local(str(models["mlx"]), progress=False) as client:  # replaced
+        assert client.status()["state"] == "ready"
+        assert failed.proc.wait(timeout=30) is not None
+    with pytest.raises(CodestralError) as other:
+        EngineClient.local(str(models["hf"]), progress=False)
+    assert other.value.kind == "other_model" and "%codestral stop" in other.value.fix
+    assert str(models["mlx"]) in str(other.value)
+    stop_local_server()
+
+
+def test_operator_details(models, tmp_path):
+    """The token from the environment or a file (not the process list); a read-only or broken
+    runtime directory is a clear error with nothing left behind."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    srv = start_server(models["mlx"], runtime, log=tmp_path / "a.log",
+                       extra_env={"CODESTRAL_ENGINE_TOKEN": "from-env"})  # fmt: skip
+    assert srv.token == "from-env"
+    assert "from-env" not in " ".join(psutil.Process(srv.proc.pid).cmdline())
+    srv.proc.terminate()
+    srv.proc.wait(timeout=30)
+    (tmp_path / "token").write_text("from-file\n")
+    srv = start_server(models["mlx"], runtime, "--token-file", str(tmp_path / "token"),
+                       log=tmp_path / "b.log")  # fmt: skip
+    assert srv.token == "from-file"
+    srv.proc.terminate()
+    srv.proc.wait(timeout=30)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "codestral_engine", "serve", "--model", str(models["mlx"])],
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(blocked / "runtime")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and "JUPYTER_RUNTIME_DIR" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    serve.add_argument("--token", help="API token clients must send (default: a random one)")
+    serve.add_argument(
+        "--token",
+        help=f"API token clients must send (default: ${commands.TOKEN_ENV}, else --token-file, "
+        "else a random one); a token given here shows in the process list",
+    )
+    serve.add_argument("--token-file", type=Path, help="read the API token from this file")
     serve.add_argument(
         "--prompt-cache-entries",
         type=int,

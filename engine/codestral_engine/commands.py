@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -26,11 +27,24 @@ def make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_ENV = "CODESTRAL_ENGINE_TOKEN"
+
+
 def serve(args: argparse.Namespace) -> int:
     from .serving.serve import serve as run_server
 
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not token and args.token_file:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            print(f"codestral-engine serve: cannot read --token-file: {exc}", file=sys.stderr)
+            return 2
+        if not token:
+            print(f"codestral-engine serve: {args.token_file} is empty", file=sys.stderr)
+            return 2
     return run_server(
-        chosen_model_path(args.model), args.host, args.port, args.token, args.backend,
+        chosen_model_path(args.model), args.host, args.port, token, args.backend,
         log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
         **_load_options(args),
     )  # fmt: skip

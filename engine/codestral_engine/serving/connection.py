@@ -1,8 +1,9 @@
 """Where the one engine server of this user is: a connection file in Jupyter's runtime directory.
 
 The server writes `codestral-engine.json` (url, token, pid, model; mode 0600) when it starts
-listening and removes it when it exits. Clients trust the file only while its pid is alive; a
-file left by a killed server is removed by the next reader. A lock file held for the server's
+listening and removes it when it exits. Clients trust the file only while its pid is alive and
+is the same process (its start time matches); a file left by a killed server is removed by the
+next reader. A lock file held for the server's
 whole life stops two `serve` commands started together from both loading the model.
 """
 
@@ -29,10 +30,17 @@ class ConnectionInfo:
     token: str
     pid: int
     model: str
+    # When the server process started (psutil's create_time): a pid that the system reused
+    # for an unrelated process does not match it.
+    started: float | None = None
+
+
+def runtime_dir_path() -> Path:
+    return Path(jupyter_runtime_dir())
 
 
 def runtime_dir() -> Path:
-    path = Path(jupyter_runtime_dir())
+    path = runtime_dir_path()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -45,10 +53,21 @@ def write(info: ConnectionInfo) -> Path:
     """Write the connection file atomically, readable by this user only."""
     target = connection_path()
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".codestral-engine-")  # mode 0600
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(info), handle)
-    os.replace(temp, target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(info), handle)
+        os.replace(temp, target)
+    except BaseException:  # a full disk: leave no temp file behind
+        Path(temp).unlink(missing_ok=True)
+        raise
     return target
+
+
+def process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def read_live() -> ConnectionInfo | None:
@@ -61,7 +80,8 @@ def read_live() -> ConnectionInfo | None:
     except (OSError, ValueError, TypeError):
         path.unlink(missing_ok=True)
         return None
-    if not pid_alive(info.pid):
+    reused = info.started is not None and process_started(info.pid) != info.started
+    if reused or not pid_alive(info.pid):  # killed, or its pid now names another process
         remove(info.pid)
         return None
     return info

@@ -7,6 +7,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from . import connection
 from .server import ServerState, create_app
 
 WAIT_FOR_OTHER_SERVER_S = 30
+# How long a server whose model failed to load keeps reporting why before it exits.
+FAILED_EXIT_S = float(os.environ.get("CODESTRAL_ENGINE_FAILED_EXIT_S", "30"))
 
 
 def serve(
@@ -30,7 +33,11 @@ def serve(
     log_prompts: bool = False,
     **load_options: object,
 ) -> int:
-    running = connection.read_live()
+    try:
+        running = connection.read_live()
+    except OSError as exc:  # the runtime directory cannot be made or read
+        _say(_runtime_dir_problem(exc))
+        return 1
     if running is not None:
         _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
         return 0
@@ -39,8 +46,13 @@ def serve(
     except EngineError as exc:
         _say(str(exc))
         return 1
-    lock = connection.ServerLock()
-    if not lock.acquire():  # another serve is starting right now: wait for it to say where
+    try:
+        lock = connection.ServerLock()
+        acquired = lock.acquire()
+    except OSError as exc:
+        _say(_runtime_dir_problem(exc))
+        return 1
+    if not acquired:  # another serve is starting right now: wait for it to say where
         deadline = time.monotonic() + WAIT_FOR_OTHER_SERVER_S
         while time.monotonic() < deadline:
             if (running := connection.read_live()) is not None:
@@ -76,10 +88,23 @@ def serve(
             token=state.token,
             pid=os.getpid(),
             model=str(model),
+            started=connection.process_started(os.getpid()),
         )
-        state.load_in_background(**load_options)
-        connection.write(info)
+        try:
+            connection.write(info)
+        except OSError as exc:
+            _say(_runtime_dir_problem(exc))
+            return 1
+        loading = state.load_in_background(**load_options)
+        threading.Thread(
+            target=_exit_after_failed_load, args=(state, loading), daemon=True
+        ).start()
         _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
+        if host in ("0.0.0.0", "::"):
+            _say(
+                f"Listening on every network interface (port {bound_port}): anyone who can "
+                "reach this machine and has the token can use the engine."
+            )
         config = uvicorn.Config(
             create_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=3
         )
@@ -97,6 +122,25 @@ def serve(
         return 0
     finally:
         lock.release()
+
+
+def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> None:
+    """A model that failed to load leaves no server holding the one-per-user slot: the error
+    stays readable (status, /health) for a while, then the server exits so the next client
+    starts a fresh one."""
+    loading.join()
+    if state.state == "error":
+        _say(f"The model failed to load: {state.error}. Exiting in {FAILED_EXIT_S} s.")
+        time.sleep(FAILED_EXIT_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _runtime_dir_problem(exc: OSError) -> str:
+    return (
+        f"Cannot write to the runtime directory {connection.runtime_dir_path()} "
+        f"({exc.strerror or exc}). Free some space there, or set JUPYTER_RUNTIME_DIR to a "
+        "writable directory."
+    )
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
