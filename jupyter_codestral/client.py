@@ -29,6 +29,7 @@ from codestral_engine import ModelChoice, choose_model, connection
 
 from . import protocol
 from .errors import CodestralError
+from .settings import DEFAULT_IDLE_TIMEOUT_S
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 
@@ -75,9 +76,11 @@ class EngineClient(_Speaking):
         *,
         start: bool = True,
         progress: bool = True,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> EngineClient:
         """The shared engine on this machine, started if it is not running, serving `model`
-        (default: what `choose_model` names)."""
+        (default: what `choose_model` names); one it starts exits after `idle_timeout` seconds
+        without requests (0: never)."""
         info = connection.read_live()
         if not isinstance(model, ModelChoice):
             model = choose_model(model)
@@ -90,7 +93,7 @@ class EngineClient(_Speaking):
                     "No Codestral engine is running.",
                     fix="Start one with `codestral-engine serve` (or let the client start it).",
                 )
-            info = start_local_server(model)
+            info = start_local_server(model, idle_timeout)
         elif model.source in ("setting", "environment") and not _serves(info, model):
             raise CodestralError(
                 f"The running engine (pid {info.pid}) serves {info.model}, not {model.model}.",
@@ -317,9 +320,14 @@ def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None
     return running
 
 
-def start_local_server(model: ModelChoice) -> connection.ConnectionInfo:
-    """Start `codestral-engine serve` detached from this process; wait for its connection file."""
+def start_local_server(
+    model: ModelChoice, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+) -> connection.ConnectionInfo:
+    """Start `codestral-engine serve` detached from this process; wait for its connection file.
+    It exits after `idle_timeout` seconds without requests (0: never)."""
     command = [sys.executable, "-m", "codestral_engine", "serve", "--model", model.argument()]
+    if idle_timeout:
+        command += ["--idle-timeout", str(idle_timeout)]
     log_path = connection.runtime_dir() / "codestral-engine.log"
     # Readable by this user only, like the connection file (prompts may be logged there).
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

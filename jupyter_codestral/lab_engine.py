@@ -87,7 +87,7 @@ class EngineLink:
             return
         self._start_error = None
         self._starting = asyncio.ensure_future(
-            asyncio.to_thread(_start_shared_engine, self.settings.model)
+            asyncio.to_thread(_start_shared_engine, self.settings.model, self.settings.idle_timeout)
         )  # choosing reads the Hugging Face cache: off the event loop too
         self._starting.add_done_callback(self._started)
 
@@ -141,11 +141,11 @@ class EngineLink:
             raise CodestralError(exc.message, exc.status, kind=exc.kind, fix=fix) from exc
 
 
-def _start_shared_engine(model: str) -> connection.ConnectionInfo:
+def _start_shared_engine(model: str, idle_timeout: float) -> connection.ConnectionInfo:
     choice = choose_model(model or None)
     if choice.note:
         log.warning("jupyter_codestral: %s", choice.note)
-    return start_local_server(choice)
+    return start_local_server(choice, idle_timeout)
 
 
 # The fix as a JupyterLab user finds it (by error kind, or kind and engine setting).

@@ -207,7 +207,9 @@ class Codestral(Magics, CodestralSettings):
         """The target for the current settings (a changed setting takes effect right away)."""
         try:
             wanted = self._wanted()
-            if self._target is not None and self._target_for == wanted:
+            # (a shared engine that exited when idle is started again)
+            reusable = self.engine != "shared" or _still_running(self._target)
+            if self._target is not None and self._target_for == wanted and reusable:
                 return self._target
             self._drop_target()
             if self.engine == "remote":
@@ -224,7 +226,7 @@ class Codestral(Magics, CodestralSettings):
                 if self.engine == "in-process":
                     target = InProcessTarget(choice)
                 else:
-                    client = EngineClient.local(choice)
+                    client = EngineClient.local(choice, idle_timeout=self.idle_timeout)
                     target = HTTPTarget(client, f"shared engine at {client.url}")
         except (CodestralError, EngineError) as exc:
             raise UsageError(str(exc)) from exc
@@ -272,12 +274,17 @@ class Codestral(Magics, CodestralSettings):
         try:
             if self._target is not None and self._target_for != self._wanted():
                 self._drop_target()  # a setting changed: report where the next cell goes
+            if self.engine == "shared" and not _still_running(self._target):
+                self._drop_target()  # it exited (idle, or stopped elsewhere)
         except CodestralError as exc:
             raise UsageError(str(exc)) from exc
         if self._target is None:
             running = connection.read_live() if self.engine == "shared" else None
             if running is None and self.engine != "remote":
-                return "Codestral: no engine connected. `%codestral start` starts one."
+                return (
+                    "Codestral: unloaded — starts on the next request (`%codestral start` "
+                    "starts it now)."
+                )
             self._connect()  # remote: only a client, nothing starts
         try:
             status = self._target.status()
@@ -325,3 +332,9 @@ class Codestral(Magics, CodestralSettings):
         if stopped is None:
             return "Codestral: no shared engine is running."
         return f"Codestral: stopped the shared engine (pid {stopped.pid})."
+
+
+def _still_running(target: Target) -> bool:
+    """Whether the shared engine a target talks to still runs (it exits when idle)."""
+    info = connection.read_live()
+    return info is not None and isinstance(target, HTTPTarget) and target.client.url == info.url

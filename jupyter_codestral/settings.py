@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Enum, Unicode, default
+from traitlets import Enum, Float, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import CodestralError
 from .protocol import PROTOCOLS
 
+# An engine started on demand gives its 12-44 GB back after this long unused. Reloading
+# Codestral-22B takes minutes, so a pause (reading, a meeting) keeps it; an afternoon away
+# does not.
+DEFAULT_IDLE_TIMEOUT_S = 1800.0
 CODESTRAL_URL = "https://codestral.mistral.ai"
 PLATFORM_URL = "https://api.mistral.ai"
 CODESTRAL_KEY_ENV = "CODESTRAL_API_KEY"
@@ -53,6 +57,13 @@ class CodestralSettings(Configurable):
     remote_model = Unicode("codestral-latest", help="Model name on the remote API.").tag(
         config=True
     )
+    idle_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT_S,
+        help="Seconds without completion or chat requests after which a shared engine started "
+        "on demand (by a kernel, JupyterLab or the demo) exits and gives its memory back; the "
+        "next request starts it again. 0 keeps it loaded. An engine started by hand with "
+        "`codestral-engine serve` stays unless given --idle-timeout.",
+    ).tag(config=True)
     protocol = Enum(
         list(PROTOCOLS),
         default_value="mistral",

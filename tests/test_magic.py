@@ -156,7 +156,7 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
 
     magics = Codestral(InteractiveShell.instance())
     magics.model, magics.engine = "", "in-process"  # not what the shared shell was configured with
-    assert "no engine connected" in magics._status()
+    assert "unloaded — starts on the next request" in magics._status()
     # No model anywhere: the demo model, said loudly (as serve, the demo and JupyterLab do).
     magics._connect()
     assert "tiny-mlx-v1" in magics._status()
@@ -308,3 +308,22 @@ def test_kernel_settings_take_effect_on_the_next_request(kernel, kernel_server):
         assert "state ready" in printed and "first token after" in printed
     finally:
         run(kc, "%config Codestral.engine = 'shared'")
+
+
+def test_a_shared_engine_that_exited_when_idle_starts_again(models, monkeypatch, tmp_path):
+    from jupyter_codestral.client import stop_local_server
+    from jupyter_codestral.magics import Codestral
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    magics = Codestral(InteractiveShell.instance())
+    magics.engine, magics.model, magics.idle_timeout = "shared", str(models["mlx"]), 0
+    try:
+        magics.codestral("--max-tokens 2 -o first", "hi")
+        first = magics._target.client.url
+        stop_local_server()  # as an idle engine exits
+        assert "unloaded" in magics._status()
+        magics.codestral("--max-tokens 2 -o second", "hi")  # no error: started again
+        assert magics._target.client.url != first
+    finally:
+        magics._drop_target()
+        stop_local_server()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -498,3 +499,36 @@ def test_operator_details(models, tmp_path):
     )  # fmt: skip
     assert result.returncode == 1 and "JUPYTER_RUNTIME_DIR" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_idle_engine_exits_and_the_client_starts_it_again(models, tmp_path, monkeypatch):
+    """Requests and open streams keep it; status polls do not; the next request starts it."""
+    from jupyter_codestral.client import EngineClient, stop_local_server
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    srv = start_server(models["mlx"], tmp_path, "--idle-timeout", "2", log=tmp_path / "idle.log")
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    body = {"model": "codestral-latest", "prompt": "while True:\n", "stream": True,
+            "min_tokens": 30000, "max_tokens": 30000}  # fmt: skip
+    with httpx.stream("POST", srv.url + "/v1/fim/completions", json=body, headers=auth,
+                      timeout=30) as stream:  # fmt: skip
+        lines = stream.iter_lines()
+        started = time.monotonic()
+        while time.monotonic() - started < 4:  # an open stream, twice the timeout
+            next(lines)
+    assert srv.proc.poll() is None
+    exited = False
+    for _ in range(60):  # a status bar polling every 0.25 s does not keep it loaded
+        try:
+            httpx.get(srv.url + "/v1/status", headers=auth)
+        except httpx.TransportError:
+            exited = True
+            break
+        time.sleep(0.25)
+    assert exited
+    srv.proc.wait(timeout=20)
+    assert "Idle for" in (tmp_path / "idle.log").read_text()
+    assert not srv.conn.exists()
+    with EngineClient.local(str(models["mlx"]), progress=False, idle_timeout=0) as client:
+        assert client.status()["state"] == "ready"  # started again
+    stop_local_server()

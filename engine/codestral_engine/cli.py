@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompts whose KV cache is kept for reuse (default 8; 0 turns the cache off)",
     )
     serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit after this long without completion or chat requests and with no open "
+        "stream, giving the model's memory back (default: never; engines that Jupyter starts "
+        "on demand pass their idle_timeout setting)",
+    )
+    serve.add_argument(
         "--log-prompts",
         action="store_true",
         help="print each FIM prompt and suffix to stderr (to see the context clients send)",

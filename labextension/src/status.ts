@@ -75,7 +75,8 @@ export class StatusItem extends Widget {
       return 'Codestral: error';
     }
     if (state === 'stopped') {
-      return 'Codestral: starts on first use';
+      // Not started yet, or exited when idle: it starts on the next request.
+      return 'Codestral: unloaded';
     }
     if (state !== 'ready') {
       return `Codestral: ${state}`;

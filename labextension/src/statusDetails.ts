@@ -17,7 +17,7 @@ const STATES: Record<string, string> = {
   ready: 'ready',
   loading: 'loading the model',
   starting: 'starting the engine process',
-  stopped: 'not running (starts on the first suggestion)',
+  stopped: 'unloaded — starts on the next request',
   error: 'error'
 };
 

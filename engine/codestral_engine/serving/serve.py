@@ -31,6 +31,7 @@ def serve(
     token: str | None,
     backend: str,
     log_prompts: bool = False,
+    idle_timeout: float | None = None,
     **load_options: object,
 ) -> int:
     try:
@@ -100,6 +101,11 @@ def serve(
             target=_exit_after_failed_load, args=(state, loading), daemon=True
         ).start()
         _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
+        if idle_timeout is not None:
+            threading.Thread(
+                target=_exit_when_idle, args=(state, idle_timeout), daemon=True
+            ).start()
+            _say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
         if host in ("0.0.0.0", "::"):
             _say(
                 f"Listening on every network interface (port {bound_port}): anyone who can "
@@ -133,6 +139,17 @@ def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> No
         _say(f"The model failed to load: {state.error}. Exiting in {FAILED_EXIT_S} s.")
         time.sleep(FAILED_EXIT_S)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_when_idle(state: ServerState, timeout: float) -> None:
+    """An engine started on demand gives its memory back when nobody uses it."""
+    while True:
+        idle = state.idle_seconds()
+        if idle is not None and idle >= timeout:
+            _say(f"Idle for {idle:.0f} s: exiting (it starts again on the next request).")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(min(5.0, max(0.2, timeout / 10)))
 
 
 def _runtime_dir_problem(exc: OSError) -> str:

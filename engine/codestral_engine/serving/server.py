@@ -76,6 +76,24 @@ class ServerState:
     engine: Engine | None = None
     started: float = field(default_factory=time.time)
     log_prompts: bool = False  # print each FIM prompt and suffix to stderr (debugging context)
+    # Activity for the idle timeout: completion and chat requests, not status polls.
+    open_requests: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+
+    def begin(self) -> None:
+        self.open_requests += 1
+        self.last_activity = time.monotonic()
+
+    def end(self) -> None:
+        self.open_requests -= 1
+        self.last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float | None:
+        """How long nothing has been asked of the ready model; None while a request is open
+        or the model loads."""
+        if self.open_requests or self.state == "loading":
+            return None
+        return time.monotonic() - self.last_activity
 
     @property
     def model_id(self) -> str:
@@ -85,6 +103,7 @@ class ServerState:
         """Load the model (call on a background thread); state follows along."""
         try:
             self.engine = load(self.model_path, self.backend, progress=self._progress, **options)
+            self.last_activity = time.monotonic()  # idle time counts from being ready
             self.state = "ready"
         except EngineError as exc:
             self.error, self.state = str(exc), "error"
@@ -165,6 +184,12 @@ def create_app(state: ServerState) -> Starlette:
         return JSONResponse(card())
 
     async def fim(request: Request) -> Response:
+        return await _active(state, _fim(request))
+
+    async def chat(request: Request) -> Response:
+        return await _active(state, _chat(request))
+
+    async def _fim(request: Request) -> Response:
         body = await _parse(request, FIMBody)
         engine = _engine_for(state, body.model)
         if state.log_prompts:
@@ -174,7 +199,7 @@ def create_app(state: ServerState) -> Starlette:
         )
         return await _respond(body, submitted, request)
 
-    async def chat(request: Request) -> Response:
+    async def _chat(request: Request) -> Response:
         body = await _parse(request, ChatBody)
         engine = _engine_for(state, body.model)
         submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
@@ -268,6 +293,29 @@ async def _read_body(request: Request) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _active(state: ServerState, handling) -> _Counted:
+    """Counts a request as activity until its response (a whole stream) has been sent."""
+    state.begin()
+    try:
+        return _Counted(await handling, state)
+    except BaseException:
+        state.end()
+        raise
+
+
+class _Counted:
+    """A response that ends its request's activity once sent, however sending ends."""
+
+    def __init__(self, response: Response, state: ServerState):
+        self.response, self.state = response, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.state.end()
 
 
 def _served(state: ServerState) -> str:
