@@ -145,3 +145,26 @@ def test_backend_selection(models):
         codestral_engine.load(models["mlx"], "mlx", dtype="float16")
     with pytest.raises(ModelLoadError, match="quantize must be"):
         codestral_engine.load(models["mlx"], "torch", quantize="int4")
+
+
+def test_cpu_threads_follow_a_rule_and_a_setting(models, monkeypatch):
+    """Physical cores but one by default (left to Jupyter and the browser), else the setting."""
+    import psutil
+
+    from codestral_engine.backends.torch import cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("CODESTRAL_ENGINE_THREADS", raising=False)
+        assert cpu_threads() == max(1, psutil.cpu_count(logical=False) - 1)
+        with codestral_engine.load(models["hf"], "torch", threads=1) as engine:
+            assert engine.backend.threads == torch.get_num_threads() == 1
+        monkeypatch.setenv("CODESTRAL_ENGINE_THREADS", "3")
+        assert cpu_threads() == 3 and cpu_threads(2) == 2  # an explicit option wins
+        monkeypatch.setenv("CODESTRAL_ENGINE_THREADS", "many")
+        with pytest.raises(ModelLoadError, match="CODESTRAL_ENGINE_THREADS"):
+            codestral_engine.load(models["hf"], "torch")
+        with pytest.raises(ModelLoadError, match="at least 1"):
+            codestral_engine.load(models["hf"], "torch", threads=0)
+    finally:
+        torch.set_num_threads(before)

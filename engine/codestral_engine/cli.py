@@ -148,6 +148,11 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quantize", choices=("int8",), help="torch: int8 weights at load")
     parser.add_argument(
+        "--threads", type=_positive,
+        help="torch on the CPU: compute threads (default: $CODESTRAL_ENGINE_THREADS, else the "
+        "physical cores but one, left to Jupyter and the browser)",
+    )  # fmt: skip
+    parser.add_argument(
         "--context-length", type=int, help="cap the context window (and its KV-cache memory)"
     )
 

@@ -55,6 +55,7 @@ def _load_options(args: argparse.Namespace) -> dict:
         "device": args.device,
         "dtype": args.dtype,
         "quantize": args.quantize,
+        "threads": args.threads,
         "context_length": args.context_length,
     }
 

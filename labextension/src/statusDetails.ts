@@ -60,7 +60,8 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     rows.push(['Model', `${status.model}${demo}`]);
   }
   if (status.backend) {
-    const where = [status.backend, status.device, status.layout && `${status.layout} layout`];
+    const threads = status.threads ? `${status.threads} thread${status.threads > 1 ? 's' : ''}` : null;
+    const where = [status.backend, status.device, threads, status.layout && `${status.layout} layout`];
     rows.push(['Backend', where.filter(Boolean).join(', ')]);
   }
   if (status.memory_bytes) {

@@ -30,6 +30,9 @@ describe('statusRows', () => {
     expect(rows['State']).toBe('ready');
     expect(rows['Model']).toBe('Codestral-22B-v0.1');
     expect(rows['Backend']).toBe('mlx, gpu, mlx layout');
+    expect(Object.fromEntries(statusRows({ ...ready, threads: 1 }, null))['Backend']).toBe(
+      'mlx, gpu, 1 thread, mlx layout'
+    );
     expect(rows['Memory']).toBe('12.6 GB, prompt cache 300 MB');
     expect(rows['Last suggestion']).toBe(
       "first text after 212 ms, engine's first token after 181 ms, 31.3 tokens/s"

@@ -7,6 +7,7 @@ loop mirrors the MLX one (chunked prefill with cancellation points, then one tok
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class TorchBackend:
         self.device = str(device)
         self.dtype = dtype
         self._peak_rss = 0
+        self.threads = torch.get_num_threads() if device.type == "cpu" else None
 
     def new_cache(self) -> KVCache:
         return KVCache(self.model.args, self.dtype, self.torch_device)
@@ -101,6 +103,29 @@ def device_memory(device: str) -> tuple[int, str] | None:
     return int(free), f"free memory on {device}"
 
 
+THREADS_ENV = "CODESTRAL_ENGINE_THREADS"
+
+
+def cpu_threads(asked: int | None = None) -> int:
+    """Compute threads on the CPU: `asked`, else $CODESTRAL_ENGINE_THREADS, else one per
+    physical core but one, which is left to JupyterLab, the browser and the kernel (on a busy
+    2-core machine, two threads ran ~10x slower than one: bench/README.md)."""
+    if asked is None and os.environ.get(THREADS_ENV, "").strip():
+        try:
+            asked = int(os.environ[THREADS_ENV])
+        except ValueError:
+            raise ModelLoadError(
+                f"${THREADS_ENV} must be a whole number of threads, got "
+                f"{os.environ[THREADS_ENV]!r}."
+            ) from None
+    if asked is not None:
+        if asked < 1:
+            raise ModelLoadError(f"threads must be at least 1, got {asked}.")
+        return asked
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, physical - 1)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -112,11 +137,13 @@ def load(
     device: str | None = None,
     dtype: str | None = None,
     quantize: str | None = None,
+    threads: int | None = None,
 ) -> TorchBackend:
     """Build the model on the meta device, check every tensor, then assign them one by one.
 
     dtype: float32 / float16 / bfloat16 (default: bfloat16 on CUDA, the checkpoint's own
-    float type on CPU, float32 if that is half precision); quantize: None or "int8".
+    float type on CPU, float32 if that is half precision); quantize: None or "int8";
+    threads: CPU compute threads (default: `cpu_threads()`).
     """
     if checkpoint.quantization:
         raise ModelLoadError(
@@ -125,6 +152,8 @@ def load(
         )
     device, dtype = TorchSpec().target(checkpoint, device, dtype)
     target = torch.device(device)
+    if target.type == "cpu":
+        torch.set_num_threads(cpu_threads(threads))
     chosen = DTYPES.get(dtype)
     if chosen is None:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")

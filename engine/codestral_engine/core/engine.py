@@ -252,6 +252,7 @@ def load(
     device: str | None = None,
     dtype: str | None = None,
     quantize: str | None = None,
+    threads: int | None = None,
     context_length: int | None = None,
     preflight: bool = True,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
@@ -263,7 +264,8 @@ def load(
 
     `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
     Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
-    `dtype` ("bfloat16", "float16", "float32") and `quantize` ("int8") apply to torch.
+    `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8") and `threads` (CPU compute
+    threads) apply to torch.
     `context_length` caps the window (and the memory its KV cache needs). With `preflight`, a
     model that will not fit in memory is refused before loading, with the numbers and the fix.
     """
@@ -285,8 +287,9 @@ def load(
         target, compute = spec.target(checkpoint, device, dtype)
         need = memory.plan(checkpoint, spec.name, compute, quantize, window)
         memory.check(checkpoint, spec.name, target, need, quantize)
+    options = {"device": device, "dtype": dtype, "quantize": quantize, "threads": threads}
     engine = Engine(
-        load_backend(checkpoint, spec.name, report, device=device, dtype=dtype, quantize=quantize),
+        load_backend(checkpoint, spec.name, report, **options),
         tokenizer,
         checkpoint,
         prefill_chunk=prefill_chunk,

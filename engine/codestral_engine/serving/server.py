@@ -152,6 +152,7 @@ def create_app(state: ServerState) -> Starlette:
                 "layout": engine.checkpoint.layout,
                 "backend": engine.backend.name,
                 "device": engine.backend.device,
+                "threads": getattr(engine.backend, "threads", None),
                 "context_length": engine.context_length,
                 "queue_length": engine.queue_length,
                 "memory_bytes": _process_memory(),
