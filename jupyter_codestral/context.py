@@ -2,7 +2,8 @@
 
 Budgets are in characters (about 3.5 per token for Python code), so building context never
 needs the tokenizer in the kernel. The newest cells are kept when the history is too long; the
-header describes only the names the cell mentions, DataFrames and arrays first-class.
+header describes only the names the cell mentions, by `kernel_facts`' safe rules (DataFrames and
+arrays first-class; no user code runs).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .kernel_facts import facts
+
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
 MAGIC_PREFIXES = ("%", "!", "?")
-MAX_COLUMNS = 25
 
 
 def history_code(inputs: Iterable[str], budget: int) -> str:
@@ -42,10 +44,9 @@ def variables_header(text: str, namespace: Mapping[str, Any], budget: int) -> st
     for name in dict.fromkeys(_NAME.findall(text)):  # first mention order, no repeats
         if keyword.iskeyword(name) or name.startswith("_") or name not in namespace:
             continue
-        value = namespace[name]
-        if type(value).__name__ in ("module", "function", "builtin_function_or_method", "type"):
-            continue
-        lines.append(f"# {name}: {describe(value)}\n")
+        described = facts([name], dict(namespace))  # the same safe rules as ghost text's
+        if described:
+            lines.append(f"# {described[0]}\n")
     header, used = "", 0
     for line in lines:
         if used + len(line) > budget:
@@ -55,28 +56,6 @@ def variables_header(text: str, namespace: Mapping[str, Any], budget: int) -> st
     if header:
         header = "# Variables in this notebook:\n" + header
     return header
-
-
-def describe(value: Any) -> str:
-    """One line about a value: DataFrame columns and dtypes, array shape and dtype, or type."""
-    kind = f"{type(value).__module__.split('.')[0]}.{type(value).__name__}"
-    if kind == "pandas.DataFrame":
-        rows, cols = value.shape
-        columns = [f"{c} ({t})" for c, t in zip(value.columns, value.dtypes, strict=False)]
-        more = f", … {len(columns) - MAX_COLUMNS} more" if len(columns) > MAX_COLUMNS else ""
-        listed = ", ".join(columns[:MAX_COLUMNS])
-        return f"pandas.DataFrame, {rows} rows x {cols} columns: {listed}{more}"
-    if kind == "pandas.Series":
-        return f"pandas.Series '{value.name}', {len(value)} values ({value.dtype})"
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if isinstance(shape, tuple) and dtype is not None:
-        return f"{kind}, shape {shape}, dtype {dtype}"
-    if isinstance(value, (list, tuple, set, dict)):
-        return f"{type(value).__name__} of {len(value)} items"
-    if isinstance(value, (int, float, bool, str)):
-        text = repr(value)
-        return f"{type(value).__name__} = {text if len(text) <= 40 else text[:37] + '...'}"
-    return kind
 
 
 def _python_lines(source: str) -> str:

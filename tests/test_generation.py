@@ -139,9 +139,12 @@ def test_prompt_beyond_context_window(short_context_model, backend):
         with pytest.raises(ContextLengthError, match="context window is 64") as info:
             eng.fim("x = 1\n" * 40)
         assert info.value.prompt_tokens > 64
-        # Generation stops when the window is full.
+        # Generation stops when the window is full (max_tokens within the window, not within
+        # what is left of it; above the window it is refused, naming the window).
         ids = eng.tokenizer.encode_fim("y = 2\n" * 8)
-        done = eng.fim("y = 2\n" * 8, max_tokens=1000).result()
+        with pytest.raises(InvalidRequestError, match="context window of 64 tokens"):
+            eng.fim("y = 2\n" * 8, max_tokens=1000)
+        done = eng.fim("y = 2\n" * 8, max_tokens=64).result()
         assert done.finish_reason == "model_length"
         assert done.usage.completion_tokens == 64 - len(ids)
 

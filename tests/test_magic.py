@@ -84,7 +84,7 @@ def test_insert_prompt_has_history_and_the_dataframe_header(shell, sent):
     name, (prompt, suffix), _ = sent[-1]
     assert name == "fim" and suffix == ""
     assert "monthly = 12\nrate = monthly * 2\n" in prompt
-    assert "# sales: pandas.DataFrame, 2 rows x 2 columns: amount (float64), region (" in prompt
+    assert "# sales: pandas.DataFrame, 2 rows x 2 columns: 'amount' (float64), 'region' (" in prompt
     assert prompt.endswith("# total amount per 12 in sales\n")  # {monthly} interpolated
     assert shell.rl_next_input == shell.user_ns["code"]
 
