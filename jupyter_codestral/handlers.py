@@ -5,6 +5,8 @@ POST complete  cells + cursor in, newline-delimited JSON out: a `context` line (
                Closing the connection cancels the engine's request within a decode step.
 GET  status    engine state and progress, the last request's timings, the server's settings.
 POST start     start the shared engine now (it also starts on the first completion).
+GET  probe     the code the extension runs in a kernel after an execution to learn its live
+               objects (kernel_facts.py), whose lines come back as `facts` in complete.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tornado.iostream import StreamClosedError
 
 from . import protocol
 from .errors import CodestralError
+from .kernel_facts import probe_request
 from .lab_engine import CodestralCompletion, EngineLink
 from .lab_wire import CompleteRequest, ContextEvent, DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo
 from .notebook_context import Cell, ContextBuilder, TokenCounter
@@ -71,6 +74,14 @@ class StatusHandler(_Base):
             "max_tokens_limit": settings.max_tokens_limit,
         }
         self.finish(json.dumps(status))
+
+
+class ProbeHandler(_Base):
+    """What the extension runs in a kernel after an execution to learn its live objects."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(json.dumps(probe_request()))
 
 
 class StartHandler(_Base):
@@ -138,6 +149,7 @@ class CompleteHandler(_Base):
                 cells_below=context.cells_below,
                 elided_above=context.elided_above,
                 elided_below=context.elided_below,
+                facts=context.facts,
             )
         )
         params: dict[str, Any] = {
@@ -215,10 +227,16 @@ class LabService:
                 self.counter, budget=budget, suffix_share=self.settings.suffix_share
             )
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
-        return self._builders[budget].build(cells, body.cell, body.cursor, body.language)
+        builder = self._builders[budget]
+        return builder.build(cells, body.cell, body.cursor, body.language, body.facts)
 
 
-ROUTES = {"complete": CompleteHandler, "status": StatusHandler, "start": StartHandler}
+ROUTES = {
+    "complete": CompleteHandler,
+    "status": StatusHandler,
+    "start": StartHandler,
+    "probe": ProbeHandler,
+}
 
 
 def setup_handlers(serverapp) -> LabService:

@@ -82,13 +82,18 @@ def facts(names: list[str], namespace: dict | None = None) -> list[str]:
 
 def _frame(frame) -> str:
     rows, count = frame.shape
-    columns = []
-    for i, label in enumerate(list(frame.columns[:MAX_COLUMNS])):
+    head = f"pandas.DataFrame, {rows} rows x {count} columns: "
+    columns, room = [], MAX_LINE - len(head) - 60  # left for the name and "… N more"
+    dtypes = list(frame.dtypes.iloc[:MAX_COLUMNS])
+    for label, dtype in zip(list(frame.columns[:MAX_COLUMNS]), dtypes, strict=True):
         shown = _label(label)
-        dtype = _dtype(frame.dtypes.iloc[i])
-        columns.append(f"{shown if shown is not None else '?'} ({dtype})")
-    more = f", … {count - MAX_COLUMNS} more" if count > MAX_COLUMNS else ""
-    return f"pandas.DataFrame, {rows} rows x {count} columns: {', '.join(columns)}{more}"
+        column = f"{shown if shown is not None else '?'} ({_dtype(dtype)})"
+        room -= len(column) + 2
+        if room < 0:
+            break
+        columns.append(column)
+    more = f", … {count - len(columns)} more" if count > len(columns) else ""
+    return head + ", ".join(columns) + more
 
 
 def _dtype(dtype: object) -> str:

@@ -5,10 +5,11 @@ models field for field (tests/test_lab_wire.py fails when the two drift apart).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from .kernel_facts import MAX_LINE, MAX_NAMES
 from .notebook_context import LINE_RESERVE
 
 
@@ -34,6 +35,8 @@ class CompleteRequest(BaseModel):
     context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
     session: StrictStr | None = Field(None, max_length=200)
     warm: StrictBool = False
+    # Live objects in the kernel ("name: description" lines from kernel_facts' probe).
+    facts: list[Annotated[StrictStr, Field(max_length=MAX_LINE)]] = Field([], max_length=MAX_NAMES)
 
 
 class ContextEvent(BaseModel):
@@ -45,6 +48,7 @@ class ContextEvent(BaseModel):
     cells_below: int
     elided_above: int
     elided_below: int
+    facts: int = 0  # kernel facts in the prompt's header
 
 
 class DeltaEvent(BaseModel):

@@ -74,6 +74,7 @@ class Codestral(Magics, CodestralSettings):
     @default("engine")
     def _engine_from_env(self) -> str:
         return from_env(self, "engine", "shared")
+
     max_tokens = Integer(512, help="Most tokens per answer.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
     history_chars = Integer(6000, help="Budget for earlier cells' code as context.").tag(

@@ -30,6 +30,7 @@ CUT_STEP_CHARS = 256  # an over-long cursor line is cut at multiples of this man
 MAX_TOKEN_CHARS = 64  # no Codestral token spells more (its longest: 16; a safe bound)
 SEPARATOR = "\n\n"
 NOTE_RESERVE = 16  # tokens for the "(N earlier cells not shown)" comment
+FACTS_SHARE = 0.125  # of the budget, at most, for the kernel's live objects
 
 COMMENT_PREFIX = {
     "python": "#", "r": "#", "julia": "#", "bash": "#", "sh": "#", "ruby": "#", "perl": "#",
@@ -55,6 +56,7 @@ class FIMContext:
     cells_below: int
     elided_above: int  # cells left out entirely
     elided_below: int
+    facts: int = 0  # kernel facts in the header
 
 
 class TokenCounter:
@@ -94,9 +96,17 @@ class ContextBuilder:
         self.suffix_share = suffix_share
 
     def build(
-        self, cells: Sequence[Cell], index: int, cursor: int, language: str = "python"
+        self,
+        cells: Sequence[Cell],
+        index: int,
+        cursor: int,
+        language: str = "python",
+        facts: Sequence[str] = (),
     ) -> FIMContext:
-        """The context for the cursor at character `cursor` of `cells[index]`."""
+        """The context for the cursor at character `cursor` of `cells[index]`; `facts` (live
+        objects in the kernel) open the prefix as a comment header, within FACTS_SHARE of the
+        budget. They change only when an execution changes them, so typing keeps the header,
+        and the prompt cache with it."""
         if not 0 <= index < len(cells):
             raise ValueError(f"Cell index {index} is outside the notebook's {len(cells)} cells.")
         current = cells[index].source
@@ -108,7 +118,8 @@ class ContextBuilder:
         suffix_parts, suffix_tokens, below = self._suffix(
             current[cursor:], cells[index + 1 :], suffix_budget, comment
         )
-        prefix_budget = self.budget - suffix_tokens
+        header, header_tokens, shown_facts = self._facts_header(facts, comment)
+        prefix_budget = self.budget - suffix_tokens - header_tokens
         head = current[:cursor]
         line_start = head.rfind("\n") + 1
         line = self._cap_line(head[line_start:], prefix_budget // 2)
@@ -122,18 +133,37 @@ class ContextBuilder:
         if elided_above:
             note = [f"{comment} ({elided_above} earlier cell{'s' if elided_above > 1 else ''} "
                     "not shown)"]  # fmt: skip
-        prefix = SEPARATOR.join([*note, *above_parts, ""]) + "".join(head_parts)
+        prefix = header + SEPARATOR.join([*note, *above_parts, ""]) + "".join(head_parts)
         prefix_tokens = above_tokens + sum(self.count(p) + 1 for p in head_parts)
         return FIMContext(
             prefix=prefix,
             suffix="".join(suffix_parts),
-            prefix_tokens=prefix_tokens + (self.count(note[0]) + 1 if note else 0),
+            prefix_tokens=prefix_tokens + (self.count(note[0]) + 1 if note else 0) + header_tokens,
             suffix_tokens=suffix_tokens,
             cells_above=above,
             cells_below=below,
             elided_above=elided_above,
             elided_below=elided_below,
+            facts=shown_facts,
         )
+
+    def _facts_header(self, facts: Sequence[str], comment: str) -> tuple[str, int, int]:
+        """The kernel's live objects as comment lines, as many as fit FACTS_SHARE."""
+        if not facts:
+            return "", 0, 0
+        budget = int(self.budget * FACTS_SHARE)
+        lines = [f"{comment} Live objects in the kernel:\n"]
+        used = self.count(lines[0]) + 1
+        for fact in facts:
+            line = f"{comment} {fact}\n"
+            n = self.count(line) + 1
+            if used + n > budget:
+                break
+            lines.append(line)
+            used += n
+        if len(lines) == 1:
+            return "", 0, 0
+        return "".join(lines) + "\n", used + 1, len(lines) - 1
 
     # The suffix: the rest of the cell, then the cells below, nearest first.
     def _suffix(self, tail: str, below: Sequence[Cell], budget: int, comment: str):

@@ -70,6 +70,7 @@ def lab(models, tmp_path_factory):
     write_notebook(work / "midline.ipynb", ["secret_total_xyz = 41 + 1", "best = max()"])
     write_notebook(work / "exam.ipynb", ["x = 1", ""], {"codestral": {"enabled": False}})
     write_notebook(work / "hints.ipynb", ["x = 1", ""], {"codestral": {"mode": "hints"}})
+    write_notebook(work / "facts.ipynb", [FRAME_CELL, "import time\ntime.sleep(3)", ""])
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
@@ -136,6 +137,21 @@ def active_source(page) -> str:
 def engine_status(lab) -> dict:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     return httpx.get(f"{lab.engine.url}/v1/status", headers=headers).json()
+
+
+FRAME_CELL = (
+    "import pandas as pd\n"
+    "sales = pd.DataFrame({'region_name_xyz': ['north'], 'amount_eur': [1.5]})"
+)
+SPY_ON_PROBES = """() => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    window.__probes = [];
+    const send = kernel.requestExecute.bind(kernel);
+    kernel.requestExecute = (content, ...rest) => {
+        if (content.silent) window.__probes.push(kernel.status);
+        return send(content, ...rest);
+    };
+}"""
 
 
 def logged_prompts(lab) -> list[dict]:
@@ -349,3 +365,34 @@ def test_ghost_text_from_a_classroom_vllm(page, vllm, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_ghost_text_knows_the_kernels_dataframe(page, lab):
+    """After a cell defines a DataFrame, the prompt opens with its real column names; the
+    probe waits while a cell runs; typing does not change the prompt's start."""
+    open_notebook(page, lab.url, "facts.ipynb")
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
+        " === 'idle'",
+        timeout=60_000,
+    )
+    page.evaluate(SPY_ON_PROBES)
+    # Run all: the DataFrame cell ends while the sleeping cell is queued and then runs for
+    # 3 s; the probe must wait for the kernel to be idle, not run between or beside them.
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function("() => window.__probes.length >= 1", timeout=30_000)
+    assert set(page.evaluate("() => window.__probes")) == {"idle"}
+
+    asked_before = len(logged_prompts(lab))
+    edit_last_cell(page)
+    for ch in "total = sal":
+        page.keyboard.type(ch)
+        page.wait_for_timeout(150)
+    wait_for_ghost_to_settle(page)
+    prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
+    assert prompts, "no request reached the engine"
+    assert "Live objects in the kernel:" in prompts[-1]
+    assert "'region_name_xyz' (" in prompts[-1] and "'amount_eur' (float64)" in prompts[-1]
+    header = prompts[-1].split("\n\n")[0]
+    assert all(p.startswith(header) for p in prompts)  # the same start while typing
+

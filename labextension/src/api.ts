@@ -56,3 +56,18 @@ export async function startEngine(): Promise<Record<string, any>> {
   }
   return response.json();
 }
+
+/** The kernel-facts probe: setup code and the user expression (NAMES: a JSON list). */
+export interface Probe {
+  setup: string;
+  expression: string;
+}
+
+export async function getProbe(): Promise<Probe> {
+  const [target, settings] = url('probe');
+  const response = await ServerConnection.makeRequest(target, {}, settings);
+  if (!response.ok) {
+    throw await errorOf(response);
+  }
+  return response.json();
+}

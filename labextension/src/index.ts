@@ -15,6 +15,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { watchActiveCell } from './activeCell';
 import { addCommands, CommandIDs, PLUGIN_ID } from './commands';
 import { ErrorReporter } from './errorReporter';
+import { KernelFacts } from './kernelFacts';
 import { CodestralProvider, Settings } from './provider';
 import { StatusItem } from './status';
 import { CompletionError } from './wire';
@@ -72,12 +73,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (notebooks) {
       watchActiveCell(app, notebooks, provider);
+      provider.kernelFacts = new KernelFacts(notebooks);
     }
 
     if (settingRegistry) {
       void settingRegistry.load(PLUGIN_ID).then(settings => {
         const apply = () => {
           provider.applySettings(settings.composite as unknown as Partial<Settings>);
+          if (provider.kernelFacts) {
+            provider.kernelFacts.enabled = provider.settings.kernelFacts;
+          }
           status.setEnabled(provider.settings.enabled);
           app.commands.notifyCommandChanged(CommandIDs.toggle);
         };

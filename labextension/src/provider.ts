@@ -13,6 +13,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
+import { KernelFacts } from './kernelFacts';
 import { codePointOffset, utf16Index } from './offsets';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 import { Cell, CompleteRequest, CompletionError } from './wire';
@@ -29,6 +30,7 @@ export interface Settings {
   candidates: number;
   warmOnFocus: boolean;
   triggerOnIndent: boolean;
+  kernelFacts: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -42,7 +44,8 @@ export const DEFAULT_SETTINGS: Settings = {
   disabledLanguages: [],
   candidates: 1,
   warmOnFocus: true,
-  triggerOnIndent: true
+  triggerOnIndent: true,
+  kernelFacts: true
 };
 
 /** Teaching: `codestral` notebook metadata turns completions off or down to short hints. */
@@ -59,6 +62,8 @@ export interface DocumentContext {
   cell: number;
   language: string;
   policy: NotebookPolicy;
+  /** Live objects in the notebook's kernel, as of its last execution. */
+  facts?: string[];
 }
 
 const MIME_LANGUAGES: Record<string, string> = {
@@ -142,6 +147,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
   private readonly session = `lab-${Math.random().toString(36).slice(2)}`;
   private tokens = new Map<string, { suggestion: Suggestion; typed: number }>();
   private nextToken = 0;
+  /** Where the kernels' live facts come from (notebooks only). */
+  kernelFacts: KernelFacts | null = null;
 
   constructor(private readonly hooks: ProviderHooks) {
     this.source = new SuggestionSource({
@@ -175,7 +182,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
     request: CompletionHandler.IRequest,
     context: IInlineCompletionContext
   ): Promise<IInlineCompletionList<IInlineCompletionItem>> {
-    const document = describe(context.widget, request);
+    const document = this.describe(context.widget, request);
     if (!this.settings.enabled || !document || document.policy.enabled === false) {
       this.source.abort();
       return { items: [] };
@@ -225,6 +232,15 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
   }
 
+  /** The document around the cursor, with the kernel's facts when they are on. */
+  private describe(widget: unknown, request: CompletionHandler.IRequest): DocumentContext | null {
+    const document = describe(widget, request);
+    if (document && widget instanceof NotebookPanel && this.kernelFacts && this.settings.kernelFacts) {
+      document.facts = this.kernelFacts.get(widget);
+    }
+    return document;
+  }
+
   /** What is left of the suggestion the user sees (for accept word / line). */
   visibleSuggestion(before: string): string | null {
     const active = this.source.active;
@@ -272,7 +288,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
       multiline: allowsBlock(request.cursor),
       time_budget_ms: s.timeBudgetMs,
       context_tokens: s.contextTokens,
-      session: `${this.session}-${candidate}`
+      session: `${this.session}-${candidate}`,
+      facts: document.facts ?? []
     };
   }
 
@@ -283,7 +300,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
   async warm(widget: NotebookPanel, text: string, index: number): Promise<void> {
     const offset = codePointOffset(text, index);
     const request = { text, offset } as CompletionHandler.IRequest;
-    const document = describe(widget, request);
+    const document = this.describe(widget, request);
     if (!this.settings.enabled || !document || document.policy.enabled === false) {
       return;
     }
@@ -293,7 +310,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
       cursor: offset,
       language: document.language,
       context_tokens: this.settings.contextTokens,
-      warm: true
+      warm: true,
+      facts: document.facts ?? [] // the same header as the typed requests: one cached prefix
     };
     try {
       for await (const _ of streamCompletion(body, new AbortController().signal)) {

@@ -24,6 +24,8 @@ export interface CompleteRequest {
   context_tokens?: number | null;
   session?: string | null;
   warm?: boolean;
+  /** Live objects in the kernel ("name: description" lines from the server's probe). */
+  facts?: string[];
 }
 
 /** First line: what the prompt holds. */
@@ -34,6 +36,7 @@ export interface ContextEvent {
   cells_below: number;
   elided_above: number;
   elided_below: number;
+  facts?: number;
 }
 
 export interface DeltaEvent {

@@ -1,0 +1,103 @@
+/**
+ * Live facts about the kernel's objects for the ghost text's context (DataFrame columns,
+ * array shapes, ...). After an execution, once the kernel is idle, the kernel is asked once:
+ * the server's probe (`jupyter_codestral/kernel_facts.py`) runs as a silent request without
+ * history and answers through a user expression. Never while a cell runs, never per keystroke;
+ * the facts stay the same until the next execution, so the prompt's header (and the engine's
+ * prompt cache) does not change while the user types.
+ */
+
+import { Kernel } from '@jupyterlab/services';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+
+import { getProbe, Probe } from './api';
+import { namesToProbe } from './probeNames';
+
+/** After an execution ends, wait this long for the kernel to stay idle (Run All goes on). */
+const SETTLE_MS = 150;
+
+export class KernelFacts {
+  enabled = true;
+  private facts = new WeakMap<NotebookPanel, string[]>();
+  private waiting = new WeakSet<NotebookPanel>();
+  private probe: Promise<Probe> | null = null;
+
+  constructor(private readonly notebooks: INotebookTracker) {
+    NotebookActions.executed.connect((_, { notebook, cell }) => {
+      const panel = this.notebooks.find(p => p.content === notebook);
+      if (panel && this.enabled) {
+        this.schedule(panel, cell.model.sharedModel.getSource());
+      }
+    });
+  }
+
+  /** The facts for a notebook's prompt: as of its last probe. */
+  get(panel: NotebookPanel): string[] {
+    return this.enabled ? this.facts.get(panel) ?? [] : [];
+  }
+
+  private schedule(panel: NotebookPanel, executed: string): void {
+    const kernel = panel.sessionContext.session?.kernel;
+    if (!kernel || this.waiting.has(panel)) {
+      return;
+    }
+    this.waiting.add(panel);
+    const attempt = () => {
+      setTimeout(() => {
+        if (kernel.isDisposed || panel.isDisposed) {
+          this.waiting.delete(panel);
+        } else if (kernel.status === 'idle') {
+          this.waiting.delete(panel);
+          void this.ask(panel, kernel, executed);
+        } else {
+          // Busy (a queued cell runs): ask when it is idle again, not behind it.
+          const onStatus = (_: Kernel.IKernelConnection, status: Kernel.Status) => {
+            if (status === 'idle' || status === 'dead') {
+              kernel.statusChanged.disconnect(onStatus);
+              attempt();
+            }
+          };
+          kernel.statusChanged.connect(onStatus);
+        }
+      }, SETTLE_MS);
+    };
+    attempt();
+  }
+
+  private async ask(
+    panel: NotebookPanel,
+    kernel: Kernel.IKernelConnection,
+    executed: string
+  ): Promise<void> {
+    try {
+      const info = await kernel.info;
+      if (info.language_info.name !== 'python') {
+        return; // the probe is Python; other kernels get no header
+      }
+      this.probe ??= getProbe();
+      const probe = await this.probe;
+      const sources = panel.content.widgets
+        .filter(cell => cell.model.type === 'code')
+        .map(cell => cell.model.sharedModel.getSource());
+      const names = namesToProbe(sources, executed);
+      const future = kernel.requestExecute({
+        code: probe.setup,
+        silent: true,
+        store_history: false,
+        allow_stdin: false,
+        stop_on_error: false,
+        user_expressions: { codestral: probe.expression.replace('NAMES', JSON.stringify(names)) }
+      });
+      const reply = await future.done;
+      const answer = (reply.content as any).user_expressions?.codestral;
+      if (answer?.status === 'ok') {
+        const facts = JSON.parse(answer.data['text/plain']);
+        if (Array.isArray(facts)) {
+          this.facts.set(panel, facts.filter(f => typeof f === 'string'));
+        }
+      }
+    } catch {
+      // a kernel that went away or answered oddly: the header is just absent
+    }
+  }
+}

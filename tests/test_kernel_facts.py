@@ -1,0 +1,133 @@
+"""The kernel-facts probe in a real kernel, sent as the extension sends it (a silent request
+without history, answered through a user expression): what it describes, and that it runs no
+user code, stays bounded and leaves the kernel as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from jupyter_codestral.context import variables_header
+from jupyter_codestral.kernel_facts import MAX_LINE, PROBE_MODULE, probe_request
+
+from .helpers import run_in_kernel
+
+USER_CODE = '''
+import numpy as np
+import pandas as pd
+
+sales = pd.DataFrame({"region": ["north", "south"], "amount": [1.5, 2.5]})
+grid = np.zeros((3, 4), dtype="float32")
+config = {"lr": 0.1, "epochs": 3}
+def train(frame, epochs=3, *args, verbose=False, **options):
+    return frame
+wide = pd.DataFrame(np.zeros((2, 10_000)))
+
+touched = []
+class Trap:
+    """Every way of looking at it that could run user code is recorded."""
+    def __repr__(self): touched.append("repr"); return "trap"
+    def __str__(self): touched.append("str"); return "trap"
+    def __len__(self): touched.append("len"); return 1
+    def __getattr__(self, name): touched.append(name); raise RuntimeError("no")
+    @property
+    def shape(self): touched.append("shape"); return (1,)
+class SneakyFrame(pd.DataFrame):
+    @property
+    def shape(self): touched.append("subclass shape"); return (0, 0)
+class Label:
+    def __str__(self): touched.append("label str"); return "x"
+    def __repr__(self): touched.append("label repr"); return "x"
+    def __hash__(self): return 1
+
+trap = Trap()
+sneaky = SneakyFrame({"a": [1]})
+labelled = pd.DataFrame({Label(): [1], "ok": [2]})
+keyed = {Label(): 1, "plain": 2}
+def wrapped(a, b):
+    return a
+wrapped.__wrapped__ = trap
+wrapped.__signature__ = trap
+'''
+NAMES = ["sales", "grid", "config", "train", "np", "wide", "trap", "sneaky", "labelled",
+         "keyed", "wrapped", "missing_name"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ))
+    reply, _ = run_in_kernel(kc, USER_CODE)
+    assert reply["status"] == "ok", reply
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def probe(kc, names: list[str]) -> tuple[list[str], list[dict]]:
+    """Run the probe exactly as the extension does; its facts and the iopub traffic."""
+    request = probe_request()
+    expression = request["expression"].replace("NAMES", json.dumps(names))
+    msg_id = kc.execute(request["setup"], silent=True, store_history=False,
+                        user_expressions={"codestral": expression})  # fmt: skip
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    answer = reply["content"]["user_expressions"]["codestral"]
+    assert answer["status"] == "ok", answer
+    return json.loads(answer["data"]["text/plain"]), reply
+
+
+def test_the_probe_describes_live_objects_and_runs_no_user_code(kernel):
+    facts, _ = probe(kernel, NAMES)
+    by_name = {line.split(":")[0]: line for line in facts}
+    assert by_name["sales"].startswith("sales: pandas.DataFrame, 2 rows x 2 columns: 'region' (")
+    assert by_name["sales"].endswith(", 'amount' (float64)")  # region: object or str (pandas 3)
+    assert by_name["grid"] == "grid: numpy.ndarray, shape (3, 4), dtype float32"
+    assert by_name["config"] == "config: dict of 2 items, keys 'lr', 'epochs'"
+    assert by_name["train"] == "train: function(frame, epochs, *args, verbose, **options)"
+    assert by_name["np"] == "np: module numpy"
+    assert by_name["wrapped"] == "wrapped: function(a, b)"  # not __signature__ / __wrapped__
+    assert "10000 columns: 0 (float64), 1 (float64)" in by_name["wide"]
+    assert by_name["wide"].endswith(" more")
+    assert len(by_name["wide"]) <= MAX_LINE
+    assert "labelled: pandas.DataFrame, 1 rows x 2 columns: ? (int64), 'ok' (int64)" in facts
+    assert by_name["keyed"] == "keyed: dict of 2 items, keys 'plain'"
+    for absent in ("trap", "sneaky", "missing_name"):  # not allow-listed, or not there
+        assert absent not in by_name
+    touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
+    assert touched["status"] == "ok", touched  # no user code ran
+
+
+def test_the_probe_leaves_no_trace_and_is_bounded(kernel):
+    run_in_kernel(kernel, "n_before = len(In)")
+    probe(kernel, NAMES)
+    many, _ = probe(kernel, [f"name_{i}" for i in range(5000)] + NAMES)  # bounded in names
+    assert len(many) <= 40
+    check, _ = run_in_kernel(
+        kernel, f"assert len(In) == n_before + 1, len(In)\n"
+        f"assert [n for n in globals() if 'codestral' in n] == [{PROBE_MODULE!r}]"
+    )  # fmt: skip
+    assert check["status"] == "ok", check
+
+
+def test_the_magic_header_follows_the_same_rules():
+    import pandas as pd
+
+    touched = []
+
+    class Trap:
+        def __repr__(self):
+            touched.append("repr")
+            return "trap"
+
+        def __len__(self):
+            touched.append("len")
+            return 1
+
+    namespace = {"trap": Trap(), "df": pd.DataFrame({"a": [1]}), "items": [1, 2]}
+    header = variables_header("use trap, df and items", namespace, 1000)
+    assert "# df: pandas.DataFrame, 1 rows x 1 columns: 'a' (int64)" in header
+    assert "# items: list of 2 items" in header
+    assert "trap" not in header and touched == []
