@@ -396,3 +396,40 @@ def test_ghost_text_knows_the_kernels_dataframe(page, lab):
     header = prompts[-1].split("\n\n")[0]
     assert all(p.startswith(header) for p in prompts)  # the same start while typing
 
+
+def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, tmp_path):
+    """The wire counts code points; JavaScript counts UTF-16 units (an emoji is two). The
+    warm-up on entering a cell and typed requests must both split where the cursor is."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_notebook(work / "emoji.ipynb", ["x = 1", "s = '\U0001F600'\nx = "])
+    warm = SETTINGS | {"warmOnFocus": True}
+    proc, url = start_lab(tmp_path, lab.root / "runtime", work, warm)  # the same engine
+    try:
+        open_notebook(page, url, "emoji.ipynb")
+        edit_last_cell(page)
+        page.keyboard.press("Control+End")  # the cell's end, after the emoji
+        page.wait_for_timeout(800)
+        page.keyboard.press("Escape")  # command mode; the editor keeps its cursor
+        page.keyboard.press("ArrowUp")
+        page.wait_for_timeout(800)
+        asked = len(logged_prompts(lab))
+        page.keyboard.press("ArrowDown")  # entering the cell again warms it up at its cursor
+        page.wait_for_timeout(1500)
+        warmed = logged_prompts(lab)[asked:]
+        assert warmed and warmed[-1]["prompt"].endswith("s = '\U0001F600'\nx = "), warmed
+        assert warmed[-1]["suffix"] == ""
+        page.keyboard.press("Enter")  # edit mode again, at the end
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("End")
+        page.keyboard.press("ArrowLeft")  # mid-cell, right after the emoji: s = '😀|'
+        asked = len(logged_prompts(lab))
+        page.keyboard.type("!", delay=20)
+        wait_for_ghost_to_settle(page)
+        typed = logged_prompts(lab)[asked:]
+        assert typed and typed[-1]["prompt"].endswith("s = '\U0001F600!"), typed
+        assert typed[-1]["suffix"].startswith("'\nx = ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
