@@ -1,0 +1,153 @@
+"""The engine server under real clients: a 50-client load with random disconnects, then a
+1,000-request soak, on the tiny model. Counted: answered, cancelled (the client left),
+refused (429), errors (any other status, or a broken stream); the server's RSS over time.
+
+`--engine-src DIR` runs the server from another checkout's `engine/` (e.g. a `git worktree`
+of an older commit), to compare before and after with the same clients.
+Usage: python bench/bench_load.py [--clients 50] [--seconds 30] [--soak 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psutil
+
+from codestral_engine.weights.tiny import make_tiny
+
+TOKEN = "bench-token"
+
+
+def start(model: Path, runtime: Path, engine_src: Path | None) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    if engine_src:
+        env["PYTHONPATH"] = str(engine_src)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model),
+         "--token", TOKEN, "--backend", "torch"],
+        env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    conn = runtime / "codestral-engine.json"
+    while not conn.exists():
+        assert proc.poll() is None, "the server exited at start"
+        time.sleep(0.1)
+    url = json.loads(conn.read_text())["url"]
+    while True:
+        try:
+            if httpx.get(url + "/health").json()["status"] == "ready":
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def one_request(http: httpx.Client, rng: random.Random) -> str:
+    """A random client: FIM or chat, streamed or not, sometimes leaving early."""
+    chat = rng.random() < 0.2
+    body = {"model": "codestral-latest", "max_tokens": rng.randint(4, 64)}
+    if chat:
+        body["messages"] = [{"role": "user", "content": f"question {rng.random()}"}]
+    else:
+        body |= {"prompt": f"v_{rng.randint(0, 10**6)} = ", "suffix": "\n"}
+    path = "/v1/chat/completions" if chat else "/v1/fim/completions"
+    leave = rng.random() < 0.3
+    try:
+        if rng.random() < 0.7:
+            with http.stream("POST", path, json=body | {"stream": True}) as response:
+                if response.status_code != 200:
+                    return "refused" if response.status_code == 429 else "error"
+                for i, _line in enumerate(response.iter_lines()):
+                    if leave and i > 2:
+                        return "cancelled"
+            return "answered"
+        response = http.post(path, json=body, timeout=0.2 if leave else 120)
+        if response.status_code != 200:
+            return "refused" if response.status_code == 429 else "error"
+        return "answered"
+    except httpx.ReadTimeout:
+        return "cancelled" if leave else "error"
+    except httpx.TransportError:
+        return "error"
+
+
+def rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+def load(url: str, pid: int, clients: int, seconds: float) -> tuple[Counter, list[int]]:
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    memory = [rss(pid)]
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+            while time.monotonic() < deadline:
+                outcome = one_request(http, rng)
+                with lock:
+                    outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(seconds / 5)
+        memory.append(rss(pid))
+    return outcomes, memory
+
+
+def soak(url: str, pid: int, requests: int) -> tuple[Counter, list[int]]:
+    outcomes: Counter = Counter()
+    rng = random.Random(7)
+    memory = [rss(pid)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+        for i in range(1, requests + 1):
+            outcomes[one_request(http, rng)] += 1
+            if i % (requests // 4) == 0:
+                memory.append(rss(pid))
+    return outcomes, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--soak", type=int, default=1000)
+    parser.add_argument("--engine-src", type=Path, help="another checkout's engine/ directory")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_tiny(Path(tmp) / "model", "hf", seed=0)
+        proc, url = start(model, Path(tmp), args.engine_src)
+        try:
+            loaded, load_memory = load(url, proc.pid, args.clients, args.seconds)
+            drained = httpx.get(url + "/v1/status",
+                                headers={"Authorization": f"Bearer {TOKEN}"}).json()  # fmt: skip
+            soaked, soak_memory = soak(url, proc.pid, args.soak)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    mb = [f"{m / 1e6:.0f}" for m in load_memory]
+    print(f"{platform.platform()}, {os.cpu_count()} CPUs; engine from {args.engine_src or 'here'}")
+    print(f"load: {args.clients} clients for {args.seconds:.0f} s: {dict(loaded)}; "
+          f"queue afterwards {drained['queue_length']}; RSS MB {' '.join(mb)}")  # fmt: skip
+    print(f"soak: {args.soak} requests: {dict(soaked)}; "
+          f"RSS MB {' '.join(f'{m / 1e6:.0f}' for m in soak_memory)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
