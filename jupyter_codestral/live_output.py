@@ -35,10 +35,14 @@ class LiveOutput:
         self._shown_at = 0.0
         self._erase_waiting = False
 
-    def waiting(self) -> None:
-        """Say at once that the request is on its way (replaced by the first text)."""
+    def waiting(self, note: str = "") -> None:
+        """Say at once that the request is on its way (replaced by the first text); called
+        again with a note ("2 requests ahead") once that is known."""
+        line = f"{WAITING} ({note})" if note else WAITING
         if self.in_place:
-            self._show(WAITING)
+            self._show(line)
+        elif note:
+            return  # a terminal shows the plain line only
         elif sys.stdout.isatty():
             # The cursor goes back to the line's start: a note printed meanwhile overwrites it.
             sys.stdout.write(WAITING + "\r")

@@ -150,6 +150,8 @@ class Codestral(Magics, CodestralSettings):
         live = self._live_output(as_code=mode.as_code, around=ask.around)
         try:
             target = self._connect()
+            if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
+                live.waiting(note)
             stream = target.fim(*ask.fim, params) if ask.fim else target.chat(ask.messages, params)
         except CodestralError as exc:
             live.finish("failed")

@@ -46,6 +46,8 @@ class Target(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def waiting_note(self) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -78,6 +80,16 @@ class HTTPTarget:
         if not self.remote:
             return self.client.status()
         return self.client.remote_status(self.model) | {"last_request": self.last_request}
+
+    def waiting_note(self) -> str:
+        """What a new request waits behind on our engine ("" remotely or when nothing)."""
+        if self.remote:
+            return ""
+        try:
+            status = self.client.status()
+        except CodestralError:
+            return ""
+        return requests_ahead(status.get("queue_length", 0) + status.get("running_requests", 0))
 
     def close(self) -> None:
         self.client.close()
@@ -153,6 +165,9 @@ class InProcessTarget:
             "last_request": {} if last is None else last.usage.as_dict(),
         }
 
+    def waiting_note(self) -> str:
+        return requests_ahead(self.engine.queue_length + self.engine.running_requests)
+
     def close(self) -> None:
         self.engine.close()
 
@@ -184,3 +199,7 @@ class InProcessTarget:
 
         stream = Stream(deltas())
         return stream
+
+
+def requests_ahead(count: int) -> str:
+    return f"{count} request{'s' if count != 1 else ''} ahead" if count else ""

@@ -75,6 +75,20 @@ def test_answer_streams_with_progressive_updates(shell, captured):
     assert len(shell.user_ns["answer"]) > 0
 
 
+def test_the_waiting_line_says_what_the_request_waits_behind(shell, captured):
+    shell.run_line_magic("codestral", "start")
+    engine = shell.magics_manager.registry["Codestral"]._target.engine
+    busy = engine.fim("while True:\n", min_tokens=2000, max_tokens=2000)  # running
+    try:
+        next(iter(busy))
+        shell.run_cell_magic("codestral", "--max-tokens 2", "hi")
+    finally:
+        busy.cancel()
+    shown = [o["data"]["text/markdown"] for o in captured]
+    assert shown[0] == "*waiting for Codestral…*"
+    assert shown[1] == "*waiting for Codestral… (1 request ahead)*"
+
+
 def test_insert_prompt_has_history_and_the_dataframe_header(shell, sent):
     shell.user_ns["sales"] = pd.DataFrame({"amount": [1.5, 2.0], "region": ["n", "s"]})
     shell.run_cell("monthly = 12\nrate = monthly * 2", store_history=True)

@@ -89,6 +89,12 @@ class Engine:
         return len(self._scheduler)
 
     @property
+    def running_requests(self) -> int:
+        """Requests being prefilled or decoded (a paused batch request counts)."""
+        with self._lock:
+            return len(self._active)
+
+    @property
     def prompt_cache(self) -> PromptCache:
         return self._runtime.prompt_cache
 

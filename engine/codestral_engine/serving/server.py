@@ -155,6 +155,7 @@ def create_app(state: ServerState) -> Starlette:
                 "threads": getattr(engine.backend, "threads", None),
                 "context_length": engine.context_length,
                 "queue_length": engine.queue_length,
+                "running_requests": engine.running_requests,
                 "memory_bytes": _process_memory(),
                 "prompt_cache_bytes": engine.prompt_cache.nbytes,
                 "finished_requests": engine.finish_counts,
