@@ -32,6 +32,7 @@ from .errors import CodestralError
 from .settings import DEFAULT_IDLE_TIMEOUT_S
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
+STATUS_TTL_S = 10.0  # a remote server's status, asked again at most this often
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -67,6 +68,7 @@ class EngineClient(_Speaking):
         timeout: float = 600.0,
     ):
         super().__init__(url, protocol_name)
+        self.api_key = api_key
         self._http = httpx.Client(base_url=self.url, headers=_headers(api_key), timeout=timeout)
 
     @classmethod
@@ -84,9 +86,12 @@ class EngineClient(_Speaking):
         info = connection.read_live()
         if not isinstance(model, ModelChoice):
             model = choose_model(model)
-        if info is not None and cls(info.url, info.token).status()["state"] == "error":
-            stop_local_server()  # its model failed to load: replace it with a fresh one
-            info = None
+        if info is not None:
+            with cls(info.url, info.token) as probe:
+                failed = probe.status()["state"] == "error"
+            if failed:  # its model failed to load: replace it with a fresh one
+                stop_local_server()
+                info = None
         if info is None:
             if not start:
                 raise CodestralError(
@@ -239,6 +244,7 @@ class AsyncEngineClient(_Speaking):
 
     def __init__(self, url: str, api_key: str | None = None, *, protocol_name: str = "mistral"):
         super().__init__(url, protocol_name)
+        self._status_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         timeout = httpx.Timeout(10.0, read=None)  # a stream may wait out a long prefill
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_headers(api_key), timeout=timeout
@@ -254,7 +260,13 @@ class AsyncEngineClient(_Speaking):
         return response.json()
 
     async def remote_status(self, model: str) -> dict[str, Any]:
-        return await self._run(protocol.remote_status(self.wire, self.url, model))
+        """As the sync face's, kept for STATUS_TTL_S: every open tab polls it."""
+        now = time.monotonic()
+        cached = self._status_cache.get(model)
+        if cached is None or now - cached[0] > STATUS_TTL_S:
+            status = await self._run(protocol.remote_status(self.wire, self.url, model))
+            self._status_cache[model] = cached = (now, status)
+        return cached[1]
 
     def fim(
         self, prompt: str, suffix: str, model: str, params: dict[str, Any]

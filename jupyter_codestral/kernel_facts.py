@@ -25,40 +25,74 @@ MAX_NAMES = 40  # objects described per probe
 MAX_COLUMNS = 25  # DataFrame columns (and dict keys) listed; the rest are counted
 MAX_LINE = 300  # characters per description
 TIME_BUDGET_S = 0.05  # a probe stops describing after this long (the next cell waits for it)
-_PLAIN = (str, int, float)
 
 
 def describe(value: object) -> str | None:
     """One line about `value`, or None when its type is not one we may look into."""
     kind = type(value)
     if kind is _class("pandas", "DataFrame"):
-        return _frame(value)
+        return _frame(value) if _pandas_owned(value) else None
     if kind is _class("pandas", "Series"):
+        if not _pandas_owned(value):
+            return None
         label = _label(value.name)
         named = f" {label}" if label is not None else ""
         return f"pandas.Series{named}, {value.shape[0]} values ({_dtype(value.dtype)})"
     if kind is _class("numpy", "ndarray"):
-        return f"numpy.ndarray, shape {tuple(value.shape)}, dtype {value.dtype}"
+        return f"numpy.ndarray, shape {tuple(value.shape)}, dtype {_dtype(value.dtype)}"
     if kind is _class("torch", "Tensor"):
         return f"torch.Tensor, shape {tuple(value.shape)}, dtype {value.dtype}"
     if kind is dict:
         size = dict.__len__(value)
-        keys = [repr(k) for k in itertools.islice(dict.keys(value), MAX_COLUMNS)
-                if type(k) in _PLAIN]  # fmt: skip
+        keys = [_key(k) for k in itertools.islice(dict.keys(value), MAX_COLUMNS)]
+        listed = [k for k in keys if k is not None]
         more = ", …" if size > MAX_COLUMNS else ""
-        return f"dict of {size} items" + (f", keys {', '.join(keys)}{more}" if keys else "")
-    if kind in (list, tuple, set, frozenset):
+        return f"dict of {size} items" + (f", keys {', '.join(listed)}{more}" if listed else "")
+    if _one_of(kind, (list, tuple, set, frozenset)):
         return f"{kind.__name__} of {kind.__len__(value)} items"
-    if kind in (int, float, bool):
-        return f"{kind.__name__} = {_short(repr(value))}"
+    if kind is int:  # a huge int's repr is slow: its size instead
+        bits = int.bit_length(value)
+        return f"int = {int.__repr__(value)}" if bits <= 64 else f"int of {bits} bits"
+    if _one_of(kind, (float, bool)):
+        return f"{kind.__name__} = {kind.__repr__(value)}"
     if kind is str:
         return f"str of {str.__len__(value)} characters"
     if kind is types.ModuleType:
         name = value.__dict__.get("__name__")
-        return f"module {name}" if type(name) is str else "module"
+        return f"module {_short(name, 80)}" if type(name) is str else "module"
     if kind is types.FunctionType:
         return f"function{_parameters(value)}"
     return None
+
+
+def _one_of(kind: type, allowed: tuple[type, ...]) -> bool:
+    # Identity, never ==: a metaclass may define __eq__.
+    return any(kind is t for t in allowed)
+
+
+def _own(cls: type) -> dict:
+    """A class's own namespace, read past any metaclass (`type`'s own descriptor)."""
+    return type.__dict__["__dict__"].__get__(cls)
+
+
+def _pandas_owned(value: object) -> bool:
+    """Whether a DataFrame's or Series' data and labels are numpy's or pandas' own arrays:
+    a user's ExtensionArray would run its code on `.shape`, `.dtype` or slicing."""
+    manager = getattr(value, "_mgr", None)  # pandas' block manager (pandas >= 1.1)
+    arrays = getattr(manager, "arrays", None)
+    if type(arrays) is not list:
+        return False
+    labels = [value.index] + ([value.columns] if hasattr(value, "columns") else [])
+    arrays = arrays + [getattr(index, "_data", None) for index in labels]
+    return all(_library_array(array) for array in arrays)
+
+
+def _library_array(array: object) -> bool:
+    kind = type(array)
+    if kind is _class("numpy", "ndarray"):
+        return True
+    home = _own(kind).get("__module__")
+    return type(home) is str and home.split(".")[0] == "pandas"
 
 
 def facts(names: list[str], namespace: dict | None = None) -> list[str]:
@@ -84,8 +118,9 @@ def _frame(frame) -> str:
     rows, count = frame.shape
     head = f"pandas.DataFrame, {rows} rows x {count} columns: "
     columns, room = [], MAX_LINE - len(head) - 60  # left for the name and "… N more"
+    labels = list(frame.columns[:MAX_COLUMNS])
     dtypes = list(frame.dtypes.iloc[:MAX_COLUMNS])
-    for label, dtype in zip(list(frame.columns[:MAX_COLUMNS]), dtypes, strict=True):
+    for label, dtype in zip(labels, dtypes):  # noqa: B905 (kernels may run Python 3.9)
         shown = _label(label)
         column = f"{shown if shown is not None else '?'} ({_dtype(dtype)})"
         room -= len(column) + 2
@@ -96,21 +131,46 @@ def _frame(frame) -> str:
     return head + ", ".join(columns) + more
 
 
+# pandas' own dtypes whose names depend on nothing a user defines.
+_PANDAS_DTYPES = {
+    "CategoricalDtype", "StringDtype", "BooleanDtype", "PeriodDtype", "Float32Dtype",
+    "Float64Dtype", "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype",
+    "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
+}  # fmt: skip
+
+
 def _dtype(dtype: object) -> str:
-    """numpy's and pandas' own dtypes by name; a third-party extension dtype is not asked."""
+    """numpy's and pandas' own dtypes by name; others (a user's extension dtype, a time zone
+    of a user's class) as "?"."""
     numpy_dtype = _class("numpy", "dtype")
-    if numpy_dtype is not None and type(type(dtype)) is type(numpy_dtype):  # numpy's metaclass
+    meta = type(numpy_dtype)
+    if numpy_dtype is not None and (type(dtype) is numpy_dtype or
+                                    (meta is not type and type(type(dtype)) is meta)):  # fmt: skip
+        return str(dtype)  # numpy's own classes (numpy >= 1.20 has a metaclass for them)
+    kind = type(dtype)
+    home = _own(kind).get("__module__")
+    if type(home) is not str or home.split(".")[0] != "pandas":
+        return "?"
+    name = _own(kind).get("__qualname__") or kind.__name__
+    if name in _PANDAS_DTYPES:
         return str(dtype)
-    home = type(dtype).__dict__.get("__module__") or ""  # a class's own, no lookup
-    return str(dtype) if type(home) is str and home.split(".")[0] == "pandas" else "?"
+    if name == "DatetimeTZDtype":  # its name holds the time zone: leave that out
+        unit = getattr(dtype, "unit", "")
+        return f"datetime64[{unit}, tz]" if type(unit) is str else "datetime64[tz]"
+    return "?"
+
+
+def _key(key: object) -> str | None:
+    kind = type(key)
+    if kind is str:
+        return repr(_short(key, 40))
+    if (kind is int and int.bit_length(key) <= 64) or kind is float:
+        return kind.__repr__(key)
+    return None
 
 
 def _label(label: object) -> str | None:
-    if type(label) is str:
-        return repr(_short(label, 60))
-    if type(label) in (int, float):
-        return repr(label)
-    return None
+    return _key(label)
 
 
 def _parameters(function: types.FunctionType) -> str:

@@ -340,4 +340,6 @@ class Codestral(Magics, CodestralSettings):
 def _still_running(target: Target) -> bool:
     """Whether the shared engine a target talks to still runs (it exits when idle)."""
     info = connection.read_live()
-    return info is not None and isinstance(target, HTTPTarget) and target.client.url == info.url
+    if info is None or not isinstance(target, HTTPTarget):
+        return False
+    return (target.client.url, target.client.api_key) == (info.url, info.token)

@@ -203,7 +203,7 @@ class ContextBuilder:
     # 60 KB base64 string must not swamp the budget). The cut sits at a multiple of
     # CUT_STEP_CHARS from the line's start, so it stays put while the user types at the end.
     def _cap_line(self, line: str, room: int) -> str:
-        if len(line) <= room:  # every token spells at least one character: it fits
+        if len(line.encode("utf-8")) <= room:  # a token spells at least one byte: it fits
             return line
         # No token spells more than MAX_TOKEN_CHARS characters, so the longest end that can
         # fit is bounded before any counting (a 7.9 MB line is never tokenized whole).

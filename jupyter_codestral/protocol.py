@@ -117,11 +117,13 @@ def stream_chunk(data: str) -> dict[str, Any] | None:
         raise CodestralError(f"Codestral sent a malformed stream event: {data[:200]!r}.") from exc
     if not isinstance(chunk, dict):
         raise CodestralError(f"Codestral sent an unexpected stream event: {data[:200]!r}.")
-    if chunk.get("object") == "error":
-        message = str(chunk.get("message") or "engine error")
-        code = chunk.get("code")
+    error = chunk if chunk.get("object") == "error" else chunk.get("error")
+    if isinstance(error, dict) and not chunk.get("choices"):  # Mistral's shape, or OpenAI's
+        message = str(error.get("message") or "engine error")
+        code = error.get("code")
         status = int(code) if str(code).isdigit() else 500  # some servers send names here
-        raise CodestralError(message, status, kind="engine_error")
+        raise CodestralError(f"The server failed mid-answer: {message}", status,
+                             kind="engine_error")  # fmt: skip
     return chunk
 
 
@@ -185,7 +187,9 @@ def error_message(response: httpx.Response) -> str:
     return response.text or response.reason_phrase
 
 
-CONTEXT_TOO_LONG = re.compile(r"maximum context length|context length|too long|exceeds", re.I)
+CONTEXT_TOO_LONG = re.compile(
+    r"maximum context length|context length|too long|exceeds|longer than the maximum", re.I
+)
 
 
 def http_error(response: httpx.Response, protocol: str = "mistral") -> CodestralError:
@@ -261,6 +265,8 @@ def check_served(wire: Wire, url: str, model: str):
     """Raises the error a user can act on when `model` is not served or (protocol "vllm")
     does not tokenize as Codestral; returns the names the server serves."""
     listing = yield "GET", MODELS_PATH, None
+    if listing.status_code == 404 and wire.name == "mistral":
+        return []  # a Mistral-compatible server without a model list: nothing to check
     if listing.status_code != 200:
         raise http_error(listing, wire.name)
     served = served_models(listing.json())
@@ -277,7 +283,7 @@ def check_served(wire: Wire, url: str, model: str):
             kind="protocol",
             fix="Set protocol = 'mistral'.",
         )
-    if model not in served:
+    if served and model not in served:
         raise unknown_model(model, served)
     if wire.name == "vllm":
         probe = {"model": model, "prompt": TOKENIZER_PROBE, "add_special_tokens": False}

@@ -82,6 +82,7 @@ def test_make_tiny_takes_a_shape(tmp_path):
         (["complete", "--prompt", "x", "--max-tokens", "0"], 1, "max_tokens must be"),
         (["complete", "--prompt", "x", "--model", "/no/such/model"], 1, "does not exist"),
         (["frobnicate"], 2, "invalid choice"),
+        (["serve", "--idle-timeout", "-5"], 2, "must be 0 (never) or more seconds"),
     ],
 )
 def test_bad_arguments_give_one_line_and_nonzero_exit(models, tmp_path, args, code, fragment):

@@ -111,8 +111,8 @@ def test_loading_and_failed_models_answer_503(models):
         state.state, state.error = "error", "Weight file model.safetensors is truncated"
         failed = http.post("/v1/fim/completions", json=body, headers=auth)
         assert failed.status_code == 503 and "truncated" in failed.json()["message"]
-        health = http.get("/health")
-        assert health.status_code == 503 and "truncated" in health.json()["error"]
+        health = http.get("/health")  # the reason is for authenticated clients (status)
+        assert health.status_code == 503 and health.json() == {"status": "error"}
         state.state = "ready"
         assert http.get("/health").status_code == 200
 
@@ -164,3 +164,23 @@ def test_vllm_check_refuses_a_server_without_codestrals_tokenizer():
     # A server without /tokenize (not vLLM): nothing to compare, so it is taken as it is.
     bare = {"/v1/models": listing, "/tokenize": httpx.Response(404, json={"detail": "no"})}
     assert run_steps(protocol.check_served(wire, "http://x", "codestral-latest"), bare)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"object": "error", "message": "out of memory", "code": "500"},  # Mistral's shape
+        {"error": {"message": "out of memory", "type": "InternalServerError", "code": 500}},
+    ],
+)
+def test_an_error_sent_inside_the_stream_is_raised(event):
+    with pytest.raises(CodestralError, match="failed mid-answer: out of memory") as failed:
+        protocol.stream_chunk(json.dumps(event))
+    assert failed.value.status == 500
+    assert protocol.stream_chunk(json.dumps({"choices": [{"text": "x"}]})) is not None
+
+
+def test_vllms_prompt_too_long_is_a_context_error():
+    message = "The prompt (length 5000) is longer than the maximum model length of 4096."
+    answer = httpx.Response(400, json={"error": {"message": message}})
+    assert protocol.http_error(answer, "vllm").kind == "context"

@@ -51,9 +51,34 @@ def wrapped(a, b):
     return a
 wrapped.__wrapped__ = trap
 wrapped.__signature__ = trap
+
+import datetime
+class Meta(type):
+    def __eq__(cls, other): touched.append("metaclass eq"); return False
+    __hash__ = type.__hash__
+class Odd(metaclass=Meta): pass
+class UserArray(pd.arrays.IntegerArray):
+    @property
+    def dtype(self): touched.append("array dtype"); return super().dtype
+    def __len__(self): touched.append("array len"); return super().__len__()
+class UserZone(datetime.tzinfo):
+    def utcoffset(self, dt): return datetime.timedelta(0)
+    def dst(self, dt): return datetime.timedelta(0)
+    def tzname(self, dt): return "U"
+    def __str__(self): touched.append("zone str"); return "U"
+    def __repr__(self): touched.append("zone repr"); return "U"
+odd = Odd()
+odd_keys = {Odd: 1, "fine": 2}
+user_array = pd.Series(UserArray(np.array([1, 2]), np.array([False, False])))
+zoned = pd.Series(pd.date_range("2020", periods=2, tz=UserZone()))
+huge = 10 ** 100_000
+for i in range(60):
+    globals()[f"number_{i}"] = i
+touched.clear()  # building the objects above may touch them; the probe must not
 '''
 NAMES = ["sales", "grid", "config", "train", "np", "wide", "trap", "sneaky", "labelled",
-         "keyed", "wrapped", "missing_name"]  # fmt: skip
+         "keyed", "wrapped", "missing_name", "odd", "odd_keys", "user_array", "zoned",
+         "huge"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +119,11 @@ def test_the_probe_describes_live_objects_and_runs_no_user_code(kernel):
     assert len(by_name["wide"]) <= MAX_LINE
     assert "labelled: pandas.DataFrame, 1 rows x 2 columns: ? (int64), 'ok' (int64)" in facts
     assert by_name["keyed"] == "keyed: dict of 2 items, keys 'plain'"
-    for absent in ("trap", "sneaky", "missing_name"):  # not allow-listed, or not there
+    assert by_name["odd_keys"] == "odd_keys: dict of 2 items, keys 'fine'"
+    assert by_name["zoned"].startswith("zoned: pandas.Series, 2 values (datetime64[")
+    assert by_name["zoned"].endswith(", tz])")  # the zone's own text is not asked for
+    assert by_name["huge"] == "huge: int of 332193 bits"  # not a 100,000-digit repr
+    for absent in ("trap", "sneaky", "missing_name", "odd", "user_array"):  # not allow-listed
         assert absent not in by_name
     touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
     assert touched["status"] == "ok", touched  # no user code ran
@@ -103,8 +132,8 @@ def test_the_probe_describes_live_objects_and_runs_no_user_code(kernel):
 def test_the_probe_leaves_no_trace_and_is_bounded(kernel):
     run_in_kernel(kernel, "n_before = len(In)")
     probe(kernel, NAMES)
-    many, _ = probe(kernel, [f"name_{i}" for i in range(5000)] + NAMES)  # bounded in names
-    assert len(many) <= 40
+    many, _ = probe(kernel, [f"number_{i}" for i in range(60)] + NAMES)  # bounded in names
+    assert len(many) == 40 and many[0] == "number_0: int = 0"
     check, _ = run_in_kernel(
         kernel, f"assert len(In) == n_before + 1, len(In)\n"
         f"assert [n for n in globals() if 'codestral' in n] == [{PROBE_MODULE!r}]"

@@ -15,7 +15,7 @@ import pytest
 from codestral_engine.weights.hub import MISTRAL_RELEASE
 
 from .fake_hub import FakeHub
-from .helpers import TOKEN, start_server
+from .helpers import TOKEN, start_server, wait_until
 from .lab_session import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -415,7 +415,7 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
         page.wait_for_timeout(800)
         asked = len(logged_prompts(lab))
         page.keyboard.press("ArrowDown")  # entering the cell again warms it up at its cursor
-        page.wait_for_timeout(1500)
+        wait_until(lambda: len(logged_prompts(lab)) > asked, timeout=15, what="the warm-up")
         warmed = logged_prompts(lab)[asked:]
         assert warmed and warmed[-1]["prompt"].endswith("s = '\U0001F600'\nx = "), warmed
         assert warmed[-1]["suffix"] == ""

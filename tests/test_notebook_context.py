@@ -135,6 +135,14 @@ def test_a_huge_cursor_line_is_capped_and_the_cut_stays_put_while_typing(tokeniz
     assert len(starts) == 1  # the cut did not move: the prompt cache keeps the prefix
 
 
+@pytest.mark.parametrize("char", ["\U0001F99C", "\u9f98"])  # 4 and 3 tokens each
+def test_a_cursor_line_of_multi_token_characters_stays_inside_the_budget(tokenizer, char):
+    source = "label = '" + char * 700
+    context = ContextBuilder(tokenizer.count, budget=2048).build([Cell("code", source)], 0,
+                                                                 len(source))  # fmt: skip
+    assert len(tokenizer.encode_fim(context.prefix, context.suffix)) - 2 <= 2048
+
+
 def test_bad_positions_are_value_errors(tokenizer):
     builder = ContextBuilder(tokenizer.count)
     with pytest.raises(ValueError, match="outside the notebook"):

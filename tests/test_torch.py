@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -156,7 +157,8 @@ def test_cpu_threads_follow_a_rule_and_a_setting(models, monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("CODESTRAL_ENGINE_THREADS", raising=False)
-        assert cpu_threads() == max(1, psutil.cpu_count(logical=False) - 1)
+        cores = min(psutil.cpu_count(logical=False), len(os.sched_getaffinity(0)))
+        assert cpu_threads() == max(1, cores - 1)
         with codestral_engine.load(models["hf"], "torch", threads=1) as engine:
             assert engine.backend.threads == torch.get_num_threads() == 1
         monkeypatch.setenv("CODESTRAL_ENGINE_THREADS", "3")

@@ -77,12 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_not_negative,
         default=None,
         metavar="SECONDS",
         help="exit after this long without completion or chat requests and with no open "
-        "stream, giving the model's memory back (default: never; engines that Jupyter starts "
-        "on demand pass their idle_timeout setting)",
+        "stream, giving the model's memory back (default and 0: never; engines that Jupyter "
+        "starts on demand pass their idle_timeout setting)",
     )
     serve.add_argument(
         "--log-prompts",
@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field in TINY_SHAPE_FLAGS.items():
         shape.add_argument(flag, dest=field, type=_positive, default=getattr(TinyShape, field))
     return parser
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (never) or more seconds, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:

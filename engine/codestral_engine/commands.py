@@ -33,7 +33,7 @@ TOKEN_ENV = "CODESTRAL_ENGINE_TOKEN"
 def serve(args: argparse.Namespace) -> int:
     from .serving.serve import serve as run_server
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
+    token = args.token or None  # then --token-file, then the environment
     if not token and args.token_file:
         try:
             token = args.token_file.read_text(encoding="utf-8").strip()
@@ -43,6 +43,7 @@ def serve(args: argparse.Namespace) -> int:
         if not token:
             print(f"codestral-engine serve: {args.token_file} is empty", file=sys.stderr)
             return 2
+    token = token or os.environ.get(TOKEN_ENV) or None
     return run_server(
         chosen_model_path(args.model), args.host, args.port, token, args.backend,
         log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,

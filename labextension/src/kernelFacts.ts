@@ -20,6 +20,7 @@ export class KernelFacts {
   enabled = true;
   private facts = new WeakMap<NotebookPanel, string[]>();
   private waiting = new WeakSet<NotebookPanel>();
+  private watched = new WeakSet<NotebookPanel>();
   private probe: Promise<Probe> | null = null;
 
   constructor(private readonly notebooks: INotebookTracker) {
@@ -41,6 +42,7 @@ export class KernelFacts {
     if (!kernel || this.waiting.has(panel)) {
       return;
     }
+    this.forgetOnRestart(panel);
     this.waiting.add(panel);
     const attempt = () => {
       setTimeout(() => {
@@ -54,14 +56,36 @@ export class KernelFacts {
           const onStatus = (_: Kernel.IKernelConnection, status: Kernel.Status) => {
             if (status === 'idle' || status === 'dead') {
               kernel.statusChanged.disconnect(onStatus);
+              kernel.disposed.disconnect(onGone);
               attempt();
             }
           };
+          // Shut down or changed while a cell ran: stop waiting (a later run asks again).
+          const onGone = () => {
+            kernel.statusChanged.disconnect(onStatus);
+            this.waiting.delete(panel);
+          };
           kernel.statusChanged.connect(onStatus);
+          kernel.disposed.connect(onGone);
         }
       }, SETTLE_MS);
     };
     attempt();
+  }
+
+  /** A restarted or changed kernel has none of the objects described: drop the facts. */
+  private forgetOnRestart(panel: NotebookPanel): void {
+    if (this.watched.has(panel)) {
+      return;
+    }
+    this.watched.add(panel);
+    const forget = () => this.facts.delete(panel);
+    panel.sessionContext.kernelChanged.connect(forget);
+    panel.sessionContext.statusChanged.connect((_, status) => {
+      if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+        forget();
+      }
+    });
   }
 
   private async ask(

@@ -122,8 +122,10 @@ def cpu_threads(asked: int | None = None) -> int:
         if asked < 1:
             raise ModelLoadError(f"threads must be at least 1, got {asked}.")
         return asked
-    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    return max(1, physical - 1)
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):  # a container or taskset may allow fewer
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    return max(1, cores - 1)
 
 
 def default_device() -> str:

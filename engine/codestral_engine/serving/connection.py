@@ -80,7 +80,9 @@ def read_live() -> ConnectionInfo | None:
     except (OSError, ValueError, TypeError):
         path.unlink(missing_ok=True)
         return None
-    reused = info.started is not None and process_started(info.pid) != info.started
+    started = process_started(info.pid)
+    # A second of slack: the start time is derived from the boot time, which a clock step moves.
+    reused = info.started is not None and (started is None or abs(started - info.started) > 1.0)
     if reused or not pid_alive(info.pid):  # killed, or its pid now names another process
         remove(info.pid)
         return None

@@ -21,7 +21,14 @@ from .server import ServerState, create_app
 
 WAIT_FOR_OTHER_SERVER_S = 30
 # How long a server whose model failed to load keeps reporting why before it exits.
-FAILED_EXIT_S = float(os.environ.get("CODESTRAL_ENGINE_FAILED_EXIT_S", "30"))
+FAILED_EXIT_S = 30.0
+
+
+def _failed_exit_s() -> float:
+    try:
+        return float(os.environ.get("CODESTRAL_ENGINE_FAILED_EXIT_S", FAILED_EXIT_S))
+    except ValueError:
+        return FAILED_EXIT_S
 
 
 def serve(
@@ -101,7 +108,7 @@ def serve(
             target=_exit_after_failed_load, args=(state, loading), daemon=True
         ).start()
         _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
-        if idle_timeout is not None:
+        if idle_timeout:  # None or 0: stay
             threading.Thread(
                 target=_exit_when_idle, args=(state, idle_timeout), daemon=True
             ).start()
@@ -119,13 +126,13 @@ def serve(
         signal.signal(signal.SIGTERM, _exit_cleanly)
         try:
             uvicorn.Server(config).run(sockets=[sock])
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM via _exit_cleanly
             pass
         finally:
             connection.remove(os.getpid())
             if state.engine is not None:
                 state.engine.close()
-        return 0
+        return 1 if state.state == "error" else 0  # a failed load is a failure for supervisors
     finally:
         lock.release()
 
@@ -136,8 +143,9 @@ def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> No
     starts a fresh one."""
     loading.join()
     if state.state == "error":
-        _say(f"The model failed to load: {state.error}. Exiting in {FAILED_EXIT_S} s.")
-        time.sleep(FAILED_EXIT_S)
+        wait = _failed_exit_s()
+        _say(f"The model failed to load: {state.error.rstrip('.')}. Exiting in {wait:.0f} s.")
+        time.sleep(wait)
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -107,6 +107,8 @@ class ServerState:
             self.state = "ready"
         except EngineError as exc:
             self.error, self.state = str(exc), "error"
+        except Exception as exc:  # out of memory, an unreadable file: the same, not a hang
+            self.error, self.state = f"{type(exc).__name__}: {exc}", "error"
 
     def load_in_background(self, **options: Any) -> threading.Thread:
         thread = threading.Thread(target=self.load, kwargs=options, name="model-load", daemon=True)
@@ -131,8 +133,9 @@ class ServerState:
 def create_app(state: ServerState) -> Starlette:
     async def health(_request: Request) -> Response:
         # 200 only when requests can be served: a client that waits for /health may then call.
+        # No details here (no auth): the status route says why a load failed.
         code = 200 if state.state == "ready" else 503
-        return JSONResponse({"status": state.state, "error": state.error}, status_code=code)
+        return JSONResponse({"status": state.state}, status_code=code)
 
     async def status(_request: Request) -> Response:
         engine = state.engine
