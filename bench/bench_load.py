@@ -53,6 +53,12 @@ def start(model: Path, runtime: Path, engine_src: Path | None) -> tuple[subproce
         time.sleep(0.2)
 
 
+def refused(response: httpx.Response) -> str:
+    """A 429: wait as told (at most 1 s), as real clients back off, then report it."""
+    time.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
+    return "refused"
+
+
 def one_request(http: httpx.Client, rng: random.Random) -> str:
     """A random client: FIM or chat, streamed or not, sometimes leaving early."""
     chat = rng.random() < 0.2
@@ -67,14 +73,14 @@ def one_request(http: httpx.Client, rng: random.Random) -> str:
         if rng.random() < 0.7:
             with http.stream("POST", path, json=body | {"stream": True}) as response:
                 if response.status_code != 200:
-                    return "refused" if response.status_code == 429 else "error"
+                    return refused(response) if response.status_code == 429 else "error"
                 for i, _line in enumerate(response.iter_lines()):
                     if leave and i > 2:
                         return "cancelled"
             return "answered"
         response = http.post(path, json=body, timeout=0.2 if leave else 120)
         if response.status_code != 200:
-            return "refused" if response.status_code == 429 else "error"
+            return refused(response) if response.status_code == 429 else "error"
         return "answered"
     except httpx.ReadTimeout:
         return "cancelled" if leave else "error"
