@@ -10,6 +10,7 @@ Usage: python bench/bench_load.py [--clients 50] [--seconds 30] [--soak 1000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -129,13 +130,39 @@ def soak(url: str, pid: int, requests: int) -> tuple[Counter, list[int]]:
     return outcomes, memory
 
 
+def abandoned(url: str) -> float:
+    """The issue's case: a non-streaming request without max_tokens whose client leaves after
+    0.5 s, then a 4-token FIM; returns the seconds that FIM waited."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"model": "codestral-latest", "prompt": "while True:\n"}
+    with contextlib.suppress(httpx.ReadTimeout):
+        httpx.post(url + "/v1/fim/completions", json=body, headers=headers, timeout=0.5)
+    start = time.perf_counter()
+    small = {"model": "codestral-latest", "prompt": "x = ", "max_tokens": 4}
+    httpx.post(url + "/v1/fim/completions", json=small, headers=headers, timeout=600)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--soak", type=int, default=1000)
     parser.add_argument("--engine-src", type=Path, help="another checkout's engine/ directory")
+    parser.add_argument("--only-abandoned", action="store_true", help="only the abandoned case")
     args = parser.parse_args()
+    if args.only_abandoned:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = make_tiny(Path(tmp) / "model", "hf", seed=0)
+            proc, url = start(model, Path(tmp), args.engine_src)
+            try:
+                waited = abandoned(url)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        print(f"engine from {args.engine_src or 'here'}: a 4-token FIM after an abandoned "
+              f"non-streaming request without max_tokens waited {waited:.2f} s")  # fmt: skip
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny(Path(tmp) / "model", "hf", seed=0)
         proc, url = start(model, Path(tmp), args.engine_src)

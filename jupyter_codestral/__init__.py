@@ -16,7 +16,11 @@ def load_ipython_extension(ipython) -> None:
 
 def unload_ipython_extension(ipython) -> None:
     magics = ipython.magics_manager.registry.get("Codestral")
-    if magics is not None and magics._target is not None and hasattr(magics._target, "engine"):
+    if magics is None:
+        return
+    if magics.failures in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.unregister("post_run_cell", magics.failures)
+    if magics._target is not None and hasattr(magics._target, "engine"):
         magics._target.engine.close()
 
 

@@ -15,12 +15,14 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import Markdown, display
 from traitlets import Enum, Float, Integer, default
 
 from codestral_engine import EngineError, choose_model, connection
 
 from .client import EngineClient, stop_local_server
 from .errors import CodestralError
+from .fix import FailureRecorder, clean_proposal, diff, fix_messages
 from .live_output import LiveOutput
 from .magic_modes import FILL_MARKER, Notebook, choose
 from .settings import CodestralSettings, from_env
@@ -31,6 +33,8 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
     <instruction, or code with a <FILL> marker for --fill>
 
 %codestral status | start | stop      where the engine runs, its model and speed
+%codestral fix [--replace]            a fix for the last failed cell, as a diff (--replace:
+                                      put the fixed code into this cell, to run it)
 %codestral pull [--quant 4bit|8bit|bf16] [--repo ID] [--accept-license]
                                       download Codestral's weights for this machine
 %codestral                            this help;  %%codestral? for every option
@@ -93,6 +97,8 @@ class Codestral(Magics, CodestralSettings):
         super().__init__(shell=shell)
         self._target: Target | None = None
         self._target_for: tuple | None = None  # the settings the target was made for
+        self.failures = FailureRecorder()  # the last cell that raised, for %codestral fix
+        shell.events.register("post_run_cell", self.failures)
 
     @magic_arguments()
     @argument("--insert", action="store_true", help="write code into a new cell below")
@@ -114,7 +120,7 @@ class Codestral(Magics, CodestralSettings):
             return self._pull(line.split()[1:])
         args = self._parse(line)
         if cell is None:
-            return self._command(args.command)
+            return self._command(args.command, replace=args.replace)
         if args.command:
             raise UsageError(
                 f"Unexpected words after %%codestral: {' '.join(args.command)}. {HELP}"
@@ -246,9 +252,13 @@ class Codestral(Magics, CodestralSettings):
         if exc.status is None:  # unreachable: reconnect (or restart the engine) next time
             self._drop_target()
 
-    def _command(self, words: list[str]) -> None:
+    def _command(self, words: list[str], replace: bool = False) -> None:
+        if replace and words != ["fix"]:
+            raise UsageError("--replace goes with %%codestral (a cell) or %codestral fix.")
         if not words:
             print(HELP)
+        elif words == ["fix"]:
+            self._fix(replace)
         elif words == ["status"]:
             print(self._status())
         elif words == ["start"]:
@@ -258,6 +268,35 @@ class Codestral(Magics, CodestralSettings):
             print(self._stop())
         else:
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
+
+    def _fix(self, replace: bool) -> None:
+        """Stream a corrected version of the last failed cell, then show it as a diff."""
+        failed = self.failures.last
+        if failed is None:
+            raise UsageError(
+                "No cell has failed in this kernel yet: run the cell that raises an error, "
+                "then `%codestral fix`."
+            )
+        live = self._live_output(as_code=True, around=("", ""))
+        params = {"max_tokens": self.max_tokens, "temperature": 0.0}
+        try:
+            target = self._connect()
+            stream = target.chat(fix_messages(failed, self.shell.user_ns), params)
+        except CodestralError as exc:
+            live.finish("failed")
+            self._forget_broken_target(exc)
+            raise UsageError(str(exc)) from exc
+        text, interrupted = self._show(stream, live)
+        proposal = clean_proposal(text)
+        changes = diff(failed.source, proposal)
+        if live.in_place:
+            display(Markdown(f"```diff\n{changes}\n```"))
+        else:
+            print(changes)
+        if replace and not interrupted:
+            self.shell.set_next_input(proposal, replace=True)
+        if interrupted:
+            raise KeyboardInterrupt
 
     def _pull(self, words: list[str]) -> None:
         from codestral_engine import EngineError, download

@@ -341,3 +341,57 @@ def test_a_shared_engine_that_exited_when_idle_starts_again(models, monkeypatch,
     finally:
         magics._drop_target()
         stop_local_server()
+
+
+def test_fix_proposes_a_corrected_cell_as_a_diff(shell, sent, captured):
+    magics = shell.magics_manager.registry["Codestral"]
+    magics.failures.last = None
+    with pytest.raises(UsageError, match="No cell has failed"):
+        shell.run_line_magic("codestral", "fix")
+    shell.user_ns["prices"] = pd.DataFrame({"net": [1.0, 2.0]})
+    shell.run_cell("total = prices['net'].sum() * undefined_rate")  # raises NameError
+    shell.run_line_magic("config", "Codestral.max_tokens = 8")
+    try:
+        shell.run_line_magic("codestral", "fix")
+        name, (messages,), _ = sent[-1]
+        assert name == "chat"
+        asked = messages[-1]["content"]
+        assert "total = prices['net'].sum() * undefined_rate" in asked
+        assert "NameError: name 'undefined_rate' is not defined" in asked
+        assert "prices: pandas.DataFrame, 2 rows x 1 columns: 'net' (float64)" in asked
+        assert "no Markdown fences" in messages[0]["content"]
+        shown = captured[-1]["data"]["text/markdown"]
+        assert shown.startswith("```diff\n--- failed cell\n+++ proposed fix")
+        assert "-total = prices['net'].sum() * undefined_rate" in shown
+        shell.run_line_magic("codestral", "fix --replace")
+        assert shell.rl_next_input.endswith("\n") and shell.rl_next_input.strip()
+        shell.run_line_magic("config", "Codestral.output = 'print'")  # terminal IPython
+        shell.run_line_magic("codestral", "fix")
+    finally:
+        shell.run_line_magic("config", "Codestral.max_tokens = 512")
+        shell.run_line_magic("config", "Codestral.output = 'display'")
+
+
+def test_fix_strips_fences_the_model_adds():
+    from jupyter_codestral.fix import clean_proposal, diff
+
+    assert clean_proposal("```python\nx = 1\n```\n") == "x = 1\n"
+    assert clean_proposal("x = 1") == "x = 1\n"
+    assert diff("x = 1\n", "x = 1\n") == "(no change proposed)"
+
+
+def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
+    _, kc = kernel
+    failed, _ = run(kc, "value = missing_name + 1")
+    assert failed["status"] == "error"
+    run(kc, "%config Codestral.max_tokens = 6")
+    try:
+        reply, messages = run(kc, "%codestral fix --replace")
+        assert reply["status"] == "ok", reply
+        payload = [p for p in reply["payload"] if p["source"] == "set_next_input"]
+        assert len(payload) == 1 and payload[0]["replace"] is True
+        shown = [m["content"]["data"]["text/markdown"] for m in messages
+                 if m["msg_type"] == "display_data"]  # fmt: skip
+        assert any(s.startswith("```diff\n--- failed cell") for s in shown), shown
+    finally:
+        run(kc, "%config Codestral.max_tokens = 512")
