@@ -6,13 +6,17 @@
  * is one code point but two units.
  */
 
+/** UTF-16 units of the character at `index`: 2 for a surrogate pair, else 1. */
+function unitsAt(text: string, index: number): number {
+  const unit = text.charCodeAt(index);
+  return unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length ? 2 : 1;
+}
+
 /** The UTF-16 index in `text` of the position `codePoints` code points from its start. */
 export function utf16Index(text: string, codePoints: number): number {
   let index = 0;
   for (let seen = 0; seen < codePoints && index < text.length; seen++) {
-    const unit = text.charCodeAt(index);
-    const pair = unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length;
-    index += pair ? 2 : 1;
+    index += unitsAt(text, index);
   }
   return index;
 }
@@ -21,9 +25,7 @@ export function utf16Index(text: string, codePoints: number): number {
 export function codePointOffset(text: string, index: number): number {
   let codePoints = 0;
   for (let i = 0; i < index && i < text.length; codePoints++) {
-    const unit = text.charCodeAt(i);
-    const pair = unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length;
-    i += pair ? 2 : 1;
+    i += unitsAt(text, i);
   }
   return codePoints;
 }
