@@ -265,8 +265,10 @@ def check_served(wire: Wire, url: str, model: str):
     """Raises the error a user can act on when `model` is not served or (protocol "vllm")
     does not tokenize as Codestral; returns the names the server serves."""
     listing = yield "GET", MODELS_PATH, None
-    if listing.status_code == 404 and wire.name == "mistral":
-        return []  # a Mistral-compatible server without a model list: nothing to check
+    if listing.status_code in (401, 403, 404) and wire.name == "mistral":
+        # A Mistral-compatible server that does not list models to this key (Codestral's own
+        # endpoint may not): nothing to check; a wrong key shows at the first request.
+        return []
     if listing.status_code != 200:
         raise http_error(listing, wire.name)
     served = served_models(listing.json())

@@ -184,3 +184,15 @@ def test_vllms_prompt_too_long_is_a_context_error():
     message = "The prompt (length 5000) is longer than the maximum model length of 4096."
     answer = httpx.Response(400, json={"error": {"message": message}})
     assert protocol.http_error(answer, "vllm").kind == "context"
+
+
+def test_a_mistral_server_that_lists_no_models_is_not_an_error():
+    """Mistral's protocol: a server may not list models to a key that completes fine."""
+    wire = protocol.wire("mistral")
+    for status in (401, 403, 404):
+        answers = {"/v1/models": httpx.Response(status, json={"message": "no"})}
+        steps = protocol.remote_status(wire, "https://example.invalid", "codestral-latest")
+        assert run_steps(steps, answers)["state"] == "ready"
+    answers = {"/v1/models": httpx.Response(401, json={"message": "no"})}  # vLLM: a real 401
+    steps = protocol.remote_status(protocol.wire("vllm"), "http://gpu-box", "codestral-latest")
+    assert run_steps(steps, answers)["kind"] == "auth"

@@ -49,7 +49,7 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     if (status.protocol) {
       rows.push(['Protocol', String(status.protocol)]);
     }
-    if (Array.isArray(status.served_models)) {
+    if (Array.isArray(status.served_models) && status.served_models.length > 0) {
       rows.push(['Server serves', status.served_models.join(', ')]);
     }
   }
