@@ -7,14 +7,14 @@ import {
   IInlineCompletionList,
   IInlineCompletionProvider
 } from '@jupyterlab/completer';
+import { Text } from '@jupyterlab/coreutils';
 import { DocumentWidget } from '@jupyterlab/docregistry';
 import { FileEditor } from '@jupyterlab/fileeditor';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
-import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { KernelFacts } from './kernelFacts';
-import { codePointOffset, utf16Index } from './offsets';
+import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 import { Cell, CompleteRequest, CompletionError } from './wire';
 
@@ -192,8 +192,9 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
     const hints = document.policy.mode === 'hints';
     const multiline = hints ? 'never' : this.settings.multiline;
-    // JupyterLab's offset counts code points (the wire's unit); JavaScript slices UTF-16.
-    const at = utf16Index(request.text, request.offset);
+    // The wire counts code points, as JupyterLab's completer hands them to providers
+    // (Text.jsIndexToCharIndex); JavaScript slices UTF-16 units. Converted here and in warm().
+    const at = Text.charIndexToJsIndex(request.offset, request.text);
     const shown = await this.source.fetch({
       before: request.text.slice(0, at),
       after: request.text.slice(at),
@@ -298,7 +299,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
    * the editor's cursor, in UTF-16 units.
    */
   async warm(widget: NotebookPanel, text: string, index: number): Promise<void> {
-    const offset = codePointOffset(text, index);
+    const offset = Text.jsIndexToCharIndex(index, text);
     const request = { text, offset } as CompletionHandler.IRequest;
     const document = this.describe(widget, request);
     if (!this.settings.enabled || !document || document.policy.enabled === false) {
