@@ -15,6 +15,7 @@ jupyter_codestral work too, and `facts()` is its entry point. The magic uses `de
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import sys
@@ -211,6 +212,7 @@ def probe(names: list[str], namespace: dict) -> _JSON:
 PROBE_MODULE = "__codestral_facts_v1"  # one name in the user's namespace, versioned
 
 
+@functools.lru_cache(maxsize=1)
 def probe_request() -> dict[str, str]:
     """What the extension sends a kernel: `setup` (silent, no history) defines this module in
     the kernel once; `expression` (a user expression, with NAMES replaced by a JSON list of

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import httpx
@@ -48,9 +47,8 @@ def _body(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-@cache
 def _tokenizer():
-    from codestral_engine import codestral_tokenizer
+    from codestral_engine import codestral_tokenizer  # loaded on first use, once per process
 
     return codestral_tokenizer()
 

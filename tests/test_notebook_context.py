@@ -143,6 +143,27 @@ def test_a_cursor_line_of_multi_token_characters_stays_inside_the_budget(tokeniz
     assert len(tokenizer.encode_fim(context.prefix, context.suffix)) - 2 <= 2048
 
 
+def test_kernel_facts_open_the_prefix_within_their_share_and_stay_put(tokenizer):
+    facts = [f"frame_{i}: pandas.DataFrame, 10 rows x 3 columns: 'a' (int64), 'b' (str)"
+             for i in range(40)]  # fmt: skip
+    builder = ContextBuilder(tokenizer.count, budget=2048)
+    cells = notebook(10)
+    starts = set()
+    for typed in ("", "t", "to", "tot"):
+        source = cells[-1].source + "\n" + typed
+        context = builder.build([*cells[:-1], Cell("code", source)], len(cells) - 1,
+                                len(source), facts=facts)  # fmt: skip
+        header = context.prefix.split("\n\n")[0]
+        assert header.startswith("# Live objects in the kernel:\n# frame_0: pandas.DataFrame")
+        assert 0 < context.facts < 40  # cut to its share, whole lines
+        assert tokenizer.count(header) <= 2048 // 8
+        assert len(tokenizer.encode_fim(context.prefix, context.suffix)) - 2 <= 2048
+        starts.add(header)
+    assert len(starts) == 1
+    plain = builder.build(cells, 3, len(cells[3].source))
+    assert not plain.prefix.startswith("# Live objects") and plain.facts == 0
+
+
 def test_bad_positions_are_value_errors(tokenizer):
     builder = ContextBuilder(tokenizer.count)
     with pytest.raises(ValueError, match="outside the notebook"):

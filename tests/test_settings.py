@@ -76,12 +76,12 @@ def test_the_environment_sets_defaults_for_the_lab_and_every_kernel(no_keys):
     no_keys.setenv("CODESTRAL_PROTOCOL", "vllm")
     no_keys.setenv("CODESTRAL_URL", "http://gpu-box:8000")
     no_keys.setenv("CODESTRAL_REMOTE_MODEL", "codestral-class")
-    magic, lab = Codestral(InteractiveShell.instance()), CodestralCompletion()
-    # (The shared test shell's configuration sets the magic's engine: config wins.)
-    assert magic._engine_from_env() == lab.engine == "remote"
+    shell = InteractiveShell.instance()
+    no_keys.setattr(shell, "config", Config())  # as a fresh kernel: no %config, no profile
+    magic, lab = Codestral(shell), CodestralCompletion()
     for settings in (magic, lab):
-        got = (settings.protocol, settings.url, settings.remote_model)
-        assert got == ("vllm", "http://gpu-box:8000", "codestral-class")
+        got = (settings.engine, settings.protocol, settings.url, settings.remote_model)
+        assert got == ("remote", "vllm", "http://gpu-box:8000", "codestral-class")
     config = Config()
     config.CodestralCompletion.engine = "shared"  # a configuration file still wins
     assert CodestralCompletion(config=config).engine == "shared"

@@ -18,7 +18,8 @@ from jupyter_codestral.client import AsyncEngineClient, EngineClient
 from jupyter_codestral.errors import CodestralError
 
 from .helpers import TOKEN, run_in_kernel, start_server
-from .vllm_server import SERVED_NAME, classroom_env, free_port
+from .lab_session import free_port
+from .vllm_server import SERVED_NAME, classroom_env
 
 # FIM prompts of a few sizes; the last one ~1,000 tokens of real-looking notebook code.
 NOTEBOOK = "".join(f"def metric_{i}(frame):\n    return frame['col_{i}'].mean() * {i}\n\n"

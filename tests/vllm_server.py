@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ import pytest
 from codestral_engine.weights.tiny import TinyShape, make_tiny
 
 from .helpers import wait_until
+from .lab_session import free_port
 
 # vLLM's CPU attention needs head_dim >= 32; the default tiny shape has 16.
 VLLM_SHAPE = TinyShape(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=32)
@@ -43,12 +43,6 @@ def classroom_env(vllm) -> dict[str, str]:
 
 def tiny_model(root: Path) -> Path:
     return make_tiny(root / "vllm-tiny", "hf", seed=0, shape=VLLM_SHAPE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def vllm_python() -> str:

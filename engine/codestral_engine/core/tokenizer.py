@@ -10,6 +10,7 @@ over several byte-fallback tokens is emitted whole, and a leading SentencePiece 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -167,9 +168,10 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+@functools.cache
 def codestral_tokenizer() -> CodestralTokenizer:
     """Codestral-22B's own v3 tokenizer (shipped by mistral_common), without a model: for
-    counting tokens where no engine runs."""
+    counting tokens where no engine runs. One per process (it is read-only once built)."""
     from ..weights.tiny import tokenizer_path
 
     return CodestralTokenizer(tokenizer_path())
