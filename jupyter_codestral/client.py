@@ -275,6 +275,13 @@ class AsyncEngineClient(_Speaking):
         path, body = self.wire.fim(prompt, suffix, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
+    def chat(
+        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of a streamed chat completion; leaving the iteration cancels the generation."""
+        path, body = self.wire.chat(messages, model, params)
+        return self._stream(path, self.wire.streaming(body), model)
+
     async def _stream(
         self, path: str, body: dict[str, Any], model: str
     ) -> AsyncIterator[dict[str, Any]]:

@@ -1,11 +1,14 @@
-"""A fix for the last failed cell: what `%codestral fix` asks Codestral, and what it shows.
+"""A fix for a failed cell: what Codestral is asked, and how its answer is cleaned.
 
-The kernel remembers the last cell whose execution raised (its source and exception), from
-IPython's `post_run_cell` event. The request is an instruct (chat) request: the cell, the
-traceback trimmed to the frames in the user's code, and the live facts of the names the cell
-uses (`kernel_facts`' safe rules), asking for the whole corrected cell and nothing else. A chat
-request rather than FIM over the failing line, because the fix is often elsewhere in the cell
-(an import, a misspelt name defined above) and FIM can only rewrite a gap it is given.
+Two ways in, one request. `%codestral fix` takes the kernel's last failed cell (IPython's
+`post_run_cell` event: the source and the exception); JupyterLab's "Fix with Codestral" sends the
+cell, its error output and the notebook (`POST codestral/fix`). Either way the request is an
+instruct (chat) request: the cell, the traceback trimmed to the frames in the user's code, the
+live facts of the names involved (`kernel_facts`' safe rules) and, from the lab, the nearby cells,
+asking for the whole corrected cell and nothing else. A chat request rather than FIM over the
+failing line, because the fix is often elsewhere in the cell (an import, a misspelt name defined
+above) and FIM can only rewrite a gap it is given. In the teaching "hints" mode the same request
+asks for a one- or two-sentence explanation instead of code.
 """
 
 from __future__ import annotations
@@ -13,17 +16,25 @@ from __future__ import annotations
 import difflib
 import re
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from .kernel_facts import facts
 
 FIX_SYSTEM_PROMPT = (
     "You fix Python code in a Jupyter notebook cell. Reply with the whole corrected cell and "
     "nothing else: no explanation, no Markdown fences."
 )
+EXPLAIN_SYSTEM_PROMPT = (
+    "You help a student whose Jupyter notebook cell failed. In one or two short sentences, "
+    "explain why it failed and what to change. Do not write the corrected code."
+)
+EXPLAIN_TOKENS = 120
 MAX_TRACEBACK_LINES = 30
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*\s*\n(.*?)\n?\s*```\s*$", re.S)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_FENCE = re.compile(r"\s*```[A-Za-z0-9_+.-]*\s*")
+# How IPython names a frame in a notebook cell: "Cell In[3], line 2" (8.x and later), "Input In
+# [3]" (7.x), "<ipython-input-3-…>" (older).
+_USER_FRAME = re.compile(r"^(Cell In\[|Input In \[|.*<ipython-input-)")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,10 @@ class FailedCell:
     source: str
     error: str  # the exception's type and message
     traceback: str  # the frames in the user's code, then the error
+
+    def names(self) -> list[str]:
+        """The names the cell and its error mention, for the kernel-facts probe."""
+        return list(dict.fromkeys(_NAME.findall(self.source + "\n" + self.error)))
 
 
 class FailureRecorder:
@@ -47,26 +62,104 @@ class FailureRecorder:
         self.last = FailedCell(source, _one_line(error), _user_frames(error))
 
 
-def fix_messages(failed: FailedCell, namespace: dict) -> list[dict[str, str]]:
-    names = list(dict.fromkeys(_NAME.findall(failed.source + "\n" + failed.error)))
-    live = facts(names, dict(namespace))
-    parts = [
+def fix_messages(
+    failed: FailedCell,
+    facts: Sequence[str] = (),
+    *,
+    above: str = "",
+    below: str = "",
+    explain: bool = False,
+) -> list[dict[str, str]]:
+    """The chat request for `failed`: `facts` are kernel-facts lines, `above` / `below` the
+    nearby cells as the ghost text's context builder renders them (within its budget)."""
+    parts = []
+    if above.strip():
+        parts.append(f"The notebook's cells above it:\n\n{above.rstrip()}\n")
+    parts += [
         f"This notebook cell failed:\n\n{failed.source.rstrip()}\n",
         f"Traceback:\n{failed.traceback.rstrip()}\n",
     ]
-    if live:
-        parts.append("Live objects in the kernel:\n" + "\n".join(f"- {f}" for f in live) + "\n")
-    parts.append("Reply with the whole corrected cell.")
-    return [
-        {"role": "system", "content": FIX_SYSTEM_PROMPT},
-        {"role": "user", "content": "\n".join(parts)},
-    ]
+    if below.strip():
+        parts.append(f"The cells below it:\n\n{below.strip()}\n")
+    if facts:
+        parts.append("Live objects in the kernel:\n" + "\n".join(f"- {f}" for f in facts) + "\n")
+    parts.append(
+        "Explain the error briefly." if explain else "Reply with the whole corrected cell."
+    )
+    system = EXPLAIN_SYSTEM_PROMPT if explain else FIX_SYSTEM_PROMPT
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def from_error_output(source: str, ename: str, evalue: str, lines: Sequence[str]) -> FailedCell:
+    """A failed cell from a notebook's error output (IPython's traceback lines, with colours)."""
+    error = f"{ename}: {evalue}" if evalue else ename
+    return FailedCell(source, error, trim_traceback(lines, error))
+
+
+def trim_traceback(lines: Sequence[str], error: str) -> str:
+    """The frames of the user's cells (and the one that raised), then the error line: what
+    matters in a traceback IPython formatted, without its colours, banner and library frames."""
+    frames = [_ANSI.sub("", line).rstrip("\n") for line in lines]
+    frames = [f for f in frames if f.strip() and not f.lstrip().startswith("-" * 10)]
+    if frames and frames[-1].strip() == error.strip():
+        frames.pop()  # the error line: added back once, below
+    mine = [f for f in frames if _USER_FRAME.match(f.lstrip())]
+    if frames and frames[-1] not in mine:
+        mine.append(frames[-1])  # where it raised, inside a library
+    text = "\n".join(mine).splitlines()[-MAX_TRACEBACK_LINES:]
+    return "\n".join([*text, error])
+
+
+class ProposalFilter:
+    """Cleans a streamed proposal as it comes: drops a Markdown fence the model adds anyway (an
+    opening line, a closing line and whatever follows it). `feed` returns what can be shown
+    now; a line that may still become a closing fence waits for its end."""
+
+    def __init__(self) -> None:
+        self._pending = ""  # the last line's text not shown yet
+        self._started = False  # past the first line (where an opening fence would be)
+        self._mid_line = False  # part of the last line is shown: the rest is code
+        self.closed = False  # a closing fence came: the rest is prose
+
+    def feed(self, delta: str) -> str:
+        if self.closed:
+            return ""
+        self._pending += delta
+        shown = []
+        while "\n" in self._pending and not self.closed:
+            line, self._pending = self._pending.split("\n", 1)
+            shown.append(line + "\n" if self._mid_line else self._line(line, complete=True))
+            self._mid_line = False
+        head = self._pending.lstrip()
+        if not self.closed and head and not head.startswith("`"):
+            shown.append(self._pending)  # cannot become a fence: show it as it grows
+            self._pending, self._mid_line, self._started = "", True, True
+        return "".join(shown)
+
+    def finish(self) -> str:
+        rest, self._pending = self._pending, ""
+        if self.closed or self._mid_line:
+            return "" if self.closed else rest
+        return self._line(rest, complete=False)
+
+    def _line(self, line: str, complete: bool) -> str:
+        fence = _FENCE.fullmatch(line) is not None
+        end = "\n" if complete else ""
+        if not self._started:
+            self._started = True
+            if fence:
+                return ""
+        elif fence and line.strip() == "```":
+            self.closed = True
+            return ""
+        return line + end
 
 
 def clean_proposal(text: str) -> str:
     """The proposed cell without Markdown fences the model may add anyway."""
-    match = _FENCE.match(text.strip("\n"))
-    return (match.group(1) if match else text).strip("\n") + "\n"
+    cleaner = ProposalFilter()
+    cleaned = cleaner.feed(text) + cleaner.finish()
+    return cleaned.strip("\n") + "\n"
 
 
 def diff(before: str, after: str) -> str:

@@ -5,6 +5,8 @@ POST complete  cells + cursor in, newline-delimited JSON out: a `context` line (
                Closing the connection cancels the engine's request within a decode step.
 GET  status    engine state and progress, the last request's timings, the server's settings.
 POST start     start the shared engine now (it also starts on the first completion).
+POST fix       a failed cell and its error output in, the corrected cell (or, in the teaching
+               hints mode, a sentence or two on the error) out, as the same JSON lines.
 GET  probe     the code the extension runs in a kernel after an execution to learn its live
                objects (kernel_facts.py), whose lines come back as `facts` in complete.
 """
@@ -12,6 +14,7 @@ GET  probe     the code the extension runs in a kernel after an execution to lea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shlex
@@ -27,16 +30,26 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import protocol
+from . import fix, protocol
 from .errors import CodestralError
 from .kernel_facts import probe_request
 from .lab_engine import CodestralCompletion, EngineLink
-from .lab_wire import CompleteRequest, ContextEvent, DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo
+from .lab_wire import (
+    CompleteRequest,
+    ContextEvent,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    ErrorInfo,
+    FixRequest,
+)
 from .notebook_context import Cell, ContextBuilder, TokenCounter
 
 MAX_BODY_BYTES = 8 << 20
 LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (CodeMirror) show as a new line
 WARM_TOKENS = 1  # a warm-up request prefills the prompt into the cache and stops at once
+FIX_SPARE_TOKENS = 256  # a fix may add lines (an import, a definition)
+FIX_MAX_TOKENS = 4096
 
 
 class _Base(APIHandler):
@@ -91,36 +104,44 @@ class StartHandler(_Base):
         self.finish(json.dumps(await self.service.link.status()))
 
 
-class CompleteHandler(_Base):
+class _Streaming(_Base):
+    """A POST whose answer is newline-delimited JSON events, cancelled with its connection."""
+
     _stream_task: asyncio.Task | None = None
 
-    @web.authenticated
-    async def post(self) -> None:
-        service = self.service
-        if not service.settings.enabled:
-            return self.fail(
-                CodestralError(
-                    "Completions are turned off on this Jupyter server.",
-                    403,
-                    kind="disabled",
-                    fix="Ask the server's administrator (CodestralCompletion.enabled).",
-                )
+    def check_enabled(self) -> None:
+        if not self.service.settings.enabled:
+            raise CodestralError(
+                "Completions are turned off on this Jupyter server.",
+                403,
+                kind="disabled",
+                fix="Ask the server's administrator (CodestralCompletion.enabled).",
             )
-        body = self._body()
-        if body.max_tokens > service.settings.max_tokens_limit:
-            raise web.HTTPError(
-                400, f"max_tokens is above this server's limit of "
-                f"{service.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
-            )  # fmt: skip
-        try:  # off the event loop: tokenizing a big notebook must not stall the server
-            context = await asyncio.get_running_loop().run_in_executor(
-                service.context_thread, service.context, body
+
+    def parse(self, model: type[BaseModel]) -> Any:
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise web.HTTPError(413, f"The notebook is over {MAX_BODY_BYTES >> 20} MB.")
+        try:
+            return model.model_validate_json(self.request.body)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            raise web.HTTPError(400, f"Invalid field '{where}': {error['msg']}.") from exc
+
+    async def in_context_thread(self, build, *args):
+        """`build(*args)` off the event loop: tokenizing a big notebook must not stall it."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.service.context_thread, build, *args
             )
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from exc
+
+    async def stream_events(self, events) -> None:
+        """Send what the coroutine `events` sends (with `send_event`), until the browser leaves."""
         self.set_header("Content-Type", "application/x-ndjson; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
-        self._stream_task = asyncio.ensure_future(self._stream(body, context))
+        self._stream_task = asyncio.ensure_future(events)
         try:
             await self._stream_task
         except (asyncio.CancelledError, StreamClosedError):
@@ -131,18 +152,33 @@ class CompleteHandler(_Base):
         if self._stream_task is not None:
             self._stream_task.cancel()
 
-    def _body(self) -> CompleteRequest:
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise web.HTTPError(413, f"The notebook is over {MAX_BODY_BYTES >> 20} MB.")
+    async def send_event(self, event: BaseModel) -> None:
+        self.write(event.model_dump_json() + "\n")
+        await self.flush()
+
+    async def send_error_event(self, exc: CodestralError) -> None:
+        info = ErrorInfo(kind=exc.kind, message=exc.message, fix=exc.fix)
+        await self.send_event(ErrorEvent(error=info))
+
+
+class CompleteHandler(_Streaming):
+    @web.authenticated
+    async def post(self) -> None:
         try:
-            return CompleteRequest.model_validate_json(self.request.body)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"]) or "body"
-            raise web.HTTPError(400, f"Invalid field '{where}': {error['msg']}.") from exc
+            self.check_enabled()
+        except CodestralError as exc:
+            return self.fail(exc)
+        body = self.parse(CompleteRequest)
+        if body.max_tokens > self.service.settings.max_tokens_limit:
+            raise web.HTTPError(
+                400, f"max_tokens is above this server's limit of "
+                f"{self.service.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
+            )  # fmt: skip
+        context = await self.in_context_thread(self.service.context, body)
+        await self.stream_events(self._stream(body, context))
 
     async def _stream(self, body: CompleteRequest, context) -> None:
-        await self._send(
+        await self.send_event(
             ContextEvent(
                 prompt_tokens=context.prefix_tokens + context.suffix_tokens,
                 cells_above=context.cells_above,
@@ -177,7 +213,7 @@ class CompleteHandler(_Base):
                             delta, finish = delta[:cut], "time_budget"
                     text += delta
                     if delta:
-                        await self._send(DeltaEvent(text=delta))
+                        await self.send_event(DeltaEvent(text=delta))
                     if finish:
                         await chunks.aclose()
                         break
@@ -186,14 +222,46 @@ class CompleteHandler(_Base):
                 if piece.usage:  # with the finish reason, or in a last chunk (vLLM)
                     usage = piece.usage
         except CodestralError as exc:
-            info = ErrorInfo(kind=exc.kind, message=exc.message, fix=exc.fix)
-            await self._send(ErrorEvent(error=info))
-            return
-        await self._send(DoneEvent(finish_reason=finish, usage=usage))
+            return await self.send_error_event(exc)
+        await self.send_event(DoneEvent(finish_reason=finish, usage=usage))
 
-    async def _send(self, event: BaseModel) -> None:
-        self.write(event.model_dump_json() + "\n")
-        await self.flush()
+
+class FixHandler(_Streaming):
+    """A corrected cell (or, in the hints mode, an explanation) for a failed cell, streamed as
+    `delta` events of the cleaned proposal, then `done`."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        try:
+            self.check_enabled()
+        except CodestralError as exc:
+            return self.fail(exc)
+        body = self.parse(FixRequest)
+        messages, max_tokens = await self.in_context_thread(self.service.fix_request, body)
+        await self.stream_events(self._stream(body, messages, max_tokens))
+
+    async def _stream(self, body: FixRequest, messages, max_tokens: int) -> None:
+        params = {"max_tokens": max_tokens, "temperature": 0.0}
+        cleaner = fix.ProposalFilter() if body.mode == "fix" else None
+        finish, usage = None, {}
+        try:
+            chunks = self.service.link.chat(messages, params, body.session)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    piece = protocol.piece(chunk)
+                    text = cleaner.feed(piece.text) if cleaner else piece.text
+                    if text:
+                        await self.send_event(DeltaEvent(text=text))
+                    finish = piece.finish_reason or finish
+                    usage = piece.usage or usage
+                    if cleaner and cleaner.closed:  # prose after the code: not wanted
+                        finish = "stop"
+                        break
+        except CodestralError as exc:
+            return await self.send_error_event(exc)
+        if cleaner and (rest := cleaner.finish()):
+            await self.send_event(DeltaEvent(text=rest))
+        await self.send_event(DoneEvent(finish_reason=finish, usage=usage))
 
 
 def _first_line_end(text: str, delta: str) -> int | None:
@@ -220,15 +288,40 @@ class LabService:
 
         return TokenCounter(codestral_tokenizer().count)
 
-    def context(self, body: CompleteRequest):
-        budget = body.context_tokens or self.settings.context_tokens
+    def builder(self, budget: int | None) -> ContextBuilder:
+        budget = budget or self.settings.context_tokens
         if budget not in self._builders:
             self._builders[budget] = ContextBuilder(
                 self.counter, budget=budget, suffix_share=self.settings.suffix_share
             )
+        return self._builders[budget]
+
+    def context(self, body: CompleteRequest):
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
-        builder = self._builders[budget]
+        builder = self.builder(body.context_tokens)
         return builder.build(cells, body.cell, body.cursor, body.language, body.facts)
+
+    def fix_request(self, body: FixRequest) -> tuple[list[dict[str, str]], int]:
+        """The chat messages for a fix and the most tokens its answer may take: the whole cell
+        again, with room to grow; a sentence or two to explain."""
+        if body.cell >= len(body.cells):
+            raise ValueError(f"Cell index {body.cell} is outside the notebook's "
+                             f"{len(body.cells)} cells.")  # fmt: skip
+        source = body.cells[body.cell].source
+        failed = fix.from_error_output(
+            source, body.error.ename, body.error.evalue, body.error.traceback
+        )
+        # The nearby cells, as the ghost text sees them around an empty cell in its place.
+        cells = [Cell(c.cell_type, c.source) for c in body.cells]
+        cells[body.cell] = Cell("code", "")
+        around = self.builder(body.context_tokens).build(cells, body.cell, 0, body.language)
+        explain = body.mode == "explain"
+        messages = fix.fix_messages(
+            failed, body.facts, above=around.prefix, below=around.suffix, explain=explain
+        )
+        if explain:
+            return messages, fix.EXPLAIN_TOKENS
+        return messages, min(2 * self.counter(source) + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)
 
 
 ROUTES = {
@@ -236,6 +329,7 @@ ROUTES = {
     "status": StatusHandler,
     "start": StartHandler,
     "probe": ProbeHandler,
+    "fix": FixHandler,
 }
 
 

@@ -118,10 +118,23 @@ class EngineLink:
         except CodestralError as exc:
             return base | {"state": "error", "error": str(exc)}
 
-    async def fim(
+    def fim(
         self, prompt: str, suffix: str, params: dict[str, Any], session: str | None
     ) -> AsyncIterator[dict[str, Any]]:
         """Chunks of a streamed FIM completion; leaving the iteration cancels the generation."""
+        return self._stream(lambda client, model, p: client.fim(prompt, suffix, model, p),
+                            params, session)  # fmt: skip
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: dict[str, Any], session: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of a streamed chat completion (a fix at a traceback), cancelled likewise."""
+        return self._stream(lambda client, model, p: client.chat(messages, model, p),
+                            params, session)  # fmt: skip
+
+    async def _stream(
+        self, call, params: dict[str, Any], session: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
         if self.settings.engine == "remote":
             model = self.settings.remote_model
         else:  # our own engine: supersede this browser's previous request, go first
@@ -130,7 +143,7 @@ class EngineLink:
         try:
             # Closing this generator (a time budget, a newer keystroke) closes the stream now,
             # which cancels the engine's request, instead of when it is garbage-collected.
-            stream = self.client().fim(prompt, suffix, model, params)
+            stream = call(self.client(), model, params)
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     yield chunk

@@ -1,5 +1,6 @@
-"""The ghost-text route's wire protocol: what the browser sends to `POST codestral/complete`
-and each newline-delimited JSON line it gets back. `labextension/src/wire.ts` mirrors these
+"""The lab routes' wire protocol: what the browser sends to `POST codestral/complete` (ghost
+text) and `POST codestral/fix` (a fix at a traceback), and each newline-delimited JSON line it
+gets back. `labextension/src/wire.ts` mirrors these
 models field for field (tests/test_lab_wire.py fails when the two drift apart).
 """
 
@@ -36,6 +37,30 @@ class CompleteRequest(BaseModel):
     session: StrictStr | None = Field(None, max_length=200)
     warm: StrictBool = False
     # Live objects in the kernel ("name: description" lines from kernel_facts' probe).
+    facts: list[Annotated[StrictStr, Field(max_length=MAX_LINE)]] = Field([], max_length=MAX_NAMES)
+
+
+class ErrorOutput(BaseModel):
+    """A notebook error output, as nbformat stores it (IPython's traceback lines, coloured)."""
+
+    model_config = ConfigDict(extra="ignore")  # output_type and whatever a kernel adds
+    ename: StrictStr = Field(max_length=1_000)
+    evalue: StrictStr = Field(max_length=20_000)
+    traceback: list[Annotated[StrictStr, Field(max_length=100_000)]] = Field([], max_length=1_000)
+
+
+class FixRequest(BaseModel):
+    """A failed cell (`cells[cell]`, as it is now) and its error output: propose the corrected
+    cell ("fix"), or explain the error in a sentence or two ("explain": the hints mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cells: list[Cell] = Field(min_length=1, max_length=10_000)
+    cell: StrictInt = Field(ge=0)
+    error: ErrorOutput
+    language: StrictStr = "python"
+    mode: Literal["fix", "explain"] = "fix"
+    context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
+    session: StrictStr | None = Field(None, max_length=200)
     facts: list[Annotated[StrictStr, Field(max_length=MAX_LINE)]] = Field([], max_length=MAX_NAMES)
 
 

@@ -23,6 +23,7 @@ from codestral_engine import EngineError, choose_model, connection
 from .client import EngineClient, stop_local_server
 from .errors import CodestralError
 from .fix import FailureRecorder, clean_proposal, diff, fix_messages
+from .kernel_facts import facts
 from .live_output import LiveOutput
 from .magic_modes import FILL_MARKER, Notebook, choose
 from .settings import CodestralSettings, from_env
@@ -281,7 +282,8 @@ class Codestral(Magics, CodestralSettings):
         params = {"max_tokens": self.max_tokens, "temperature": 0.0}
         try:
             target = self._connect()
-            stream = target.chat(fix_messages(failed, self.shell.user_ns), params)
+            live_facts = facts(failed.names(), dict(self.shell.user_ns))
+            stream = target.chat(fix_messages(failed, live_facts), params)
         except CodestralError as exc:
             live.finish("failed")
             self._forget_broken_target(exc)

@@ -24,6 +24,24 @@ CELLS = [
     {"cell_type": "code", "source": "print(area(radius_cm))"},
 ]
 BODY = {"cells": CELLS, "cell": 2, "cursor": len(CELLS[2]["source"]), "max_tokens": 12}
+# A cell that raised, with its error output as IPython 9 formats it (colours and all).
+FAILED = {"cell_type": "code", "source": "ratio = radius_cm / diameter_cm"}
+ERROR_OUTPUT = {
+    "output_type": "error",
+    "ename": "NameError",
+    "evalue": "name 'diameter_cm' is not defined",
+    "traceback": [
+        "\x1b[31m" + "-" * 75 + "\x1b[39m",
+        "\x1b[31mNameError\x1b[39m" + " " * 33 + "Traceback (most recent call last)",
+        "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[4]\x1b[39m\x1b[32m, line 1\x1b[39m\n"
+        "\x1b[32m----> 1\x1b[39m ratio = radius_cm / \x1b[43mdiameter_cm\x1b[49m\n",
+        "\x1b[31mNameError\x1b[39m: name 'diameter_cm' is not defined",
+    ],
+}
+FIX_BODY = {
+    "cells": [*CELLS[:2], FAILED, CELLS[3]], "cell": 2, "error": ERROR_OUTPUT,
+    "facts": ["radius_cm: int"],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +134,13 @@ async def test_second_request_reuses_the_prompt_cache(jp_fetch):
     assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] - 3
 
 
+@pytest.mark.parametrize("route", ["complete", "fix"])
 async def test_closing_the_connection_cancels_the_engine_request(
-    jp_fetch, jp_base_url, jp_http_port, jp_auth_header, engine_server
+    jp_fetch, jp_base_url, jp_http_port, jp_auth_header, engine_server, route
 ):  # jp_fetch: its fixtures make the test server accept connections on jp_http_port
     before = engine_json(engine_server, "/v1/status")["finished_requests"].get("cancelled", 0)
-    url = f"http://localhost:{jp_http_port}{jp_base_url}codestral/complete"
-    body = dict(BODY, max_tokens=200)
+    url = f"http://localhost:{jp_http_port}{jp_base_url}codestral/{route}"
+    body = dict(BODY, max_tokens=200) if route == "complete" else FIX_BODY
     async with (
         httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client,
         client.stream("POST", url, json=body) as response,
@@ -251,3 +270,68 @@ async def test_the_cursor_counts_code_points_after_an_emoji(jp_fetch):
     with pytest.raises(HTTPClientError) as utf16:  # the UTF-16 count is past the end
         await complete(jp_fetch, dict(body, cursor=13))
     assert utf16.value.code == 400 and b"outside the cell" in utf16.value.response.body
+
+
+async def fix(jp_fetch, body: dict) -> list[dict]:
+    response = await jp_fetch("codestral", "fix", method="POST", body=json.dumps(body))
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    return events(response.body)
+
+
+async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neighbours(
+    jp_fetch, codestral, engine_server
+):
+    from jupyter_codestral.fix import EXPLAIN_TOKENS, clean_proposal
+    from jupyter_codestral.lab_wire import FixRequest
+
+    got = await fix(jp_fetch, FIX_BODY)
+    assert got[-1]["type"] == "done", got[-1]
+    proposal = "".join(e["text"] for e in got if e["type"] == "delta")
+
+    messages, max_tokens = codestral.fix_request(FixRequest.model_validate(FIX_BODY))
+    system, asked = messages[0]["content"], messages[1]["content"]
+    assert "whole corrected cell" in system and "no Markdown fences" in system
+    assert "ratio = radius_cm / diameter_cm" in asked
+    assert "Cell In[4], line 1\n----> 1 ratio = radius_cm / diameter_cm" in asked
+    assert asked.count("NameError: name 'diameter_cm' is not defined") == 1
+    assert "\x1b" not in asked and "Traceback (most recent call last)" not in asked
+    assert "radius_cm = 3" in asked and "# Load the data" in asked  # the cells above
+    assert "print(area(radius_cm))" in asked  # and below
+    assert "- radius_cm: int" in asked
+    assert got[-1]["usage"]["completion_tokens"] <= max_tokens
+
+    # The route streams the engine's greedy answer to exactly these messages, cleaned.
+    direct = engine_json(
+        engine_server, "/v1/chat/completions",
+        json={"model": "codestral-latest", "messages": messages, "max_tokens": max_tokens,
+              "temperature": 0},
+    )  # fmt: skip
+    answer = direct["choices"][0]["message"]["content"]
+    assert proposal.strip("\n") == clean_proposal(answer).strip("\n")
+
+    explained = await fix(jp_fetch, dict(FIX_BODY, mode="explain"))
+    assert explained[-1]["type"] == "done"
+    assert explained[-1]["usage"]["completion_tokens"] <= EXPLAIN_TOKENS
+    messages, max_tokens = codestral.fix_request(
+        FixRequest.model_validate(dict(FIX_BODY, mode="explain"))
+    )
+    assert "one or two short sentences" in messages[0]["content"]
+    assert max_tokens == EXPLAIN_TOKENS
+
+
+async def test_fix_refuses_bad_input_and_follows_the_server_policy(jp_fetch, codestral):
+    for bad in (
+        dict(FIX_BODY, cell=9),
+        {k: v for k, v in FIX_BODY.items() if k != "error"},
+        dict(FIX_BODY, error={"ename": 3, "evalue": ""}),
+        dict(FIX_BODY, mode="rewrite"),
+    ):
+        with pytest.raises(HTTPClientError) as info:
+            await fix(jp_fetch, bad)
+        assert info.value.code == 400
+        assert json.loads(info.value.response.body)["error"]["kind"] == "bad_request"
+    codestral.settings.enabled = False
+    with pytest.raises(HTTPClientError) as info:
+        await fix(jp_fetch, FIX_BODY)
+    assert info.value.code == 403
+    assert json.loads(info.value.response.body)["error"]["kind"] == "disabled"

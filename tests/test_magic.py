@@ -372,14 +372,6 @@ def test_fix_proposes_a_corrected_cell_as_a_diff(shell, sent, captured):
         shell.run_line_magic("config", "Codestral.output = 'display'")
 
 
-def test_fix_strips_fences_the_model_adds():
-    from jupyter_codestral.fix import clean_proposal, diff
-
-    assert clean_proposal("```python\nx = 1\n```\n") == "x = 1\n"
-    assert clean_proposal("x = 1") == "x = 1\n"
-    assert diff("x = 1\n", "x = 1\n") == "(no change proposed)"
-
-
 def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
     _, kc = kernel
     failed, _ = run(kc, "value = missing_name + 1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -164,3 +165,17 @@ def test_jupyter_lists_both_extensions_enabled_and_ok():
     server = listing("server", "extension")
     assert re.search(r"jupyter_codestral enabled", server), server
     assert re.search(r"jupyter_codestral [\d.]+ OK", server), server
+
+
+def test_the_diff_view_runs_on_jupyterlabs_own_codemirror():
+    """@codemirror/merge is bundled; the CodeMirror core it builds on is JupyterLab's shared
+    copy (a second copy of @codemirror/state would break every editor extension it meets)."""
+    static = JUPYTER / "labextension" / "static"
+    licenses = json.loads((static / "third-party-licenses.json").read_text())
+    bundled = {package["name"] for package in licenses["packages"]}
+    assert "@codemirror/merge" in bundled
+    entry = next(static.glob("remoteEntry.*.js")).read_text()
+    for shared in ("@codemirror/state", "@codemirror/view", "@codemirror/language"):
+        assert shared not in bundled
+        # Consumed from JupyterLab's share scope, with no fallback copy of its own.
+        assert re.search(rf'shareKey:"{shared}",import:null,[^}}]*singleton:!0', entry), shared

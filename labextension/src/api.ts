@@ -3,7 +3,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { CompleteRequest, CompletionError, readEvents, StreamEvent } from './wire';
+import { CompleteRequest, CompletionError, FixRequest, readEvents, StreamEvent } from './wire';
 
 function url(route: string): [string, ServerConnection.ISettings] {
   const settings = ServerConnection.makeSettings();
@@ -23,11 +23,25 @@ async function errorOf(response: Response): Promise<CompletionError> {
   return new CompletionError(info);
 }
 
-export async function* streamCompletion(
+/** Ghost text: a FIM completion at the cursor. */
+export function streamCompletion(
   body: CompleteRequest,
   signal: AbortSignal
 ): AsyncGenerator<StreamEvent> {
-  const [target, settings] = url('complete');
+  return streamEvents('complete', body, signal);
+}
+
+/** A fix at a traceback (or its explanation). */
+export function streamFix(body: FixRequest, signal: AbortSignal): AsyncGenerator<StreamEvent> {
+  return streamEvents('fix', body, signal);
+}
+
+async function* streamEvents(
+  route: string,
+  body: CompleteRequest | FixRequest,
+  signal: AbortSignal
+): AsyncGenerator<StreamEvent> {
+  const [target, settings] = url(route);
   const response = await ServerConnection.makeRequest(
     target,
     { method: 'POST', body: JSON.stringify(body), signal },

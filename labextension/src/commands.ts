@@ -24,6 +24,7 @@ export namespace CommandIDs {
   export const toggle = 'codestral:toggle';
   export const status = 'codestral:show-status';
   export const pull = 'codestral:pull';
+  export const fixCell = 'codestral:fix-cell';
 }
 
 export interface CommandContext {

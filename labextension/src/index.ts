@@ -5,16 +5,18 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
-import { IEditorExtensionRegistry } from '@jupyterlab/codemirror';
+import { IEditorExtensionRegistry, IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { IEditorTracker } from '@jupyterlab/fileeditor';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { watchActiveCell } from './activeCell';
 import { addCommands, CommandIDs, PLUGIN_ID } from './commands';
 import { ErrorReporter } from './errorReporter';
+import { addFixCommand, FixController } from './fixAction';
 import { KernelFacts } from './kernelFacts';
 import { CodestralProvider, Settings } from './provider';
 import { StatusItem } from './status';
@@ -31,7 +33,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     ISettingRegistry,
     IStatusBar,
     IEditorExtensionRegistry,
-    ICommandPalette
+    ICommandPalette,
+    IRenderMimeRegistry,
+    IEditorLanguageRegistry
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -41,7 +45,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     settingRegistry: ISettingRegistry | null,
     statusBar: IStatusBar | null,
     editorExtensions: IEditorExtensionRegistry | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    rendermime: IRenderMimeRegistry | null,
+    languages: IEditorLanguageRegistry | null
   ) => {
     const status = new StatusItem();
     const errors = new ErrorReporter(({ message, fix }) =>
@@ -71,9 +77,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const services = { notebooks, editors, settingRegistry, editorExtensions, palette };
     addCommands({ app, provider, status, ...services });
 
+    let fixes: FixController | null = null;
     if (notebooks) {
       watchActiveCell(app, notebooks, provider);
       provider.kernelFacts = new KernelFacts(notebooks);
+      if (rendermime) {
+        // "Fix with Codestral" under tracebacks: notebooks opened from now on render their
+        // error outputs with it (each notebook clones this registry when it opens).
+        fixes = new FixController(notebooks, languages);
+        fixes.kernelFacts = provider.kernelFacts;
+        rendermime.addFactory(fixes.rendererFactory());
+        addFixCommand(app, notebooks, fixes, palette);
+      }
     }
 
     if (settingRegistry) {
@@ -84,6 +99,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
             provider.kernelFacts.enabled = provider.settings.kernelFacts;
           }
           status.setEnabled(provider.settings.enabled);
+          if (fixes) {
+            fixes.useKernelFacts = provider.settings.kernelFacts;
+            fixes.contextTokens = provider.settings.contextTokens;
+            fixes.setEnabled(provider.settings.fixAction);
+          }
           app.commands.notifyCommandChanged(CommandIDs.toggle);
         };
         apply();

@@ -14,6 +14,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
 import { KernelFacts } from './kernelFacts';
+import { notebookCells, notebookLanguage, notebookPolicy, NotebookPolicy } from './notebookDocument';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 import { Cell, CompleteRequest, CompletionError } from './wire';
@@ -31,6 +32,7 @@ export interface Settings {
   warmOnFocus: boolean;
   triggerOnIndent: boolean;
   kernelFacts: boolean;
+  fixAction: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -45,14 +47,9 @@ export const DEFAULT_SETTINGS: Settings = {
   candidates: 1,
   warmOnFocus: true,
   triggerOnIndent: true,
-  kernelFacts: true
+  kernelFacts: true,
+  fixAction: true
 };
-
-/** Teaching: `codestral` notebook metadata turns completions off or down to short hints. */
-export interface NotebookPolicy {
-  enabled?: boolean;
-  mode?: 'hints' | 'full';
-}
 
 const HINT_TOKENS = 24;
 const MAX_PENDING_STREAMS = 32;
@@ -88,16 +85,13 @@ export function describe(
     if (!active || active.model.type !== 'code' || !widget.model) {
       return null;
     }
-    const cells = notebook.widgets.map((cell): Cell =>
-      cell === active
-        ? { cell_type: 'code', source: request.text }
-        : { cell_type: cell.model.type as Cell['cell_type'], source: cell.model.sharedModel.getSource() }
-    );
-    const metadata = widget.model.metadata as Record<string, any>;
-    const language =
-      metadata.language_info?.name ?? metadata.kernelspec?.language ?? 'python';
-    const policy = (widget.model.getMetadata('codestral') ?? {}) as NotebookPolicy;
-    return { cells, cell: notebook.activeCellIndex, language, policy };
+    const cell = notebook.activeCellIndex;
+    return {
+      cells: notebookCells(widget, { index: cell, source: request.text }),
+      cell,
+      language: notebookLanguage(widget),
+      policy: notebookPolicy(widget)
+    };
   }
   if (widget instanceof DocumentWidget && widget.content instanceof FileEditor) {
     const mime = widget.content.model.mimeType;

@@ -1,7 +1,8 @@
 /**
- * The ghost-text route's wire protocol, mirroring `jupyter_codestral/lab_wire.py` field for
- * field (tests/test_lab_wire.py fails when the two drift apart): the request the browser sends
- * to `POST codestral/complete`, and each newline-delimited JSON line it gets back.
+ * The lab routes' wire protocol, mirroring `jupyter_codestral/lab_wire.py` field for field
+ * (tests/test_lab_wire.py fails when the two drift apart): the requests the browser sends to
+ * `POST codestral/complete` (ghost text) and `POST codestral/fix` (a fix at a traceback), and
+ * each newline-delimited JSON line it gets back.
  */
 
 export interface Cell {
@@ -28,7 +29,27 @@ export interface CompleteRequest {
   facts?: string[];
 }
 
-/** First line: what the prompt holds. */
+/** A notebook error output, as nbformat stores it. */
+export interface ErrorOutput {
+  ename: string;
+  evalue: string;
+  traceback?: string[];
+}
+
+/** A failed cell (`cells[cell]`, as it is now) and its error output. */
+export interface FixRequest {
+  cells: Cell[];
+  cell: number;
+  error: ErrorOutput;
+  language?: string;
+  /** explain: one or two sentences instead of code (the teaching hints mode). */
+  mode?: 'fix' | 'explain';
+  context_tokens?: number | null;
+  session?: string | null;
+  facts?: string[];
+}
+
+/** First line: what the prompt holds (ghost text only). */
 export interface ContextEvent {
   type: 'context';
   prompt_tokens: number;
