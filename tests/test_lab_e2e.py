@@ -71,6 +71,10 @@ def lab(models, tmp_path_factory):
     write_notebook(work / "exam.ipynb", ["x = 1", ""], {"codestral": {"enabled": False}})
     write_notebook(work / "hints.ipynb", ["x = 1", ""], {"codestral": {"mode": "hints"}})
     write_notebook(work / "facts.ipynb", [FRAME_CELL, "import time\ntime.sleep(3)", ""])
+    write_notebook(work / "broken.ipynb", BROKEN_CELLS)
+    write_notebook(work / "broken-long.ipynb", LONG_BROKEN_CELLS)
+    write_notebook(work / "broken-exam.ipynb", BROKEN_CELLS, {"codestral": {"enabled": False}})
+    write_notebook(work / "broken-hints.ipynb", BROKEN_CELLS, {"codestral": {"mode": "hints"}})
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
@@ -139,6 +143,12 @@ def engine_status(lab) -> dict:
     return httpx.get(f"{lab.engine.url}/v1/status", headers=headers).json()
 
 
+BROKEN_CELLS = ["radius_cm = 3", "area = 3.14 * radius_cm ** 2 * undefined_factor"]
+LONG_BROKEN_CELLS = [
+    "radius_cm = 3",
+    "".join(f"value_{i} = radius_cm * {i}\n" for i in range(150))
+    + "total = value_1 * undefined_factor",
+]
 FRAME_CELL = (
     "import pandas as pd\n"
     "sales = pd.DataFrame({'region_name_xyz': ['north'], 'amount_eur': [1.5]})"
@@ -154,13 +164,15 @@ SPY_ON_PROBES = """() => {
 }"""
 
 
-def logged_prompts(lab) -> list[dict]:
+def logged_prompts(lab, event: str = "fim_prompt") -> list[dict]:
+    """What the engine's --log-prompts printed: FIM prompts, or (chat_messages) chat requests."""
     prefix = "codestral-engine: "
-    return [
+    records = [
         json.loads(line[len(prefix) :])
         for line in lab.engine_log.read_text().splitlines()
         if line.startswith(prefix + "{")
     ]
+    return [r for r in records if r["event"] == event]
 
 
 def test_ghost_text_streams_with_notebook_context_and_tab_accepts(page, lab):
@@ -433,3 +445,164 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
+
+
+def run_into_the_error(page, lab, name: str, app: str = "lab") -> None:
+    """Open `name`, run all its cells and wait for the NameError's output."""
+    open_notebook(page, lab.url, name, app=app)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
+        " === 'idle'",
+        timeout=60_000,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_selector(".jp-codestral-FixableError", timeout=60_000)
+    page.wait_for_selector(".jp-codestral-FixableError >> text=undefined_factor", timeout=30_000)
+
+
+RECORD_FIX_PANEL = """() => {
+    window.__fixStates = [];
+    new MutationObserver(() => {
+        const panel = document.querySelector('.jp-codestral-FixPanel');
+        if (!panel) return;
+        const lines = Array.from(panel.querySelectorAll('.cm-content > .cm-line'))
+            .map(line => line.textContent).join('\\n');
+        const state = panel.dataset.state + ':' + lines;
+        const states = window.__fixStates;
+        if (states[states.length - 1] !== state) states.push(state);
+    }).observe(document.body, {subtree: true, childList: true, characterData: true,
+                               attributes: true});
+}"""
+PROPOSED = """() => Array.from(document.querySelectorAll(
+    '.jp-codestral-FixPanel .cm-content > .cm-line')).map(line => line.textContent).join('\\n')"""
+
+
+def cell_source(page, index: int) -> str:
+    return page.evaluate(
+        "(i) => window.jupyterapp.shell.currentWidget.content.widgets[i]"
+        ".model.sharedModel.getSource()",
+        index,
+    )
+
+
+def test_fix_with_codestral_streams_a_diff_that_accept_applies_and_undo_restores(page, lab):
+    run_into_the_error(page, lab, "broken.ipynb")
+    button = page.locator(".jp-codestral-FixButton")
+    assert button.inner_text() == "Fix with Codestral"
+    page.evaluate(RECORD_FIX_PANEL)
+    chats_before = len(logged_prompts(lab, "chat_messages"))
+    button.click()
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='done']", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "fix-diff.png"))
+
+    # It streamed: the diff grew through several states before it was done.
+    states = page.evaluate("() => window.__fixStates")
+    streaming = [s for s in states if s.startswith("streaming:") and s != "streaming:"]
+    assert len(set(streaming)) >= 2, states
+    # A diff against the cell: its line shows as deleted, the proposal as the editor's text.
+    deleted = page.locator(".jp-codestral-FixPanel .cm-deletedChunk").all_inner_texts()
+    assert any("undefined_factor" in text for text in deleted), deleted
+    proposed = page.evaluate(PROPOSED)
+    assert proposed.strip() and proposed != BROKEN_CELLS[1]
+    # What the engine was asked: the cell, its error, the cell above.
+    asked = logged_prompts(lab, "chat_messages")[chats_before:]
+    assert len(asked) == 1
+    system, user = (m["content"] for m in asked[0]["messages"])
+    assert "whole corrected cell" in system
+    assert BROKEN_CELLS[1] in user and BROKEN_CELLS[0] in user
+    assert "NameError: name 'undefined_factor' is not defined" in user and "\x1b" not in user
+
+    page.locator(".jp-codestral-FixPanel button", has_text="Accept").click()
+    page.wait_for_selector(".jp-codestral-FixPanel", state="detached")
+    assert cell_source(page, 1) == proposed
+    assert "Fix applied" in page.locator(".jp-codestral-FixBar-note").inner_text()
+    # One undo step restores the cell.
+    page.evaluate(
+        """() => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = 1;
+        notebook.mode = 'edit';
+        notebook.activeCell.editor.focus();
+    }"""
+    )
+    page.keyboard.press("Control+z")
+    page.wait_for_function(
+        "(s) => window.jupyterapp.shell.currentWidget.content.widgets[1]"
+        ".model.sharedModel.getSource() === s",
+        arg=BROKEN_CELLS[1],
+        timeout=10_000,
+    )
+
+    # Reject leaves the cell as it is; Stop cancels the engine's request.
+    button.click()
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='done']", timeout=60_000)
+    page.locator(".jp-codestral-FixPanel button", has_text="Reject").click()
+    page.wait_for_selector(".jp-codestral-FixPanel", state="detached")
+    assert cell_source(page, 1) == BROKEN_CELLS[1]
+
+
+def test_stop_cancels_the_fix_while_it_streams(page, lab):
+    run_into_the_error(page, lab, "broken-long.ipynb")  # a long cell: a long answer
+    cancelled = engine_status(lab)["finished_requests"].get("cancelled", 0)
+    page.locator(".jp-codestral-FixButton").click()
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='streaming'] .cm-line",
+                           timeout=60_000)  # fmt: skip
+    page.locator(".jp-codestral-FixPanel button", has_text="Stop").click()
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='stopped']")
+    assert page.locator(".jp-codestral-FixPanel button", has_text="Accept").is_hidden()
+    wait_until(lambda: engine_status(lab)["finished_requests"].get("cancelled", 0) > cancelled)
+    assert cell_source(page, 1) == LONG_BROKEN_CELLS[1]
+
+
+def test_fix_in_notebook_7_from_the_keyboard_shortcut(page, lab):
+    run_into_the_error(page, lab, "broken.ipynb", app="notebook")
+    assert page.locator(".jp-codestral-FixButton").is_visible()
+    page.evaluate(
+        """() => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        notebook.activeCellIndex = 1;
+        notebook.mode = 'command';
+        notebook.node.focus();
+    }"""
+    )
+    page.keyboard.press("Alt+Shift+F")
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='done']", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "fix-notebook7.png"))
+    assert page.locator(".jp-codestral-FixPanel button", has_text="Accept").is_visible()
+
+
+def test_hints_mode_explains_the_error_instead_of_rewriting_the_cell(page, lab):
+    run_into_the_error(page, lab, "broken-hints.ipynb")
+    button = page.locator(".jp-codestral-FixButton")
+    assert button.inner_text() == "Explain with Codestral"
+    chats_before = len(logged_prompts(lab, "chat_messages"))
+    button.click()
+    page.wait_for_selector(".jp-codestral-FixPanel[data-state='done']", timeout=60_000)
+    assert page.locator(".jp-codestral-FixPanel-explanation").inner_text().strip()
+    assert page.locator(".jp-codestral-FixPanel .cm-editor").count() == 0  # no diff
+    assert page.locator(".jp-codestral-FixPanel button", has_text="Accept").is_hidden()
+    system = logged_prompts(lab, "chat_messages")[chats_before]["messages"][0]["content"]
+    assert "one or two short sentences" in system and "Do not write the corrected code" in system
+    page.locator(".jp-codestral-FixPanel button", has_text="Close").click()
+    assert cell_source(page, 1) == BROKEN_CELLS[1]
+
+
+def test_no_fix_action_where_the_notebook_turns_codestral_off(page, lab):
+    run_into_the_error(page, lab, "broken-exam.ipynb")
+    assert page.locator(".jp-codestral-FixableError .jp-RenderedText").is_visible()  # traceback
+    assert page.locator(".jp-codestral-FixBar").is_hidden()
+    # Turning it back on in the metadata shows the action at once; the command follows too.
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.model.setMetadata('codestral', {})"
+    )
+    page.wait_for_selector(".jp-codestral-FixButton", state="visible", timeout=5_000)
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.model"
+        ".setMetadata('codestral', {enabled: false})"
+    )
+    page.wait_for_selector(".jp-codestral-FixBar", state="hidden", timeout=5_000)
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 1; }")
+    assert not page.evaluate(
+        "() => window.jupyterapp.commands.isEnabled('codestral:fix-cell')"
+    )

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-prompts",
         action="store_true",
-        help="print each FIM prompt and suffix to stderr (to see the context clients send)",
+        help="print each FIM prompt and suffix, and each chat request, to stderr (to see the "
+        "context clients send)",
     )
     _backend_options(serve)
 

@@ -76,15 +76,21 @@ export class FixProposal {
     return this.original.split('\n').slice(0, lines).join('\n');
   }
 
-  /** Whole (not cut by a stop or the token limit), and different from the cell. */
+  /** Finished (not stopped, not failed), not empty, and different from the cell. One cut at
+   * the token limit can be accepted too: the diff shows what it drops, the header says so,
+   * and undo restores the cell (as `%codestral fix --replace` takes it). */
   get acceptable(): boolean {
     return (
       this.mode === 'fix' &&
       this.state === 'done' &&
-      this.finishReason === 'stop' &&
       this.text.trim() !== '' &&
       this.text !== this.original
     );
+  }
+
+  /** Ended at the token limit rather than where the model chose to. */
+  get cutOff(): boolean {
+    return this.state === 'done' && this.finishReason === 'length';
   }
 
   /** A line for the panel's header. */
@@ -105,10 +111,12 @@ export class FixProposal {
         if (this.mode === 'explain') {
           return 'why the cell failed';
         }
-        if (this.finishReason !== 'stop') {
-          return 'the proposal was cut off at its token limit; not applied';
+        if (!this.acceptable) {
+          return 'no change proposed';
         }
-        return this.acceptable ? 'proposed fix' : 'no change proposed';
+        return this.cutOff
+          ? 'proposed fix, cut off at its token limit: check the end of the diff before accepting'
+          : 'proposed fix';
     }
   }
 }

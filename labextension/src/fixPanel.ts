@@ -105,6 +105,7 @@ export class FixPanel {
     const proposal = this.proposal;
     const streaming = proposal.state === 'streaming';
     this.node.dataset.state = proposal.state;
+    this.node.dataset.cutOff = String(proposal.cutOff);
     this.status.textContent = proposal.summary;
     if (this.view && !this.settled) {
       this.settled = !streaming;
@@ -126,7 +127,7 @@ export class FixPanel {
       this.text.textContent = proposal.text;
     }
     this.stopButton.hidden = !streaming;
-    this.acceptButton.hidden = proposal.mode !== 'fix' || streaming;
+    this.acceptButton.hidden = proposal.mode !== 'fix' || proposal.state !== 'done';
     this.acceptButton.disabled = !proposal.acceptable;
   }
 

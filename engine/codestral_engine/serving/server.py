@@ -75,7 +75,7 @@ class ServerState:
     error: str | None = None
     engine: Engine | None = None
     started: float = field(default_factory=time.time)
-    log_prompts: bool = False  # print each FIM prompt and suffix to stderr (debugging context)
+    log_prompts: bool = False  # print each FIM prompt and chat request to stderr (debugging)
     # Activity for the idle timeout: completion and chat requests, not status polls.
     open_requests: int = 0
     last_activity: float = field(default_factory=time.monotonic)
@@ -198,7 +198,7 @@ def create_app(state: ServerState) -> Starlette:
         body = await _parse(request, FIMBody)
         engine = _engine_for(state, body.model)
         if state.log_prompts:
-            _log_prompt(body.prompt, body.suffix or "")
+            _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix or ""})
         submitted = _submit(
             lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
@@ -207,6 +207,8 @@ def create_app(state: ServerState) -> Starlette:
     async def _chat(request: Request) -> Response:
         body = await _parse(request, ChatBody)
         engine = _engine_for(state, body.model)
+        if state.log_prompts:
+            _log({"event": "chat_messages", "messages": body.messages})
         submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
         return await _respond(body, submitted, request)
 
@@ -409,8 +411,7 @@ def _last_request(engine: Engine | None) -> dict[str, Any]:
     }
 
 
-def _log_prompt(prompt: str, suffix: str) -> None:
-    record = {"event": "fim_prompt", "prompt": prompt, "suffix": suffix}
+def _log(record: dict[str, Any]) -> None:
     print(f"codestral-engine: {json.dumps(record)}", file=sys.stderr, flush=True)
 
 
