@@ -43,6 +43,7 @@ def test_headless_demo_runs_the_data_science_notebook(tmp_path):
     assert out.count("%%codestral") == 3
     assert "```python\n" in out  # code modes render as highlighted code
     assert 'totals = sales.groupby("region")' in out  # --fill shows the code around the gap
+    assert "--- failed cell\n+++ proposed fix" in out  # the fix of the misspelt column
     assert "Codestral: shared engine at http://127.0.0.1:" in out
     assert "Warning" not in result.stderr
     # The demo stopped the engine it started.

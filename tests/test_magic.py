@@ -365,8 +365,6 @@ def test_fix_proposes_a_corrected_cell_as_a_diff(shell, sent, captured):
         assert "-total = prices['net'].sum() * undefined_rate" in shown
         shell.run_line_magic("codestral", "fix --replace")
         assert shell.rl_next_input.endswith("\n") and shell.rl_next_input.strip()
-        shell.run_line_magic("config", "Codestral.output = 'print'")  # terminal IPython
-        shell.run_line_magic("codestral", "fix")
     finally:
         shell.run_line_magic("config", "Codestral.max_tokens = 512")
         shell.run_line_magic("config", "Codestral.output = 'display'")
@@ -387,3 +385,27 @@ def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
         assert any(s.startswith("```diff\n--- failed cell") for s in shown), shown
     finally:
         run(kc, "%config Codestral.max_tokens = 512")
+
+
+def test_fix_in_terminal_ipython_prints_the_diff_and_fills_the_next_prompt(kernel_env):
+    """A real `ipython` (the terminal shell), on the shared engine the kernels use."""
+    script = "\n".join([
+        "%load_ext jupyter_codestral",
+        "%codestral fix",  # nothing failed yet
+        "%config Codestral.max_tokens = 8",
+        "value = missing_name + 1",
+        "%codestral fix",
+        "%codestral fix --replace",
+        "print('NEXT:' + repr(get_ipython().rl_next_input))",
+    ])  # fmt: skip
+    ipython = [sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner",
+               "--colors=NoColor", "--HistoryManager.enabled=False"]  # fmt: skip
+    out = subprocess.run(
+        ipython, input=script + "\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=kernel_env, timeout=300,
+    ).stdout  # fmt: skip
+    assert "UsageError: No cell has failed in this kernel yet" in out
+    assert out.count("--- failed cell\n+++ proposed fix\n") == 2, out
+    assert "-value = missing_name + 1" in out and "```diff" not in out  # plain text
+    next_input = out.split("NEXT:")[1].splitlines()[0]
+    assert next_input not in ("None", "''") and next_input.endswith("\\n'"), out
