@@ -1,9 +1,11 @@
-"""What the test modules share: a real engine server, the CLI, and polling for a condition."""
+"""What the test modules share: a real engine server, the CLI, polling for a condition, and a
+drafter whose drafts are right as often as a test asks."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -13,6 +15,8 @@ from types import SimpleNamespace
 from typing import TypeVar
 
 import httpx
+
+from codestral_engine.core.speculative import PromptLookup
 
 TOKEN = "test-token-123"
 T = TypeVar("T")
@@ -82,3 +86,24 @@ def run_in_kernel(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
     return kc.get_shell_msg(timeout=timeout)["content"], messages
+
+
+class OracleDrafter(PromptLookup):
+    """Drafts a known continuation (a reference greedy run), each token right with
+    probability `p`: what a drafter that is right that often gives, for tests and benches.
+    Adapts and pauses by counts as the real drafter does."""
+
+    def __init__(self, context: list[int], reference: list[int], p: float = 1.0, seed: int = 0):
+        super().__init__(context)
+        self.prompt_length, self.reference, self.p = len(context), reference, p
+        self._rng = random.Random(seed)
+
+    def lookup(self, size: int) -> list[int]:
+        at = len(self.context) - self.prompt_length
+        right = self.reference[at : at + size]
+        return [t if self._rng.random() < self.p else (t + 1) % 32768 for t in right]
+
+    def restarted(self, context: list[int]) -> OracleDrafter:
+        """A fresh drafter with the same reference for another request of the same prompt
+        (the reference is the continuation of `context`'s prompt)."""
+        return OracleDrafter(context, self.reference, self.p, self._rng.randrange(1 << 30))

@@ -163,6 +163,11 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-length", type=int, help="cap the context window (and its KV-cache memory)"
     )
+    parser.add_argument(
+        "--no-speculative", dest="speculative", action="store_false",
+        help="decode one token per step (default: prompt-lookup speculative decoding, which "
+        "drafts from the prompt's own text and keeps the same greedy output)",
+    )  # fmt: skip
 
 
 COMMANDS = {

@@ -58,6 +58,7 @@ def _load_options(args: argparse.Namespace) -> dict:
         "quantize": args.quantize,
         "threads": args.threads,
         "context_length": args.context_length,
+        "speculative": args.speculative,
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from ..core.params import GenerationParams
+from ..core.speculative import PromptLookup
 
 # Called after each prefill chunk with (tokens processed, tokens to process); it may raise to
 # abandon the request between chunks.
@@ -53,12 +54,15 @@ class Backend(Protocol):
         max_new_tokens: int,
         prefill_chunk: int,
         on_prefill: PrefillProgress,
+        drafter: PromptLookup | None = None,
     ) -> Iterator[int]:
         """Prefill `tokens` after what `cache` already holds, then yield sampled token ids.
 
         End of sequence is suppressed until `params.min_tokens` tokens were produced; at most
         `max_new_tokens` are yielded. The caller closes the iterator to stop early; the cache
-        then holds every token that was fed to the model (see `KVState.length`).
+        then holds every token that was fed to the model (see `KVState.length`), which with a
+        `drafter` (speculative decoding, `core/speculative.py`) may run past the last token
+        the caller took.
         """
 
     def logits(self, tokens: list[int]) -> object:

@@ -24,6 +24,7 @@ from mlx_lm.models.cache import KVCache
 from mlx_lm.sample_utils import apply_top_p
 
 from ..core.params import GenerationParams
+from ..core.speculative import Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
@@ -84,6 +85,7 @@ class MLXBackend:
         max_new_tokens: int,
         prefill_chunk: int,
         on_prefill: PrefillProgress,
+        drafter: PromptLookup | None = None,
     ) -> Iterator[int]:
         sample = make_sampler(params, eos_id)
         layers = cache.layers
@@ -98,6 +100,12 @@ class MLXBackend:
                 mx.eval([layer.state for layer in layers])
                 done += n
                 on_prefill(done, total)
+            if drafter is not None:
+                verify = self._verifier(layers, params, eos_id)
+                acceptor = Acceptor(params, eos_id)
+                yield from decode(verify, lambda n: cache.trim_to(cache.length - n),
+                                  tokens[done:], drafter, acceptor, max_new_tokens)  # fmt: skip
+                return
             # Decode one step ahead: the next token is computed while this one is handed out.
             y = sample(self.model(prompt[None, done:], cache=layers)[:, -1, :], 0)
             mx.async_eval(y)
@@ -107,6 +115,20 @@ class MLXBackend:
                 yield y.item()
                 y = next_y
             yield y.item()
+
+    def _verifier(self, layers: list[KVCache], params: GenerationParams, eos_id: int):
+        """The model's reading of a fed block: argmaxes (greedy) or float32 logits rows."""
+
+        def verify(feed: list[int], index: int, greedy: bool):
+            logits = self.model(mx.array(feed, dtype=mx.uint32)[None], cache=layers)[0]
+            masked = params.min_tokens - index  # rows whose token may not end the sequence
+            if masked > 0:
+                logits[:masked, eos_id] = -mx.inf
+            if greedy:
+                return mx.argmax(logits, axis=-1).tolist()
+            return np.array(logits.astype(mx.float32))
+
+        return verify
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         out = self.model(mx.array(tokens, dtype=mx.uint32)[None])  # (1, T, vocab)

@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from ..core.params import GenerationParams
+from ..core.speculative import Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
@@ -51,6 +52,7 @@ class TorchBackend:
         max_new_tokens: int,
         prefill_chunk: int,
         on_prefill: PrefillProgress,
+        drafter: PromptLookup | None = None,
     ) -> Iterator[int]:
         sample = make_sampler(params, eos_id, self.torch_device)
         prompt = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
@@ -62,6 +64,13 @@ class TorchBackend:
             done += n
             self._note_memory()
             on_prefill(done, total)
+        if drafter is not None:
+            verify = self._verifier(cache, params, eos_id)
+            acceptor = Acceptor(params, eos_id)
+            yield from decode(verify, lambda n: cache.trim_to(cache.length - n), tokens[done:],
+                              drafter, acceptor, max_new_tokens)  # fmt: skip
+            self._note_memory()
+            return
         logits = self.model(prompt[done:], cache)  # (1, vocab)
         for index in range(max_new_tokens):
             token = int(sample(logits[-1], index))
@@ -69,6 +78,21 @@ class TorchBackend:
             if index + 1 < max_new_tokens:
                 logits = self.model(torch.tensor([token], device=self.torch_device), cache)
         self._note_memory()
+
+    def _verifier(self, cache: KVCache, params: GenerationParams, eos_id: int):
+        """The model's reading of a fed block: argmaxes (greedy) or float32 logits rows."""
+
+        def verify(feed: list[int], index: int, greedy: bool):
+            ids = torch.tensor(feed, dtype=torch.long, device=self.torch_device)
+            logits = self.model(ids, cache, last_only=False)  # (T, vocab)
+            masked = params.min_tokens - index  # rows whose token may not end the sequence
+            if masked > 0:
+                logits[:masked, eos_id] = -float("inf")
+            if greedy:
+                return logits.argmax(-1).tolist()
+            return logits.float().cpu().numpy()
+
+        return verify
 
     @torch.inference_mode()
     def logits(self, tokens: list[int]) -> np.ndarray:

@@ -50,6 +50,7 @@ class Engine:
         prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
         max_queued: int = DEFAULT_MAX_QUEUED,
         context_length: int | None = None,
+        speculative: bool = True,
     ):
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk must be >= 1, got {prefill_chunk}.")
@@ -65,6 +66,7 @@ class Engine:
             ),
             prefill_chunk=prefill_chunk,
             preempt=self._run_more_urgent,
+            speculative=speculative,
         )
         self._scheduler = Scheduler(max_queued)
         self._lock = threading.Lock()
@@ -265,6 +267,7 @@ def load(
     prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
     prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
     max_queued: int = DEFAULT_MAX_QUEUED,
+    speculative: bool = True,
 ) -> Engine:
     """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout).
 
@@ -272,6 +275,8 @@ def load(
     Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
     `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8") and `threads` (CPU compute
     threads) apply to torch.
+    `speculative`: prompt-lookup speculative decoding (drafts from the request's own text,
+    verified in one pass; greedy output unchanged); False decodes one token per step.
     `context_length` caps the window (and the memory its KV cache needs). With `preflight`, a
     model that will not fit in memory is refused before loading, with the numbers and the fix.
     """
@@ -303,6 +308,7 @@ def load(
         prompt_cache_entries=prompt_cache_entries,
         max_queued=max_queued,
         context_length=window,
+        speculative=speculative,
     )
     report(1.0, "ready")
     return engine

@@ -20,6 +20,8 @@ class Usage:
     time_to_first_token_s: float | None  # from submission to the first generated token
     decode_tokens_per_s: float | None  # after the first token
     peak_memory_bytes: int
+    draft_tokens: int = 0  # speculative decoding: tokens drafted from the prompt
+    accepted_draft_tokens: int = 0  # ... and kept by the model
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,7 @@ from .events import (
 )
 from .prompt_cache import PromptCache
 from .request import Request
+from .speculative import DraftStats, PromptLookup
 from .stops import StopMatcher
 from .tokenizer import CodestralTokenizer, StreamDecoder
 
@@ -43,6 +44,7 @@ class Runtime:
     prefill_chunk: int
     # Runs waiting requests more urgent than the given one; called between steps.
     preempt: Callable[[Request], None]
+    speculative: bool = True  # prompt-lookup drafts, verified in one pass (core/speculative.py)
     last_finished: Finished | None = None  # for status displays
     finish_counts: Counter = field(default_factory=Counter)  # finish reason -> requests
 
@@ -81,6 +83,7 @@ def run(request: Request, rt: Runtime) -> None:
             raise _Cancelled
         rt.preempt(request)
 
+    drafter = PromptLookup(ids) if rt.speculative else None
     rt.backend.reset_peak_memory()
     steps = rt.backend.generate(
         ids[reused:],
@@ -90,6 +93,7 @@ def run(request: Request, rt: Runtime) -> None:
         max_new_tokens=limit,
         prefill_chunk=rt.prefill_chunk,
         on_prefill=on_prefill,
+        drafter=drafter,
     )
     stopped_by_string = False
     try:
@@ -115,6 +119,8 @@ def run(request: Request, rt: Runtime) -> None:
         finish = FINISH_CANCELLED
     finally:
         steps.close()
+    # Verified drafts past the last token taken (a stop, a cancel) are not part of this text.
+    kv.trim_to(min(kv.length, len(ids) + len(sampled)))
     # Keep the cache only after a clean exit: an error mid-step may leave layers uneven.
     rt.prompt_cache.put((ids + sampled)[: kv.length], kv)
 
@@ -132,7 +138,7 @@ def run(request: Request, rt: Runtime) -> None:
         request,
         _finished(
             request, finish, completion=completion, cached=reused, ttft=ttft,
-            decode_rate=decode_rate, peak=peak,
+            decode_rate=decode_rate, peak=peak, drafts=drafter.stats if drafter else None,
         ),
     )  # fmt: skip
 
@@ -146,6 +152,7 @@ def _finished(
     ttft: float | None = None,
     decode_rate: float | None = None,
     peak: int = 0,
+    drafts: DraftStats | None = None,
 ) -> Finished:
     completion = completion or []
     usage = Usage(
@@ -155,5 +162,7 @@ def _finished(
         time_to_first_token_s=ttft,
         decode_tokens_per_s=decode_rate,
         peak_memory_bytes=peak,
+        draft_tokens=drafts.drafted if drafts else 0,
+        accepted_draft_tokens=drafts.accepted if drafts else 0,
     )
     return Finished(reason, usage, request.prompt_token_ids, tuple(completion))

@@ -78,6 +78,9 @@ def usage_json(usage: Usage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+        # Speculative decoding: drafted from the prompt, and kept by the model.
+        "draft_tokens": usage.draft_tokens,
+        "accepted_draft_tokens": usage.accepted_draft_tokens,
         "timings": {
             "time_to_first_token_s": usage.time_to_first_token_s,
             "decode_tokens_per_s": usage.decode_tokens_per_s,

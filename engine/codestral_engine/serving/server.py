@@ -407,6 +407,8 @@ def _last_request(engine: Engine | None) -> dict[str, Any]:
         "prompt_tokens": usage.prompt_tokens,
         "cached_prompt_tokens": usage.cached_prompt_tokens,
         "completion_tokens": usage.completion_tokens,
+        "draft_tokens": usage.draft_tokens,
+        "accepted_draft_tokens": usage.accepted_draft_tokens,
         "finish_reason": final.finish_reason,
     }
 
