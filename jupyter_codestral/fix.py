@@ -35,6 +35,12 @@ _FENCE = re.compile(r"\s*```[A-Za-z0-9_+.-]*\s*")
 # How IPython names a frame in a notebook cell: "Cell In[3], line 2" (8.x and later), "Input In
 # [3]" (7.x), "<ipython-input-3-…>" (older).
 _USER_FRAME = re.compile(r"^(Cell In\[|Input In \[|.*<ipython-input-)")
+_TEMP_FILE = re.compile(r" \(\d+\.py, line \d+\)$")  # IPython's file name for a cell
+# A chained exception's own error line, and the line joining it to the next one.
+_CHAINED = re.compile(
+    r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)(: .*)?|The above exception.*"
+    r"|During handling of the above exception.*)$"
+)
 
 
 @dataclass(frozen=True)
@@ -92,34 +98,43 @@ def fix_messages(
 
 def from_error_output(source: str, ename: str, evalue: str, lines: Sequence[str]) -> FailedCell:
     """A failed cell from a notebook's error output (IPython's traceback lines, with colours)."""
+    evalue = _TEMP_FILE.sub("", evalue)  # "invalid syntax (3602400769.py, line 1)"
     error = f"{ename}: {evalue}" if evalue else ename
     return FailedCell(source, error, trim_traceback(lines, error))
 
 
 def trim_traceback(lines: Sequence[str], error: str) -> str:
-    """The frames of the user's cells (and the one that raised), then the error line: what
-    matters in a traceback IPython formatted, without its colours, banner and library frames."""
-    frames = [_ANSI.sub("", line).rstrip("\n") for line in lines]
-    frames = [f for f in frames if f.strip() and not f.lstrip().startswith("-" * 10)]
-    if frames and frames[-1].strip() == error.strip():
-        frames.pop()  # the error line: added back once, below
-    mine = [f for f in frames if _USER_FRAME.match(f.lstrip())]
-    if frames and frames[-1] not in mine:
-        mine.append(frames[-1])  # where it raised, inside a library
-    text = "\n".join(mine).splitlines()[-MAX_TRACEBACK_LINES:]
+    """The frames of the user's cells (and the one that raised), chained exceptions' own error
+    lines, then the error line: what matters in a traceback IPython formatted, without its
+    colours, banner and library frames."""
+    entries = [_ANSI.sub("", line).rstrip("\n") for line in lines]
+    entries = [e for e in entries if e.strip() and not e.lstrip().startswith("-" * 10)]
+    name = error.split(":", 1)[0]
+    if entries:  # the error line(s) at the end: added back once, below
+        last = entries[-1].splitlines()
+        while last and (last[-1].strip() == error.strip() or last[-1].startswith(f"{name}:")
+                        or last[-1].strip() == name):  # fmt: skip
+            last.pop()
+        entries[-1:] = ["\n".join(last)] if "".join(last).strip() else []
+    kept = [e for e in entries
+            if _USER_FRAME.match(e.lstrip()) or _CHAINED.match(e.strip())]  # fmt: skip
+    if entries and entries[-1] not in kept:
+        kept.append(entries[-1])  # where it raised: inside a library, or a syntax error's line
+    text = "\n".join(kept).splitlines()[-MAX_TRACEBACK_LINES:]
     return "\n".join([*text, error])
 
 
 class ProposalFilter:
     """Cleans a streamed proposal as it comes: drops a Markdown fence the model adds anyway (an
-    opening line, a closing line and whatever follows it). `feed` returns what can be shown
-    now; a line that may still become a closing fence waits for its end."""
+    opening line, after any blank lines; then its closing line and whatever follows it).
+    `feed` returns what can be shown now; a line that may still be a fence waits for its end."""
 
     def __init__(self) -> None:
         self._pending = ""  # the last line's text not shown yet
-        self._started = False  # past the first line (where an opening fence would be)
+        self._started = False  # past the first line with text (where an opening fence goes)
+        self._fenced = False  # an opening fence was dropped: a bare ``` line closes it
         self._mid_line = False  # part of the last line is shown: the rest is code
-        self.closed = False  # a closing fence came: the rest is prose
+        self.closed = False  # the closing fence came: the rest is prose
 
     def feed(self, delta: str) -> str:
         if self.closed:
@@ -143,13 +158,15 @@ class ProposalFilter:
         return self._line(rest, complete=False)
 
     def _line(self, line: str, complete: bool) -> str:
-        fence = _FENCE.fullmatch(line) is not None
         end = "\n" if complete else ""
         if not self._started:
+            if not line.strip():
+                return ""  # blank lines before the code
             self._started = True
-            if fence:
+            if _FENCE.fullmatch(line):
+                self._fenced = True
                 return ""
-        elif fence and line.strip() == "```":
+        elif self._fenced and line.strip() == "```":
             self.closed = True
             return ""
         return line + end

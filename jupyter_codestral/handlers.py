@@ -245,7 +245,7 @@ class FixHandler(_Streaming):
         cleaner = fix.ProposalFilter() if body.mode == "fix" else None
         finish, usage = None, {}
         try:
-            chunks = self.service.link.chat(messages, params, body.session)
+            chunks = self.service.link.chat(messages, params)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     piece = protocol.piece(chunk)
@@ -316,8 +316,10 @@ class LabService:
         cells[body.cell] = Cell("code", "")
         around = self.builder(body.context_tokens).build(cells, body.cell, 0, body.language)
         explain = body.mode == "explain"
+        names = set(failed.names())  # the facts of the names the cell and its error mention
+        facts = [f for f in body.facts if f.split(":", 1)[0].strip() in names]
         messages = fix.fix_messages(
-            failed, body.facts, above=around.prefix, below=around.suffix, explain=explain
+            failed, facts, above=around.prefix, below=around.suffix, explain=explain
         )
         if explain:
             return messages, fix.EXPLAIN_TOKENS

@@ -126,20 +126,21 @@ class EngineLink:
                             params, session)  # fmt: skip
 
     def chat(
-        self, messages: list[dict[str, Any]], params: dict[str, Any], session: str | None
+        self, messages: list[dict[str, Any]], params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed chat completion (a fix at a traceback), cancelled likewise."""
+        """Chunks of a streamed chat completion (a fix at a traceback), cancelled likewise. It
+        runs at batch priority on our engine: ghost text typed meanwhile goes first."""
         return self._stream(lambda client, model, p: client.chat(messages, model, p),
-                            params, session)  # fmt: skip
+                            params, None, priority="batch")  # fmt: skip
 
     async def _stream(
-        self, call, params: dict[str, Any], session: str | None
+        self, call, params: dict[str, Any], session: str | None, priority: str = "interactive"
     ) -> AsyncIterator[dict[str, Any]]:
         if self.settings.engine == "remote":
             model = self.settings.remote_model
         else:  # our own engine: supersede this browser's previous request, go first
             model = protocol.DEFAULT_MODEL
-            params = params | {"priority": "interactive", "session_key": session}
+            params = params | {"priority": priority, "session_key": session}
         try:
             # Closing this generator (a time budget, a newer keystroke) closes the stream now,
             # which cancels the engine's request, instead of when it is garbage-collected.

@@ -60,7 +60,6 @@ class FixRequest(BaseModel):
     language: StrictStr = "python"
     mode: Literal["fix", "explain"] = "fix"
     context_tokens: StrictInt | None = Field(None, ge=2 * LINE_RESERVE, le=32_768)
-    session: StrictStr | None = Field(None, max_length=200)
     facts: list[Annotated[StrictStr, Field(max_length=MAX_LINE)]] = Field([], max_length=MAX_NAMES)
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_codestral.fix import ProposalFilter, clean_proposal, diff, trim_traceback
+from jupyter_codestral.fix import (
+    ProposalFilter,
+    clean_proposal,
+    diff,
+    from_error_output,
+    trim_traceback,
+)
 
 from .test_lab_handlers import ERROR_OUTPUT
 
@@ -34,9 +40,12 @@ def test_text_that_cannot_be_a_fence_shows_at_once():
     assert ProposalFilter().feed("imp") == "imp"  # a first line that is no fence
     assert ProposalFilter().feed("``") == ""  # one that may be
     cleaner = ProposalFilter()
-    assert cleaner.feed("import math\nprint(ma") == "import math\nprint(ma"
-    assert cleaner.feed("th.pi)\n``") == "th.pi)\n"  # may become a closing fence: held
+    assert cleaner.feed("\n```python\nimport math\nprint(ma") == "import math\nprint(ma"
+    assert cleaner.feed("th.pi)\n``") == "th.pi)\n"  # may become the closing fence: held
     assert cleaner.feed("`\nprose") == "" and cleaner.closed
+    unfenced = ProposalFilter()  # without an opening fence, a bare ``` line is the cell's own
+    cell = 's = """\n```\n"""\n'
+    assert unfenced.feed(cell) + unfenced.finish() == cell
 
 
 def test_clean_proposal_and_diff():
@@ -63,3 +72,51 @@ def test_the_traceback_keeps_the_users_frames_and_the_error_once():
     many = [f"Cell In[{i}], line 1\n----> 1 f()\n" for i in range(40)]
     assert len(trim_traceback(many, error).splitlines()) == 31  # capped, the error kept
     assert trim_traceback([], "KeyError: 'x'") == "KeyError: 'x'"  # another kernel's output
+
+
+@pytest.fixture(scope="module")
+def error_outputs() -> dict[str, dict]:
+    """Error outputs as a real IPython kernel sends them."""
+    from jupyter_client.manager import start_new_kernel
+
+    cells = {
+        "syntax": "x = (1,\ny = 2 +",
+        "chained": "d = {}\ntry:\n    d['k']\nexcept KeyError as e:\n"
+        "    raise ValueError('bad') from e",
+        "bare": "assert 1 == 2",
+    }
+    km, kc = start_new_kernel(kernel_name="python3")
+    outputs = {}
+    try:
+        for name, code in cells.items():
+            kc.execute(code)
+            while True:
+                message = kc.get_iopub_msg(timeout=30)
+                if message["msg_type"] == "error":
+                    outputs[name] = message["content"]
+                state = message["content"].get("execution_state")
+                if message["msg_type"] == "status" and state == "idle" and name in outputs:
+                    break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return outputs
+
+
+def trimmed(output: dict) -> list[str]:
+    failed = from_error_output("cell", output["ename"], output["evalue"], output["traceback"])
+    return failed.traceback.splitlines()
+
+
+def test_real_tracebacks_keep_each_error_once(error_outputs):
+    syntax = trimmed(error_outputs["syntax"])
+    assert syntax[-1] == "SyntaxError: '(' was never closed"  # no temporary file name
+    assert sum("SyntaxError" in line for line in syntax) == 1
+    assert any(line.strip() == "x = (1," for line in syntax)  # the line, with its caret
+    chained = trimmed(error_outputs["chained"])
+    assert "KeyError: 'k'" in chained  # the cause...
+    assert any(line.startswith("The above exception was the direct cause") for line in chained)
+    assert chained[-1] == "ValueError: bad" and chained.count("ValueError: bad") == 1
+    bare = trimmed(error_outputs["bare"])
+    assert bare[-1] == "AssertionError" and bare.count("AssertionError") == 1
+    assert "----> 1 assert 1 == 2" in bare

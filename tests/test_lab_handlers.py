@@ -40,7 +40,7 @@ ERROR_OUTPUT = {
 }
 FIX_BODY = {
     "cells": [*CELLS[:2], FAILED, CELLS[3]], "cell": 2, "error": ERROR_OUTPUT,
-    "facts": ["radius_cm: int"],
+    "facts": ["radius_cm: int", "unrelated_frame: pandas.DataFrame, 3 rows x 2 columns"],
 }  # fmt: skip
 
 
@@ -297,7 +297,7 @@ async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neig
     assert "\x1b" not in asked and "Traceback (most recent call last)" not in asked
     assert "radius_cm = 3" in asked and "# Load the data" in asked  # the cells above
     assert "print(area(radius_cm))" in asked  # and below
-    assert "- radius_cm: int" in asked
+    assert "- radius_cm: int" in asked and "unrelated_frame" not in asked  # names it mentions
     assert got[-1]["usage"]["completion_tokens"] <= max_tokens
 
     # The route streams the engine's greedy answer to exactly these messages, cleaned.

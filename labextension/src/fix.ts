@@ -33,8 +33,13 @@ export class FixProposal {
     if (event.type === 'delta') {
       this.raw += event.text;
     } else if (event.type === 'done') {
-      this.finishReason = event.finish_reason;
-      this.state = 'done';
+      if (event.finish_reason === 'cancelled' || event.finish_reason === 'error') {
+        // The engine ended it early (a restart, another request in its place): not whole.
+        this.fail({ kind: 'cancelled', message: 'the engine stopped the request early.', fix: 'Ask again.' });
+      } else {
+        this.finishReason = event.finish_reason;
+        this.state = 'done';
+      }
     } else if (event.type === 'error') {
       this.fail(event.error);
     }
@@ -72,8 +77,9 @@ export class FixProposal {
     if (this.state === 'done') {
       return this.original;
     }
-    const lines = this.text.split('\n').length;
-    return this.original.split('\n').slice(0, lines).join('\n');
+    const body = this.original.replace(/\n+$/, '');
+    const lines = this.text.replace(/\n+$/, '').split('\n').length;
+    return body.split('\n').slice(0, lines).join('\n') + this.original.slice(body.length);
   }
 
   /** Finished (not stopped, not failed), not empty, and different from the cell. One cut at

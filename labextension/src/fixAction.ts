@@ -28,6 +28,10 @@ export const ERROR_MIME = 'application/vnd.jupyter.error';
 /** Below the stderr renderer's 110: error outputs come here first. */
 export const ERROR_RANK = 100;
 const ENGINE_POLL_MS = 1000;
+// Within lab_wire.ErrorOutput's limits; the server keeps the user's frames of what is sent.
+const MAX_TRACEBACK_ENTRIES = 200;
+const MAX_ERROR_CHARS = 2000;
+const MAX_ENTRY_CHARS = 20000;
 
 export interface FixPolicy {
   allowed: boolean;
@@ -45,7 +49,6 @@ export class FixController {
   /** The policy may have changed (a setting, the server's answer). */
   readonly changed = new Signal<FixController, void>(this);
   private readonly live = new Set<FixableError>();
-  private readonly session = `fix-${Math.random().toString(36).slice(2)}`;
   private settingEnabled = true;
   private serverEnabled = true;
   kernelFacts: KernelFacts | null = null;
@@ -121,6 +124,8 @@ export class FixController {
     return language?.support ?? null;
   }
 
+  /** The request for the fix. No engine session: a new fix in its place is cancelled by
+   * this side (its abort), never by the engine superseding it mid-answer. */
   stream(ref: CellRef, error: nbformat.IError, mode: FixMode, signal: AbortSignal) {
     const facts =
       this.useKernelFacts && this.kernelFacts ? this.kernelFacts.get(ref.panel) : [];
@@ -128,11 +133,10 @@ export class FixController {
       {
         cells: notebookCells(ref.panel),
         cell: ref.index,
-        error: { ename: error.ename, evalue: error.evalue, traceback: error.traceback },
+        error: boundedError(error),
         language: notebookLanguage(ref.panel),
         mode,
         context_tokens: this.contextTokens,
-        session: this.session,
         facts
       },
       signal
@@ -203,8 +207,9 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
     ));
     this.note.textContent = '';
     this.node.append(panel.node);
+    let at: CellRef | null = ref;
     for (;;) {
-      await readProposal(proposal, this.controller.stream(ref, this.error, policy.mode, abort.signal), () =>
+      await readProposal(proposal, this.controller.stream(at, this.error, policy.mode, abort.signal), () =>
         panel.update()
       );
       if (proposal.error?.kind !== 'engine_starting' || abort.signal.aborted) {
@@ -212,31 +217,49 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
       }
       proposal.waitForEngine();
       panel.update();
-      if (!(await engineReady(abort.signal))) {
-        if (!abort.signal.aborted) {
-          proposal.fail({ kind: 'engine_error', message: 'the engine failed to load.',
-            fix: 'Click the Codestral status bar item for why.' });
-          panel.update();
-        }
+      const ready = await engineReady(abort.signal);
+      if (abort.signal.aborted) {
+        break;
+      }
+      at = this.controller.cellOf(this.node); // cells may have moved while it loaded
+      if (!ready) {
+        proposal.fail({ kind: 'engine_error', message: 'the engine failed to load.',
+          fix: 'Click the Codestral status bar item for why.' });
+      } else if (!at || at.cell.model.sharedModel.getSource() !== proposal.original) {
+        proposal.fail({ kind: 'changed', message: 'the cell changed while the engine loaded.',
+          fix: 'Ask again.' });
+      }
+      if (proposal.state !== 'streaming' || !at) {
+        panel.update();
         break;
       }
     }
     if (proposal.error?.kind === 'disabled') {
       this.controller.setServerEnabled(false);
     }
-    this.abort = null;
+    if (this.abort === abort) {
+      this.abort = null;
+    }
   }
 
   /** Replace the cell's source with `text`, as one undo step of the cell's editor. */
   private accept(ref: CellRef, text: string): void {
     const shared = ref.cell.model.sharedModel;
+    if (shared.getSource() !== this.panel?.proposal.original) {
+      // Edited since the fix was asked for: the diff no longer says what Accept would do.
+      this.panel?.proposal.fail({ kind: 'changed', message: 'the cell changed since this fix was proposed.',
+        fix: 'Ask again for a fix of the cell as it is now.' });
+      this.panel?.update();
+      return;
+    }
     const undo = (shared as { undoManager?: { stopCapturing(): void } | null }).undoManager;
     const edit = minimalEdit(shared.getSource(), text);
     undo?.stopCapturing(); // not merged with the typing just before
     shared.updateSource(edit.from, edit.to, edit.insert);
     undo?.stopCapturing();
     this.close();
-    this.note.textContent = 'Fix applied: run the cell to check it; undo (Ctrl+Z in the cell) restores it.';
+    this.note.textContent =
+      'Fix applied: run the cell to check it; undo in the cell (Ctrl+Z, or Cmd+Z on a Mac) restores it.';
   }
 
   private stop(): void {
@@ -264,8 +287,8 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
     this.action.title = `${
       policy.mode === 'fix' ? 'Propose a corrected cell, as a diff' : 'Explain this error briefly'
     } (Alt+Shift+F)`;
-    if (!policy.allowed) {
-      this.close();
+    if (!policy.allowed && this.panel?.proposal.state === 'streaming') {
+      this.close(); // turned off meanwhile: stop asking (a finished panel stays readable)
     }
   }
 
@@ -310,7 +333,12 @@ export function addFixCommand(
       const explain = found && controller.policy(found.panel).mode === 'explain';
       return explain ? 'Codestral: Explain the Error in This Cell' : 'Codestral: Fix the Error in This Cell';
     },
-    caption: "Streams a corrected cell as a diff under the cell's traceback",
+    caption: () => {
+      const found = target();
+      return found && controller.policy(found.panel).mode === 'explain'
+        ? "Explains the error in a sentence or two, under the cell's traceback"
+        : "Streams a corrected cell as a diff under the cell's traceback";
+    },
     isEnabled: () => {
       const found = target();
       return !!found && controller.policy(found.panel).allowed;
@@ -327,6 +355,19 @@ export function addFixCommand(
     }
   });
   palette?.addItem({ command: CommandIDs.fixCell, category: 'Codestral' });
+}
+
+/** An error output within the route's limits: a deep recursion's traceback, a huge message. */
+function boundedError(error: nbformat.IError) {
+  const traceback = error.traceback ?? [];
+  const kept = traceback.length > MAX_TRACEBACK_ENTRIES
+    ? [...traceback.slice(0, 2), ...traceback.slice(-(MAX_TRACEBACK_ENTRIES - 2))]
+    : traceback;
+  return {
+    ename: error.ename.slice(0, MAX_ERROR_CHARS),
+    evalue: error.evalue.slice(0, MAX_ERROR_CHARS),
+    traceback: kept.map(entry => entry.slice(-MAX_ENTRY_CHARS))
+  };
 }
 
 /** Wait for the engine to finish loading; false if it failed or the wait was cancelled. */

@@ -108,7 +108,8 @@ export class FixPanel {
     this.node.dataset.cutOff = String(proposal.cutOff);
     this.status.textContent = proposal.summary;
     if (this.view && !this.settled) {
-      this.settled = !streaming;
+      // Final once done or stopped; a failure may still be retried (the engine was loading).
+      this.settled = proposal.state === 'done' || proposal.state === 'stopped';
       const state = this.view.state;
       const effects: StateEffect<unknown>[] = [];
       const compared = getOriginalDoc(state).toString();

@@ -86,7 +86,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
         // error outputs with it (each notebook clones this registry when it opens).
         fixes = new FixController(notebooks, languages);
         fixes.kernelFacts = provider.kernelFacts;
-        rendermime.addFactory(fixes.rendererFactory());
+        const factory = fixes.rendererFactory();
+        rendermime.addFactory(factory);
+        // Notebooks already open cloned the registry before this: they get it too.
+        notebooks.forEach(panel => panel.content.rendermime.addFactory(factory));
         addFixCommand(app, notebooks, fixes, palette);
       }
     }

@@ -45,7 +45,6 @@ export interface FixRequest {
   /** explain: one or two sentences instead of code (the teaching hints mode). */
   mode?: 'fix' | 'explain';
   context_tokens?: number | null;
-  session?: string | null;
   facts?: string[];
 }
 
@@ -122,6 +121,8 @@ export async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenera
       }
     }
   } finally {
+    // Left early (a stop, an error): stop the download too, not only this reader.
+    await reader.cancel().catch(() => undefined);
     reader.releaseLock();
   }
 }

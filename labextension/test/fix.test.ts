@@ -29,6 +29,19 @@ describe('a fix proposal', () => {
     expect(new FixProposal('x = 1\n', 'fix').text).toBe('\n'); // keeps the cell's newline
   });
 
+  it('is not whole when the engine ends it early', () => {
+    const cut = new FixProposal('x = 1', 'fix');
+    cut.push(delta('x = 2'));
+    cut.push(done('cancelled'));
+    expect([cut.state, cut.acceptable, cut.error?.kind]).toEqual(['failed', false, 'cancelled']);
+  });
+
+  it('compares a cell ending in a newline line for line', () => {
+    const proposal = new FixProposal('a = 1\nb = 2\n', 'fix');
+    proposal.push(delta('a = 1\n'));
+    expect(proposal.compared).toBe('a = 1\n');
+  });
+
   it('compares with only the lines it has reached until it is whole', () => {
     const proposal = new FixProposal('a = 1\nb = 2\nc = 3', 'fix');
     proposal.push(delta('a = 1\nb ='));
