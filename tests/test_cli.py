@@ -30,6 +30,30 @@ def test_complete_json_events(models, reference_tokenizer, mlx_lm_greedy):
     assert final["usage"]["cached_prompt_tokens"] == 0
 
 
+def test_complete_reports_drafts_and_turns_speculation_off(models):
+    """A prompt that starts with the model's own continuation of its end, so the first token
+    it writes was seen before and lookup drafts what followed it; --no-speculative does not
+    draft; both give the same tokens."""
+    head = "import math\nradius = 3\narea = math.pi * radius"
+    seen = run_cli("complete", "--model", str(models["hf"]), "--backend", "torch", "--prompt",
+                   head, "--max-tokens", "12", "--no-speculative", "--json")  # fmt: skip
+    text = "".join(json.loads(line).get("text", "") for line in seen.stdout.splitlines())
+    prompt = text + "\n" + head
+    finals = {}
+    for flag in ("--speculative", "--no-speculative"):
+        result = run_cli(
+            "complete", "--model", str(models["hf"]), "--backend", "torch", "--prompt", prompt,
+            "--max-tokens", "12", "--json", flag,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        finals[flag] = json.loads(result.stdout.splitlines()[-1])
+    on, off = finals["--speculative"], finals["--no-speculative"]
+    assert on["usage"]["draft_tokens"] > 0 and off["usage"]["draft_tokens"] == 0
+    assert off["usage"]["accepted_draft_tokens"] == 0
+    assert on["usage"]["accepted_draft_tokens"] <= on["usage"]["draft_tokens"]
+    assert on["completion_token_ids"] == off["completion_token_ids"]
+
+
 def test_complete_streams_plain_text(models, engine):
     result = run_cli(
         "complete", "--model", str(models["hf"]), "--prompt", "x =", "--max-tokens", "5"

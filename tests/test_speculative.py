@@ -12,7 +12,13 @@ import pytest
 import codestral_engine
 from codestral_engine.core import generation
 from codestral_engine.core.params import GenerationParams, sampling_distribution
-from codestral_engine.core.speculative import Acceptor, PromptLookup
+from codestral_engine.core.speculative import (
+    FIRST_DRAFT,
+    MAX_DRAFT,
+    PAUSE_AFTER,
+    Acceptor,
+    PromptLookup,
+)
 
 from .conftest import PREFILL_CHUNK
 from .helpers import OracleDrafter
@@ -21,6 +27,21 @@ CODE = (
     "def mean(values):\n    return sum(values) / len(values)\n\n"
     "def spread(values):\n    low, high = min(values), max(values)\n    return high - low\n\n"
 )
+
+
+@pytest.fixture(scope="module")
+def speculating(models: dict[str, Path], backend: str) -> codestral_engine.Engine:
+    """Speculative decoding on, whatever the backend's default."""
+    with codestral_engine.load(
+        models["mlx"], backend, prefill_chunk=PREFILL_CHUNK, speculative=True
+    ) as eng:
+        yield eng
+
+
+@pytest.fixture
+def fresh(speculating: codestral_engine.Engine) -> codestral_engine.Engine:
+    speculating.prompt_cache.clear()
+    return speculating
 
 
 @pytest.fixture(scope="module")
@@ -51,33 +72,37 @@ def tokens(engine, prompt: str, **options) -> tuple[tuple[int, ...], object]:
 
 def test_lookup_drafts_what_followed_the_latest_longest_match():
     lookup = PromptLookup([5, 6, 7, 8, 1, 2, 3, 4, 9, 5, 6, 7, 0, 5, 6])
-    assert lookup.propose(3) == [7, 0, 5]  # the latest "5 6", not the first
+    assert lookup.lookup(3) == [7, 0, 5]  # the latest "5 6", not the first
     lookup = PromptLookup([1, 2, 3, 4, 1, 2, 9, 9, 2, 3, 7, 3, 1, 2])
-    assert lookup.propose(2) == [9, 9]  # no earlier "3 1 2": the latest "1 2"
+    assert lookup.lookup(2) == [9, 9]  # no earlier "3 1 2": the latest "1 2"
     lookup.extend([3])
-    assert lookup.propose(4) == [4, 1, 2, 9]  # "1 2 3" (first) beats the later "2 3"
-    assert PromptLookup([1, 2, 3]).propose(4) == []  # nothing repeats
+    assert lookup.lookup(4) == [4, 1, 2, 9]  # "1 2 3" (first) beats the later "2 3"
+    assert PromptLookup([1, 2, 3]).lookup(4) == []  # nothing repeats
     assert PromptLookup([1, 2, 1, 2]).propose(0) == []
 
 
 def test_drafting_adapts_and_pauses_by_counts():
     lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2])
-    assert len(lookup.propose(100)) == 4  # the first draft's length
-    lookup.record(4, 4)
-    assert len(lookup.propose(100)) == 6  # all kept: longer
-    lookup.record(6, 2)
-    assert len(lookup.propose(100)) == 3  # cut: back to what was kept, plus one
-    lookup.record(3, 0)
-    lookup.record(3, 0)  # two misses in a row: drafting pauses for one step...
+    assert len(lookup.propose(100)) == FIRST_DRAFT
+    lookup.record(FIRST_DRAFT, FIRST_DRAFT)
+    assert len(lookup.propose(100)) == min(MAX_DRAFT, FIRST_DRAFT + 1)  # all kept: longer
+    assert len(lookup.propose(1)) == 1  # never past the tokens left
+    lookup.record(MAX_DRAFT, 0)
+    assert len(lookup.propose(100)) == 1  # a miss: one token at a time
+
+    def misses(n: int) -> None:
+        for _ in range(n):
+            lookup.record(1, 0)
+
+    misses(PAUSE_AFTER - 1)  # with the miss above: drafting pauses for one step...
     assert lookup.propose(100) == [] and lookup.propose(100) != []
-    lookup.record(1, 0)
-    lookup.record(1, 0)  # ...then for two, then four: a request where lookup fails pays little
+    misses(PAUSE_AFTER)  # ...then two, then four: a request where lookup fails pays little
     assert [lookup.propose(100) for _ in range(2)] == [[], []] and lookup.propose(100)
     lookup.record(1, 1)  # a hit resets the pauses
-    lookup.record(1, 0)
-    lookup.record(1, 0)
+    misses(PAUSE_AFTER)
     assert lookup.propose(100) == [] and lookup.propose(100)
-    assert (lookup.stats.drafted, lookup.stats.accepted) == (21, 7)
+    drafted = FIRST_DRAFT + MAX_DRAFT + 1 + 3 * PAUSE_AFTER - 1
+    assert (lookup.stats.drafted, lookup.stats.accepted) == (drafted, FIRST_DRAFT + 1)
 
 
 def test_sampled_acceptance_keeps_the_models_distribution():
@@ -108,8 +133,9 @@ def test_sampled_acceptance_keeps_the_models_distribution():
 
 
 def test_greedy_tokens_are_identical_with_and_without_speculation(
-    engine, plain, echo_prompts, backend
+    speculating, plain, echo_prompts, backend
 ):
+    engine = speculating
     accepted = 0
     for prompt in echo_prompts:
         want, _ = tokens(plain, prompt, max_tokens=40)
@@ -127,8 +153,9 @@ def test_greedy_tokens_are_identical_with_and_without_speculation(
 
 
 def test_stops_and_limits_inside_a_draft_end_where_plain_decoding_ends(
-    fresh_engine, plain, echo_prompts, monkeypatch
+    fresh, plain, echo_prompts, monkeypatch
 ):
+    fresh_engine = fresh
     prompt = echo_prompts[0]
     want, _ = tokens(plain, prompt, max_tokens=40)
     text = plain.tokenizer.decode(list(want))
@@ -155,7 +182,7 @@ def test_stops_and_limits_inside_a_draft_end_where_plain_decoding_ends(
 
 
 def test_min_tokens_hold_off_the_end_inside_drafts(eos_model, backend):
-    with codestral_engine.load(eos_model, backend) as eng:
+    with codestral_engine.load(eos_model, backend, speculative=True) as eng:
         done = eng.fim("x = 1\nx = 1\nx = 1\nx = 1\n", "", max_tokens=20, min_tokens=6).result()
         with codestral_engine.load(eos_model, backend, speculative=False) as ref:
             want = ref.fim("x = 1\nx = 1\nx = 1\nx = 1\n", "", max_tokens=20, min_tokens=6)
@@ -163,7 +190,8 @@ def test_min_tokens_hold_off_the_end_inside_drafts(eos_model, backend):
     assert len(done.completion_token_ids) == 6 and done.finish_reason == "stop"
 
 
-def test_a_cancel_mid_draft_leaves_the_engine_serving(fresh_engine, plain, echo_prompts):
+def test_a_cancel_mid_draft_leaves_the_engine_serving(fresh, plain, echo_prompts):
+    fresh_engine = fresh
     request = fresh_engine.fim(echo_prompts[1], "", max_tokens=400, min_tokens=400)
     for event in request:
         if getattr(event, "text", None):
@@ -174,9 +202,14 @@ def test_a_cancel_mid_draft_leaves_the_engine_serving(fresh_engine, plain, echo_
     assert tokens(fresh_engine, echo_prompts[1], max_tokens=30)[0] == want
 
 
-def test_seeded_sampling_reproduces_with_speculation(engine, echo_prompts):
+def test_seeded_sampling_reproduces_with_speculation(speculating, echo_prompts):
+    engine = speculating
     options = {"max_tokens": 30, "temperature": 0.9, "random_seed": 11}
     first, _ = tokens(engine, echo_prompts[0], **options)
     second, _ = tokens(engine, echo_prompts[0], **options)
     assert first == second
     assert tokens(engine, echo_prompts[0], **{**options, "random_seed": 12})[0] != first
+
+
+def test_on_by_default_where_it_was_measured_to_win(engine, backend):
+    assert engine.speculative is (backend == "torch")

@@ -40,6 +40,7 @@ class Backend(Protocol):
 
     name: str  # "mlx", "torch"
     device: str  # "cpu", "gpu", "cuda:0", ...
+    speculates: bool  # speculative decoding by default: where bench_speculative shows it wins
 
     def new_cache(self) -> KVState:
         """An empty KV cache for this model."""

@@ -67,6 +67,9 @@ class MLXCache:
 
 class MLXBackend:
     name = "mlx"
+    # Off by default: on the CPU, reading 2 tokens in one pass costs 1.8x a step, so drafts do
+    # not pay (bench/README.md); on Metal, measure with bench/bench_speculative.py first.
+    speculates = False
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -50,7 +50,7 @@ class Engine:
         prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
         max_queued: int = DEFAULT_MAX_QUEUED,
         context_length: int | None = None,
-        speculative: bool = True,
+        speculative: bool | None = None,
     ):
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk must be >= 1, got {prefill_chunk}.")
@@ -66,7 +66,8 @@ class Engine:
             ),
             prefill_chunk=prefill_chunk,
             preempt=self._run_more_urgent,
-            speculative=speculative,
+            # None: where the benchmark shows it wins (the backend says; bench/README.md).
+            speculative=backend.speculates if speculative is None else speculative,
         )
         self._scheduler = Scheduler(max_queued)
         self._lock = threading.Lock()
@@ -75,6 +76,11 @@ class Engine:
         self._worker = threading.Thread(target=self._serve, name="codestral-engine", daemon=True)
         self._worker.start()
         _open_engines.add(self)
+
+    @property
+    def speculative(self) -> bool:
+        """Whether requests decode with prompt-lookup speculative decoding."""
+        return self._runtime.speculative
 
     @property
     def model_path(self) -> Path:
@@ -267,7 +273,7 @@ def load(
     prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
     prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
     max_queued: int = DEFAULT_MAX_QUEUED,
-    speculative: bool = True,
+    speculative: bool | None = None,
 ) -> Engine:
     """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout).
 
@@ -276,7 +282,8 @@ def load(
     `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8") and `threads` (CPU compute
     threads) apply to torch.
     `speculative`: prompt-lookup speculative decoding (drafts from the request's own text,
-    verified in one pass; greedy output unchanged); False decodes one token per step.
+    verified in one pass; greedy output unchanged); False decodes one token per step; None
+    (default) uses it where it was measured to win: the torch backend, not MLX on the CPU.
     `context_length` caps the window (and the memory its KV cache needs). With `preflight`, a
     model that will not fit in memory is refused before loading, with the numbers and the fix.
     """

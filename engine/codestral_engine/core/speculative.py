@@ -28,13 +28,14 @@ import numpy as np
 
 from .params import GenerationParams, sampling_distribution
 
-# Chosen by measurement (bench/bench_speculative.py, recorded in bench/README.md).
-MAX_DRAFT = 8  # most tokens drafted per step
-FIRST_DRAFT = 4  # the first draft's length
+# Chosen by measurement (bench/bench_speculative.py, recorded in bench/README.md): on the CPU
+# reading 3 tokens in one pass costs ~1.15x a step and 5 tokens ~2x, so drafts stay short.
+MAX_DRAFT = 2  # most tokens drafted per step
+FIRST_DRAFT = 2  # the first draft's length
 NGRAM_MAX = 3  # longest match tried first
 NGRAM_MIN = 1  # shortest match accepted
-PAUSE_AFTER = 2  # misses in a row before drafting pauses
-MAX_PAUSE = 32  # steps; the pause doubles up to this
+PAUSE_AFTER = 3  # misses in a row before drafting pauses
+MAX_PAUSE = 16  # steps; the pause doubles up to this
 
 
 @dataclass
@@ -101,7 +102,7 @@ class PromptLookup:
         self.stats.drafted += drafted
         self.stats.accepted += accepted
         if accepted == drafted:
-            self._size = min(MAX_DRAFT, self._size + 2)
+            self._size = min(MAX_DRAFT, self._size + 1)
         else:
             self._size = max(1, min(self._size - 1, accepted + 1))
         if accepted:
