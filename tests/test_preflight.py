@@ -22,6 +22,9 @@ def test_codestral_22b_estimates_match_its_published_sizes():
     int8 = plan(checkpoint, "torch", "bfloat16", "int8", 32768)
     assert 0.5 < int8.weight_bytes / bf16.weight_bytes < 0.53
     assert plan(checkpoint, "torch", "float32", None, 1).kv_bytes_per_token == 448 * 1024
+    # CUDA's static decode step holds a slot besides the request's cache: the window twice.
+    static = plan(checkpoint, "torch", "bfloat16", None, 32768, static_slot=True)
+    assert static.kv_bytes == 2 * bf16.kv_bytes and static.weight_bytes == bf16.weight_bytes
 
 
 def simulate(monkeypatch, available: int) -> None:

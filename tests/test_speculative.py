@@ -213,3 +213,51 @@ def test_seeded_sampling_reproduces_with_speculation(speculating, echo_prompts):
 
 def test_on_by_default_where_it_was_measured_to_win(engine, backend):
     assert engine.speculative is (backend == "torch")
+
+
+@pytest.fixture(scope="module")
+def static_pair(models: dict[str, Path]):
+    """The torch backend with the static-slot decode step compiled (aot_eager: the graph is
+    checked whole, fullgraph, without inductor's compile time) and with the dynamic step."""
+    options = {"prefill_chunk": PREFILL_CHUNK, "dtype": "float32"}
+    with (
+        codestral_engine.load(models["hf"], "torch", static_decode="aot_eager", **options) as s,
+        codestral_engine.load(models["hf"], "torch", static_decode="off", **options) as d,
+    ):
+        yield s, d
+
+
+def test_the_static_compiled_decode_step_gives_the_dynamic_steps_tokens(static_pair):
+    static, dynamic = static_pair
+    assert static.backend.static_decode == "aot_eager" and dynamic.backend.static_decode is None
+    prompt, suffix = CODE, "\nprint(mean([1, 2]))\n"
+    for options in ({"max_tokens": 1}, {"max_tokens": 7}, {"max_tokens": 1100},  # the slot grows
+                    {"max_tokens": 40, "temperature": 0.8, "random_seed": 3}):  # fmt: skip
+        for spec in (False, True):
+            static._runtime.speculative = dynamic._runtime.speculative = spec
+            got = static.fim(prompt, suffix, **options).result()
+            want = dynamic.fim(prompt, suffix, **options).result()
+            assert got.completion_token_ids == want.completion_token_ids, (options, spec)
+    # What was decoded in the slot went back to the prompt cache: the same prompt again
+    # prefills one token, and a stop or a cancel mid-way leaves it consistent too.
+    again = static.fim(prompt, suffix, max_tokens=7).result()
+    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1
+    text = dynamic.tokenizer.decode(list(want.completion_token_ids))
+    stop = text[10:12]
+    cut = static.fim(prompt, suffix, max_tokens=40, stop=[stop]).result()
+    assert cut.completion_token_ids == dynamic.fim(prompt, suffix, max_tokens=40,
+                                                   stop=[stop]).result().completion_token_ids
+    request = static.fim(prompt, "", max_tokens=300)
+    for event in request:
+        if getattr(event, "text", None):
+            request.cancel()
+            break
+    assert request.result().finish_reason == "cancelled"
+    longer = static.fim(prompt + "x", suffix, max_tokens=12).result()
+    assert longer.completion_token_ids == dynamic.fim(prompt + "x", suffix,
+                                                      max_tokens=12).result().completion_token_ids
+
+
+def test_static_decode_is_for_cuda_by_default(engine, backend):
+    if backend == "torch":  # this machine's CPU: the dynamic step
+        assert engine.backend.static_decode is None

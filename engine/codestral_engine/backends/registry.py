@@ -178,7 +178,7 @@ class TorchSpec(BackendSpec):
     label = "PyTorch"
     framework = "torch"
     install_hint = "pip install torch (see README for the CUDA build)"
-    load_options = frozenset({"device", "dtype", "quantize", "threads"})
+    load_options = frozenset({"device", "dtype", "quantize", "threads", "static_decode"})
     # 8bit: Mistral's bf16 release, held as int8 at load.
     releases: ClassVar[dict[str, str]] = {"bf16": MISTRAL_RELEASE, "8bit": MISTRAL_RELEASE}
     automatic: ClassVar[tuple[str, ...]] = ("bf16", "8bit")

@@ -22,22 +22,39 @@ from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
 from .registry import TorchSpec
-from .torch_model import KVCache, Transformer, quantize_int8, quantize_weight
+from .torch_model import (
+    KVCache,
+    StaticDecoder,
+    Transformer,
+    quantize_int8,
+    quantize_weight,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MIN_SLOT = 1024  # tokens: the static slot's smallest capacity (it doubles as needed)
+SLOT_SLACK = 64  # room for this many new tokens before the slot must grow
 
 
 class TorchBackend:
     name = "torch"
     speculates = True  # bench/README.md: 1.5x at 60% acceptance, no loss at 0% (CPU)
 
-    def __init__(self, model: Transformer, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        model: Transformer,
+        device: torch.device,
+        dtype: torch.dtype,
+        static_decode: str | None = None,
+    ):
         self.model = model
         self.torch_device = device
         self.device = str(device)
         self.dtype = dtype
         self._peak_rss = 0
         self.threads = torch.get_num_threads() if device.type == "cpu" else None
+        self.static_decode = static_decode  # how decode steps run (see `load`)
+        self._slot: StaticDecoder | None = None
+        self._step = None
 
     def new_cache(self) -> KVCache:
         return KVCache(self.model.args, self.dtype, self.torch_device)
@@ -65,6 +82,11 @@ class TorchBackend:
             done += n
             self._note_memory()
             on_prefill(done, total)
+        if self.static_decode:
+            yield from self._static(tokens[done:], cache, params, sample, eos_id,
+                                    max_new_tokens, drafter)  # fmt: skip
+            self._note_memory()
+            return
         if drafter is not None:
             verify = self._verifier(cache, params, eos_id)
             acceptor = Acceptor(params, eos_id)
@@ -79,6 +101,44 @@ class TorchBackend:
             if index + 1 < max_new_tokens:
                 logits = self.model(torch.tensor([token], device=self.torch_device), cache)
         self._note_memory()
+
+    def _static(self, last: list[int], cache: KVCache, params, sample, eos_id: int,
+                max_new_tokens: int, drafter: PromptLookup | None) -> Iterator[int]:  # fmt: skip
+        """Decode through the static slot: the request's cache is copied in, every step reads
+        and writes the slot, and what was fed is copied back at the end (also when the caller
+        stops early). Plain decoding runs one step ahead: the next step is queued on the
+        device before the current token is read back."""
+        start = cache.length
+        end = start + len(last) + max_new_tokens  # the most this request can fill
+        run = _SlotRun(self, cache, min(end, start + len(last) + SLOT_SLACK), end)
+        try:
+            if drafter is not None:
+                acceptor = Acceptor(params, eos_id)
+                yield from decode(run.verifier(params, eos_id), run.trim, last, drafter,
+                                  acceptor, max_new_tokens)  # fmt: skip
+                return
+            token = sample(run.step(last)[-1], 0)
+            for index in range(max_new_tokens):
+                following = None
+                if index + 1 < max_new_tokens:
+                    following = sample(run.step(token.view(1))[-1], index + 1)
+                yield int(token)
+                token = following
+        finally:
+            run.finish()
+
+    def slot(self, capacity: int, limit: int) -> tuple[StaticDecoder, Callable]:
+        """The static slot with room for `capacity` tokens (grown by doubling from MIN_SLOT, to
+        at most `limit`, the request's own end: never past the context window), and its step
+        compiled as `static_decode` says."""
+        if self._slot is None or self._slot.capacity < capacity:
+            size = max(MIN_SLOT, self._slot.capacity if self._slot else MIN_SLOT)
+            while size < capacity:
+                size *= 2
+            size = max(capacity, min(size, limit))
+            self._slot = StaticDecoder(self.model, size)
+            self._step = compiled(self._slot, self.static_decode)
+        return self._slot, self._step
 
     def _verifier(self, cache: KVCache, params: GenerationParams, eos_id: int):
         """The model's reading of a fed block: argmaxes (greedy) or float32 logits rows."""
@@ -118,6 +178,58 @@ class TorchBackend:
     def _note_memory(self) -> None:
         if self.torch_device.type != "cuda":
             self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)
+
+
+class _SlotRun:
+    """One request's decoding through the static slot: where it stands in the slot."""
+
+    def __init__(self, backend: TorchBackend, cache: KVCache, capacity: int, end: int):
+        self.backend, self.cache, self.end = backend, cache, end
+        self.start = self.position = cache.length
+        self.slot, self.compiled = backend.slot(capacity, end)
+        self.slot.load(cache)
+        self.device = backend.torch_device
+
+    def step(self, tokens) -> torch.Tensor:
+        """Feed `tokens` (a list or a device tensor) at the next positions: their logits."""
+        ids = tokens if isinstance(tokens, torch.Tensor) else torch.tensor(tokens)
+        n = ids.shape[0]
+        if self.position + n > self.slot.capacity:  # grow: through the request's cache
+            self.slot.store(self.cache, self.start, self.position)
+            self.start = self.position
+            wanted = min(self.position + n + SLOT_SLACK, self.end)
+            self.slot, self.compiled = self.backend.slot(wanted, self.end)
+            self.slot.load(self.cache)
+        positions = torch.arange(self.position, self.position + n, device=self.device)
+        self.position += n
+        return self.compiled(ids.to(self.device), positions)
+
+    def trim(self, n: int) -> None:
+        self.position -= n
+
+    def verifier(self, params: GenerationParams, eos_id: int):
+        def verify(feed: list[int], index: int, greedy: bool):
+            logits = self.step(feed).clone()  # a graph's output is overwritten by its next run
+            masked = params.min_tokens - index
+            if masked > 0:
+                logits[:masked, eos_id] = -float("inf")
+            return logits.argmax(-1).tolist() if greedy else logits.float().cpu().numpy()
+
+        return verify
+
+    def finish(self) -> None:
+        self.slot.store(self.cache, self.start, self.position)
+
+
+def compiled(slot: StaticDecoder, how: str) -> Callable:
+    """The slot's step: as is ("eager"), or through `torch.compile` — "reduce-overhead"
+    (inductor with CUDA graphs: the decode path for CUDA), or any compile backend by name
+    ("aot_eager" checks the graph cheaply in tests)."""
+    if how == "eager":
+        return slot
+    if how in ("reduce-overhead", "max-autotune", "default"):
+        return torch.compile(slot, mode=how, fullgraph=True, dynamic=False)
+    return torch.compile(slot, backend=how, fullgraph=True, dynamic=False)
 
 
 def device_memory(device: str) -> tuple[int, str] | None:
@@ -165,12 +277,17 @@ def load(
     dtype: str | None = None,
     quantize: str | None = None,
     threads: int | None = None,
+    static_decode: str | None = None,
 ) -> TorchBackend:
     """Build the model on the meta device, check every tensor, then assign them one by one.
 
     dtype: float32 / float16 / bfloat16 (default: bfloat16 on CUDA, the checkpoint's own
     float type on CPU, float32 if that is half precision); quantize: None or "int8";
-    threads: CPU compute threads (default: `cpu_threads()`).
+    threads: CPU compute threads (default: `cpu_threads()`); static_decode: decode steps
+    through a preallocated KV slot with a graph-safe step (`StaticDecoder`), compiled by
+    `torch.compile` as named ("reduce-overhead": inductor and CUDA graphs; "aot_eager"; or
+    "eager", not compiled); "off" for the dynamic step. Default: "reduce-overhead" on CUDA,
+    off on the CPU (where the dynamic step is as fast: bench/README.md).
     """
     if checkpoint.quantization:
         raise ModelLoadError(
@@ -211,7 +328,9 @@ def load(
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval()
-    return TorchBackend(model, target, chosen)
+    if static_decode is None:
+        static_decode = "reduce-overhead" if target.type == "cuda" else "off"
+    return TorchBackend(model, target, chosen, None if static_decode == "off" else static_decode)
 
 
 def make_sampler(

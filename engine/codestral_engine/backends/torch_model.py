@@ -231,3 +231,65 @@ def quantize_int8(module: nn.Module, dtype: torch.dtype, packed: bool) -> list[s
         else:
             swapped += [f"{name}.{inner}" for inner in quantize_int8(child, dtype, packed)]
     return swapped
+
+
+class StaticDecoder(nn.Module):
+    """A decode step with nothing dynamic in it, for CUDA graphs or `torch.compile`: one KV slot
+    preallocated at a fixed capacity (module buffers, so a captured graph keeps their
+    addresses), RoPE tables as buffers, positions as a tensor, attention over the whole slot
+    with a mask, and the next token chosen on the device. Reading T tokens (1, or a
+    speculative draft of k with its current token) is one call with a fixed T, so each T is one
+    graph. The slot is filled from a request's KV cache before decoding and copied back after,
+    so the prompt cache keeps exact-length entries (what it counts in `prompt_cache_bytes`).
+    """
+
+    def __init__(self, model: Transformer, capacity: int):
+        super().__init__()
+        args, weight = model.args, model.model.embed_tokens.weight
+        self.model, self.capacity = model, capacity
+        shape = (args.num_hidden_layers, args.num_key_value_heads, capacity, args.head_dim)
+        self.register_buffer("keys", torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+        self.register_buffer("values", torch.zeros_like(self.keys))
+        cos, sin = _rope(torch.arange(capacity, device=weight.device), args, weight.dtype)
+        self.register_buffer("cos", cos)  # (capacity, hd)
+        self.register_buffer("sin", sin)
+        self.register_buffer("slots", torch.arange(capacity, device=weight.device))
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+    def load(self, cache: KVCache) -> None:
+        """Copy a request's cached keys and values into the slot."""
+        n = cache.length
+        self.keys[:, :, :n] = cache.keys[:, :, :n]
+        self.values[:, :, :n] = cache.values[:, :, :n]
+
+    def store(self, cache: KVCache, start: int, end: int) -> None:
+        """Copy positions [start, end) back into the request's cache, which then ends there."""
+        cache.reserve(end)
+        cache.keys[:, :, start:end] = self.keys[:, :, start:end]
+        cache.values[:, :, start:end] = self.values[:, :, start:end]
+        cache.length = end
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens, positions (T,) -> logits (T, vocab); writes their keys and values."""
+        model, body = self.model, self.model.model
+        T = tokens.shape[0]
+        cos, sin = self.cos[positions], self.sin[positions]
+        mask = self.slots[None, :] <= positions[:, None]  # (T, capacity): causal, and no
+        x = body.embed_tokens(tokens)[None]  # unwritten slot is ever seen
+        for i, block in enumerate(body.layers):
+            attn, h = block.self_attn, block.input_layernorm(x)
+            q = attn.q_proj(h).view(1, T, attn.n_heads, attn.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(1, T, attn.n_kv, attn.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(1, T, attn.n_kv, attn.head_dim).transpose(1, 2)
+            q, k = _rotate(q, (cos, sin)), _rotate(k, (cos, sin))
+            self.keys[i].index_copy_(1, positions, k[0])
+            self.values[i].index_copy_(1, positions, v[0])
+            out = F.scaled_dot_product_attention(
+                q, self.keys[i][None], self.values[i][None], attn_mask=mask, enable_gqa=True
+            )
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(1, T, -1))
+            x = x + block.mlp(block.post_attention_layernorm(x))
+        return model.lm_head(body.norm(x))[0]

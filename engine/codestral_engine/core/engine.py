@@ -267,6 +267,7 @@ def load(
     dtype: str | None = None,
     quantize: str | None = None,
     threads: int | None = None,
+    static_decode: str | None = None,
     context_length: int | None = None,
     preflight: bool = True,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
@@ -280,7 +281,8 @@ def load(
     `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
     Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
     `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8") and `threads` (CPU compute
-    threads) apply to torch.
+    threads) and `static_decode` (decode through a preallocated KV slot, compiled: on CUDA by
+    default; see `backends.torch.load`) apply to torch.
     `speculative`: prompt-lookup speculative decoding (drafts from the request's own text,
     verified in one pass; greedy output unchanged); False decodes one token per step; None
     (default) uses it where it was measured to win: the torch backend, not MLX on the CPU.
@@ -303,9 +305,13 @@ def load(
     spec = resolve(backend, checkpoint)
     if preflight:
         target, compute = spec.target(checkpoint, device, dtype)
-        need = memory.plan(checkpoint, spec.name, compute, quantize, window)
+        static = spec.name == "torch" and (
+            static_decode not in (None, "off") or (static_decode is None and target != "cpu")
+        )  # the static decode step's slot: on CUDA by default
+        need = memory.plan(checkpoint, spec.name, compute, quantize, window, static)
         memory.check(checkpoint, spec.name, target, need, quantize)
-    options = {"device": device, "dtype": dtype, "quantize": quantize, "threads": threads}
+    options = {"device": device, "dtype": dtype, "quantize": quantize, "threads": threads,
+               "static_decode": static_decode}  # fmt: skip
     engine = Engine(
         load_backend(checkpoint, spec.name, report, **options),
         tokenizer,

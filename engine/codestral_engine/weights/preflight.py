@@ -82,13 +82,16 @@ def plan(
     dtype: str,
     quantize: str | None,
     context_length: int,
+    static_slot: bool = False,
 ) -> MemoryPlan:
-    """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX)."""
+    """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX).
+    `static_slot` (torch's static decode step): the window's KV twice, the request's cache
+    and the slot the step decodes in."""
     from ..backends.registry import REGISTRY
 
     weights, element = REGISTRY[backend].weights_in_memory(checkpoint, dtype, quantize)
     kv_per_token = checkpoint.model_config.kv_values_per_token * element
-    return MemoryPlan(weights, kv_per_token, context_length)
+    return MemoryPlan(weights, kv_per_token * (2 if static_slot else 1), context_length)
 
 
 def available_memory(backend: str, device: str) -> tuple[int, str]:
