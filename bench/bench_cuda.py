@@ -9,7 +9,8 @@ estimate against the measured peak, and what loading and generating cost.
    ~2K-token FIM request and a warm one (one more character), 64 tokens each. Peak is
    `torch.cuda.max_memory_allocated` over load and both requests.
 3. Device bandwidth (a large copy), so decode time can be set against the floor: weight bytes
-   read per token / bandwidth.
+   read per token / bandwidth. Each precision runs with the dynamic decode step and with the
+   static slot compiled with CUDA graphs (`static_decode`), in the same run.
 
 Usage (on a machine with a CUDA GPU and ~50 GB free disk): python bench/bench_cuda.py [--dir D]
 """
@@ -31,20 +32,22 @@ import codestral_engine
 from codestral_engine.weights.checkpoint import inspect
 from codestral_engine.weights.preflight import plan
 model, quantize = sys.argv[1], (sys.argv[2] if sys.argv[2] != "none" else None)
-window = int(sys.argv[3])
+window, static = int(sys.argv[3]), sys.argv[4]
 torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
 engine = codestral_engine.load(model, "torch", device="cuda", dtype="bfloat16",
-                               quantize=quantize, context_length=window)
+                               quantize=quantize, context_length=window, static_decode=static,
+                               speculative=False)  # plain decode steps: the bandwidth question
 load_s = time.perf_counter() - t
 after_load = torch.cuda.max_memory_allocated()
-estimate = plan(inspect(model), "torch", "bfloat16", quantize, window)
+estimate = plan(inspect(model), "torch", "bfloat16", quantize, window, static != "off")
 prompt = "def double(x):\\n    return x * 2\\n\\n" * 150
+engine.fim(prompt, "\\n", max_tokens=8, min_tokens=8).result()  # compiles (static)
 cold = engine.fim(prompt, "\\n", max_tokens=64, min_tokens=64).result().usage
 warm = engine.fim(prompt + "y", "\\n", max_tokens=64, min_tokens=64).result().usage
 torch.cuda.synchronize()
 print(json.dumps({
-    "quantize": quantize or "bf16", "load_s": load_s,
+    "quantize": quantize or "bf16", "static_decode": static, "load_s": load_s,
     "estimate_bytes": estimate.total, "estimate_weights": estimate.weight_bytes,
     "estimate_kv": estimate.kv_bytes, "peak_after_load": after_load,
     "peak_bytes": torch.cuda.max_memory_allocated(),
@@ -143,6 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/codestral-22b-random"))
     parser.add_argument("--quantize", nargs="+", default=["none", "int8"])
+    parser.add_argument("--static", nargs="+", default=["off", "reduce-overhead"],
+                        help="decode steps: the dynamic one (off) and the compiled static slot")
     args = parser.parse_args()
     import torch
 
@@ -153,10 +158,19 @@ def main() -> None:
         print(f"wrote the model in {time.perf_counter() - t:.0f} s", flush=True)
     bw = bandwidth()
     print(json.dumps({"bandwidth_bytes_per_s": bw}), flush=True)
+    weights = sum(f.stat().st_size for f in args.dir.glob("*.safetensors"))
     for q in args.quantize:
-        out = subprocess.run([sys.executable, "-c", MEASURE, str(args.dir), q, str(WINDOW)],
-                             capture_output=True, text=True)  # fmt: skip
-        print(out.stdout.strip() or out.stderr[-3000:], flush=True)
+        for static in args.static:
+            out = subprocess.run(
+                [sys.executable, "-c", MEASURE, str(args.dir), q, str(WINDOW), static],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            print(out.stdout.strip() or out.stderr[-3000:], flush=True)
+            if out.returncode == 0:
+                rate = json.loads(out.stdout.strip().splitlines()[-1])["decode_tok_s"]
+                read = weights / (2 if q == "int8" else 1)  # bytes of weights per token
+                print(f"{q} {static}: {rate:.1f} tok/s = {rate * read / bw:.0%} of bandwidth",
+                      flush=True)
 
 
 if __name__ == "__main__":
