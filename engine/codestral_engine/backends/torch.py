@@ -146,12 +146,7 @@ class TorchBackend:
         def verify(feed: list[int], index: int, greedy: bool):
             ids = torch.tensor(feed, dtype=torch.long, device=self.torch_device)
             logits = self.model(ids, cache, last_only=False)  # (T, vocab)
-            masked = params.min_tokens - index  # rows whose token may not end the sequence
-            if masked > 0:
-                logits[:masked, eos_id] = -float("inf")
-            if greedy:
-                return logits.argmax(-1).tolist()
-            return logits.float().cpu().numpy()
+            return _verdict(logits, params, eos_id, index, greedy)
 
         return verify
 
@@ -210,15 +205,22 @@ class _SlotRun:
     def verifier(self, params: GenerationParams, eos_id: int):
         def verify(feed: list[int], index: int, greedy: bool):
             logits = self.step(feed).clone()  # a graph's output is overwritten by its next run
-            masked = params.min_tokens - index
-            if masked > 0:
-                logits[:masked, eos_id] = -float("inf")
-            return logits.argmax(-1).tolist() if greedy else logits.float().cpu().numpy()
+            return _verdict(logits, params, eos_id, index, greedy)
 
         return verify
 
     def finish(self) -> None:
         self.slot.store(self.cache, self.start, self.position)
+
+
+def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index: int,
+             greedy: bool):  # fmt: skip
+    """What speculative decoding reads of the logits rows of a verified block (the first row's
+    token is number `index`): argmaxes, or float32 rows for sampling."""
+    masked = params.min_tokens - index  # rows whose token may not end the sequence
+    if masked > 0:
+        logits[:masked, eos_id] = -float("inf")
+    return logits.argmax(-1).tolist() if greedy else logits.float().cpu().numpy()
 
 
 def compiled(slot: StaticDecoder, how: str) -> Callable:
