@@ -166,7 +166,8 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speculative", action=argparse.BooleanOptionalAction, default=None,
         help="prompt-lookup speculative decoding: drafts from the prompt's own text, verified "
-        "in one pass, the same greedy output (default: on where measured to win: torch)",
+        "in one pass; the same greedy output in float32 (default: on where measured to win: "
+        "torch on a CPU)",
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from ..core.params import GenerationParams
-from ..core.speculative import Acceptor, PromptLookup, decode
+from ..core.speculative import MAX_DRAFT, Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress
@@ -37,7 +37,6 @@ SLOT_SLACK = 64  # room for this many new tokens before the slot must grow
 
 class TorchBackend:
     name = "torch"
-    speculates = True  # bench/README.md: 1.5x at 60% acceptance, no loss at 0% (CPU)
 
     def __init__(
         self,
@@ -55,6 +54,11 @@ class TorchBackend:
         self.static_decode = static_decode  # how decode steps run (see `load`)
         self._slot: StaticDecoder | None = None
         self._step = None
+        self.slot_owner: _SlotRun | None = None  # whose tokens the slot holds now
+        self.slot_limit: int | None = None  # the engine's context window, when it says
+        # Speculative decoding by default where it was measured to win: the CPU (1.95x at 60%
+        # acceptance, 0.95x at 0%: bench/README.md). CUDA: not measured yet.
+        self.speculates = device.type == "cpu"
 
     def new_cache(self) -> KVCache:
         return KVCache(self.model.args, self.dtype, self.torch_device)
@@ -111,6 +115,7 @@ class TorchBackend:
         start = cache.length
         end = start + len(last) + max_new_tokens  # the most this request can fill
         run = _SlotRun(self, cache, min(end, start + len(last) + SLOT_SLACK), end)
+        # (the slot itself is sized in powers of two: see `slot`)
         try:
             if drafter is not None:
                 acceptor = Acceptor(params, eos_id)
@@ -127,15 +132,16 @@ class TorchBackend:
         finally:
             run.finish()
 
-    def slot(self, capacity: int, limit: int) -> tuple[StaticDecoder, Callable]:
-        """The static slot with room for `capacity` tokens (grown by doubling from MIN_SLOT, to
-        at most `limit`, the request's own end: never past the context window), and its step
-        compiled as `static_decode` says."""
+    def slot(self, capacity: int) -> tuple[StaticDecoder, Callable]:
+        """The static slot with room for `capacity` tokens, and its step compiled as
+        `static_decode` says. Sizes are powers of two from MIN_SLOT (at most the context
+        window), so a growing notebook meets a handful of shapes, each compiled once."""
         if self._slot is None or self._slot.capacity < capacity:
-            size = max(MIN_SLOT, self._slot.capacity if self._slot else MIN_SLOT)
+            size = MIN_SLOT
             while size < capacity:
                 size *= 2
-            size = max(capacity, min(size, limit))
+            if self.slot_limit is not None:
+                size = max(capacity, min(size, self.slot_limit))
             self._slot = StaticDecoder(self.model, size)
             self._step = compiled(self._slot, self.static_decode)
         return self._slot, self._step
@@ -176,31 +182,47 @@ class TorchBackend:
 
 
 class _SlotRun:
-    """One request's decoding through the static slot: where it stands in the slot."""
+    """One request's decoding through the static slot: where it stands in the slot. A more
+    urgent request may run between two of its steps (the engine's preemption) and take the
+    slot: its tokens are first copied back to its cache, and reloaded when it goes on."""
 
     def __init__(self, backend: TorchBackend, cache: KVCache, capacity: int, end: int):
         self.backend, self.cache, self.end = backend, cache, end
         self.start = self.position = cache.length
-        self.slot, self.compiled = backend.slot(capacity, end)
-        self.slot.load(cache)
         self.device = backend.torch_device
+        self._claim(capacity)
+
+    def _claim(self, capacity: int) -> None:
+        owner = self.backend.slot_owner
+        if owner is not None and owner is not self:
+            owner.flush()
+        self.flush()
+        self.slot, self.compiled = self.backend.slot(capacity)
+        self.slot.load(self.cache)
+        self.backend.slot_owner = self
+
+    def flush(self) -> None:
+        """Copy what the slot holds of this request back to its cache."""
+        if self.backend.slot_owner is self and self.position > self.start:
+            self.slot.store(self.cache, self.start, self.position)
+        self.start = self.position
 
     def step(self, tokens) -> torch.Tensor:
         """Feed `tokens` (a list or a device tensor) at the next positions: their logits."""
         ids = tokens if isinstance(tokens, torch.Tensor) else torch.tensor(tokens)
         n = ids.shape[0]
-        if self.position + n > self.slot.capacity:  # grow: through the request's cache
-            self.slot.store(self.cache, self.start, self.position)
-            self.start = self.position
-            wanted = min(self.position + n + SLOT_SLACK, self.end)
-            self.slot, self.compiled = self.backend.slot(wanted, self.end)
-            self.slot.load(self.cache)
+        if self.backend.slot_owner is not self or self.position + n > self.slot.capacity:
+            # Preempted meanwhile, or the slot must grow: through the request's cache.
+            self._claim(min(self.position + n + SLOT_SLACK, self.end))
         positions = torch.arange(self.position, self.position + n, device=self.device)
         self.position += n
         return self.compiled(ids.to(self.device), positions)
 
     def trim(self, n: int) -> None:
         self.position -= n
+        if self.position < self.start:  # dropping tokens already copied back
+            self.cache.trim_to(self.position)
+            self.start = self.position
 
     def verifier(self, params: GenerationParams, eos_id: int):
         def verify(feed: list[int], index: int, greedy: bool):
@@ -210,7 +232,10 @@ class _SlotRun:
         return verify
 
     def finish(self) -> None:
-        self.slot.store(self.cache, self.start, self.position)
+        self.flush()
+        self.cache.trim_to(self.position)
+        if self.backend.slot_owner is self:
+            self.backend.slot_owner = None
 
 
 def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index: int,
@@ -229,6 +254,13 @@ def compiled(slot: StaticDecoder, how: str) -> Callable:
     ("aot_eager" checks the graph cheaply in tests)."""
     if how == "eager":
         return slot
+    # One graph per slot size (powers of two up to the window) and block length (1 to
+    # MAX_DRAFT + 1): room for all of them, instead of dynamo's default of 8.
+    graphs = 2 * (MAX_DRAFT + 1) * 16
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs)
+    torch._dynamo.config.accumulated_recompile_limit = max(
+        torch._dynamo.config.accumulated_recompile_limit, 4 * graphs
+    )
     if how in ("reduce-overhead", "max-autotune", "default"):
         return torch.compile(slot, mode=how, fullgraph=True, dynamic=False)
     return torch.compile(slot, backend=how, fullgraph=True, dynamic=False)

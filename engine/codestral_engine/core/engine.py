@@ -69,6 +69,8 @@ class Engine:
             # None: where the benchmark shows it wins (the backend says; bench/README.md).
             speculative=backend.speculates if speculative is None else speculative,
         )
+        if hasattr(backend, "slot_limit"):  # a static decode slot never outgrows the window
+            backend.slot_limit = self._runtime.context_length
         self._scheduler = Scheduler(max_queued)
         self._lock = threading.Lock()
         self._active: set[Request] = set()  # running, or preempted by a more urgent request

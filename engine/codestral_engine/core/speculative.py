@@ -99,8 +99,6 @@ class PromptLookup:
         """What the model kept of the last draft: adapts the draft length and the pauses."""
         if not drafted:
             return
-        self.stats.drafted += drafted
-        self.stats.accepted += accepted
         if accepted == drafted:
             self._size = min(MAX_DRAFT, self._size + 1)
         else:
@@ -172,9 +170,12 @@ def decode(
         else:
             kept, token = acceptor.accept_sampled(draft, out, produced)
         drafter.record(len(draft), kept)
+        drafter.stats.drafted += len(draft)
         if kept < len(draft):
             trim(len(draft) - kept)  # the rejected drafts' keys and values
-        yield from draft[:kept]
+        for accepted in draft[:kept]:
+            drafter.stats.accepted += 1  # counted as handed out (a stop may end it here)
+            yield accepted
         produced += kept
         yield token
         produced += 1
