@@ -140,7 +140,12 @@ async def test_closing_the_connection_cancels_the_engine_request(
 ):  # jp_fetch: its fixtures make the test server accept connections on jp_http_port
     before = engine_json(engine_server, "/v1/status")["finished_requests"].get("cancelled", 0)
     url = f"http://localhost:{jp_http_port}{jp_base_url}codestral/{route}"
-    body = dict(BODY, max_tokens=200) if route == "complete" else FIX_BODY
+    # Long answers, so the request still runs when the client leaves: 200 tokens of ghost
+    # text; a fix of a 150-line cell may take twice its ~2,000 tokens.
+    long_cell = {"cell_type": "code", "source": "".join(
+        f"value_{i} = radius_cm * {i}\n" for i in range(150)) + FAILED["source"]}  # fmt: skip
+    fix_body = dict(FIX_BODY, cells=[*CELLS[:2], long_cell, CELLS[3]])
+    body = dict(BODY, max_tokens=200) if route == "complete" else fix_body
     async with (
         httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client,
         client.stream("POST", url, json=body) as response,
@@ -154,7 +159,7 @@ async def test_closing_the_connection_cancels_the_engine_request(
             break
         await asyncio.sleep(0.05)
     assert status["finished_requests"]["cancelled"] > before
-    assert status["last_request"]["completion_tokens"] < 200
+    assert status["last_request"]["completion_tokens"] < 200 * (1 if route == "complete" else 9)
 
 
 async def test_first_line_time_budget_ends_at_a_line_break(jp_fetch):
