@@ -105,18 +105,28 @@ class StartHandler(_Base):
 
 
 class _Streaming(_Base):
-    """A POST whose answer is newline-delimited JSON events, cancelled with its connection."""
+    """A POST whose answer is newline-delimited JSON events, cancelled with its connection:
+    refused where the server turns completions off, its body parsed as `request_model`, then
+    answered by `respond`."""
 
+    request_model: type[BaseModel]
     _stream_task: asyncio.Task | None = None
 
-    def check_enabled(self) -> None:
+    @web.authenticated
+    async def post(self) -> None:
         if not self.service.settings.enabled:
-            raise CodestralError(
-                "Completions are turned off on this Jupyter server.",
-                403,
-                kind="disabled",
-                fix="Ask the server's administrator (CodestralCompletion.enabled).",
+            return self.fail(
+                CodestralError(
+                    "Completions are turned off on this Jupyter server.",
+                    403,
+                    kind="disabled",
+                    fix="Ask the server's administrator (CodestralCompletion.enabled).",
+                )
             )
+        await self.respond(self.parse(self.request_model))
+
+    async def respond(self, body: Any) -> None:
+        raise NotImplementedError
 
     def parse(self, model: type[BaseModel]) -> Any:
         if len(self.request.body) > MAX_BODY_BYTES:
@@ -162,13 +172,9 @@ class _Streaming(_Base):
 
 
 class CompleteHandler(_Streaming):
-    @web.authenticated
-    async def post(self) -> None:
-        try:
-            self.check_enabled()
-        except CodestralError as exc:
-            return self.fail(exc)
-        body = self.parse(CompleteRequest)
+    request_model = CompleteRequest
+
+    async def respond(self, body: CompleteRequest) -> None:
         if body.max_tokens > self.service.settings.max_tokens_limit:
             raise web.HTTPError(
                 400, f"max_tokens is above this server's limit of "
@@ -230,13 +236,9 @@ class FixHandler(_Streaming):
     """A corrected cell (or, in the hints mode, an explanation) for a failed cell, streamed as
     `delta` events of the cleaned proposal, then `done`."""
 
-    @web.authenticated
-    async def post(self) -> None:
-        try:
-            self.check_enabled()
-        except CodestralError as exc:
-            return self.fail(exc)
-        body = self.parse(FixRequest)
+    request_model = FixRequest
+
+    async def respond(self, body: FixRequest) -> None:
         messages, max_tokens = await self.in_context_thread(self.service.fix_request, body)
         await self.stream_events(self._stream(body, messages, max_tokens))
 

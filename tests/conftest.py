@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlx.core as mx
@@ -37,10 +38,15 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def loaded(model: Path, backend: str, **options) -> Iterator[codestral_engine.Engine]:
+    """An engine on `model` with small prefill chunks, closed after (for fixtures)."""
+    with codestral_engine.load(model, backend, prefill_chunk=PREFILL_CHUNK, **options) as eng:
+        yield eng
+
+
 @pytest.fixture(scope="session")
 def engine(models: dict[str, Path], backend: str) -> codestral_engine.Engine:
-    with codestral_engine.load(models["mlx"], backend, prefill_chunk=PREFILL_CHUNK) as eng:
-        yield eng
+    yield from loaded(models["mlx"], backend)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,27 @@ def run_in_kernel(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
     return kc.get_shell_msg(timeout=timeout)["content"], messages
+
+
+def preempted(engine, chat: list[dict], fim: tuple[str, str], fim_tokens: int, **options):
+    """Start a chat, let it decode, then submit an interactive FIM: (the chat's last event, the
+    FIM's result, whether the FIM finished before the chat). The chat is consumed as it streams,
+    on its own thread."""
+    stream = iter(engine.chat(chat, **options))
+    next(stream)  # the chat is decoding
+    request = engine.fim(*fim, max_tokens=fim_tokens)
+    finished: dict = {}
+
+    def rest_of_chat():
+        finished["events"] = list(stream)
+        finished["chat"] = time.perf_counter()
+
+    consumer = threading.Thread(target=rest_of_chat)
+    consumer.start()
+    result = request.result()
+    fim_at = time.perf_counter()
+    consumer.join(timeout=300)
+    return finished["events"][-1], result, fim_at < finished["chat"]
 
 
 class OracleDrafter(PromptLookup):

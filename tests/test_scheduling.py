@@ -11,6 +11,8 @@ import codestral_engine
 from codestral_engine import ContextLengthError
 from codestral_engine.errors import QueueFullError
 
+from .helpers import preempted
+
 QUESTION = [{"role": "user", "content": "Write a long tutorial about Python decorators."}]
 
 
@@ -35,25 +37,11 @@ def test_fim_preempts_a_running_chat_without_changing_it(fresh_engine, sampling)
     alone = fresh_engine.chat(QUESTION, max_tokens=300, **sampling).result()
     fresh_engine.prompt_cache.clear()
 
-    chat = fresh_engine.chat(QUESTION, max_tokens=300, **sampling)
-    stream = iter(chat)
-    next(stream)  # the chat is decoding
-    fim = fresh_engine.fim("def area(r):\n    return", "\n", max_tokens=3)
-    finished = {}
-
-    def rest_of_chat():  # consumed as it streams, on its own thread
-        finished["chat_events"] = list(stream)
-        finished["chat"] = time.perf_counter()
-
-    consumer = threading.Thread(target=rest_of_chat)
-    consumer.start()
-    fim_result = fim.result()
-    finished["fim"] = time.perf_counter()
-    consumer.join(timeout=300)
-
+    final, fim_result, fim_first = preempted(
+        fresh_engine, QUESTION, ("def area(r):\n    return", "\n"), 3, max_tokens=300, **sampling
+    )
     assert fim_result.usage.completion_tokens == 3
-    assert finished["fim"] < finished["chat"]  # without preemption the chat ends first
-    final = finished["chat_events"][-1]
+    assert fim_first  # without preemption the chat ends first
     assert final.finish_reason == "length"
     # The FIM ran between two chat steps: the chat's own tokens and random stream are untouched.
     assert final.completion_token_ids == alone.completion_token_ids

@@ -4,8 +4,6 @@ min/max tokens and the prompt cache unchanged when a draft is cut short."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +20,8 @@ from codestral_engine.core.speculative import (
     PromptLookup,
 )
 
-from .conftest import PREFILL_CHUNK
-from .helpers import OracleDrafter
+from .conftest import PREFILL_CHUNK, loaded
+from .helpers import OracleDrafter, preempted
 
 CODE = (
     "def mean(values):\n    return sum(values) / len(values)\n\n"
@@ -34,10 +32,7 @@ CODE = (
 @pytest.fixture(scope="module")
 def speculating(models: dict[str, Path], backend: str) -> codestral_engine.Engine:
     """Speculative decoding on, whatever the backend's default."""
-    with codestral_engine.load(
-        models["mlx"], backend, prefill_chunk=PREFILL_CHUNK, speculative=True
-    ) as eng:
-        yield eng
+    yield from loaded(models["mlx"], backend, speculative=True)
 
 
 @pytest.fixture
@@ -49,10 +44,7 @@ def fresh(speculating: codestral_engine.Engine) -> codestral_engine.Engine:
 @pytest.fixture(scope="module")
 def plain(models: dict[str, Path], backend: str) -> codestral_engine.Engine:
     """The same model decoding one token per step: the reference."""
-    with codestral_engine.load(
-        models["mlx"], backend, prefill_chunk=PREFILL_CHUNK, speculative=False
-    ) as eng:
-        yield eng
+    yield from loaded(models["mlx"], backend, speculative=False)
 
 
 @pytest.fixture(scope="module")
@@ -281,21 +273,7 @@ def test_a_preempting_request_does_not_disturb_the_static_slot(static_pair, spec
     alone = dynamic.chat(question, max_tokens=200).result().completion_token_ids
     fim_alone = dynamic.fim(CODE, "\n", max_tokens=5).result().completion_token_ids
     static.prompt_cache.clear()
-    chat = static.chat(question, max_tokens=200)
-    stream = iter(chat)
-    next(stream)  # the chat is decoding
-    fim = static.fim(CODE, "\n", max_tokens=5)
-    finished = {}
-
-    def rest_of_chat():
-        finished["events"] = list(stream)
-        finished["chat"] = time.perf_counter()
-
-    consumer = threading.Thread(target=rest_of_chat)
-    consumer.start()
-    fim_result = fim.result()
-    finished["fim"] = time.perf_counter()
-    consumer.join(timeout=300)
-    assert finished["fim"] < finished["chat"]  # it ran between two of the chat's steps
+    final, fim_result, fim_first = preempted(static, question, (CODE, "\n"), 5, max_tokens=200)
+    assert fim_first  # it ran between two of the chat's steps
     assert fim_result.completion_token_ids == fim_alone
-    assert finished["events"][-1].completion_token_ids == alone
+    assert final.completion_token_ids == alone

@@ -115,7 +115,6 @@ class TorchBackend:
         start = cache.length
         end = start + len(last) + max_new_tokens  # the most this request can fill
         run = _SlotRun(self, cache, min(end, start + len(last) + SLOT_SLACK), end)
-        # (the slot itself is sized in powers of two: see `slot`)
         try:
             if drafter is not None:
                 acceptor = Acceptor(params, eos_id)
@@ -219,10 +218,9 @@ class _SlotRun:
         return self.compiled(ids.to(self.device), positions)
 
     def trim(self, n: int) -> None:
+        """Forget the last `n` positions: rejected drafts, written by the step just before
+        (a preemption only comes between yielded tokens, so they are never copied back)."""
         self.position -= n
-        if self.position < self.start:  # dropping tokens already copied back
-            self.cache.trim_to(self.position)
-            self.start = self.position
 
     def verifier(self, params: GenerationParams, eos_id: int):
         def verify(feed: list[int], index: int, greedy: bool):
@@ -249,9 +247,9 @@ def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index:
 
 
 def compiled(slot: StaticDecoder, how: str) -> Callable:
-    """The slot's step: as is ("eager"), or through `torch.compile` — "reduce-overhead"
-    (inductor with CUDA graphs: the decode path for CUDA), or any compile backend by name
-    ("aot_eager" checks the graph cheaply in tests)."""
+    """The slot's step: as is ("eager"), or through `torch.compile`: "reduce-overhead"
+    (inductor with CUDA graphs: the decode path for CUDA), or another compile backend by name
+    ("aot_eager" checks the whole graph cheaply in tests)."""
     if how == "eager":
         return slot
     # One graph per slot size (powers of two up to the window) and block length (1 to
@@ -261,7 +259,7 @@ def compiled(slot: StaticDecoder, how: str) -> Callable:
     torch._dynamo.config.accumulated_recompile_limit = max(
         torch._dynamo.config.accumulated_recompile_limit, 4 * graphs
     )
-    if how in ("reduce-overhead", "max-autotune", "default"):
+    if how == "reduce-overhead":
         return torch.compile(slot, mode=how, fullgraph=True, dynamic=False)
     return torch.compile(slot, backend=how, fullgraph=True, dynamic=False)
 
