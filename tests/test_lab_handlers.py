@@ -4,6 +4,7 @@ engine server on the tiny model."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -146,13 +147,19 @@ async def test_closing_the_connection_cancels_the_engine_request(
         f"value_{i} = radius_cm * {i}\n" for i in range(150)) + FAILED["source"]}  # fmt: skip
     fix_body = dict(FIX_BODY, cells=[*CELLS[:2], long_cell, CELLS[3]])
     body = dict(BODY, max_tokens=200) if route == "complete" else fix_body
-    async with (
-        httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client,
-        client.stream("POST", url, json=body) as response,
-    ):
-        async for line in response.aiter_lines():
-            if json.loads(line)["type"] == "delta":
-                break  # leave after the first text: the connection closes
+    async with httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client:
+        # Leave while the engine runs the request (not after some text: a fix's first text may
+        # be held back while it could still be a fence): closing the client closes the
+        # connection.
+        sending = asyncio.ensure_future(client.post(url, json=body))
+        for _ in range(600):
+            if engine_json(engine_server, "/v1/status")["running_requests"] or sending.done():
+                break
+            await asyncio.sleep(0.02)
+        assert not sending.done(), "the request ended before the test could leave it"
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
     for _ in range(100):
         status = engine_json(engine_server, "/v1/status")
         if status["finished_requests"].get("cancelled", 0) > before:
