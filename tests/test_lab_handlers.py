@@ -148,18 +148,23 @@ async def test_closing_the_connection_cancels_the_engine_request(
     fix_body = dict(FIX_BODY, cells=[*CELLS[:2], long_cell, CELLS[3]])
     body = dict(BODY, max_tokens=200) if route == "complete" else fix_body
     async with httpx.AsyncClient(headers=dict(jp_auth_header), timeout=30) as client:
-        # Leave while the engine runs the request (not after some text: a fix's first text may
-        # be held back while it could still be a fence): closing the client closes the
-        # connection.
-        sending = asyncio.ensure_future(client.post(url, json=body))
-        for _ in range(600):
+        if route == "complete":  # leave after the first text: the connection closes
+            async with client.stream("POST", url, json=body) as response:
+                async for line in response.aiter_lines():
+                    if json.loads(line)["type"] == "delta":
+                        break
+        # A fix's first text may be held back while it could still be a fence: leave while
+        # the engine runs it instead; closing the client closes the connection.
+        sending = asyncio.ensure_future(client.post(url, json=body)) if route == "fix" else None
+        for _ in range(600 if sending else 0):
             if engine_json(engine_server, "/v1/status")["running_requests"] or sending.done():
                 break
             await asyncio.sleep(0.02)
-        assert not sending.done(), "the request ended before the test could leave it"
-        sending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sending
+        if sending:
+            assert not sending.done(), "the request ended before the test could leave it"
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
     for _ in range(100):
         status = engine_json(engine_server, "/v1/status")
         if status["finished_requests"].get("cancelled", 0) > before:
