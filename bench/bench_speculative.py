@@ -59,7 +59,7 @@ def verify_costs(engine, repeats: int) -> dict[int, float]:
 
         def run(ids):
             with torch.inference_mode():
-                backend.model(torch.tensor(ids), cache, last_only=False)
+                backend.model(torch.tensor(ids), cache, rows=len(ids))
 
     else:
         import mlx.core as mx

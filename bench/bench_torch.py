@@ -1,11 +1,17 @@
 """Our PyTorch backend vs Hugging Face transformers' `generate`, same model, same run.
 
-A ~200M-parameter random model in Codestral's architecture (HF layout), one ~512-token FIM
+A ~200M-parameter random model in Codestral's architecture (HF layout), one ~600-token FIM
 prompt. Per side and dtype, in its own process (so peak memory is its own): cold time to first
 token (empty caches, after a warm-up call), warm time to first token (the cached prompt plus a
 few typed tokens; transformers keeps no cache across calls), decode tokens/s over 64 tokens, and
-peak RSS. "int8" is ours with int8 weights against transformers in bfloat16.
-Usage: python bench/bench_torch.py [--dtypes float32 bfloat16 int8]
+peak RSS. Ours prefills in chunks of 512 tokens (a cancellation and preemption point after
+each); "cold, prefill in one pass" loads ours with one chunk for the whole prompt, as
+transformers reads it. "int8" is ours with int8 weights against transformers in bfloat16. Ours runs with
+speculative decoding off, so both sides decode one token per pass (a like-for-like comparison of
+the implementations); "decode, speculative (default)" is ours as shipped, whose figure depends
+on how often a random model repeats itself. This machine's speed drifts between runs, so the
+sides alternate, round after round, and each row gives the median and the range over rounds.
+Usage: python bench/bench_torch.py [--dtypes float32 bfloat16 int8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +40,8 @@ PREFIX = "import pandas as pd\n\n" + "".join(
 )
 SUFFIX = "\n\nprint(features.head())\n"
 TYPED = "features = pd.concat([feature_0(df), feat"
+WARM_UP = PREFIX.replace("feature", "column")  # as long, but not a prefix to reuse
+ONE_PASS = 4096  # a prefill chunk longer than the prompt
 DECODE = 64
 
 
@@ -67,27 +76,37 @@ def run_ours(model_dir: str, dtype: str) -> dict:
     from codestral_engine.core.events import TextDelta
 
     peak = PeakRSS()
-    # The same thread count as the transformers reference (torch's default), not our rule of
-    # one core left free: a like-for-like comparison of the two implementations.
-    engine = codestral_engine.load(
-        model_dir, "torch", dtype=dtype, quantize=quantize, threads=torch.get_num_threads()
-    )
 
-    def timed(prefix: str, n: int) -> tuple[float, list[float]]:
+    def load(**options):
+        # The same thread count as the transformers reference (torch's default), not our rule
+        # of one core left free: a like-for-like comparison of the two implementations.
+        return codestral_engine.load(model_dir, "torch", dtype=dtype, quantize=quantize,
+                                     threads=torch.get_num_threads(), **options)  # fmt: skip
+
+    def timed(engine, prefix: str, n: int) -> tuple[float, float]:
+        """(time to first token, decode tokens/s after it)."""
         start, arrivals = time.perf_counter(), []
         for event in engine.fim(prefix, SUFFIX, max_tokens=n, min_tokens=n):
             if isinstance(event, TextDelta) and event.token_ids:
                 arrivals.append(time.perf_counter())
-        return arrivals[0] - start, arrivals
+        rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if n > 1 else 0.0
+        return arrivals[0] - start, rate
 
-    timed("x = 1", 2)  # warm-up: first-call costs are not part of "cold"
-    engine.prompt_cache.clear()
-    cold, _ = timed(PREFIX, 1)
-    warm, _ = timed(PREFIX + TYPED, 1)
-    _, arrivals = timed(PREFIX, DECODE)
-    engine.close()
-    tps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    return {"cold": cold, "warm": warm, "tps": tps, "peak": peak.stop()}
+    def cold(engine) -> float:
+        timed(engine, WARM_UP, 2)  # first-call costs (of any long prompt) are not "cold"
+        engine.prompt_cache.clear()
+        return timed(engine, PREFIX, 1)[0]
+
+    with load() as engine:
+        result = {"cold": cold(engine), "warm": timed(engine, PREFIX + TYPED, 1)[0]}
+        engine.speculative = False
+        result["tps"] = timed(engine, PREFIX, DECODE)[1]
+        engine.speculative = True
+        result["tps_spec"] = timed(engine, PREFIX, DECODE)[1]
+    result["peak"] = peak.stop()
+    with load(prefill_chunk=ONE_PASS) as engine:
+        result["cold_one_pass"] = cold(engine)
+    return result
 
 
 def run_transformers(model_dir: str, dtype: str) -> dict:
@@ -104,22 +123,73 @@ def run_transformers(model_dir: str, dtype: str) -> dict:
     def ids(prefix: str) -> torch.Tensor:
         return torch.tensor([tokenizer.encode_fim(FIMRequest(prompt=prefix, suffix=SUFFIX)).tokens])
 
-    def generate(prefix: str, n: int) -> float:
+    from transformers.generation.streamers import BaseStreamer
+
+    class Arrivals(BaseStreamer):
+        """When each generated token arrives (the first `put` is the prompt)."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value) -> None:
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    def generate(prefix: str, n: int, streamer: BaseStreamer | None = None) -> float:
         start = time.perf_counter()
         with torch.no_grad():
-            model.generate(ids(prefix), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            model.generate(ids(prefix), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           streamer=streamer)  # fmt: skip
         return time.perf_counter() - start
 
-    generate("x = 1", 2)  # warm-up
-    cold = generate(PREFIX, 1)
+    generate(WARM_UP, 2)  # warm-up
+    cold = generate(PREFIX, 1)  # a streamer slows the prefill down: time the whole call
     warm = generate(PREFIX + TYPED, 1)
-    whole = generate(PREFIX, DECODE)
-    return {"cold": cold, "warm": warm, "tps": (DECODE - 1) / (whole - cold), "peak": peak.stop()}
+    arrivals = Arrivals()
+    generate(PREFIX, DECODE, arrivals)
+    tokens = arrivals.times[1:]
+    tps = (len(tokens) - 1) / (tokens[-1] - tokens[0])
+    return {"cold": cold, "cold_one_pass": cold, "warm": warm, "tps": tps, "tps_spec": tps,
+            "peak": peak.stop()}  # fmt: skip
+
+
+ROWS = (  # (name, key, better)
+    ("cold time to first token (s)", "cold", "lower"),
+    ("cold, prefill in one pass (s)", "cold_one_pass", "lower"),
+    ("warm time to first token (s)", "warm", "lower"),
+    ("decode tokens/s", "tps", "higher"),
+    ("decode tokens/s, speculative (default)", "tps_spec", "higher"),
+    ("peak RSS (MB)", "peak", "lower"),
+)
+
+
+def spread(values: list[float], digits: str = ".3g") -> str:
+    """The median, and the range when there is more than one value."""
+    median = format(statistics.median(values), digits)
+    if len(values) == 1:
+        return median
+    return f"{median} ({format(min(values), digits)}–{format(max(values), digits)})"
+
+
+def measure(model_dir: Path, dtype: str, rounds: int) -> dict[str, list[dict]]:
+    """Each side in its own process per round; the order alternates so drift hits both."""
+    results: dict[str, list[dict]] = {"ours": [], "transformers": []}
+    for round_ in range(rounds):
+        sides = ("ours", "transformers") if round_ % 2 == 0 else ("transformers", "ours")
+        for side in sides:
+            command = [sys.executable, __file__, "--side", side, "--model", str(model_dir),
+                       "--dtypes", dtype]  # fmt: skip
+            out = subprocess.check_output(command, stderr=subprocess.DEVNULL)
+            results[side].append(json.loads(out))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"])
+    parser.add_argument("--rounds", type=int, default=3, help="processes per side and dtype")
     parser.add_argument("--side", choices=("ours", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -133,37 +203,19 @@ def main() -> None:
     model_dir = make_tiny(Path(tempfile.mkdtemp()) / "bench", "hf", shape=TinyShape(**BENCH_SHAPE))
     params = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) // 4
     machine = f"{platform.platform()}, {platform.machine()}"
-    print(f"Machine: {machine}; model ~{params / 1e6:.0f}M parameters\n")
-    print(
-        "| dtype | metric | ours (torch backend) | transformers generate | ours vs transformers |"
-    )
+    print(f"Machine: {machine}; model ~{params / 1e6:.0f}M parameters; {args.rounds} rounds\n")
+    print("| dtype | metric | ours (torch backend) | transformers generate | ours vs transformers |")
     print("|---|---|---:|---:|---:|")
     for dtype in args.dtypes:
-        results = {}
-        for side in ("ours", "transformers"):
-            command = [
-                sys.executable,
-                __file__,
-                "--side",
-                side,
-                "--model",
-                str(model_dir),
-                "--dtypes",
-                dtype,
-            ]
-            results[side] = json.loads(subprocess.check_output(command, stderr=subprocess.DEVNULL))
-        ours, theirs = results["ours"], results["transformers"]
-        rows = [
-            ("cold time to first token (s)", "cold", "lower"),
-            ("warm time to first token (s)", "warm", "lower"),
-            ("decode tokens/s", "tps", "higher"),
-            ("peak RSS (MB)", "peak", "lower"),
-        ]
-        for name, key, better in rows:
-            a, b = ours[key], theirs[key]
+        results = measure(model_dir, dtype, args.rounds)
+        for name, key, better in ROWS:
             scale = 1e-6 if key == "peak" else 1
-            ratio = b / a if better == "lower" else a / b
-            print(f"| {dtype} | {name} | {a * scale:.4g} | {b * scale:.4g} | {ratio:.2f}x |")
+            ours = [r[key] * scale for r in results["ours"]]
+            theirs = [r[key] * scale for r in results["transformers"]]
+            # Ratios pair the two sides of one round: they ran next to each other.
+            ratios = [b / a if better == "lower" else a / b for a, b in zip(ours, theirs)]
+            print(f"| {dtype} | {name} | {spread(ours)} | {spread(theirs)} | "
+                  f"{spread(ratios, '.2f')}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

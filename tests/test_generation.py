@@ -203,3 +203,49 @@ def test_a_failing_step_fails_only_its_request(fresh_engine, monkeypatch):
         fresh_engine.fim(PREFIX, SUFFIX, max_tokens=5).result()
     monkeypatch.undo()
     assert fresh_engine.fim(PREFIX, SUFFIX, max_tokens=3).result().usage.completion_tokens == 3
+
+
+@pytest.fixture
+def passes(fresh_engine, monkeypatch) -> list[int]:
+    """The token count of every pass through the model's body, as it runs."""
+    backend, sizes = fresh_engine.backend, []
+    if backend.name == "torch":
+        body, method = type(backend.model), "forward"
+    else:  # mlx-lm's llama: the body under the output head
+        body, method = type(backend.model.model), "__call__"
+    real = getattr(body, method)
+
+    def counted(self, tokens, *args, **kwargs):
+        sizes.append(int(tokens.shape[-1]))
+        return real(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(body, method, counted)
+    return sizes
+
+
+@pytest.mark.parametrize("speculative", [False, True])
+def test_the_first_token_reads_the_prompts_last_part_in_its_own_pass(
+    fresh_engine, passes, speculative, mlx_lm_greedy
+):
+    was = fresh_engine.speculative
+    fresh_engine.speculative = speculative
+    try:
+        chunk = fresh_engine._runtime.prefill_chunk
+        text = "import numpy as np\n" * 5 + PREFIX
+        ids = fresh_engine.tokenizer.encode_fim(text, SUFFIX)[: 2 * chunk + 5]
+        done = fresh_engine.submit(ids, max_tokens=1).result()
+        # A full chunk, then the rest (up to 1.5 chunks) read with the first token: no pass of
+        # its own for a small remainder, nor for the last token.
+        assert passes == [chunk, chunk + 5]
+        assert list(done.completion_token_ids) == mlx_lm_greedy(ids, 1)
+
+        # The keystroke: on a cached prompt, the typed tokens and the first token are one pass.
+        fresh_engine.submit(fresh_engine.tokenizer.encode_fim(text, SUFFIX), max_tokens=1).result()
+        passes.clear()
+        typed = fresh_engine.tokenizer.encode_fim(text + "print(np.", SUFFIX)
+        done = fresh_engine.submit(typed, max_tokens=1).result()
+        assert 0 < len(typed) - done.usage.cached_prompt_tokens < 8
+        assert passes == [len(typed) - done.usage.cached_prompt_tokens]
+        assert list(done.completion_token_ids) == mlx_lm_greedy(typed, 1)
+    finally:
+        fresh_engine.speculative = was

@@ -27,7 +27,7 @@ from ..core.params import GenerationParams
 from ..core.speculative import Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
-from .base import PrefillProgress
+from .base import PrefillProgress, prefill_passes
 
 # Precomputed RoPE frequencies some Hugging Face exports carry; the model recomputes them.
 _IGNORED_SUFFIX = "rotary_emb.inv_freq"
@@ -96,9 +96,9 @@ class MLXBackend:
         total, done = len(tokens), 0
         with mx.stream(generation_stream):
             on_prefill(0, total)
-            # All but the last token: the transformer body only, no output head.
-            while total - done > 1:
-                n = min(prefill_chunk, total - done - 1)
+            # The transformer body only, no output head; the prompt's last part (on a warm
+            # cache, the few typed tokens) is read by the first decode step: one pass, not two.
+            for n in prefill_passes(total, prefill_chunk):
                 self.model.model(prompt[None, done : done + n], cache=layers)
                 mx.eval([layer.state for layer in layers])
                 done += n
@@ -110,7 +110,7 @@ class MLXBackend:
                                   tokens[done:], drafter, acceptor, max_new_tokens)  # fmt: skip
                 return
             # Decode one step ahead: the next token is computed while this one is handed out.
-            y = sample(self.model(prompt[None, done:], cache=layers)[:, -1, :], 0)
+            y = sample(self._head(self.model.model(prompt[None, done:], cache=layers), 1), 0)
             mx.async_eval(y)
             for n in range(1, max_new_tokens):
                 next_y = sample(self.model(y[:, None], cache=layers)[:, -1, :], n)
@@ -122,8 +122,9 @@ class MLXBackend:
     def _verifier(self, layers: list[KVCache], params: GenerationParams, eos_id: int):
         """The model's reading of a fed block: argmaxes (greedy) or float32 logits rows."""
 
-        def verify(feed: list[int], index: int, greedy: bool):
-            logits = self.model(mx.array(feed, dtype=mx.uint32)[None], cache=layers)[0]
+        def verify(feed: list[int], rows: int, index: int, greedy: bool):
+            hidden = self.model.model(mx.array(feed, dtype=mx.uint32)[None], cache=layers)
+            logits = self._head(hidden, rows)
             masked = params.min_tokens - index  # rows whose token may not end the sequence
             if masked > 0:
                 logits[:masked, eos_id] = -mx.inf
@@ -132,6 +133,13 @@ class MLXBackend:
             return np.array(logits.astype(mx.float32))
 
         return verify
+
+    def _head(self, hidden: mx.array, rows: int) -> mx.array:
+        """The output head over the last `rows` positions of one sequence: (rows, vocab)."""
+        hidden = hidden[0, -rows:]
+        if self.model.args.tie_word_embeddings:
+            return self.model.model.embed_tokens.as_linear(hidden)
+        return self.model.lm_head(hidden)
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         out = self.model(mx.array(tokens, dtype=mx.uint32)[None])  # (1, T, vocab)

@@ -20,7 +20,7 @@ from ..core.params import GenerationParams
 from ..core.speculative import MAX_DRAFT, Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
-from .base import PrefillProgress
+from .base import PrefillProgress, prefill_passes
 from .registry import TorchSpec
 from .torch_model import (
     KVCache,
@@ -79,10 +79,11 @@ class TorchBackend:
         sample = make_sampler(params, eos_id, self.torch_device)
         prompt = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
         total, done = len(tokens), 0
+        # The prompt's last part (on a warm cache, the few typed tokens) is read by the first
+        # decode step itself: one pass instead of two. The static slot takes one token.
         on_prefill(0, total)
-        while total - done > 1:  # all but the last token, in chunks
-            n = min(prefill_chunk, total - done - 1)
-            self.model(prompt[done : done + n], cache)
+        for n in prefill_passes(total, prefill_chunk, to_last_token=bool(self.static_decode)):
+            self.model(prompt[done : done + n], cache, rows=0)
             done += n
             self._note_memory()
             on_prefill(done, total)
@@ -148,9 +149,9 @@ class TorchBackend:
     def _verifier(self, cache: KVCache, params: GenerationParams, eos_id: int):
         """The model's reading of a fed block: argmaxes (greedy) or float32 logits rows."""
 
-        def verify(feed: list[int], index: int, greedy: bool):
+        def verify(feed: list[int], rows: int, index: int, greedy: bool):
             ids = torch.tensor(feed, dtype=torch.long, device=self.torch_device)
-            logits = self.model(ids, cache, last_only=False)  # (T, vocab)
+            logits = self.model(ids, cache, rows=rows)  # (rows, vocab)
             return _verdict(logits, params, eos_id, index, greedy)
 
         return verify
@@ -159,7 +160,7 @@ class TorchBackend:
     def logits(self, tokens: list[int]) -> np.ndarray:
         cache = self.new_cache()
         ids = torch.tensor(tokens, dtype=torch.long, device=self.torch_device)
-        out = self.model(ids, cache, last_only=False)  # (T, vocab)
+        out = self.model(ids, cache, rows=len(tokens))  # (T, vocab)
         return out.float().cpu().numpy()[None]
 
     def reset_peak_memory(self) -> None:
@@ -223,8 +224,9 @@ class _SlotRun:
         self.position -= n
 
     def verifier(self, params: GenerationParams, eos_id: int):
-        def verify(feed: list[int], index: int, greedy: bool):
-            logits = self.step(feed).clone()  # a graph's output is overwritten by its next run
+        def verify(feed: list[int], rows: int, index: int, greedy: bool):
+            # (a graph's output is overwritten by its next run: hence the copy)
+            logits = self.step(feed)[len(feed) - rows :].clone()
             return _verdict(logits, params, eos_id, index, greedy)
 
         return verify

@@ -136,7 +136,8 @@ class Body(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens at positions [start, start+T) -> logits, reading and writing `cache`."""
+    """tokens at positions [start, start+T) -> the logits of the last `rows` of them (0: none,
+    the prompt's body only), reading and writing `cache`."""
 
     def __init__(self, args: ModelConfig):
         super().__init__()
@@ -144,9 +145,7 @@ class Transformer(nn.Module):
         self.model = Body(args)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
 
-    def forward(
-        self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = True
-    ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cache: KVCache, *, rows: int = 1) -> torch.Tensor:
         T, start = tokens.shape[0], cache.length
         cache.reserve(start + T)
         positions = torch.arange(start, start + T, device=tokens.device)
@@ -159,8 +158,8 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, cache, i, start, mask)
         cache.length = start + T
-        x = self.model.norm(x[:, -1:] if last_only else x)
-        return self.lm_head(x)[0]  # (T or 1, vocab)
+        x = self.model.norm(x[:, T - rows :])
+        return self.lm_head(x)[0]  # (rows, vocab)
 
 
 def _rope(

@@ -81,8 +81,13 @@ class Engine:
 
     @property
     def speculative(self) -> bool:
-        """Whether requests decode with prompt-lookup speculative decoding."""
+        """Whether requests decode with prompt-lookup speculative decoding (settable: a
+        request reads it when it starts)."""
         return self._runtime.speculative
+
+    @speculative.setter
+    def speculative(self, on: bool) -> None:
+        self._runtime.speculative = bool(on)
 
     @property
     def model_path(self) -> Path:

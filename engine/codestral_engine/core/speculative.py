@@ -144,27 +144,29 @@ class Acceptor:
         return len(draft), int(self._rng.choice(len(last), p=last))
 
 
-# What a backend gives the loop: the model's reading of `feed` (appended to the KV cache) as
-# argmaxes (greedy; EOS masked for rows before `index` reaches min_tokens) or logits rows.
-Verify = Callable[[list[int], int, bool], "list[int] | np.ndarray"]
+# What a backend gives the loop: the model's reading of `feed` (appended to the KV cache),
+# for its last `rows` positions, as argmaxes (greedy; EOS masked for rows before `index`
+# reaches min_tokens) or logits rows: verify(feed, rows, index, greedy).
+Verify = Callable[[list[int], int, int, bool], "list[int] | np.ndarray"]
 
 
 def decode(
     verify: Verify,
     trim: Callable[[int], None],
-    last_prompt_token: list[int],
+    prompt_tail: list[int],
     drafter: PromptLookup,
     acceptor: Acceptor,
     max_new_tokens: int,
 ) -> Iterator[int]:
-    """Yield up to `max_new_tokens` tokens, drafting and verifying. `last_prompt_token`: what
-    is left to feed of the prompt (its last token); `trim(n)` forgets the last n cached tokens.
-    """
+    """Yield up to `max_new_tokens` tokens, drafting and verifying. `prompt_tail`: what is
+    left to feed of the prompt (at least its last token; the first step reads it all, so the
+    first token costs one pass, not a prefill and then a step); `trim(n)` forgets the last n
+    cached tokens."""
     if max_new_tokens <= 0:
         return
-    feed, draft, produced = last_prompt_token, [], 0
+    feed, draft, produced = prompt_tail, [], 0
     while True:
-        out = verify(feed, produced, acceptor.greedy)
+        out = verify(feed, len(draft) + 1, produced, acceptor.greedy)
         if acceptor.greedy:
             kept, token = acceptor.accept_greedy(draft, out)
         else:
