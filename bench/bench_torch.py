@@ -6,12 +6,14 @@ token (empty caches, after a warm-up call), warm time to first token (the cached
 few typed tokens; transformers keeps no cache across calls), decode tokens/s over 64 tokens, and
 peak RSS. Ours prefills in chunks of 512 tokens (a cancellation and preemption point after
 each); "cold, prefill in one pass" loads ours with one chunk for the whole prompt, as
-transformers reads it. "int8" is ours with int8 weights against transformers in bfloat16. Ours runs with
-speculative decoding off, so both sides decode one token per pass (a like-for-like comparison of
-the implementations); "decode, speculative (default)" is ours as shipped, whose figure depends
-on how often a random model repeats itself. This machine's speed drifts between runs, so the
-sides alternate, round after round, and each row gives the median and the range over rounds.
-Usage: python bench/bench_torch.py [--dtypes float32 bfloat16 int8] [--rounds 3]
+transformers reads it. "int8" / "int4" are ours with int8 / int4 weights against transformers in
+bfloat16. Ours
+runs with speculative decoding off, so both sides decode one token per pass (a like-for-like
+comparison of the implementations); "decode, speculative (default)" is ours as shipped, whose
+figure depends on how often a random model repeats itself. This machine's speed drifts between
+runs, so the sides alternate, round after round, and each row gives the median and the range
+over rounds.
+Usage: python bench/bench_torch.py [--dtypes float32 bfloat16 int8 int4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class PeakRSS:
 
 def run_ours(model_dir: str, dtype: str) -> dict:
     quantize = None
-    if dtype == "int8":  # int8 weights, bf16 activations
-        dtype, quantize = "bfloat16", "int8"
+    if dtype in ("int8", "int4"):  # int8 / int4 weights, bf16 activations
+        dtype, quantize = "bfloat16", dtype
     import torch
 
     import codestral_engine
@@ -110,7 +112,7 @@ def run_ours(model_dir: str, dtype: str) -> dict:
 
 
 def run_transformers(model_dir: str, dtype: str) -> dict:
-    dtype = "bfloat16" if dtype == "int8" else dtype  # compared with transformers' best
+    dtype = "bfloat16" if dtype in ("int8", "int4") else dtype  # against transformers' best
     import torch
     from mistral_common.protocol.fim.request import FIMRequest
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -170,7 +172,7 @@ def spread(values: list[float], digits: str = ".3g") -> str:
     median = format(statistics.median(values), digits)
     if len(values) == 1:
         return median
-    return f"{median} ({format(min(values), digits)}–{format(max(values), digits)})"
+    return f"{median} ({format(min(values), digits)} to {format(max(values), digits)})"
 
 
 def measure(model_dir: Path, dtype: str, rounds: int) -> dict[str, list[dict]]:
@@ -188,7 +190,7 @@ def measure(model_dir: Path, dtype: str, rounds: int) -> dict[str, list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8", "int4"])
     parser.add_argument("--rounds", type=int, default=3, help="processes per side and dtype")
     parser.add_argument("--side", choices=("ours", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -204,7 +206,7 @@ def main() -> None:
     params = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) // 4
     machine = f"{platform.platform()}, {platform.machine()}"
     print(f"Machine: {machine}; model ~{params / 1e6:.0f}M parameters; {args.rounds} rounds\n")
-    print("| dtype | metric | ours (torch backend) | transformers generate | ours vs transformers |")
+    print("| dtype | metric | ours (torch backend) | transformers | ours vs transformers |")
     print("|---|---|---:|---:|---:|")
     for dtype in args.dtypes:
         results = measure(model_dir, dtype, args.rounds)
@@ -213,7 +215,9 @@ def main() -> None:
             ours = [r[key] * scale for r in results["ours"]]
             theirs = [r[key] * scale for r in results["transformers"]]
             # Ratios pair the two sides of one round: they ran next to each other.
-            ratios = [b / a if better == "lower" else a / b for a, b in zip(ours, theirs)]
+            ratios = [
+                b / a if better == "lower" else a / b for a, b in zip(ours, theirs, strict=True)
+            ]
             print(f"| {dtype} | {name} | {spread(ours)} | {spread(theirs)} | "
                   f"{spread(ratios, '.2f')}x |")  # fmt: skip
 

@@ -138,8 +138,11 @@ def test_the_automatic_choice_follows_backend_and_memory():
     assert int8.quant == "8bit" and "--quantize int8" in int8.note
     small = hub.choose("mlx", None, 8 * gb)
     assert small.quant == "4bit" and "can give 8 GB" in small.note
-    with pytest.raises(hub.HubError, match="No 4bit checkpoint for the torch backend"):
-        hub.choose("torch", "4bit", None)
+    int4 = hub.choose("torch", None, 20 * gb)  # bf16's release, held as int4
+    assert int4 == hub.Choice(hub.MISTRAL_RELEASE, "4bit", "torch", int4.note)
+    assert "--quantize int4" in int4.note
+    with pytest.raises(hub.HubError, match="No 2bit checkpoint for the torch backend"):
+        hub.choose("torch", "2bit", None)
 
 
 def test_without_a_model_setting_all_four_serve_the_pulled_release(env, tiny_release, tmp_path):

@@ -15,6 +15,12 @@ from transformers import MistralForCausalLM
 import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
 from codestral_engine.backends import resolve_backend
+from codestral_engine.backends.torch_model import (
+    Int4Linear,
+    Int8Linear,
+    int4_group,
+    quantize_int4,
+)
 from codestral_engine.weights.checkpoint import inspect
 from codestral_engine.weights.tiny import TinyShape, make_tiny
 
@@ -76,7 +82,8 @@ def test_greedy_tokens_equal_the_mlx_backend(models):
 
 
 @pytest.mark.parametrize(
-    "dtype,quantize,tolerance", [("bfloat16", None, 0.05), ("float32", "int8", 0.02)]
+    "dtype,quantize,tolerance",
+    [("bfloat16", None, 0.05), ("float32", "int8", 0.02), ("bfloat16", "int4", 0.2)],
 )
 def test_reduced_precision_stays_close(models, torch_engine, dtype, quantize, tolerance):
     ids = torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
@@ -86,10 +93,42 @@ def test_reduced_precision_stays_close(models, torch_engine, dtype, quantize, to
         done = eng.fim(PROMPT, SUFFIX, max_tokens=8).result()
         if quantize:
             linear = eng.backend.model.model.layers[0].mlp.up_proj
-            assert linear.weight.dtype == torch.int8
+            assert type(linear) is {"int8": Int8Linear, "int4": Int4Linear}[quantize]
     mean_error = np.abs(reduced - full).mean() / np.abs(full).mean()
     assert mean_error < tolerance, mean_error
     assert done.usage.completion_tokens == 8
+
+
+@pytest.mark.parametrize("out_features,in_features,group", [(128, 256, 128), (64, 96, 32)])
+def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_features, group):
+    torch.manual_seed(0)
+    weight = torch.randn(out_features, in_features)
+    layer = Int4Linear(out_features, in_features, group, cuda=False)
+    assert int4_group(out_features, in_features) == group
+    layer.load_state_dict(layer.quantized(weight), assign=True)
+    q, scales_zeros = quantize_int4(weight, group)
+    # The reference dequantization, element by element: (q - 8) * scale + zero, per group.
+    scales, zeros = (t.t().repeat_interleave(group, dim=1) for t in scales_zeros.unbind(-1))
+    reference = ((q.to(torch.bfloat16) - 8) * scales + zeros).to(torch.bfloat16)
+    assert torch.equal(layer.dequantized(), reference)  # the packed layout is read right
+    # Rounding to 16 levels per group: half a level at most (plus bf16 rounding of the scale).
+    step = scales.float()
+    assert ((reference.float() - weight).abs() <= 0.5 * step + 0.02 * weight.abs() + 1e-2).all()
+    with torch.inference_mode():
+        for rows in (1, 3, 40):  # the int4 kernel for a few rows, bf16 after unpacking for many
+            x = torch.randn(rows, in_features, dtype=torch.bfloat16)
+            expected = x.float() @ reference.float().t()
+            error = (layer(x).float() - expected).abs().max() / expected.abs().max()
+            assert error < 0.02, (rows, error)
+
+
+def test_int4_keeps_float_where_its_kernels_cannot_go(models):
+    assert int4_group(96, 256) is None  # outputs come in blocks of 64
+    assert int4_group(128, 48) is None  # inputs in groups of 32 at least
+    with codestral_engine.load(models["mistral"], "torch", quantize="int4") as eng:
+        attention = eng.backend.model.model.layers[0].self_attn
+        assert isinstance(attention.q_proj, torch.nn.Linear)  # 96 outputs: stays float
+        assert isinstance(eng.backend.model.lm_head, Int4Linear)
 
 
 LOAD_MEMORY = """
@@ -145,7 +184,7 @@ def test_backend_selection(models):
     with pytest.raises(EngineError, match="MLX backend takes no dtype"):
         codestral_engine.load(models["mlx"], "mlx", dtype="float16")
     with pytest.raises(ModelLoadError, match="quantize must be"):
-        codestral_engine.load(models["mlx"], "torch", quantize="int4")
+        codestral_engine.load(models["mlx"], "torch", quantize="int2")
 
 
 def test_cpu_threads_follow_a_rule_and_a_setting(models, monkeypatch):

@@ -154,7 +154,9 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=("bfloat16", "float16", "float32"), help="torch precision"
     )
-    parser.add_argument("--quantize", choices=("int8",), help="torch: int8 weights at load")
+    parser.add_argument(
+        "--quantize", choices=("int8", "int4"), help="torch: int8 / int4 weights at load"
+    )
     parser.add_argument(
         "--threads", type=_positive,
         help="torch on the CPU: compute threads (default: $CODESTRAL_ENGINE_THREADS, else the "

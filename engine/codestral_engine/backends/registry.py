@@ -179,10 +179,12 @@ class TorchSpec(BackendSpec):
     framework = "torch"
     install_hint = "pip install torch (see README for the CUDA build)"
     load_options = frozenset({"device", "dtype", "quantize", "threads", "static_decode"})
-    # 8bit: Mistral's bf16 release, held as int8 at load.
-    releases: ClassVar[dict[str, str]] = {"bf16": MISTRAL_RELEASE, "8bit": MISTRAL_RELEASE}
-    automatic: ClassVar[tuple[str, ...]] = ("bf16", "8bit")
-    release_plans: ClassVar[dict[str, str]] = {"bf16": "bf16", "8bit": "int8"}
+    # 8bit / 4bit: Mistral's bf16 release, held as int8 / int4 at load.
+    releases: ClassVar[dict[str, str]] = {
+        "bf16": MISTRAL_RELEASE, "8bit": MISTRAL_RELEASE, "4bit": MISTRAL_RELEASE
+    }  # fmt: skip
+    automatic: ClassVar[tuple[str, ...]] = ("bf16", "8bit", "4bit")
+    release_plans: ClassVar[dict[str, str]] = {"bf16": "bf16", "8bit": "int8", "4bit": "int4"}
 
     def default_device(self) -> str:
         return self.module().default_device()
@@ -207,17 +209,21 @@ class TorchSpec(BackendSpec):
         if quantize == "int8":  # int8 weights plus one scale per output row
             rows = linear // checkpoint.model_config.hidden_size
             return linear + rows * element + other * element, element
+        if quantize == "int4":  # two weights a byte, a bf16 scale and zero per 128 inputs
+            return linear // 2 + linear // 32 + other * element, element
         return (linear + other) * element, element
 
     def memory_fixes(self, checkpoint, quantize):
-        if quantize == "int8":
-            return []
-        return ["int8 weights (quantize='int8' / --quantize int8: about half of bf16)"]
+        smaller = {None: ("int8", "int4"), "int8": ("int4",)}.get(quantize, ())
+        share = {"int8": "about half", "int4": "about a quarter"}
+        return [f"{kind} weights (quantize='{kind}' / --quantize {kind}: {share[kind]} of bf16)"
+                for kind in smaller]  # fmt: skip
 
     def release_note(self, quant: str) -> str:
-        if quant != "8bit":
+        kind = {"8bit": "int8", "4bit": "int4"}.get(quant)
+        if kind is None:
             return ""
-        return "bf16 weights, held as int8 at load: serve with --quantize int8."
+        return f"bf16 weights, held as {kind} at load: serve with --quantize {kind}."
 
 
 REGISTRY: dict[str, BackendSpec] = {spec.name: spec for spec in (MLXSpec(), TorchSpec())}

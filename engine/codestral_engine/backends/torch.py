@@ -23,11 +23,11 @@ from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress, prefill_passes
 from .registry import TorchSpec
 from .torch_model import (
+    QUANTIZERS,
     KVCache,
     StaticDecoder,
     Transformer,
-    quantize_int8,
-    quantize_weight,
+    quantize_linears,
 )
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -316,7 +316,8 @@ def load(
     """Build the model on the meta device, check every tensor, then assign them one by one.
 
     dtype: float32 / float16 / bfloat16 (default: bfloat16 on CUDA, the checkpoint's own
-    float type on CPU, float32 if that is half precision); quantize: None or "int8";
+    float type on CPU, float32 if that is half precision); quantize: None, "int8" or "int4"
+    (weight-only, quantized as the weights are read: `quantize_linears`);
     threads: CPU compute threads (default: `cpu_threads()`); static_decode: decode steps
     through a preallocated KV slot with a graph-safe step (`StaticDecoder`), compiled by
     `torch.compile` as named ("reduce-overhead": inductor and CUDA graphs; "aot_eager"; or
@@ -335,15 +336,16 @@ def load(
     chosen = DTYPES.get(dtype)
     if chosen is None:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
-    if quantize not in (None, "int8"):
-        raise ModelLoadError(f"quantize must be None or 'int8', got {quantize!r}.")
+    if quantize not in (None, *QUANTIZERS):
+        raise ModelLoadError(
+            f"quantize must be None, {' or '.join(map(repr, QUANTIZERS))}, got {quantize!r}."
+        )
     args = checkpoint.model_config
     with torch.device("meta"):
         model = Transformer(args)
     expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
     check_tensors(checkpoint, expected)
-    packed = target.type == "cpu"
-    int8_layers = set(quantize_int8(model, chosen, packed)) if quantize == "int8" else set()
+    quantized = quantize_linears(model, quantize, chosen, target) if quantize else {}
 
     def read_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         with safe_open(file, framework="pt", device="cpu") as handle:
@@ -354,8 +356,9 @@ def load(
     for loaded, (hf_name, stored) in enumerate(hf_tensors(checkpoint, read_file), start=1):
         tensor = stored.contiguous().to(device=target, dtype=chosen)
         layer = hf_name.removesuffix(".weight")
-        if layer in int8_layers:  # quantized as read: one float tensor at a time
-            state[hf_name], state[f"{layer}.scales"] = quantize_weight(tensor, packed)
+        if layer in quantized:  # quantized as read: one float tensor at a time
+            buffers = quantized[layer].quantized(tensor)
+            state.update({f"{layer}.{key}": value for key, value in buffers.items()})
         else:
             state[hf_name] = tensor
         progress(loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)")

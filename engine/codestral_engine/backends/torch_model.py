@@ -183,7 +183,8 @@ class Int8Linear(nn.Module):
 
     On the CPU the matmul reads the int8 weights directly (`_weight_int8pack_mm`, bf16
     activations): a quarter of float32's bytes per decoded token, which is what decode speed
-    is bound by. Elsewhere the weight is dequantized per call (fuse it with torch.compile).
+    is bound by. Elsewhere the weight is dequantized per call (fused by torch.compile in the
+    static decode step).
     """
 
     def __init__(self, out_features: int, in_features: int, dtype: torch.dtype, packed: bool):
@@ -200,6 +201,11 @@ class Int8Linear(nn.Module):
             return out.to(x.dtype).reshape(*x.shape[:-1], -1)
         # Prefill (many rows) is compute-bound: one dequantization, then a dense matmul.
         return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+
+    def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This layer's buffers for the float weight `w` (out, in)."""
+        weight, scales = quantize_weight(w, self.packed)
+        return {"weight": weight, "scales": scales}
 
 
 def scale_dtype(dtype: torch.dtype, packed: bool) -> torch.dtype:
@@ -219,16 +225,126 @@ def quantize_weight(w: torch.Tensor, packed: bool) -> tuple[torch.Tensor, torch.
     return q, scales.to(scale_dtype(w.dtype, packed))
 
 
-def quantize_int8(module: nn.Module, dtype: torch.dtype, packed: bool) -> list[str]:
-    """Swap every Linear below `module` for an empty `Int8Linear`, in place (on the meta device
-    before loading, so the float weights never all exist at once); returns their names."""
-    swapped = []
+class Int4Linear(nn.Module):
+    """Weight-only int4 in place of an `nn.Linear`: asymmetric, one bf16 scale and zero per
+    group of `group` inputs (w = (q - 8) * scale + zero, tinygemm's convention), the weights
+    packed in the layout of PyTorch's own int4 matmul for the device (`_weight_int4pack_mm`,
+    tinygemm, on CUDA; its `_for_cpu` twin on the CPU). An eighth of float32's bytes per
+    decoded token: Codestral-22B in ~12.5 GB.
+
+    The CPU kernel reads a few rows fast and many rows slowly (6x a bf16 matmul at 512 rows),
+    so prefill there unpacks the weight into bf16 once per call instead (`dequantized`).
+    """
+
+    def __init__(self, out_features: int, in_features: int, group: int, cuda: bool):
+        super().__init__()
+        self.group, self.cuda = group, cuda
+        self.tiles = int4_tiles(in_features)
+        if cuda:  # tinygemm's tiles (what _convert_weight_to_int4pack returns)
+            shape = (out_features // 8, in_features // (self.tiles * 16), 32, self.tiles // 2)
+            packed = torch.empty(shape, dtype=torch.int32)
+        else:  # two nibbles a byte, in blocks of 64 outputs (see `dequantized`)
+            packed = torch.empty(out_features, in_features // 2, dtype=torch.uint8)
+        self.register_buffer("weight", packed)
+        groups = torch.empty(in_features // group, out_features, 2, dtype=torch.bfloat16)
+        self.register_buffer("scales_zeros", groups)
+        self.out_features, self.in_features = out_features, in_features
+
+    @property
+    def scales(self) -> torch.Tensor:
+        return self.scales_zeros
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
+        if self.cuda:
+            out = torch.ops.aten._weight_int4pack_mm(flat, self.weight, self.group, self.scales)
+        elif rows <= PACKED_MAX_ROWS:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat, self.weight, self.group, self.scales
+            )
+        else:
+            out = F.linear(flat, self.dequantized())
+        return out.to(x.dtype).reshape(*x.shape[:-1], -1)
+
+    def dequantized(self) -> torch.Tensor:
+        """The bf16 weight (out, in) from the CPU layout: bytes seen as (out/64, in, 32), the
+        low nibble for output j of the block and the high one for output j + 32."""
+        n, k = self.out_features, self.in_features
+        packed = self.weight.view(n // 64, k, 32)
+        q = torch.cat((packed & 0xF, packed >> 4), dim=2).permute(0, 2, 1).reshape(n, k)
+        scales, zeros = self.scales_zeros.unbind(-1)  # (groups, out) each
+        grouped = q.view(n, k // self.group, self.group).to(torch.bfloat16) - 8
+        return (grouped * scales.t()[..., None] + zeros.t()[..., None]).view(n, k)
+
+    def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This layer's buffers for the float weight `w` (out, in)."""
+        q, scales_zeros = quantize_int4(w, self.group)
+        if self.cuda:
+            nibbles = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8)
+            packed = torch.ops.aten._convert_weight_to_int4pack(nibbles, self.tiles)
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        return {"weight": packed, "scales_zeros": scales_zeros}
+
+
+INT4_GROUPS = (128, 64, 32)  # the largest that divides a layer's inputs is its group
+
+
+def int4_tiles(in_features: int) -> int:
+    """tinygemm's inner K tiles for this many inputs (it needs in % (tiles * 16) == 0)."""
+    return next(t for t in (8, 4, 2) if in_features % (t * 16) == 0)
+
+
+def int4_group(out_features: int, in_features: int) -> int | None:
+    """The group size for an int4 layer of this shape, or None where the kernels cannot take
+    it (outputs in blocks of 64, inputs in groups of 32 or more): it then stays float."""
+    if out_features % 64:
+        return None
+    return next((g for g in INT4_GROUPS if in_features % g == 0), None)
+
+
+def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q (out, in) int32 in 0..15, scales and zeros (in/group, out, 2) bf16) of a float weight:
+    each group's range mapped onto 16 levels, a block of rows at a time."""
+    n, k = w.shape
+    q = torch.empty(n, k, dtype=torch.int32, device=w.device)
+    scales_zeros = torch.empty(k // group, n, 2, dtype=torch.bfloat16, device=w.device)
+    for start in range(0, n, QUANTIZE_ROWS):
+        block = w[start : start + QUANTIZE_ROWS].float().view(-1, k // group, group)
+        low, high = block.amin(-1), block.amax(-1)
+        scale = ((high - low) / 15).clamp(min=1e-6)
+        levels = ((block - low[..., None]) / scale[..., None]).round().clamp(0, 15)
+        q[start : start + QUANTIZE_ROWS] = levels.view(-1, k).to(torch.int32)
+        rows = slice(start, start + QUANTIZE_ROWS)
+        scales_zeros[:, rows, 0] = scale.t().to(torch.bfloat16)
+        scales_zeros[:, rows, 1] = (low + 8 * scale).t().to(torch.bfloat16)
+    return q, scales_zeros
+
+
+QUANTIZERS = ("int8", "int4")
+
+
+def quantize_linears(module: nn.Module, kind: str, dtype: torch.dtype, device: torch.device):
+    """Swap every Linear below `module` for an empty quantized layer of `kind` ("int8" or
+    "int4"), in place (on the meta device before loading, so the float weights never all
+    exist at once); returns the quantized layers by name. A layer the int4 kernels cannot
+    take stays float."""
+    swapped: dict[str, nn.Module] = {}
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child.out_features, child.in_features, dtype, packed))
-            swapped.append(name)
+            out_features, in_features = child.out_features, child.in_features
+            if kind == "int8":
+                layer = Int8Linear(out_features, in_features, dtype, device.type == "cpu")
+            elif (group := int4_group(out_features, in_features)) is not None:
+                layer = Int4Linear(out_features, in_features, group, device.type == "cuda")
+            else:
+                continue
+            setattr(module, name, layer)
+            swapped[name] = layer
         else:
-            swapped += [f"{name}.{inner}" for inner in quantize_int8(child, dtype, packed)]
+            inner = quantize_linears(child, kind, dtype, device)
+            swapped.update({f"{name}.{key}": layer for key, layer in inner.items()})
     return swapped
 
 

@@ -287,9 +287,9 @@ def load(
 
     `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
     Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
-    `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8") and `threads` (CPU compute
-    threads) and `static_decode` (decode through a preallocated KV slot, compiled: on CUDA by
-    default; see `backends.torch.load`) apply to torch.
+    `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8", "int4"), `threads` (CPU
+    compute threads) and `static_decode` (decode through a preallocated KV slot, compiled: on
+    CUDA by default; see `backends.torch.load`) apply to torch.
     `speculative`: prompt-lookup speculative decoding (drafts from the request's own text,
     verified in one pass; greedy output unchanged); False decodes one token per step; None
     (default) uses it where it was measured to win: the torch backend, not MLX on the CPU.

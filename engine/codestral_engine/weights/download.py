@@ -14,7 +14,7 @@ def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quant",
         choices=("4bit", "8bit", "bf16"),
-        help="4bit / 8bit: MLX conversions (8bit on torch: bf16 held as int8 at load); "
+        help="4bit / 8bit: MLX conversions (on torch: bf16 held as int4 / int8 at load); "
         "bf16: Mistral's release. Default: the largest that fits this machine's memory.",
     )
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))

@@ -66,10 +66,13 @@ def mlx_quantized_bytes(config: ModelConfig, bits: int, group_size: int = 64) ->
 
 def codestral_22b_plans(context_length: int) -> dict[str, MemoryPlan]:
     """What each published form of Codestral-22B needs, computed before anything is downloaded:
-    "bf16" (torch or MLX), "int8" (torch, quantized at load), "mlx-8bit", "mlx-4bit"."""
+    "bf16" (torch or MLX), "int8" and "int4" (torch, quantized at load), "mlx-8bit",
+    "mlx-4bit"."""
     checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
     bf16 = plan(checkpoint, "torch", "bfloat16", None, context_length)
-    plans = {"bf16": bf16, "int8": plan(checkpoint, "torch", "bfloat16", "int8", context_length)}
+    plans = {"bf16": bf16}
+    for kind in ("int8", "int4"):
+        plans[kind] = plan(checkpoint, "torch", "bfloat16", kind, context_length)
     for bits in (8, 4):
         weights = mlx_quantized_bytes(checkpoint.model_config, bits)
         plans[f"mlx-{bits}bit"] = MemoryPlan(weights, bf16.kv_bytes_per_token, context_length)
