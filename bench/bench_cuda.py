@@ -1,18 +1,24 @@
-"""Codestral-22B's real architecture on a CUDA GPU, with random weights: the memory preflight's
-estimate against the measured peak, and what loading and generating cost.
+"""Codestral-22B's real layer shapes on a CUDA GPU, with random weights: decode speed against
+the bandwidth floor for each precision and decode step, and the memory preflight's estimate
+against the measured peak.
 
-1. Writes a random-weight model in Codestral-22B's exact shapes (56 layers, hidden 6144, GQA
-   48/8, FFN 16384, vocab 32768) in the Hugging Face layout, bf16, generated on the GPU shard by
-   shard, with Codestral's real tokenizer (44.5 GB on disk).
-2. For bf16 and int8 weights, in a fresh process each: `codestral_engine.load(..., "torch",
-   device="cuda")` with an 8K window; the preflight's estimate for that window; then a cold
-   ~2K-token FIM request and a warm one (one more character), 64 tokens each. Peak is
-   `torch.cuda.max_memory_allocated` over load and both requests.
-3. Device bandwidth (a large copy), so decode time can be set against the floor: weight bytes
-   read per token / bandwidth. Each precision runs with the dynamic decode step and with the
-   static slot compiled with CUDA graphs (`static_decode`), in the same run.
+1. Writes random-weight models with Codestral-22B's exact shapes (hidden 6144, GQA 48/8, FFN
+   16384, vocab 32768) but fewer layers (default 2 and 6), bf16 in the Hugging Face layout,
+   generated on the GPU, with Codestral's real tokenizer, into memory-backed storage
+   (/dev/shm when it has room): a few GB and seconds instead of 44.5 GB on disk.
+2. For each layer count and weight format (bf16, int8, int4), in a fresh process:
+   `codestral_engine.load(..., "torch", device="cuda")` with an 8K window, then with the
+   dynamic decode step and with the static slot compiled with CUDA graphs (`static_decode`),
+   a cold ~2K-token FIM request and a warm one (one more character), 64 tokens each, greedy,
+   speculative decoding off (plain steps: the bandwidth question). Peak is
+   `torch.cuda.max_memory_allocated` over load and the requests.
+3. Device bandwidth (a large copy, bytes read and written). A decode step's time grows by the
+   same amount per layer, so two layer counts give the fixed part (embedding, output head,
+   sampling) and the per-layer part, and from them the 56-layer step; weight bytes read per
+   token / bandwidth is its floor. `--layers 56` measures the whole model directly.
 
-Usage (on a machine with a CUDA GPU and ~50 GB free disk): python bench/bench_cuda.py [--dir D]
+Usage (on a machine with a CUDA GPU): python bench/bench_cuda.py [--layers 2 6]
+[--quantize none int8 int4] [--static off reduce-overhead] [--dir D]
 """
 
 from __future__ import annotations
@@ -26,38 +32,45 @@ import time
 from pathlib import Path
 
 WINDOW = 8192
+FULL_LAYERS = 56
 MEASURE = """
 import json, sys, time, torch
 import codestral_engine
 from codestral_engine.weights.checkpoint import inspect
 from codestral_engine.weights.preflight import plan
-model, quantize = sys.argv[1], (sys.argv[2] if sys.argv[2] != "none" else None)
-window, static = int(sys.argv[3]), sys.argv[4]
-torch.cuda.reset_peak_memory_stats()
+model, quantize, device = sys.argv[1], (None if sys.argv[2] == "none" else sys.argv[2]), sys.argv[3]
+statics = sys.argv[4].split(",")
+cuda = device.startswith("cuda")
+if cuda:
+    torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
-engine = codestral_engine.load(model, "torch", device="cuda", dtype="bfloat16",
-                               quantize=quantize, context_length=window, static_decode=static,
+engine = codestral_engine.load(model, "torch", device=device, dtype="bfloat16",
+                               quantize=quantize, context_length=%(window)d, static_decode="off",
                                speculative=False)  # plain decode steps: the bandwidth question
 load_s = time.perf_counter() - t
-after_load = torch.cuda.max_memory_allocated()
-estimate = plan(inspect(model), "torch", "bfloat16", quantize, window, static != "off")
+checkpoint = inspect(model)
 prompt = "def double(x):\\n    return x * 2\\n\\n" * 150
-engine.fim(prompt[:200], "\\n", max_tokens=8, min_tokens=8).result()  # compiles (static)
-engine.prompt_cache.clear()  # the cold request below prefills it all
-cold = engine.fim(prompt, "\\n", max_tokens=64, min_tokens=64).result().usage
-warm = engine.fim(prompt + "y", "\\n", max_tokens=64, min_tokens=64).result().usage
-torch.cuda.synchronize()
-print(json.dumps({
-    "quantize": quantize or "bf16", "static_decode": static, "load_s": load_s,
-    "estimate_bytes": estimate.total, "estimate_weights": estimate.weight_bytes,
-    "estimate_kv": estimate.kv_bytes, "peak_after_load": after_load,
-    "peak_bytes": torch.cuda.max_memory_allocated(),
-    "prompt_tokens": cold.prompt_tokens, "cold_ttft_s": cold.time_to_first_token_s,
-    "warm_ttft_s": warm.time_to_first_token_s, "warm_cached": warm.cached_prompt_tokens,
-    "decode_tok_s": warm.decode_tokens_per_s,
-}))
+for static in statics:
+    engine.backend.static_decode = None if static == "off" else static
+    # The same prompt first: the static slot compiles for its size here, not in the timing.
+    engine.fim(prompt, "\\n", max_tokens=8, min_tokens=8).result()
+    engine.prompt_cache.clear()  # the cold request below prefills it all
+    cold = engine.fim(prompt, "\\n", max_tokens=64, min_tokens=64).result().usage
+    warm = engine.fim(prompt + "y", "\\n", max_tokens=64, min_tokens=64).result().usage
+    if cuda:
+        torch.cuda.synchronize()
+    estimate = plan(checkpoint, "torch", "bfloat16", quantize, %(window)d, static != "off")
+    print(json.dumps({
+        "layers": checkpoint.model_config.num_hidden_layers, "quantize": quantize or "bf16",
+        "static_decode": static, "load_s": load_s, "estimate_bytes": estimate.total,
+        "estimate_weights": estimate.weight_bytes,
+        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
+        "prompt_tokens": cold.prompt_tokens, "cold_ttft_s": cold.time_to_first_token_s,
+        "warm_ttft_s": warm.time_to_first_token_s, "warm_cached": warm.cached_prompt_tokens,
+        "decode_tok_s": warm.decode_tokens_per_s,
+    }), flush=True)
 engine.close()
-"""
+""" % {"window": WINDOW}  # noqa: UP031 (the script's own braces stay as they are)
 
 
 def hf_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -82,15 +95,14 @@ def hf_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_model(out: Path, shard_bytes: int = 5 << 30) -> None:
+def write_model(out: Path, config: dict, device: str, shard_bytes: int = 4 << 30) -> None:
+    """A random bf16 checkpoint of `config`, each tensor generated on `device`."""
     import mistral_common
     import torch
     from safetensors.torch import save_file
 
-    from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG
-
-    config = dict(CODESTRAL_22B_CONFIG, architectures=["MistralForCausalLM"],
-                  torch_dtype="bfloat16", tie_word_embeddings=False)  # fmt: skip
+    config = dict(config, architectures=["MistralForCausalLM"], torch_dtype="bfloat16",
+                  tie_word_embeddings=False)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     shapes = hf_shapes(config)
     shards: list[list[str]] = [[]]
@@ -103,7 +115,7 @@ def write_model(out: Path, shard_bytes: int = 5 << 30) -> None:
         shards[-1].append(name)
         size += n
     weight_map = {}
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     for i, names in enumerate(shards, start=1):
         file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         tensors = {}
@@ -113,11 +125,10 @@ def write_model(out: Path, shard_bytes: int = 5 << 30) -> None:
                 t = torch.ones(shape, dtype=torch.bfloat16)
             else:
                 scale = shape[1] ** -0.5
-                t = (torch.randn(shape, generator=gen, device="cuda") * scale).to(torch.bfloat16)
+                t = (torch.randn(shape, generator=gen, device=device) * scale).to(torch.bfloat16)
             tensors[name] = t.cpu()
             weight_map[name] = file
         save_file(tensors, str(out / file), metadata={"format": "pt"})
-        print(f"  wrote {file}", flush=True)
     (out / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map})
     )
@@ -127,51 +138,106 @@ def write_model(out: Path, shard_bytes: int = 5 << 30) -> None:
                     out / "tokenizer.model.v3")  # fmt: skip
 
 
-def bandwidth() -> float:
+def scratch(need: int) -> Path:
+    """Memory-backed storage when it has room for `need` bytes, else /tmp."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > 1.2 * need:
+        return shm / "codestral-bench"
+    return Path("/tmp/codestral-bench")
+
+
+def bandwidth(device: str) -> float:
     """Bytes per second a large device-to-device copy moves (read + write)."""
     import torch
 
-    a = torch.empty(4 << 30, dtype=torch.uint8, device="cuda")
+    a = torch.empty(4 << 30 if device.startswith("cuda") else 1 << 28, dtype=torch.uint8,
+                    device=device)  # fmt: skip
     b = torch.empty_like(a)
     for _ in range(3):
         b.copy_(a)
-    torch.cuda.synchronize()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(10):
         b.copy_(a)
-    torch.cuda.synchronize()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return 2 * a.numel() * 10 / (time.perf_counter() - t)
+
+
+def full_model_bytes(quantize: str) -> int:
+    """Weight bytes Codestral-22B reads per decoded token in this format (the preflight's)."""
+    from codestral_engine.weights.preflight import codestral_22b_plans
+
+    return codestral_22b_plans(WINDOW)["bf16" if quantize == "none" else quantize].weight_bytes
+
+
+def extrapolate(runs: list[dict]) -> dict[tuple[str, str], float]:
+    """ms per decode step at 56 layers, from the steps at each measured layer count (a line
+    through the two extreme counts; the value itself when 56 layers were measured)."""
+    steps: dict[tuple[str, str], dict[int, float]] = {}
+    for run in runs:
+        key = (run["quantize"], run["static_decode"])
+        steps.setdefault(key, {})[run["layers"]] = 1000 / run["decode_tok_s"]
+    full = {}
+    for key, by_layers in steps.items():
+        if FULL_LAYERS in by_layers:
+            full[key] = by_layers[FULL_LAYERS]
+        elif len(by_layers) >= 2:
+            low, high = min(by_layers), max(by_layers)
+            per_layer = (by_layers[high] - by_layers[low]) / (high - low)
+            full[key] = by_layers[low] + (FULL_LAYERS - low) * per_layer
+    return full
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/codestral-22b-random"))
-    parser.add_argument("--quantize", nargs="+", default=["none", "int8"])
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 6])
+    parser.add_argument("--quantize", nargs="+", default=["none", "int8", "int4"])
     parser.add_argument("--static", nargs="+", default=["off", "reduce-overhead"],
                         help="decode steps: the dynamic one (off) and the compiled static slot")
+    parser.add_argument("--dir", type=Path, help="where the models go (default: /dev/shm)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # CPU dry run
     args = parser.parse_args()
     import torch
 
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    if not (args.dir / "config.json").exists():
-        t = time.perf_counter()
-        write_model(args.dir)
-        print(f"wrote the model in {time.perf_counter() - t:.0f} s", flush=True)
-    bw = bandwidth()
-    print(json.dumps({"bandwidth_bytes_per_s": bw}), flush=True)
-    weights = sum(f.stat().st_size for f in args.dir.glob("*.safetensors"))
-    for q in args.quantize:
-        for static in args.static:
+    from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG
+
+    device = "cpu" if args.tiny else "cuda"
+    shape = dict(CODESTRAL_22B_CONFIG)
+    if args.tiny:  # the plumbing on the CPU: small layers, the real vocabulary
+        shape |= dict(hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=32)  # fmt: skip
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
+    bw = bandwidth(device)
+    print(f"copy bandwidth: {bw / 1e12:.2f} TB/s", flush=True)
+    runs = []
+    for layers in args.layers:
+        config = dict(shape, num_hidden_layers=layers)
+        need = 2 * sum(int(torch.tensor(s).prod()) for s in hf_shapes(config).values())
+        model = (args.dir or scratch(need)) / f"layers-{layers}"
+        if not (model / "config.json").exists():
+            t = time.perf_counter()
+            write_model(model, config, device)
+            print(f"wrote {layers} layers ({need / 1e9:.1f} GB) to {model} in "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+        for q in args.quantize:
             out = subprocess.run(
-                [sys.executable, "-c", MEASURE, str(args.dir), q, str(WINDOW), static],
+                [sys.executable, "-c", MEASURE, str(model), q, device, ",".join(args.static)],
                 capture_output=True, text=True,
             )  # fmt: skip
-            print(out.stdout.strip() or out.stderr[-3000:], flush=True)
-            if out.returncode == 0:
-                rate = json.loads(out.stdout.strip().splitlines()[-1])["decode_tok_s"]
-                read = weights / (2 if q == "int8" else 1)  # bytes of weights per token
-                print(f"{q} {static}: {rate:.1f} tok/s = {rate * read / bw:.0%} of bandwidth",
-                      flush=True)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            for line in lines:
+                print(line, flush=True)
+                runs.append(json.loads(line))
+            if out.returncode != 0:
+                print(out.stderr[-3000:], flush=True)
+    print("\n| weights | decode step | ms per token, 56 layers | floor (ms) | of bandwidth |")
+    print("|---|---|---:|---:|---:|")
+    for (q, static), ms in extrapolate(runs).items():
+        floor = full_model_bytes("none" if q == "bf16" else q) / bw * 1000
+        print(f"| {q} | {static} | {ms:.1f} | {floor:.1f} | {floor / ms:.0%} |")
 
 
 if __name__ == "__main__":

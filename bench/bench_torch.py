@@ -7,13 +7,14 @@ few typed tokens; transformers keeps no cache across calls), decode tokens/s ove
 peak RSS. Ours prefills in chunks of 512 tokens (a cancellation and preemption point after
 each); "cold, prefill in one pass" loads ours with one chunk for the whole prompt, as
 transformers reads it. "int8" / "int4" are ours with int8 / int4 weights against transformers in
-bfloat16. Ours
-runs with speculative decoding off, so both sides decode one token per pass (a like-for-like
-comparison of the implementations); "decode, speculative (default)" is ours as shipped, whose
-figure depends on how often a random model repeats itself. This machine's speed drifts between
-runs, so the sides alternate, round after round, and each row gives the median and the range
-over rounds.
+bfloat16. Ours runs with speculative decoding off, so both sides decode one token per pass (a
+like-for-like comparison of the implementations); "decode, speculative (default)" is ours as
+shipped, whose figure depends on how often a random model repeats itself. This machine's speed
+drifts between runs, so the sides alternate, round after round, and each row gives the median
+and the range over rounds. A second table puts both sides in one process and measures them turn
+about (`--alternate` rounds), which takes most of the drift out of the ratios.
 Usage: python bench/bench_torch.py [--dtypes float32 bfloat16 int8 int4] [--rounds 3]
+[--alternate 8]
 """
 
 from __future__ import annotations
@@ -68,93 +69,132 @@ class PeakRSS:
         return self.peak
 
 
-def run_ours(model_dir: str, dtype: str) -> dict:
-    quantize = None
-    if dtype in ("int8", "int4"):  # int8 / int4 weights, bf16 activations
-        dtype, quantize = "bfloat16", dtype
-    import torch
+class Ours:
+    """Our engine on the model, timed where tokens arrive."""
 
-    import codestral_engine
-    from codestral_engine.core.events import TextDelta
+    def __init__(self, model_dir: str, dtype: str, **options) -> None:
+        import torch
 
-    peak = PeakRSS()
+        import codestral_engine
 
-    def load(**options):
+        quantize = dtype if dtype in ("int8", "int4") else None  # bf16 activations
         # The same thread count as the transformers reference (torch's default), not our rule
         # of one core left free: a like-for-like comparison of the two implementations.
-        return codestral_engine.load(model_dir, "torch", dtype=dtype, quantize=quantize,
-                                     threads=torch.get_num_threads(), **options)  # fmt: skip
+        self.engine = codestral_engine.load(
+            model_dir, "torch", dtype="bfloat16" if quantize else dtype, quantize=quantize,
+            threads=torch.get_num_threads(), **options,
+        )  # fmt: skip
+        self.timed(WARM_UP, 2)  # first-call costs (of any long prompt) are not "cold"
 
-    def timed(engine, prefix: str, n: int) -> tuple[float, float]:
+    def timed(self, prefix: str, n: int) -> tuple[float, float]:
         """(time to first token, decode tokens/s after it)."""
+        from codestral_engine.core.events import TextDelta
+
         start, arrivals = time.perf_counter(), []
-        for event in engine.fim(prefix, SUFFIX, max_tokens=n, min_tokens=n):
+        for event in self.engine.fim(prefix, SUFFIX, max_tokens=n, min_tokens=n):
             if isinstance(event, TextDelta) and event.token_ids:
                 arrivals.append(time.perf_counter())
         rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if n > 1 else 0.0
         return arrivals[0] - start, rate
 
-    def cold(engine) -> float:
-        timed(engine, WARM_UP, 2)  # first-call costs (of any long prompt) are not "cold"
-        engine.prompt_cache.clear()
-        return timed(engine, PREFIX, 1)[0]
+    def cold(self) -> float:
+        self.engine.prompt_cache.clear()
+        return self.timed(PREFIX, 1)[0]
 
-    with load() as engine:
-        result = {"cold": cold(engine), "warm": timed(engine, PREFIX + TYPED, 1)[0]}
-        engine.speculative = False
-        result["tps"] = timed(engine, PREFIX, DECODE)[1]
-        engine.speculative = True
-        result["tps_spec"] = timed(engine, PREFIX, DECODE)[1]
+    def warm(self) -> float:  # after `cold`: the cached prompt plus a few typed tokens
+        return self.timed(PREFIX + TYPED, 1)[0]
+
+    def decode(self, speculative: bool = False) -> float:
+        self.engine.speculative = speculative
+        return self.timed(PREFIX, DECODE)[1]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class Transformers:
+    """`MistralForCausalLM.generate` on the model (greedy), the same measurements."""
+
+    def __init__(self, model_dir: str, dtype: str) -> None:
+        import torch
+        from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+        from transformers import MistralForCausalLM
+
+        dtype = "bfloat16" if dtype in ("int8", "int4") else dtype  # against its best
+        self.model = MistralForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        self.model.eval()
+        self.tokenizer = MistralTokenizer.v3()
+        self.generate(WARM_UP, 2)
+
+    def generate(self, prefix: str, n: int, streamer=None) -> float:
+        import torch
+        from mistral_common.protocol.fim.request import FIMRequest
+
+        request = FIMRequest(prompt=prefix, suffix=SUFFIX)
+        ids = torch.tensor([self.tokenizer.encode_fim(request).tokens])
+        start = time.perf_counter()
+        with torch.no_grad():
+            self.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                streamer=streamer)  # fmt: skip
+        return time.perf_counter() - start
+
+    def cold(self) -> float:  # a streamer slows the prefill down: time the whole call
+        return self.generate(PREFIX, 1)
+
+    def warm(self) -> float:  # transformers keeps no cache across calls
+        return self.generate(PREFIX + TYPED, 1)
+
+    def decode(self, speculative: bool = False) -> float:
+        from transformers.generation.streamers import BaseStreamer
+
+        class Arrivals(BaseStreamer):  # when each token arrives (the first is the prompt)
+            def __init__(self) -> None:
+                self.times: list[float] = []
+
+            def put(self, value) -> None:
+                self.times.append(time.perf_counter())
+
+            def end(self) -> None:
+                pass
+
+        arrivals = Arrivals()
+        self.generate(PREFIX, DECODE, arrivals)
+        tokens = arrivals.times[1:]
+        return (len(tokens) - 1) / (tokens[-1] - tokens[0])
+
+    def close(self) -> None:
+        pass
+
+
+def run_side(side: str, model_dir: str, dtype: str) -> dict:
+    """One side's measurements in this (fresh) process, with its peak RSS."""
+    peak = PeakRSS()
+    runner = Ours(model_dir, dtype) if side == "ours" else Transformers(model_dir, dtype)
+    result = {"cold": runner.cold(), "warm": runner.warm(), "tps": runner.decode()}
+    result["tps_spec"] = runner.decode(speculative=True)
+    runner.close()
     result["peak"] = peak.stop()
-    with load(prefill_chunk=ONE_PASS) as engine:
-        result["cold_one_pass"] = cold(engine)
+    if side == "ours":
+        one_pass = Ours(model_dir, dtype, prefill_chunk=ONE_PASS)
+        result["cold_one_pass"] = one_pass.cold()
+        one_pass.close()
+    else:
+        result["cold_one_pass"] = result["cold"]
     return result
 
 
-def run_transformers(model_dir: str, dtype: str) -> dict:
-    dtype = "bfloat16" if dtype in ("int8", "int4") else dtype  # against transformers' best
-    import torch
-    from mistral_common.protocol.fim.request import FIMRequest
-    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-    from transformers import MistralForCausalLM
-
-    peak = PeakRSS()
-    model = MistralForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
-    tokenizer = MistralTokenizer.v3()
-
-    def ids(prefix: str) -> torch.Tensor:
-        return torch.tensor([tokenizer.encode_fim(FIMRequest(prompt=prefix, suffix=SUFFIX)).tokens])
-
-    from transformers.generation.streamers import BaseStreamer
-
-    class Arrivals(BaseStreamer):
-        """When each generated token arrives (the first `put` is the prompt)."""
-
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def put(self, value) -> None:
-            self.times.append(time.perf_counter())
-
-        def end(self) -> None:
-            pass
-
-    def generate(prefix: str, n: int, streamer: BaseStreamer | None = None) -> float:
-        start = time.perf_counter()
-        with torch.no_grad():
-            model.generate(ids(prefix), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                           streamer=streamer)  # fmt: skip
-        return time.perf_counter() - start
-
-    generate(WARM_UP, 2)  # warm-up
-    cold = generate(PREFIX, 1)  # a streamer slows the prefill down: time the whole call
-    warm = generate(PREFIX + TYPED, 1)
-    arrivals = Arrivals()
-    generate(PREFIX, DECODE, arrivals)
-    tokens = arrivals.times[1:]
-    tps = (len(tokens) - 1) / (tokens[-1] - tokens[0])
-    return {"cold": cold, "cold_one_pass": cold, "warm": warm, "tps": tps, "tps_spec": tps,
-            "peak": peak.stop()}  # fmt: skip
+def alternate(model_dir: str, dtype: str, rounds: int) -> dict[str, list[dict]]:
+    """Both sides in this one process, measured turn about: drift hits both alike."""
+    sides = {"ours": Ours(model_dir, dtype), "transformers": Transformers(model_dir, dtype)}
+    results: dict[str, list[dict]] = {"ours": [], "transformers": []}
+    for round_ in range(rounds):
+        for name in sorted(sides, reverse=bool(round_ % 2)):
+            runner = sides[name]
+            results[name].append({"cold": runner.cold(), "warm": runner.warm(),
+                                  "tps": runner.decode()})  # fmt: skip
+    for runner in sides.values():
+        runner.close()
+    return results
 
 
 ROWS = (  # (name, key, better)
@@ -192,12 +232,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8", "int4"])
     parser.add_argument("--rounds", type=int, default=3, help="processes per side and dtype")
-    parser.add_argument("--side", choices=("ours", "transformers"), help=argparse.SUPPRESS)
+    parser.add_argument("--alternate", type=int, default=8, help="rounds in one process")
+    parser.add_argument("--side", choices=("ours", "transformers", "alternate"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side:  # one measurement, in this (fresh) process
-        run = run_ours if args.side == "ours" else run_transformers
-        print(json.dumps(run(args.model, args.dtypes[0])))
+    if args.side == "alternate":  # both sides, turn about, in this process
+        print(json.dumps(alternate(args.model, args.dtypes[0], args.rounds)))
+        return
+    if args.side:  # one side's measurement, in this (fresh) process
+        print(json.dumps(run_side(args.side, args.model, args.dtypes[0])))
         return
 
     from codestral_engine.weights.tiny import TinyShape, make_tiny
@@ -205,21 +249,35 @@ def main() -> None:
     model_dir = make_tiny(Path(tempfile.mkdtemp()) / "bench", "hf", shape=TinyShape(**BENCH_SHAPE))
     params = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) // 4
     machine = f"{platform.platform()}, {platform.machine()}"
-    print(f"Machine: {machine}; model ~{params / 1e6:.0f}M parameters; {args.rounds} rounds\n")
-    print("| dtype | metric | ours (torch backend) | transformers | ours vs transformers |")
-    print("|---|---|---:|---:|---:|")
+    print(f"Machine: {machine}; model ~{params / 1e6:.0f}M parameters\n")
+    print(f"Each side in its own processes, {args.rounds} rounds:\n")
+    print(HEADER)
     for dtype in args.dtypes:
-        results = measure(model_dir, dtype, args.rounds)
-        for name, key, better in ROWS:
-            scale = 1e-6 if key == "peak" else 1
-            ours = [r[key] * scale for r in results["ours"]]
-            theirs = [r[key] * scale for r in results["transformers"]]
-            # Ratios pair the two sides of one round: they ran next to each other.
-            ratios = [
-                b / a if better == "lower" else a / b for a, b in zip(ours, theirs, strict=True)
-            ]
-            print(f"| {dtype} | {name} | {spread(ours)} | {spread(theirs)} | "
-                  f"{spread(ratios, '.2f')}x |")  # fmt: skip
+        rows(dtype, measure(model_dir, dtype, args.rounds), ROWS)
+    print(f"\nBoth sides in one process, turn about, {args.alternate} rounds:\n")
+    print(HEADER)
+    for dtype in args.dtypes:
+        command = [sys.executable, __file__, "--side", "alternate", "--model", str(model_dir),
+                   "--dtypes", dtype, "--rounds", str(args.alternate)]  # fmt: skip
+        results = json.loads(subprocess.check_output(command, stderr=subprocess.DEVNULL))
+        rows(dtype, results, [row for row in ROWS if row[1] in ("cold", "warm", "tps")])
+
+
+HEADER = """| dtype | metric | ours (torch backend) | transformers | ours vs transformers |
+|---|---|---:|---:|---:|"""
+
+
+def rows(dtype: str, results: dict[str, list[dict]], metrics) -> None:
+    for name, key, better in metrics:
+        digits = ".0f" if key == "peak" else ".3g"
+        scale = 1e-6 if key == "peak" else 1
+        ours = [r[key] * scale for r in results["ours"]]
+        theirs = [r[key] * scale for r in results["transformers"]]
+        # Ratios pair the two sides of one round: they ran next to each other.
+        pairs = zip(ours, theirs, strict=True)
+        ratios = [b / a if better == "lower" else a / b for a, b in pairs]
+        print(f"| {dtype} | {name} | {spread(ours, digits)} | {spread(theirs, digits)} | "
+              f"{spread(ratios, '.2f')}x |")  # fmt: skip
 
 
 if __name__ == "__main__":
