@@ -88,9 +88,11 @@ def test_greedy_tokens_equal_the_mlx_backend(models):
 def test_reduced_precision_stays_close(models, torch_engine, dtype, quantize, tolerance):
     ids = torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX)
     full = torch_engine.backend.logits(ids)
-    with codestral_engine.load(models["mistral"], "torch", dtype=dtype, quantize=quantize) as eng:
+    options = {"dtype": dtype, "quantize": quantize, "prefill_chunk": 8}  # chunked prompts too
+    with codestral_engine.load(models["mistral"], "torch", **options) as eng:
         reduced = eng.backend.logits(ids)
         done = eng.fim(PROMPT, SUFFIX, max_tokens=8).result()
+        assert len(ids) > 2 * 8
         if quantize:
             linear = eng.backend.model.model.layers[0].mlp.up_proj
             assert type(linear) is {"int8": Int8Linear, "int4": Int4Linear}[quantize]

@@ -158,6 +158,8 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, cache, i, start, mask)
         cache.length = start + T
+        if rows == 0:  # a prompt chunk: no output head
+            return x.new_empty((0, self.args.vocab_size))
         x = self.model.norm(x[:, T - rows :])
         return self.lm_head(x)[0]  # (rows, vocab)
 
@@ -230,7 +232,7 @@ class Int4Linear(nn.Module):
     group of `group` inputs (w = (q - 8) * scale + zero, tinygemm's convention), the weights
     packed in the layout of PyTorch's own int4 matmul for the device (`_weight_int4pack_mm`,
     tinygemm, on CUDA; its `_for_cpu` twin on the CPU). An eighth of float32's bytes per
-    decoded token: Codestral-22B in ~12.5 GB.
+    decoded token: Codestral-22B's weights in 12.1 GB.
 
     The CPU kernel reads a few rows fast and many rows slowly (6x a bf16 matmul at 512 rows),
     so prefill there unpacks the weight into bf16 once per call instead (`dequantized`).
@@ -250,19 +252,14 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_zeros", groups)
         self.out_features, self.in_features = out_features, in_features
 
-    @property
-    def scales(self) -> torch.Tensor:
-        return self.scales_zeros
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
+        packed, group, scales = self.weight, self.group, self.scales_zeros
         if self.cuda:
-            out = torch.ops.aten._weight_int4pack_mm(flat, self.weight, self.group, self.scales)
+            out = torch.ops.aten._weight_int4pack_mm(flat, packed, group, scales)
         elif rows <= PACKED_MAX_ROWS:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                flat, self.weight, self.group, self.scales
-            )
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales)
         else:
             out = F.linear(flat, self.dequantized())
         return out.to(x.dtype).reshape(*x.shape[:-1], -1)
