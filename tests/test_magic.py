@@ -149,15 +149,18 @@ def test_bad_options_are_usage_errors(shell, line, cell, fragment):
     assert magics._target is loaded  # a bad request keeps the loaded engine
 
 
-def test_pull_mistakes_are_usage_errors(shell, capsys):
+def test_pull_mistakes_are_usage_errors(shell, capsys, monkeypatch, tmp_path):
     with pytest.raises(UsageError, match=r"unrecognized arguments: --bogus\nusage: %codestral"):
         shell.run_line_magic("codestral", "pull --bogus")
     shell.run_line_magic("codestral", "pull --help")  # help, not an error
     assert "--accept-license" in capsys.readouterr().out
     with pytest.raises(UsageError, match=r"invalid choice: .3bit.(.|\n)*usage: %codestral pull"):
         shell.run_line_magic("codestral", "pull --quant 3bit")
-    with pytest.raises(UsageError, match="No 4bit checkpoint for the torch backend"):
+    # The hub's own errors too: here the licence, never accepted and not answered.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    with pytest.raises(UsageError, match="License .MNPL. was not accepted"):
         shell.run_line_magic("codestral", "pull --backend torch --quant 4bit")
+    assert "held as int4 at load: serve with --quantize int4" in capsys.readouterr().out
 
 
 def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
