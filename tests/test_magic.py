@@ -158,7 +158,7 @@ def test_pull_mistakes_are_usage_errors(shell, capsys, monkeypatch, tmp_path):
         shell.run_line_magic("codestral", "pull --quant 3bit")
     # The hub's own errors too: here the licence, never accepted and not answered.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    with pytest.raises(UsageError, match="License .MNPL. was not accepted"):
+    with pytest.raises(UsageError, match=r"License \(MNPL\) was not accepted"):
         shell.run_line_magic("codestral", "pull --backend torch --quant 4bit")
     assert "held as int4 at load: serve with --quantize int4" in capsys.readouterr().out
 

@@ -235,7 +235,7 @@ class Int4Linear(nn.Module):
     decoded token: Codestral-22B's weights in 12.1 GB.
 
     The CPU kernel reads a few rows fast and many rows slowly (6x a bf16 matmul at 512 rows),
-    so prefill there unpacks the weight into bf16 once per call instead (`dequantized`).
+    so prefill there unpacks the weight into bf16 a block of outputs at a time (`_many_rows`).
     """
 
     def __init__(self, out_features: int, in_features: int, group: int, cuda: bool):
@@ -261,18 +261,39 @@ class Int4Linear(nn.Module):
         elif rows <= PACKED_MAX_ROWS:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales)
         else:
-            out = F.linear(flat, self.dequantized())
+            out = self._many_rows(flat)
         return out.to(x.dtype).reshape(*x.shape[:-1], -1)
 
     def dequantized(self) -> torch.Tensor:
-        """The bf16 weight (out, in) from the CPU layout: bytes seen as (out/64, in, 32), the
-        low nibble for output j of the block and the high one for output j + 32."""
-        n, k = self.out_features, self.in_features
-        packed = self.weight.view(n // 64, k, 32)
-        q = torch.cat((packed & 0xF, packed >> 4), dim=2).permute(0, 2, 1).reshape(n, k)
-        scales, zeros = self.scales_zeros.unbind(-1)  # (groups, out) each
-        grouped = q.view(n, k // self.group, self.group).to(torch.bfloat16) - 8
-        return (grouped * scales.t()[..., None] + zeros.t()[..., None]).view(n, k)
+        """The whole bf16 weight (out, in), a fresh tensor."""
+        return self._unpack(0, self.out_features, scratch=False).t()
+
+    def _many_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat (rows, in) bf16 @ the weight, unpacked a block of outputs at a time into
+        reused buffers: a bounded working set, and no fresh pages to fault in per pass."""
+        out = flat.new_empty((flat.shape[0], self.out_features))
+        for start in range(0, self.out_features, UNPACK_OUTPUTS):
+            stop = min(start + UNPACK_OUTPUTS, self.out_features)
+            out[:, start:stop] = flat @ self._unpack(start, stop, scratch=True)
+        return out
+
+    def _unpack(self, start: int, stop: int, scratch: bool) -> torch.Tensor:
+        """Outputs [start, stop) of the weight in bf16, as (in, stop - start), from the CPU
+        layout: bytes seen as (out/64, in, 32), the low nibble for output j of a block of 64
+        and the high one for output j + 32. In (in, out) order the unpacking is one copy and
+        the groups' scales and zeros apply without transposing anything."""
+        k, blocks, width = self.in_features, stop // 64 - start // 64, stop - start
+        packed = self.weight.view(-1, k, 32)[start // 64 : stop // 64]
+        levels = _buffer((blocks, k, 64), torch.uint8, scratch)
+        torch.cat((packed & 0xF, packed >> 4), dim=2, out=levels)
+        weight = _buffer((k, blocks, 64), torch.bfloat16, scratch)
+        weight.copy_(levels.permute(1, 0, 2))
+        grouped = weight.view(k // self.group, self.group, width)
+        # (groups, width) each, made contiguous: a strided operand takes a far slower path
+        scales, zeros = (t.contiguous() for t in self.scales_zeros[:, start:stop].unbind(-1))
+        offsets = torch.addcmul(zeros, scales, torch.tensor(-8.0, dtype=scales.dtype))
+        torch.addcmul(offsets[:, None], grouped, scales[:, None], out=grouped)
+        return weight.view(k, width)
 
     def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """This layer's buffers for the float weight `w` (out, in)."""
@@ -286,6 +307,18 @@ class Int4Linear(nn.Module):
 
 
 INT4_GROUPS = (128, 64, 32)  # the largest that divides a layer's inputs is its group
+UNPACK_OUTPUTS = 1024  # outputs unpacked at a time for a many-row int4 pass on the CPU
+_scratch: dict[torch.dtype, torch.Tensor] = {}  # used from the engine's one worker thread
+
+
+def _buffer(shape: tuple[int, ...], dtype: torch.dtype, scratch: bool) -> torch.Tensor:
+    """A tensor of `shape`: a view of a reused buffer that grows as needed, or a fresh one."""
+    numel = shape[0] * shape[1] * shape[2]
+    if not scratch:
+        return torch.empty(shape, dtype=dtype)
+    if dtype not in _scratch or _scratch[dtype].numel() < numel:
+        _scratch[dtype] = torch.empty(numel, dtype=dtype)
+    return _scratch[dtype][:numel].view(shape)
 
 
 def int4_tiles(in_features: int) -> int:
