@@ -12,6 +12,7 @@ Random weights cannot show real acceptance rates, so the measurement is in three
 Models: the ~202M torch model of bench_memory.py (float32 and bfloat16), and the MLX bench
 model of bench_engine.py. MLX runs on the CPU here: its figures say nothing about Metal.
 Usage: python bench/bench_speculative.py [--tokens 64] [--repeats 3] [--backends torch mlx]
+[--torch-formats float32 bfloat16 int8 int4]
 """
 
 from __future__ import annotations
@@ -153,13 +154,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=["torch", "mlx"])
+    parser.add_argument("--torch-formats", nargs="+", default=["float32", "bfloat16"],
+                        choices=("float32", "bfloat16", "int8", "int4"))  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
     setups = []
     if "torch" in args.backends:
         mid = make_tiny(root / "mid", "hf", shape=TinyShape(**MID_SHAPE))
-        setups += [("torch float32 (~202M)", mid, "torch", {"dtype": "float32"}),
-                   ("torch bfloat16 (~202M)", mid, "torch", {"dtype": "bfloat16"})]  # fmt: skip
+        for form in args.torch_formats:
+            quantized = form in ("int8", "int4")  # bf16 activations
+            options = {"dtype": "bfloat16", "quantize": form} if quantized else {"dtype": form}
+            setups.append((f"torch {form} (~202M)", mid, "torch", options))
     if "mlx" in args.backends:
         small = make_tiny(root / "mlx", "mlx", seed=0, shape=BENCH_SHAPE)
         setups.append(("mlx, CPU (bench model)", small, "mlx", {}))

@@ -9,6 +9,8 @@ import pytest
 import codestral_engine
 from codestral_engine import ContextLengthError, Finished, InvalidRequestError, TextDelta
 
+from .conftest import PREFILL_CHUNK
+
 PREFIX = "def greet(name):\n    "
 SUFFIX = "\n\ngreet('Ada')\n"
 
@@ -230,7 +232,7 @@ def test_the_first_token_reads_the_prompts_last_part_in_its_own_pass(
     was = fresh_engine.speculative
     fresh_engine.speculative = speculative
     try:
-        chunk = fresh_engine._runtime.prefill_chunk
+        chunk = PREFILL_CHUNK
         text = "import numpy as np\n" * 5 + PREFIX
         ids = fresh_engine.tokenizer.encode_fim(text, SUFFIX)[: 2 * chunk + 5]
         done = fresh_engine.submit(ids, max_tokens=1).result()

@@ -105,7 +105,7 @@ def test_reduced_precision_stays_close(models, torch_engine, dtype, quantize, to
 def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_features, group):
     torch.manual_seed(0)
     weight = torch.randn(out_features, in_features)
-    layer = Int4Linear(out_features, in_features, group, cuda=False)
+    layer = Int4Linear(out_features, in_features, group, on_cuda=False)
     assert int4_group(out_features, in_features) == group
     layer.load_state_dict(layer.quantized(weight), assign=True)
     q, scales_zeros = quantize_int4(weight, group)
@@ -123,6 +123,40 @@ def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_fe
             expected = x.float() @ reference.float().t()
             error = (layer(x).float() - expected).abs().max() / expected.abs().max()
             assert error < 0.02, (rows, error)
+
+
+INT4_LAYOUT = """
+import torch
+from codestral_engine.backends.torch_model import Int4Linear, cpu_int4_layout
+torch.manual_seed(0)
+layer = Int4Linear(1152, 256, 128, on_cuda=False)  # two blocks of unpacked outputs
+layer.load_state_dict(layer.quantized(torch.randn(1152, 256)), assign=True)
+x = torch.randn(40, 256, dtype=torch.bfloat16)
+kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.weight, 128, layer.scales_zeros)
+with torch.inference_mode():
+    inside = layer(x).float()  # 40 rows: unpacked in the layout found for this kernel
+outside = layer(x).float()  # the reused buffers also serve outside inference mode
+error = max(float((o - kernel.float()).abs().max()) for o in (inside, outside))
+print(error / float(kernel.float().abs().max()), torch.backends.cpu.get_cpu_capability(),
+      cpu_int4_layout())
+"""
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "native"])
+def test_int4_prefill_unpacks_the_layout_of_the_kernel_this_cpu_runs(capability):
+    # PyTorch's CPU int4 packing differs by the kernel it picks for the processor: every
+    # one the CI machine can run is checked against the packed kernel itself.
+    env = dict(os.environ)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability != "native":
+        env["ATEN_CPU_CAPABILITY"] = capability
+    out = subprocess.run(
+        [sys.executable, "-c", INT4_LAYOUT], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    error, running, layout = out.stdout.split(maxsplit=2)
+    assert capability == "native" or running == capability.upper()
+    assert layout != "None" and float(error) < 0.02, out.stdout
 
 
 def test_int4_keeps_float_where_its_kernels_cannot_go(models):

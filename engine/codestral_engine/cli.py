@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert a local checkpoint to the MLX layout, quantized (mlx-lm)",
         description="Quantize a local Codestral checkpoint (Mistral-native or Hugging Face "
         "layout, bf16) into an MLX-layout directory with mlx-lm's quantization, and report how "
-        "far the logits moved. For the torch backend, use --quantize int8 at load instead.",
+        "far the logits moved. For the torch backend, use --quantize int8 or int4 at load instead.",
     )
     convert.add_argument("src", type=Path, help="the checkpoint directory to convert")
     convert.add_argument("dst", type=Path, help="a new directory for the MLX checkpoint")

@@ -21,9 +21,9 @@ def prefill_passes(total: int, chunk: int, *, to_last_token: bool = False) -> It
     """Sizes of the prompt passes before the first decode step, which reads the rest: chunks of
     `chunk` tokens (a cancellation and preemption point after each), then a last part of up to
     1.5 chunks, which the first step reads with its token. Every pass reads all the weights,
-    so a small remainder is not a pass of its own (on the CPU a 115-token pass after a
-    512-token one cost a third of it: bench/README.md). `to_last_token`: leave the first step
-    only the last token.
+    so a small remainder is not a pass of its own (measured on the CPU: a 115-token pass after
+    a 512-token one cost a third of it). `to_last_token`: leave the first step only the last
+    token.
     """
     done, last = 0, 1 if to_last_token else chunk + chunk // 2
     while total - done > last:

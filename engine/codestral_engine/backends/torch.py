@@ -44,6 +44,7 @@ class TorchBackend:
         device: torch.device,
         dtype: torch.dtype,
         static_decode: str | None = None,
+        quantize: str | None = None,
     ):
         self.model = model
         self.torch_device = device
@@ -56,9 +57,10 @@ class TorchBackend:
         self._step = None
         self.slot_owner: _SlotRun | None = None  # whose tokens the slot holds now
         self.slot_limit: int | None = None  # the engine's context window, when it says
-        # Speculative decoding by default where it was measured to win: the CPU (1.95x at 60%
-        # acceptance, 0.95x at 0%: bench/README.md). CUDA: not measured yet.
-        self.speculates = device.type == "cpu"
+        # Speculative decoding by default where it was measured to win: float weights on the
+        # CPU (1.95x at 60% acceptance, 0.95x at 0%: bench/README.md). Not int8 or int4 there,
+        # whose multi-row passes cost more (0.88x at 0%, 1.0x at 60%). CUDA: not measured yet.
+        self.speculates = device.type == "cpu" and quantize is None
 
     def new_cache(self) -> KVCache:
         return KVCache(self.model.args, self.dtype, self.torch_device)
@@ -327,7 +329,8 @@ def load(
     if checkpoint.quantization:
         raise ModelLoadError(
             f"{checkpoint.path} is quantized in MLX's format, which only the MLX backend runs. "
-            "For the torch backend use the bf16 release (add quantize='int8' to save memory)."
+            "For the torch backend use the bf16 release (add quantize='int8' or 'int4' to save "
+            "memory)."
         )
     device, dtype = TorchSpec().target(checkpoint, device, dtype)
     target = torch.device(device)
@@ -345,7 +348,16 @@ def load(
         model = Transformer(args)
     expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
     check_tensors(checkpoint, expected)
-    quantized = quantize_linears(model, quantize, chosen, target) if quantize else {}
+    if quantize == "int4" and target.type == "cuda":
+        capability = torch.cuda.get_device_capability(target)
+        if capability < (8, 0):  # PyTorch builds its int4 kernels (tinygemm) for sm_80 up
+            raise ModelLoadError(
+                f"int4 weights on CUDA need an Ampere or newer GPU (compute capability 8.0+); "
+                f"{torch.cuda.get_device_name(target)} is {capability[0]}.{capability[1]}. "
+                "Use quantize='int8' (--quantize int8) instead."
+            )
+    with torch.device("meta"):  # empty quantized layers: the loop below fills them
+        quantized = quantize_linears(model, quantize, chosen, target) if quantize else {}
 
     def read_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         with safe_open(file, framework="pt", device="cpu") as handle:
@@ -367,7 +379,8 @@ def load(
     model.eval()
     if static_decode is None:
         static_decode = "reduce-overhead" if target.type == "cuda" else "off"
-    return TorchBackend(model, target, chosen, None if static_decode == "off" else static_decode)
+    static = None if static_decode == "off" else static_decode
+    return TorchBackend(model, target, chosen, static, quantize)
 
 
 def make_sampler(

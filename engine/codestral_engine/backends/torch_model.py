@@ -3,10 +3,14 @@
 References: gpt-fast `model.py` (KV cache indexed by position, SDPA, weights assigned from the
 meta device), Hugging Face `modeling_mistral.py` (the numerics to match: RMSNorm in float32,
 half-split RoPE, SwiGLU). Module names follow Hugging Face's so a checkpoint's state dict maps
-one to one. The model knows nothing of quantization: `quantize_int8` swaps its Linear layers.
+one to one. The model knows nothing of quantization: `quantize_linears` swaps its Linear layers
+for int8 or int4 ones.
 """
 
 from __future__ import annotations
+
+import functools
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -231,21 +235,22 @@ class Int4Linear(nn.Module):
     """Weight-only int4 in place of an `nn.Linear`: asymmetric, one bf16 scale and zero per
     group of `group` inputs (w = (q - 8) * scale + zero, tinygemm's convention), the weights
     packed in the layout of PyTorch's own int4 matmul for the device (`_weight_int4pack_mm`,
-    tinygemm, on CUDA; its `_for_cpu` twin on the CPU). An eighth of float32's bytes per
-    decoded token: Codestral-22B's weights in 12.1 GB.
+    tinygemm, on CUDA: Ampere or newer; its `_for_cpu` twin on the CPU). An eighth of
+    float32's bytes per decoded token: Codestral-22B's weights in 12.1 GB.
 
     The CPU kernel reads a few rows fast and many rows slowly (6x a bf16 matmul at 512 rows),
-    so prefill there unpacks the weight into bf16 a block of outputs at a time (`_many_rows`).
+    so prefill there unpacks the weight into bf16 a block of outputs at a time (`_many_rows`),
+    in the layout the running kernel packed (`cpu_int4_layout`).
     """
 
-    def __init__(self, out_features: int, in_features: int, group: int, cuda: bool):
+    def __init__(self, out_features: int, in_features: int, group: int, on_cuda: bool):
         super().__init__()
-        self.group, self.cuda = group, cuda
+        self.group, self.on_cuda = group, on_cuda
         self.tiles = int4_tiles(in_features)
-        if cuda:  # tinygemm's tiles (what _convert_weight_to_int4pack returns)
+        if on_cuda:  # tinygemm's tiles (what _convert_weight_to_int4pack returns)
             shape = (out_features // 8, in_features // (self.tiles * 16), 32, self.tiles // 2)
             packed = torch.empty(shape, dtype=torch.int32)
-        else:  # two nibbles a byte, in blocks of 64 outputs (see `dequantized`)
+        else:  # two nibbles a byte, in blocks of outputs (see `cpu_int4_layout`)
             packed = torch.empty(out_features, in_features // 2, dtype=torch.uint8)
         self.register_buffer("weight", packed)
         groups = torch.empty(in_features // group, out_features, 2, dtype=torch.bfloat16)
@@ -256,16 +261,16 @@ class Int4Linear(nn.Module):
         rows = x.numel() // x.shape[-1]
         flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
         packed, group, scales = self.weight, self.group, self.scales_zeros
-        if self.cuda:
+        if self.on_cuda:
             out = torch.ops.aten._weight_int4pack_mm(flat, packed, group, scales)
-        elif rows <= PACKED_MAX_ROWS:
+        elif rows <= PACKED_MAX_ROWS or cpu_int4_layout() is None:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales)
         else:
             out = self._many_rows(flat)
         return out.to(x.dtype).reshape(*x.shape[:-1], -1)
 
     def dequantized(self) -> torch.Tensor:
-        """The whole bf16 weight (out, in), a fresh tensor."""
+        """The whole bf16 weight (out, in), a fresh tensor (CPU layout)."""
         return self._unpack(0, self.out_features, scratch=False).t()
 
     def _many_rows(self, flat: torch.Tensor) -> torch.Tensor:
@@ -278,15 +283,18 @@ class Int4Linear(nn.Module):
         return out
 
     def _unpack(self, start: int, stop: int, scratch: bool) -> torch.Tensor:
-        """Outputs [start, stop) of the weight in bf16, as (in, stop - start), from the CPU
-        layout: bytes seen as (out/64, in, 32), the low nibble for output j of a block of 64
-        and the high one for output j + 32. In (in, out) order the unpacking is one copy and
-        the groups' scales and zeros apply without transposing anything."""
-        k, blocks, width = self.in_features, stop // 64 - start // 64, stop - start
-        packed = self.weight.view(-1, k, 32)[start // 64 : stop // 64]
-        levels = _buffer((blocks, k, 64), torch.uint8, scratch)
-        torch.cat((packed & 0xF, packed >> 4), dim=2, out=levels)
-        weight = _buffer((k, blocks, 64), torch.bfloat16, scratch)
+        """Outputs [start, stop) of the weight in bf16, as (in, stop - start). In (in, out)
+        order the unpacking is one copy and the groups' scales and zeros apply without
+        transposing anything."""
+        block, paired = cpu_int4_layout()
+        k, blocks, width = self.in_features, (stop - start) // block, stop - start
+        packed = self.weight.view(-1, k, block // 2)[start // block : stop // block]
+        levels = _buffer((blocks, k, block), torch.uint8, scratch)
+        if paired:  # outputs 2j and 2j + 1 of a block share byte j
+            torch.stack((packed & 0xF, packed >> 4), dim=3, out=levels.view(blocks, k, -1, 2))
+        else:  # outputs j and j + block/2 share byte j
+            torch.cat((packed & 0xF, packed >> 4), dim=2, out=levels)
+        weight = _buffer((k, blocks, block), torch.bfloat16, scratch)
         weight.copy_(levels.permute(1, 0, 2))
         grouped = weight.view(k // self.group, self.group, width)
         # (groups, width) each, made contiguous: a strided operand takes a far slower path
@@ -298,27 +306,50 @@ class Int4Linear(nn.Module):
     def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """This layer's buffers for the float weight `w` (out, in)."""
         q, scales_zeros = quantize_int4(w, self.group)
-        if self.cuda:
-            nibbles = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8)
+        if self.on_cuda:
+            nibbles = (q[:, ::2] << 4) | q[:, 1::2]
             packed = torch.ops.aten._convert_weight_to_int4pack(nibbles, self.tiles)
         else:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
         return {"weight": packed, "scales_zeros": scales_zeros}
 
 
 INT4_GROUPS = (128, 64, 32)  # the largest that divides a layer's inputs is its group
 UNPACK_OUTPUTS = 1024  # outputs unpacked at a time for a many-row int4 pass on the CPU
-_scratch: dict[torch.dtype, torch.Tensor] = {}  # used from the engine's one worker thread
+# How PyTorch's CPU int4 packing lays outputs out depends on the kernel it picked for this
+# processor (AVX-512: blocks of 64, AVX2: blocks of 32, its plain kernel: neighbours in blocks
+# of 32): (outputs per block, whether a byte holds two neighbouring outputs).
+_CPU_INT4_LAYOUTS = ((64, False), (32, False), (32, True))
+_scratch = threading.local()  # each engine's worker thread unpacks into its own buffers
+
+
+@functools.cache
+def cpu_int4_layout() -> tuple[int, bool] | None:
+    """The running CPU kernel's int4 layout, found by packing a probe and reading it back with
+    each known layout; None if none matches (many-row passes then use the kernel itself)."""
+    probe = torch.randint(0, 16, (128, 256), dtype=torch.int32, generator=torch.Generator())
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
+    for block, paired in _CPU_INT4_LAYOUTS:
+        view = packed.view(-1, 256, block // 2)
+        low, high = view & 0xF, view >> 4
+        both = torch.stack((low, high), 3) if paired else torch.cat((low, high), 2)
+        if torch.equal(both.reshape(-1, 256, block).permute(0, 2, 1).reshape(128, 256), probe):
+            return block, paired
+    return None
 
 
 def _buffer(shape: tuple[int, ...], dtype: torch.dtype, scratch: bool) -> torch.Tensor:
-    """A tensor of `shape`: a view of a reused buffer that grows as needed, or a fresh one."""
+    """A tensor of `shape`: a view of this thread's reused buffer, grown as needed (made
+    outside inference mode, so passes inside and outside it can both write to it), or a
+    fresh one."""
     numel = shape[0] * shape[1] * shape[2]
     if not scratch:
         return torch.empty(shape, dtype=dtype)
-    if dtype not in _scratch or _scratch[dtype].numel() < numel:
-        _scratch[dtype] = torch.empty(numel, dtype=dtype)
-    return _scratch[dtype][:numel].view(shape)
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    if dtype not in buffers or buffers[dtype].numel() < numel:
+        with torch.inference_mode(False):
+            buffers[dtype] = torch.empty(numel, dtype=dtype)
+    return buffers[dtype][:numel].view(shape)
 
 
 def int4_tiles(in_features: int) -> int:
@@ -335,17 +366,17 @@ def int4_group(out_features: int, in_features: int) -> int | None:
 
 
 def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q (out, in) int32 in 0..15, scales and zeros (in/group, out, 2) bf16) of a float weight:
+    """(q (out, in) uint8 in 0..15, scales and zeros (in/group, out, 2) bf16) of a float weight:
     each group's range mapped onto 16 levels, a block of rows at a time."""
     n, k = w.shape
-    q = torch.empty(n, k, dtype=torch.int32, device=w.device)
+    q = torch.empty(n, k, dtype=torch.uint8, device=w.device)
     scales_zeros = torch.empty(k // group, n, 2, dtype=torch.bfloat16, device=w.device)
     for start in range(0, n, QUANTIZE_ROWS):
         block = w[start : start + QUANTIZE_ROWS].float().view(-1, k // group, group)
         low, high = block.amin(-1), block.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-6)
         levels = ((block - low[..., None]) / scale[..., None]).round().clamp(0, 15)
-        q[start : start + QUANTIZE_ROWS] = levels.view(-1, k).to(torch.int32)
+        q[start : start + QUANTIZE_ROWS] = levels.view(-1, k).to(torch.uint8)
         rows = slice(start, start + QUANTIZE_ROWS)
         scales_zeros[:, rows, 0] = scale.t().to(torch.bfloat16)
         scales_zeros[:, rows, 1] = (low + 8 * scale).t().to(torch.bfloat16)

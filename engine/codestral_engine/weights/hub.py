@@ -2,9 +2,10 @@
 
 `pull` picks the checkpoint for the backend and the memory at hand (on Apple Silicon the
 mlx-community 4-bit or 8-bit conversion, elsewhere Mistral's own bf16 release, which the torch
-backend can also hold as int8), shows the model licence once and records the acceptance, then
-downloads into the Hugging Face cache with `huggingface_hub`: resumable, with a progress bar per
-file, safetensors only. Every file is then checked against the sha256 the hub publishes.
+backend can also hold as int8 or int4), shows the model licence once and records the
+acceptance, then downloads into the Hugging Face cache with `huggingface_hub`: resumable, with a
+progress bar per file, safetensors only. Every file is then checked against the sha256 the hub
+publishes.
 
 `resolve` turns a model setting into a directory: a local path as is, a hub id from the cache
 without touching the network (or an error that says to run `pull`).
