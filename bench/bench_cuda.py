@@ -39,13 +39,13 @@ import codestral_engine
 from codestral_engine.weights.checkpoint import inspect
 from codestral_engine.weights.preflight import plan
 model, quantize, device = sys.argv[1], (None if sys.argv[2] == "none" else sys.argv[2]), sys.argv[3]
-statics = sys.argv[4].split(",")
+statics, window = sys.argv[4].split(","), int(sys.argv[5])
 cuda = device.startswith("cuda")
 if cuda:
     torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
 engine = codestral_engine.load(model, "torch", device=device, dtype="bfloat16",
-                               quantize=quantize, context_length=%(window)d, static_decode="off",
+                               quantize=quantize, context_length=window, static_decode="off",
                                speculative=False)  # plain decode steps: the bandwidth question
 load_s = time.perf_counter() - t
 checkpoint = inspect(model)
@@ -59,7 +59,7 @@ for static in statics:
     warm = engine.fim(prompt + "y", "\\n", max_tokens=64, min_tokens=64).result().usage
     if cuda:
         torch.cuda.synchronize()
-    estimate = plan(checkpoint, "torch", "bfloat16", quantize, %(window)d, static != "off")
+    estimate = plan(checkpoint, "torch", "bfloat16", quantize, window, static != "off")
     print(json.dumps({
         "layers": checkpoint.model_config.num_hidden_layers, "quantize": quantize or "bf16",
         "static_decode": static, "load_s": load_s, "estimate_bytes": estimate.total,
@@ -70,7 +70,7 @@ for static in statics:
         "decode_tok_s": warm.decode_tokens_per_s,
     }), flush=True)
 engine.close()
-""" % {"window": WINDOW}  # noqa: UP031 (the script's own braces stay as they are)
+"""
 
 
 def hf_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -165,13 +165,6 @@ def bandwidth(device: str) -> float:
     return 2 * a.numel() * 10 / (time.perf_counter() - t)
 
 
-def full_model_bytes(quantize: str) -> int:
-    """Weight bytes Codestral-22B reads per decoded token in this format (the preflight's)."""
-    from codestral_engine.weights.preflight import codestral_22b_plans
-
-    return codestral_22b_plans(WINDOW)["bf16" if quantize == "none" else quantize].weight_bytes
-
-
 def extrapolate(runs: list[dict]) -> dict[tuple[str, str], float]:
     """ms per decode step at 56 layers, from the steps at each measured layer count (a line
     through the two extreme counts; the value itself when 56 layers were measured)."""
@@ -224,7 +217,8 @@ def main() -> None:
                   f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
         for q in args.quantize:
             out = subprocess.run(
-                [sys.executable, "-c", MEASURE, str(model), q, device, ",".join(args.static)],
+                [sys.executable, "-c", MEASURE, str(model), q, device, ",".join(args.static),
+                 str(WINDOW)],
                 capture_output=True, text=True,
             )  # fmt: skip
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -233,13 +227,16 @@ def main() -> None:
                 runs.append(json.loads(line))
             if out.returncode != 0:
                 print(out.stderr[-3000:], flush=True)
+    from codestral_engine.weights.preflight import codestral_22b_plans
+
+    plans = codestral_22b_plans(WINDOW)  # weight bytes read per token, by format
     print("\n| weights | decode step | ms per token, 56 layers | floor (ms) | of bandwidth |")
     print("|---|---|---:|---:|---:|")
     for (q, static), ms in extrapolate(runs).items():
         if args.tiny:  # small layers: a 56-layer floor would mean nothing
             print(f"| {q} | {static} | {ms:.1f} | - | - |")
             continue
-        floor = full_model_bytes("none" if q == "bf16" else q) / bw * 1000
+        floor = plans[q].weight_bytes / bw * 1000
         print(f"| {q} | {static} | {ms:.1f} | {floor:.1f} | {floor / ms:.0%} |")
 
 

@@ -231,6 +231,7 @@ def test_the_first_token_reads_the_prompts_last_part_in_its_own_pass(
 ):
     was = fresh_engine.speculative
     fresh_engine.speculative = speculative
+    assert fresh_engine.speculative is speculative
     try:
         chunk = PREFILL_CHUNK
         text = "import numpy as np\n" * 5 + PREFIX

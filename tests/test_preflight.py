@@ -9,6 +9,7 @@ import pytest
 import codestral_engine
 import codestral_engine.core.engine as engine_module
 from codestral_engine import ContextLengthError, preflight
+from codestral_engine.backends import REGISTRY
 from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
 from codestral_engine.weights.preflight import InsufficientMemoryError, plan
 
@@ -21,10 +22,25 @@ def test_codestral_22b_estimates_match_its_published_sizes():
     assert round(bf16.kv_bytes / 2**30, 2) == 7.0  # the full 32K window
     int8 = plan(checkpoint, "torch", "bfloat16", "int8", 32768)
     assert 0.5 < int8.weight_bytes / bf16.weight_bytes < 0.53
+    int4 = plan(checkpoint, "torch", "bfloat16", "int4", 32768)
+    assert round(int4.weight_bytes / 1e9, 1) == 12.1  # half a byte, plus a group's scale/zero
     assert plan(checkpoint, "torch", "float32", None, 1).kv_bytes_per_token == 448 * 1024
     # CUDA's static decode step holds a slot besides the request's cache: the window twice.
     static = plan(checkpoint, "torch", "bfloat16", None, 32768, static_slot=True)
     assert static.kv_bytes == 2 * bf16.kv_bytes and static.weight_bytes == bf16.weight_bytes
+
+
+def test_the_static_slot_is_counted_where_decoding_uses_it():
+    """One rule decides how torch decodes and what the preflight counts: the slot on CUDA
+    unless turned off, the dynamic step elsewhere unless asked for."""
+    torch_spec, mlx_spec = REGISTRY["torch"], REGISTRY["mlx"]
+    assert torch_spec.static_decode(None, "cuda:1") == "reduce-overhead"
+    assert torch_spec.static_decode("off", "cuda") is None
+    assert torch_spec.static_decode(None, "cpu") is None
+    assert torch_spec.static_decode("aot_eager", "cpu") == "aot_eager"
+    assert torch_spec.holds_decode_slot("cuda", None)
+    assert not torch_spec.holds_decode_slot("cpu", None)
+    assert not mlx_spec.holds_decode_slot("gpu", None)
 
 
 def simulate(monkeypatch, available: int) -> None:
@@ -45,6 +61,12 @@ def test_too_little_memory_is_refused_before_loading_with_numbers_and_fixes(mode
     assert f"{need.total / 1e9:.1f} GB" in message and "KV cache for 32768 tokens" in message
     assert "(simulated)" in message
     assert "context_length=16384" in message and "quantize='int8'" in message
+    assert "quantize='int4'" in message  # a quarter of bf16
+    int8 = plan(inspect(models["mlx"]), "torch", "bfloat16", "int8", 32768)
+    simulate(monkeypatch, int(int8.total * 0.9))
+    with pytest.raises(InsufficientMemoryError) as info:  # int8 already: only int4 is smaller
+        codestral_engine.load(models["mlx"], "torch", quantize="int8", dtype="bfloat16")
+    assert "quantize='int4'" in str(info.value) and "quantize='int8'" not in str(info.value)
 
 
 def test_enough_memory_loads_and_preflight_can_be_skipped(models, monkeypatch):

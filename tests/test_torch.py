@@ -112,13 +112,12 @@ def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_fe
     # The reference dequantization, element by element: (q - 8) * scale + zero, per group.
     scales, zeros = (t.t().repeat_interleave(group, dim=1) for t in scales_zeros.unbind(-1))
     reference = ((q.to(torch.bfloat16) - 8) * scales + zeros).to(torch.bfloat16)
-    # The packed layout is read right (to bf16's rounding: the order of operations differs).
-    torch.testing.assert_close(layer.dequantized(), reference, atol=2e-2, rtol=1e-2)
     # Rounding to 16 levels per group: half a level at most (plus bf16 rounding of the scale).
     step = scales.float()
     assert ((reference.float() - weight).abs() <= 0.5 * step + 0.02 * weight.abs() + 1e-2).all()
     with torch.inference_mode():
-        for rows in (1, 3, 40):  # the int4 kernel for a few rows, bf16 after unpacking for many
+        # The int4 kernel for a few rows; for many, the packed layout read back into bf16.
+        for rows in (1, 3, 40):
             x = torch.randn(rows, in_features, dtype=torch.bfloat16)
             expected = x.float() @ reference.float().t()
             error = (layer(x).float() - expected).abs().max() / expected.abs().max()
@@ -154,9 +153,19 @@ def test_int4_prefill_unpacks_the_layout_of_the_kernel_this_cpu_runs(capability)
         [sys.executable, "-c", INT4_LAYOUT], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    error, running, layout = out.stdout.split(maxsplit=2)
+    error, running, layout = out.stdout.strip().split(maxsplit=2)
     assert capability == "native" or running == capability.upper()
     assert layout != "None" and float(error) < 0.02, out.stdout
+
+
+def test_int4_on_a_gpu_older_than_ampere_is_refused_with_the_fix(models, monkeypatch):
+    import codestral_engine.backends.torch as torch_backend
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
+    with pytest.raises(ModelLoadError, match=r"Ampere or newer.*Tesla T4 is 7\.5.*int8"):
+        torch_backend.load(inspect(models["hf"]), lambda f, s: None, device="cuda",
+                           quantize="int4")  # fmt: skip
 
 
 def test_int4_keeps_float_where_its_kernels_cannot_go(models):

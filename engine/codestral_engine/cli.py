@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import commands
-from .backends import BACKENDS
+from .backends import BACKENDS, REGISTRY
 from .errors import EngineError
 from .weights.download import add_pull_arguments, pull_command
 from .weights.model_choice import MODEL_ENV
@@ -155,8 +155,9 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=("bfloat16", "float16", "float32"), help="torch precision"
     )
     parser.add_argument(
-        "--quantize", choices=("int8", "int4"), help="torch: int8 / int4 weights at load"
-    )
+        "--quantize", choices=REGISTRY["torch"].quantizers, help="torch: weights held as int8 / "
+        "int4 at load"
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=_positive,
         help="torch on the CPU: compute threads (default: $CODESTRAL_ENGINE_THREADS, else the "

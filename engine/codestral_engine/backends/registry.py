@@ -83,6 +83,11 @@ class BackendSpec:
         """Ways this backend can make a model fit, for preflight's refusal."""
         return []
 
+    def holds_decode_slot(self, device: str, static_decode: str | None) -> bool:
+        """Whether decoding holds a second KV cache for the window (a static slot), for
+        preflight."""
+        return False
+
     def warn_if_tight(self, total: int) -> None:
         """Warn (log) when a plan of `total` bytes fits but will run slowly."""
 
@@ -153,6 +158,11 @@ class MLXSpec(BackendSpec):
             f"{gigabytes(eight)}: `codestral-engine convert` or `pull --quant`)"
         ]
 
+    def holds_decode_slot(self, device: str, static_decode: str | None) -> bool:
+        """Whether decoding holds a second KV cache for the window (a static slot), for
+        preflight."""
+        return False
+
     def warn_if_tight(self, total: int) -> None:
         # macOS wires at most ~75% of RAM for the GPU by default; a model close to that is slow.
         if not on_apple_silicon():
@@ -179,6 +189,7 @@ class TorchSpec(BackendSpec):
     framework = "torch"
     install_hint = "pip install torch (see README for the CUDA build)"
     load_options = frozenset({"device", "dtype", "quantize", "threads", "static_decode"})
+    quantizers: ClassVar[tuple[str, ...]] = ("int8", "int4")  # weight-only, largest first
     # 8bit / 4bit: Mistral's bf16 release, held as int8 / int4 at load.
     releases: ClassVar[dict[str, str]] = {
         "bf16": MISTRAL_RELEASE, "8bit": MISTRAL_RELEASE, "4bit": MISTRAL_RELEASE
@@ -213,15 +224,26 @@ class TorchSpec(BackendSpec):
             return linear // 2 + linear // 32 + other * element, element
         return (linear + other) * element, element
 
+    @staticmethod
+    def static_decode(asked: str | None, device: str) -> str | None:
+        """How decode steps run (see `backends.torch.load`): as asked, else through the static
+        slot compiled with CUDA graphs on CUDA, and the dynamic step elsewhere (as fast on the
+        CPU: bench/README.md). None: the dynamic step."""
+        chosen = asked or ("reduce-overhead" if device.startswith("cuda") else "off")
+        return None if chosen == "off" else chosen
+
+    def holds_decode_slot(self, device, static_decode):
+        return self.static_decode(static_decode, device) is not None
+
     def memory_fixes(self, checkpoint, quantize):
-        smaller = {None: ("int8", "int4"), "int8": ("int4",)}.get(quantize, ())
+        smaller = self.quantizers.index(quantize) + 1 if quantize else 0
         share = {"int8": "about half", "int4": "about a quarter"}
         return [f"{kind} weights (quantize='{kind}' / --quantize {kind}: {share[kind]} of bf16)"
-                for kind in smaller]  # fmt: skip
+                for kind in self.quantizers[smaller:]]  # fmt: skip
 
     def release_note(self, quant: str) -> str:
-        kind = {"8bit": "int8", "4bit": "int4"}.get(quant)
-        if kind is None:
+        kind = self.release_plans.get(quant)
+        if kind not in self.quantizers:
             return ""
         return f"bf16 weights, held as {kind} at load: serve with --quantize {kind}."
 

@@ -22,13 +22,7 @@ from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .base import PrefillProgress, prefill_passes
 from .registry import TorchSpec
-from .torch_model import (
-    QUANTIZERS,
-    KVCache,
-    StaticDecoder,
-    Transformer,
-    quantize_linears,
-)
+from .torch_model import KVCache, StaticDecoder, Transformer, quantize_linears
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIN_SLOT = 1024  # tokens: the static slot's smallest capacity (it doubles as needed)
@@ -332,16 +326,17 @@ def load(
             "For the torch backend use the bf16 release (add quantize='int8' or 'int4' to save "
             "memory)."
         )
-    device, dtype = TorchSpec().target(checkpoint, device, dtype)
+    spec = TorchSpec()
+    device, dtype = spec.target(checkpoint, device, dtype)
     target = torch.device(device)
     if target.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
     chosen = DTYPES.get(dtype)
     if chosen is None:
         raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
-    if quantize not in (None, *QUANTIZERS):
+    if quantize not in (None, *spec.quantizers):
         raise ModelLoadError(
-            f"quantize must be None, {' or '.join(map(repr, QUANTIZERS))}, got {quantize!r}."
+            f"quantize must be None, {' or '.join(map(repr, spec.quantizers))}, got {quantize!r}."
         )
     args = checkpoint.model_config
     with torch.device("meta"):
@@ -377,9 +372,7 @@ def load(
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval()
-    if static_decode is None:
-        static_decode = "reduce-overhead" if target.type == "cuda" else "off"
-    static = None if static_decode == "off" else static_decode
+    static = spec.static_decode(static_decode, device)
     return TorchBackend(model, target, chosen, static, quantize)
 
 

@@ -269,38 +269,29 @@ class Int4Linear(nn.Module):
             out = self._many_rows(flat)
         return out.to(x.dtype).reshape(*x.shape[:-1], -1)
 
-    def dequantized(self) -> torch.Tensor:
-        """The whole bf16 weight (out, in), a fresh tensor (CPU layout)."""
-        return self._unpack(0, self.out_features, scratch=False).t()
-
     def _many_rows(self, flat: torch.Tensor) -> torch.Tensor:
         """flat (rows, in) bf16 @ the weight, unpacked a block of outputs at a time into
         reused buffers: a bounded working set, and no fresh pages to fault in per pass."""
         out = flat.new_empty((flat.shape[0], self.out_features))
         for start in range(0, self.out_features, UNPACK_OUTPUTS):
             stop = min(start + UNPACK_OUTPUTS, self.out_features)
-            out[:, start:stop] = flat @ self._unpack(start, stop, scratch=True)
+            out[:, start:stop] = flat @ self._unpack(start, stop)
         return out
 
-    def _unpack(self, start: int, stop: int, scratch: bool) -> torch.Tensor:
-        """Outputs [start, stop) of the weight in bf16, as (in, stop - start). In (in, out)
-        order the unpacking is one copy and the groups' scales and zeros apply without
-        transposing anything."""
-        block, paired = cpu_int4_layout()
-        k, blocks, width = self.in_features, (stop - start) // block, stop - start
+    def _unpack(self, start: int, stop: int) -> torch.Tensor:
+        """Outputs [start, stop) of the weight in bf16, as (in, stop - start), in this thread's
+        reused buffers. In (in, out) order the unpacking is one copy and the groups' scales
+        and zeros apply without transposing anything."""
+        layout = cpu_int4_layout()
+        k, block, width = self.in_features, layout[0], stop - start
         packed = self.weight.view(-1, k, block // 2)[start // block : stop // block]
-        levels = _buffer((blocks, k, block), torch.uint8, scratch)
-        if paired:  # outputs 2j and 2j + 1 of a block share byte j
-            torch.stack((packed & 0xF, packed >> 4), dim=3, out=levels.view(blocks, k, -1, 2))
-        else:  # outputs j and j + block/2 share byte j
-            torch.cat((packed & 0xF, packed >> 4), dim=2, out=levels)
-        weight = _buffer((k, blocks, block), torch.bfloat16, scratch)
+        levels = _levels(packed, layout, _buffer((width // block, k, block), torch.uint8))
+        weight = _buffer((k, width // block, block), torch.bfloat16)
         weight.copy_(levels.permute(1, 0, 2))
         grouped = weight.view(k // self.group, self.group, width)
         # (groups, width) each, made contiguous: a strided operand takes a far slower path
         scales, zeros = (t.contiguous() for t in self.scales_zeros[:, start:stop].unbind(-1))
-        offsets = torch.addcmul(zeros, scales, torch.tensor(-8.0, dtype=scales.dtype))
-        torch.addcmul(offsets[:, None], grouped, scales[:, None], out=grouped)
+        torch.addcmul((zeros - 8 * scales)[:, None], grouped, scales[:, None], out=grouped)
         return weight.view(k, width)
 
     def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -331,20 +322,26 @@ def cpu_int4_layout() -> tuple[int, bool] | None:
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
     for block, paired in _CPU_INT4_LAYOUTS:
         view = packed.view(-1, 256, block // 2)
-        low, high = view & 0xF, view >> 4
-        both = torch.stack((low, high), 3) if paired else torch.cat((low, high), 2)
-        if torch.equal(both.reshape(-1, 256, block).permute(0, 2, 1).reshape(128, 256), probe):
+        levels = torch.empty((*view.shape[:2], block), dtype=torch.uint8)
+        _levels(view, (block, paired), levels)
+        if torch.equal(levels.permute(0, 2, 1).reshape(128, 256), probe.to(torch.uint8)):
             return block, paired
     return None
 
 
-def _buffer(shape: tuple[int, ...], dtype: torch.dtype, scratch: bool) -> torch.Tensor:
-    """A tensor of `shape`: a view of this thread's reused buffer, grown as needed (made
-    outside inference mode, so passes inside and outside it can both write to it), or a
-    fresh one."""
+def _levels(packed: torch.Tensor, layout: tuple[int, bool], out: torch.Tensor) -> torch.Tensor:
+    """Packed bytes (blocks, in, block/2) -> `out` (blocks, in, block): each output's level."""
+    if layout[1]:  # outputs 2j and 2j + 1 of a block share byte j
+        torch.stack((packed & 0xF, packed >> 4), dim=3, out=out.view(*packed.shape, 2))
+    else:  # outputs j and j + block/2 share byte j
+        torch.cat((packed & 0xF, packed >> 4), dim=2, out=out)
+    return out
+
+
+def _buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor of `shape`, a view of this thread's reused buffer, grown as needed (made outside
+    inference mode, so passes inside and outside it can both write to it)."""
     numel = shape[0] * shape[1] * shape[2]
-    if not scratch:
-        return torch.empty(shape, dtype=dtype)
     buffers = _scratch.__dict__.setdefault("buffers", {})
     if dtype not in buffers or buffers[dtype].numel() < numel:
         with torch.inference_mode(False):
@@ -381,9 +378,6 @@ def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tens
         scales_zeros[:, rows, 0] = scale.t().to(torch.bfloat16)
         scales_zeros[:, rows, 1] = (low + 8 * scale).t().to(torch.bfloat16)
     return q, scales_zeros
-
-
-QUANTIZERS = ("int8", "int4")
 
 
 def quantize_linears(module: nn.Module, kind: str, dtype: torch.dtype, device: torch.device):

@@ -312,9 +312,7 @@ def load(
     spec = resolve(backend, checkpoint)
     if preflight:
         target, compute = spec.target(checkpoint, device, dtype)
-        static = spec.name == "torch" and (
-            static_decode not in (None, "off") or (static_decode is None and target != "cpu")
-        )  # the static decode step's slot: on CUDA by default
+        static = spec.holds_decode_slot(target, static_decode)
         need = memory.plan(checkpoint, spec.name, compute, quantize, window, static)
         memory.check(checkpoint, spec.name, target, need, quantize)
     options = {"device": device, "dtype": dtype, "quantize": quantize, "threads": threads,
