@@ -75,10 +75,12 @@ def fix_messages(
     above: str = "",
     below: str = "",
     explain: bool = False,
+    project: str = "",
 ) -> list[dict[str, str]]:
     """The chat request for `failed`: `facts` are kernel-facts lines, `above` / `below` the
-    nearby cells as the ghost text's context builder renders them (within its budget)."""
-    parts = []
+    nearby cells as the ghost text's context builder renders them (within its budget),
+    `project` the signatures of the project's code the cell uses (the same header)."""
+    parts = [project.rstrip() + "\n"] if project.strip() else []
     if above.strip():
         parts.append(f"The notebook's cells above it:\n\n{above.rstrip()}\n")
     parts += [

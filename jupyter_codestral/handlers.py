@@ -44,6 +44,8 @@ from .lab_wire import (
     FixRequest,
 )
 from .notebook_context import Cell, ContextBuilder, TokenCounter
+from .project_context import Origin, ProjectContext
+from .project_outline import ProjectFiles
 
 MAX_BODY_BYTES = 8 << 20
 LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (CodeMirror) show as a new line
@@ -192,6 +194,7 @@ class CompleteHandler(_Streaming):
                 elided_above=context.elided_above,
                 elided_below=context.elided_below,
                 facts=context.facts,
+                definitions=context.definitions,
             )
         )
         params: dict[str, Any] = {
@@ -277,9 +280,11 @@ def _first_line_end(text: str, delta: str) -> int | None:
 class LabService:
     """What the routes share: settings, the engine link and the context builders."""
 
-    def __init__(self, settings: CodestralCompletion):
+    def __init__(self, settings: CodestralCompletion, root_dir: str):
         self.settings = settings
         self.link = EngineLink(settings)
+        self.root_dir = root_dir
+        self._project: tuple[tuple[str, ...], ProjectContext] | None = None
         self._builders: dict[int, ContextBuilder] = {}
         # One thread builds contexts, so the builders' token-count caches see one caller.
         self.context_thread = ThreadPoolExecutor(1, thread_name_prefix="codestral-context")
@@ -298,10 +303,38 @@ class LabService:
             )
         return self._builders[budget]
 
+    def project(self) -> ProjectContext:
+        """The project context over the server's root and the admin's extra directories (a
+        changed setting takes effect on the next request)."""
+        roots = (self.root_dir, *self.settings.project_dirs)
+        if self._project is None or self._project[0] != roots:
+            self._project = (roots, ProjectContext(ProjectFiles(roots)))
+        return self._project[1]
+
+    def definitions(self, body: CompleteRequest | FixRequest, cursor: int | None):
+        """The project's definitions for a request's document, if the user and the server
+        want them (Python only: the signatures are Python's); `cursor` None: no cursor line
+        to leave out of the current cell's imports."""
+        if not (body.project and self.settings.project_context):
+            return []
+        if body.language.lower() not in ("python", "ipython"):
+            return []
+        origins = [Origin(o.name, o.file, o.qualname) for o in body.origins]
+        sources = [c.source if c.cell_type == "code" else "" for c in body.cells]
+        return self.project().definitions(
+            body.path, sources, body.cell, cursor, origins, body.focus
+        )
+
     def context(self, body: CompleteRequest):
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
         builder = self.builder(body.context_tokens)
-        return builder.build(cells, body.cell, body.cursor, body.language, body.facts)
+        if body.cell < len(cells) and body.cursor <= len(cells[body.cell].source):
+            definitions = self.definitions(body, body.cursor)
+        else:
+            definitions = []  # build() says what is wrong
+        return builder.build(
+            cells, body.cell, body.cursor, body.language, body.facts, definitions
+        )
 
     def fix_request(self, body: FixRequest) -> tuple[list[dict[str, str]], int]:
         """The chat messages for a fix and the most tokens its answer may take: the whole cell
@@ -316,13 +349,19 @@ class LabService:
         # The nearby cells, as the ghost text sees them around an empty cell in its place.
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
         cells[body.cell] = Cell("code", "")
-        around = self.builder(body.context_tokens).build(cells, body.cell, 0, body.language)
+        builder = self.builder(body.context_tokens)
+        around = builder.build(cells, body.cell, 0, body.language)
         explain = body.mode == "explain"
         names = set(failed.names())  # the facts of the names the cell and its error mention
         facts = [f for f in body.facts if f.split(":", 1)[0].strip() in names]
+        # The project's code those names come from (a TypeError from a wrong keyword needs
+        # the real signature), within the same share of the budget as the ghost text's.
+        definitions = [d for d in self.definitions(body, None) if d.name in names]
+        project, _, _ = builder.project_header(definitions, "#")
         messages = fix.fix_messages(
-            failed, facts, above=around.prefix, below=around.suffix, explain=explain
-        )
+            failed, facts, above=around.prefix, below=around.suffix, explain=explain,
+            project=project,
+        )  # fmt: skip
         if explain:
             return messages, fix.EXPLAIN_TOKENS
         return messages, min(2 * self.counter(source) + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)
@@ -339,7 +378,7 @@ ROUTES = {
 
 def setup_handlers(serverapp) -> LabService:
     settings = CodestralCompletion(parent=serverapp)
-    codestral = LabService(settings)
+    codestral = LabService(settings, serverapp.root_dir)
     web_app = serverapp.web_app
     web_app.settings["codestral"] = codestral
     base = web_app.settings["base_url"]

@@ -1,5 +1,6 @@
 """Live facts about a kernel's objects, for the model's context: DataFrame columns and dtypes,
-array and tensor shapes, dict keys, a function's parameters, a module's name.
+array and tensor shapes, dict keys, a function's parameters, a module's name; and where the
+project's own names come from (`origins`).
 
 Safe by construction: only objects of exact, allow-listed types are described (pandas,
 numpy and torch objects, builtins, modules, plain functions; subclasses are not), through
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import sys
 import time
 import types
@@ -197,6 +199,53 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def origins(names: list[str], namespace: dict | None = None) -> list[list[str]]:
+    """`[name, file, qualname]` for the `names` that are functions, classes, modules or
+    instances of classes defined in a file outside the Python installation: where the kernel
+    got them (after `sys.path` edits, `%run`, editable installs), for the project context.
+    `qualname` is "" for a module. Only exact types and own namespaces are read, so no user
+    code runs (no `__getattr__`, properties or metaclass hooks)."""
+    space = namespace if namespace is not None else vars(sys.modules["__main__"])
+    installed = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    started, found = time.perf_counter(), []
+    for name in names:
+        if len(found) >= MAX_NAMES or time.perf_counter() - started > TIME_BUDGET_S:
+            break
+        if type(name) is not str or name.startswith("_") or name not in space:
+            continue
+        try:
+            where = _origin(space[name])
+        except Exception:  # an object in a broken state: leave it out
+            continue
+        if where and not where[0].startswith(installed) and "-packages" not in where[0]:
+            found.append([name, *where])
+    return found
+
+
+def _origin(value: object) -> tuple[str, str] | None:
+    kind = type(value)
+    if kind is types.FunctionType:
+        code, qualname = value.__code__, value.__qualname__
+        if "<" in qualname:  # a lambda or a nested function: not a project name to show
+            return None
+        return _file(code.co_filename), qualname
+    if kind is types.ModuleType:
+        return _file(value.__dict__.get("__file__")), ""
+    cls = value if issubclass(kind, type) else kind  # a class, else an instance's class
+    module = _own(cls).get("__module__")
+    qualname = type.__dict__["__qualname__"].__get__(cls)  # past any metaclass
+    if type(module) is not str or type(qualname) is not str or "<" in qualname:
+        return None
+    home = sys.modules.get(module)
+    if type(home) is not types.ModuleType:
+        return None
+    return _file(home.__dict__.get("__file__")), qualname
+
+
+def _file(path: object) -> str:
+    return path if type(path) is str and path.endswith(".py") else ""
+
+
 class _JSON(str):
     """Shows as its own text, so the probe's answer reaches the extension as JSON."""
 
@@ -209,18 +258,27 @@ def probe(names: list[str], namespace: dict) -> _JSON:
     return _JSON(json.dumps(facts(names, namespace)))
 
 
-PROBE_MODULE = "__codestral_facts_v1"  # one name in the user's namespace, versioned
+def probe_origins(names: list[str], namespace: dict) -> _JSON:
+    """The probe's second answer: where the names come from, as JSON."""
+    return _JSON(json.dumps(origins(names, namespace)))
+
+
+PROBE_MODULE = "__codestral_facts_v2"  # one name in the user's namespace, versioned
 
 
 @functools.lru_cache(maxsize=1)
 def probe_request() -> dict[str, str]:
     """What the extension sends a kernel: `setup` (silent, no history) defines this module in
-    the kernel once; `expression` (a user expression, with NAMES replaced by a JSON list of
-    names) answers with the facts as JSON."""
+    the kernel once; `expression` and `origins` (user expressions, with NAMES replaced by a
+    JSON list of names) answer with the facts and with where the names come from, as JSON."""
     source = open(__file__, encoding="utf-8").read()  # noqa: SIM115 (read once per server)
     setup = (
         f"if {PROBE_MODULE!r} not in globals():\n"
         f"    {PROBE_MODULE} = __import__('types').ModuleType({PROBE_MODULE!r})\n"
         f"    exec(compile({source!r}, '<codestral probe>', 'exec'), {PROBE_MODULE}.__dict__)\n"
     )
-    return {"setup": setup, "expression": f"{PROBE_MODULE}.probe(NAMES, globals())"}
+    return {
+        "setup": setup,
+        "expression": f"{PROBE_MODULE}.probe(NAMES, globals())",
+        "origins": f"{PROBE_MODULE}.probe_origins(NAMES, globals())",
+    }

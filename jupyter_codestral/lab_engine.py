@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Float, Integer, List, Unicode
 
 from codestral_engine import choose_model, connection
 
@@ -41,6 +41,17 @@ class CodestralCompletion(CodestralSettings):
         DEFAULT_SUFFIX_SHARE, help="Share of the context budget for code after the cursor."
     ).tag(config=True)
     max_tokens_limit = Integer(256, help="Most tokens a browser may ask for.").tag(config=True)
+    project_context = Bool(
+        True,
+        help="Put the signatures of the project's own functions and classes that a notebook "
+        "uses at the top of the prompt (read with `ast` from files under the server's root; "
+        "with a remote engine they go to that server). False turns it off for everyone.",
+    ).tag(config=True)
+    project_dirs = List(
+        Unicode(),
+        help="Directories besides the server's root whose Python files the project context "
+        "may read (a shared library of the course, a package checked out elsewhere).",
+    ).tag(config=True)
 
 
 def engine_starting() -> CodestralError:

@@ -20,7 +20,29 @@ class Cell(BaseModel):
     source: StrictStr
 
 
-class CompleteRequest(BaseModel):
+class Origin(BaseModel):
+    """Where the kernel says a name comes from (kernel_facts' `origins`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr = Field(max_length=200)
+    file: StrictStr = Field(max_length=4_096)
+    qualname: StrictStr = Field("", max_length=400)
+
+
+Names = Annotated[list[Annotated[StrictStr, Field(max_length=200)]], Field(max_length=400)]
+
+
+class ProjectFields(BaseModel):
+    """What the project context needs: where the document is, where the kernel says its names
+    come from, and the names the current cell held when the cursor entered it."""
+
+    path: StrictStr | None = Field(None, max_length=4_096)  # under the server's root
+    project: StrictBool = True  # the user's "project code in the context" setting
+    origins: list[Origin] = Field([], max_length=MAX_NAMES)
+    focus: Names = []
+
+
+class CompleteRequest(ProjectFields):
     """The notebook (or file) and where the cursor is, with this suggestion's settings."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +71,7 @@ class ErrorOutput(BaseModel):
     traceback: list[Annotated[StrictStr, Field(max_length=100_000)]] = Field([], max_length=1_000)
 
 
-class FixRequest(BaseModel):
+class FixRequest(ProjectFields):
     """A failed cell (`cells[cell]`, as it is now) and its error output: propose the corrected
     cell ("fix"), or explain the error in a sentence or two ("explain": the hints mode)."""
 
@@ -73,6 +95,7 @@ class ContextEvent(BaseModel):
     elided_above: int
     elided_below: int
     facts: int = 0  # kernel facts in the prompt's header
+    definitions: int = 0  # the project's definitions in the prompt's header
 
 
 class DeltaEvent(BaseModel):

@@ -21,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .project_context import Definition
+
 DEFAULT_BUDGET = 2048  # prompt tokens: llama.vim and Tabby use about 1.5-2K for FIM
 DEFAULT_SUFFIX_SHARE = 0.25  # prefix:suffix = 3:1, the split llama.cpp's /infill uses
 LINE_RESERVE = 96  # tokens kept for the line being typed
@@ -31,6 +33,7 @@ MAX_TOKEN_CHARS = 64  # no Codestral token spells more (its longest: 16; a safe 
 SEPARATOR = "\n\n"
 NOTE_RESERVE = 16  # tokens for the "(N earlier cells not shown)" comment
 FACTS_SHARE = 0.125  # of the budget, at most, for the kernel's live objects
+PROJECT_SHARE = 0.25  # of the budget, at most, for the project's own definitions
 
 COMMENT_PREFIX = {
     "python": "#", "r": "#", "julia": "#", "bash": "#", "sh": "#", "ruby": "#", "perl": "#",
@@ -57,6 +60,7 @@ class FIMContext:
     elided_above: int  # cells left out entirely
     elided_below: int
     facts: int = 0  # kernel facts in the header
+    definitions: int = 0  # the project's definitions in the header
 
 
 class TokenCounter:
@@ -102,11 +106,13 @@ class ContextBuilder:
         cursor: int,
         language: str = "python",
         facts: Sequence[str] = (),
+        definitions: Sequence[Definition] = (),
     ) -> FIMContext:
-        """The context for the cursor at character `cursor` of `cells[index]`; `facts` (live
-        objects in the kernel) open the prefix as a comment header, within FACTS_SHARE of the
-        budget. They change only when an execution changes them, so typing keeps the header,
-        and the prompt cache with it."""
+        """The context for the cursor at character `cursor` of `cells[index]`; `definitions`
+        (the project's code the document uses, most wanted first) and `facts` (live objects
+        in the kernel) open the prefix as a comment header, within PROJECT_SHARE and
+        FACTS_SHARE of the budget. They change only on an execution, a save or a move to
+        another cell, so typing keeps the header, and the prompt cache with it."""
         if not 0 <= index < len(cells):
             raise ValueError(f"Cell index {index} is outside the notebook's {len(cells)} cells.")
         current = cells[index].source
@@ -118,7 +124,9 @@ class ContextBuilder:
         suffix_parts, suffix_tokens, below = self._suffix(
             current[cursor:], cells[index + 1 :], suffix_budget, comment
         )
+        project, project_tokens, shown_definitions = self.project_header(definitions, comment)
         header, header_tokens, shown_facts = self._facts_header(facts, comment)
+        header, header_tokens = project + header, project_tokens + header_tokens
         prefix_budget = self.budget - suffix_tokens - header_tokens
         head = current[:cursor]
         line_start = head.rfind("\n") + 1
@@ -145,7 +153,32 @@ class ContextBuilder:
             elided_above=elided_above,
             elided_below=elided_below,
             facts=shown_facts,
+            definitions=shown_definitions,
         )
+
+    def project_header(
+        self, definitions: Sequence[Definition], comment: str
+    ) -> tuple[str, int, int]:
+        """The project's definitions as comment lines, whole ones in order while they fit
+        PROJECT_SHARE; each file named before its first definition shown."""
+        if not definitions:
+            return "", 0, 0
+        budget = int(self.budget * PROJECT_SHARE)
+        lines = [f"{comment} From the project's own files:\n"]
+        used, shown, where = self.count(lines[0]) + 2, 0, None
+        for definition in definitions:
+            block = [f"{comment} {definition.where}:\n"] if definition.where != where else []
+            block += [f"{comment} {line}\n" for line in definition.lines]
+            n = sum(self.count(line) + 1 for line in block)
+            if used + n > budget:
+                continue
+            lines += block
+            used += n
+            shown += 1
+            where = definition.where
+        if not shown:
+            return "", 0, 0
+        return "".join(lines) + "\n", used, shown
 
     def _facts_header(self, facts: Sequence[str], comment: str) -> tuple[str, int, int]:
         """The kernel's live objects as comment lines, as many as fit FACTS_SHARE."""

@@ -160,3 +160,45 @@ def test_the_magic_header_follows_the_same_rules():
     assert "# df: pandas.DataFrame, 1 rows x 1 columns: 'a' (int64)" in header
     assert "# items: list of 2 items" in header
     assert "trap" not in header and touched == []
+
+
+def origins(kc, names: list[str]) -> list[list[str]]:
+    """The probe's second user expression, as the extension sends it."""
+    request = probe_request()
+    expression = request["origins"].replace("NAMES", json.dumps(names))
+    msg_id = kc.execute(request["setup"], silent=True, store_history=False,
+                        user_expressions={"codestral_origins": expression})  # fmt: skip
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    answer = reply["content"]["user_expressions"]["codestral_origins"]
+    assert answer["status"] == "ok", answer
+    return json.loads(answer["data"]["text/plain"])
+
+
+def test_the_kernel_says_where_project_names_come_from(kernel, tmp_path):
+    """A package put on sys.path by a path computed at run time: static reading cannot find
+    it, the kernel can; library names and the traps are left alone."""
+    package = tmp_path / "project" / "src" / "shop"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "pricing.py").write_text(
+        "def net_price(gross, vat_rate=0.2):\n    return gross\n"
+        "class Basket:\n    def add(self, item, quantity=1):\n        pass\n"
+    )
+    code = (
+        "import sys, pathlib\n"
+        f"sys.path.insert(0, str(pathlib.Path({str(tmp_path)!r}) / 'project' / 'src'))\n"
+        "from shop.pricing import net_price, Basket\nimport shop.pricing as pricing\n"
+        "basket = Basket()\n"
+    )
+    reply, _ = run_in_kernel(kernel, code)
+    assert reply["status"] == "ok", reply
+    names = ["net_price", "Basket", "basket", "pricing", "np", "sales", *NAMES]
+    found = {name: (file, qualname) for name, file, qualname in origins(kernel, names)}
+    module = str(package / "pricing.py")
+    assert found["net_price"] == (module, "net_price")
+    assert found["Basket"] == found["basket"] == (module, "Basket")
+    assert found["pricing"] == (module, "")
+    assert "np" not in found and "sales" not in found  # installed packages
+    touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
+    assert touched["status"] == "ok", touched  # no user code ran

@@ -352,3 +352,47 @@ async def test_fix_refuses_bad_input_and_follows_the_server_policy(jp_fetch, cod
         await fix(jp_fetch, FIX_BODY)
     assert info.value.code == 403
     assert json.loads(info.value.response.body)["error"]["kind"] == "disabled"
+
+
+PRICING = '''
+def net_price(gross: float, vat_rate: float = 0.2, *, rounding: int = 2) -> float:
+    """The price without VAT."""
+    return round(gross / (1 + vat_rate), rounding)
+'''
+PROJECT_CELLS = [
+    {"cell_type": "code", "source": "from pricing import net_price"},
+    {"cell_type": "code", "source": "price = net_price("},
+]
+PROJECT_BODY = {"cells": PROJECT_CELLS, "cell": 1, "cursor": 18, "max_tokens": 4,
+                "path": "shop/prices.ipynb"}  # fmt: skip
+
+
+async def test_completion_carries_the_projects_signatures(jp_fetch, codestral, jp_root_dir):
+    (jp_root_dir / "shop").mkdir()
+    (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)
+    got = await complete(jp_fetch, PROJECT_BODY)
+    assert got[0]["definitions"] == 1 and got[-1]["type"] == "done"
+    prefix = codestral.context(codestral_body(PROJECT_BODY)).prefix
+    assert prefix.startswith("# From the project's own files:\n# shop/pricing.py:\n")
+    assert "vat_rate: float = 0.2, *, rounding: int = 2) -> float:" in prefix
+    # The user's setting, and the server's, turn it off.
+    off = await complete(jp_fetch, dict(PROJECT_BODY, project=False))
+    assert off[0]["definitions"] == 0
+    codestral.settings.project_context = False
+    assert (await complete(jp_fetch, PROJECT_BODY))[0]["definitions"] == 0
+
+
+async def test_the_fix_sees_the_signature_a_wrong_keyword_missed(codestral, jp_root_dir):
+    from jupyter_codestral.lab_wire import FixRequest
+
+    (jp_root_dir / "shop").mkdir()
+    (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)
+    failed = "price = net_price(120, vat=0.1)"
+    error = {"ename": "TypeError",
+             "evalue": "net_price() got an unexpected keyword argument 'vat'",
+             "traceback": [f"----> 1 {failed}", "TypeError: net_price() got an unexpected "
+                           "keyword argument 'vat'"]}  # fmt: skip
+    body = {"cells": [PROJECT_CELLS[0], {"cell_type": "code", "source": failed}], "cell": 1,
+            "error": error, "path": "shop/prices.ipynb"}  # fmt: skip
+    messages, _ = codestral.fix_request(FixRequest.model_validate(body))
+    assert "# def net_price(gross: float, vat_rate: float = 0.2" in messages[1]["content"]

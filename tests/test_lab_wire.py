@@ -16,20 +16,23 @@ MIRRORED = [  # every model the module defines
     if isinstance(value, type) and issubclass(value, BaseModel)
     and value.__module__ == lab_wire.__name__
 ]  # fmt: skip
-_INTERFACE = re.compile(r"export interface (\w+) \{(.*?)\n\}", re.S)
+_INTERFACE = re.compile(r"export interface (\w+)(?: extends (\w+))? \{(.*?)\n\}", re.S)
 _FIELD = re.compile(r"^\s+(\w+)(\??):\s*(.+?);", re.M)
 
 
 def typescript_interfaces(text: str) -> dict[str, dict[str, tuple[bool, str]]]:
-    """name -> field -> (optional, type) for each exported interface."""
-    return {
+    """name -> field -> (optional, type) for each exported interface, with the fields of the
+    interface it extends."""
+    found = _INTERFACE.findall(text)
+    own = {
         name: {f: (opt == "?", kind) for f, opt, kind in _FIELD.findall(body)}
-        for name, body in _INTERFACE.findall(text)
+        for name, _, body in found
     }
+    return {name: own.get(base, {}) | own[name] for name, base, _ in found}
 
 
 def test_every_model_is_mirrored_field_for_field():
-    assert len(MIRRORED) == 9
+    assert len(MIRRORED) == 11
     interfaces = typescript_interfaces(WIRE_TS.read_text())
     for name in MIRRORED:
         model = getattr(lab_wire, name)

@@ -71,10 +71,12 @@ export async function startEngine(): Promise<Record<string, any>> {
   return response.json();
 }
 
-/** The kernel-facts probe: setup code and the user expression (NAMES: a JSON list). */
+/** The kernel-facts probe: setup code and the user expressions (NAMES: a JSON list) for the
+ * facts and for where the names come from. */
 export interface Probe {
   setup: string;
   expression: string;
+  origins: string;
 }
 
 export async function getProbe(): Promise<Probe> {

@@ -53,6 +53,7 @@ export class FixController {
   private serverEnabled = true;
   kernelFacts: KernelFacts | null = null;
   useKernelFacts = true;
+  useProjectContext = true;
   contextTokens: number | null = null;
 
   constructor(
@@ -129,6 +130,7 @@ export class FixController {
   stream(ref: CellRef, error: nbformat.IError, mode: FixMode, signal: AbortSignal) {
     const facts =
       this.useKernelFacts && this.kernelFacts ? this.kernelFacts.get(ref.panel) : [];
+    const project = this.useProjectContext;
     return streamFix(
       {
         cells: notebookCells(ref.panel),
@@ -137,7 +139,10 @@ export class FixController {
         language: notebookLanguage(ref.panel),
         mode,
         context_tokens: this.contextTokens,
-        facts
+        facts,
+        path: ref.panel.context.path,
+        project,
+        origins: project && this.kernelFacts ? this.kernelFacts.originsOf(ref.panel) : []
       },
       signal
     );

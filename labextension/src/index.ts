@@ -99,11 +99,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const apply = () => {
           provider.applySettings(settings.composite as unknown as Partial<Settings>);
           if (provider.kernelFacts) {
-            provider.kernelFacts.enabled = provider.settings.kernelFacts;
+            provider.kernelFacts.describeObjects = provider.settings.kernelFacts;
+            provider.kernelFacts.traceOrigins = provider.settings.projectContext;
           }
           status.setEnabled(provider.settings.enabled);
           if (fixes) {
             fixes.useKernelFacts = provider.settings.kernelFacts;
+            fixes.useProjectContext = provider.settings.projectContext;
             fixes.contextTokens = provider.settings.contextTokens;
             fixes.setEnabled(provider.settings.fixAction);
           }

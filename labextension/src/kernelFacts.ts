@@ -1,6 +1,8 @@
 /**
  * Live facts about the kernel's objects for the ghost text's context (DataFrame columns,
- * array shapes, ...). After an execution, once the kernel is idle, the kernel is asked once:
+ * array shapes, ...), and where the notebook's names come from (the file and qualified name
+ * of each function, class or module the project defines: the project context reads their
+ * signatures on the server). After an execution, once the kernel is idle, the kernel is asked once:
  * the server's probe (`jupyter_codestral/kernel_facts.py`) runs as a silent request without
  * history and answers through a user expression. Never while a cell runs, never per keystroke;
  * the facts stay the same until the next execution, so the prompt's header (and the engine's
@@ -12,13 +14,18 @@ import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/no
 
 import { getProbe, Probe } from './api';
 import { namesToProbe } from './probeNames';
+import { Origin } from './wire';
 
 /** After an execution ends, wait this long for the kernel to stay idle (Run All goes on). */
 const SETTLE_MS = 150;
 
 export class KernelFacts {
-  enabled = true;
+  /** Describe the live objects (the kernel-facts setting). */
+  describeObjects = true;
+  /** Ask where names come from (the project-context setting). */
+  traceOrigins = true;
   private facts = new WeakMap<NotebookPanel, string[]>();
+  private origins = new WeakMap<NotebookPanel, Origin[]>();
   private waiting = new WeakSet<NotebookPanel>();
   private watched = new WeakSet<NotebookPanel>();
   private probe: Promise<Probe> | null = null;
@@ -26,7 +33,7 @@ export class KernelFacts {
   constructor(private readonly notebooks: INotebookTracker) {
     NotebookActions.executed.connect((_, { notebook, cell }) => {
       const panel = this.notebooks.find(p => p.content === notebook);
-      if (panel && this.enabled) {
+      if (panel && (this.describeObjects || this.traceOrigins)) {
         this.schedule(panel, cell.model.sharedModel.getSource());
       }
     });
@@ -34,7 +41,12 @@ export class KernelFacts {
 
   /** The facts for a notebook's prompt: as of its last probe. */
   get(panel: NotebookPanel): string[] {
-    return this.enabled ? this.facts.get(panel) ?? [] : [];
+    return this.describeObjects ? this.facts.get(panel) ?? [] : [];
+  }
+
+  /** Where the notebook's names come from: as of its last probe. */
+  originsOf(panel: NotebookPanel): Origin[] {
+    return this.traceOrigins ? this.origins.get(panel) ?? [] : [];
   }
 
   private schedule(panel: NotebookPanel, executed: string): void {
@@ -79,7 +91,10 @@ export class KernelFacts {
       return;
     }
     this.watched.add(panel);
-    const forget = () => this.facts.delete(panel);
+    const forget = () => {
+      this.facts.delete(panel);
+      this.origins.delete(panel);
+    };
     panel.sessionContext.kernelChanged.connect(forget);
     panel.sessionContext.statusChanged.connect((_, status) => {
       if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
@@ -103,25 +118,41 @@ export class KernelFacts {
       const sources = panel.content.widgets
         .filter(cell => cell.model.type === 'code')
         .map(cell => cell.model.sharedModel.getSource());
-      const names = namesToProbe(sources, executed);
+      const names = JSON.stringify(namesToProbe(sources, executed));
       const future = kernel.requestExecute({
         code: probe.setup,
         silent: true,
         store_history: false,
         allow_stdin: false,
         stop_on_error: false,
-        user_expressions: { codestral: probe.expression.replace('NAMES', JSON.stringify(names)) }
+        user_expressions: {
+          codestral: probe.expression.replace('NAMES', names),
+          codestral_origins: probe.origins.replace('NAMES', names)
+        }
       });
       const reply = await future.done;
-      const answer = (reply.content as any).user_expressions?.codestral;
-      if (answer?.status === 'ok') {
-        const facts = JSON.parse(answer.data['text/plain']);
-        if (Array.isArray(facts)) {
-          this.facts.set(panel, facts.filter(f => typeof f === 'string'));
-        }
-      }
+      const answers = (reply.content as any).user_expressions ?? {};
+      const facts = parseAnswer(answers.codestral);
+      this.facts.set(panel, facts.filter(f => typeof f === 'string'));
+      const origins = parseAnswer(answers.codestral_origins)
+        .filter(o => Array.isArray(o) && o.length === 3 && o.every(p => typeof p === 'string'))
+        .map(([name, file, qualname]) => ({ name, file, qualname }));
+      this.origins.set(panel, origins);
     } catch {
       // a kernel that went away or answered oddly: the header is just absent
     }
+  }
+}
+
+/** A user expression's JSON list, or [] when it failed or answered oddly. */
+function parseAnswer(answer: any): any[] {
+  if (answer?.status !== 'ok') {
+    return [];
+  }
+  try {
+    const value = JSON.parse(answer.data['text/plain']);
+    return Array.isArray(value) ? value : [];
+  } catch {
+    return [];
   }
 }

@@ -17,7 +17,8 @@ import { KernelFacts } from './kernelFacts';
 import { notebookCells, notebookLanguage, notebookPolicy, NotebookPolicy } from './notebookDocument';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
-import { Cell, CompleteRequest, CompletionError } from './wire';
+import { namesToProbe } from './probeNames';
+import { Cell, CompleteRequest, CompletionError, Origin, ProjectFields } from './wire';
 
 export interface Settings {
   enabled: boolean;
@@ -32,6 +33,7 @@ export interface Settings {
   warmOnFocus: boolean;
   triggerOnIndent: boolean;
   kernelFacts: boolean;
+  projectContext: boolean;
   fixAction: boolean;
 }
 
@@ -48,6 +50,7 @@ export const DEFAULT_SETTINGS: Settings = {
   warmOnFocus: true,
   triggerOnIndent: true,
   kernelFacts: true,
+  projectContext: true,
   fixAction: true
 };
 
@@ -61,6 +64,11 @@ export interface DocumentContext {
   policy: NotebookPolicy;
   /** Live objects in the notebook's kernel, as of its last execution. */
   facts?: string[];
+  /** For the project context: the document's path, where the kernel says its names come
+   * from, and the names the current cell held when the cursor entered it. */
+  path?: string;
+  origins?: Origin[];
+  focus?: string[];
 }
 
 const MIME_LANGUAGES: Record<string, string> = {
@@ -90,13 +98,15 @@ export function describe(
       cells: notebookCells(widget, { index: cell, source: request.text }),
       cell,
       language: notebookLanguage(widget),
-      policy: notebookPolicy(widget)
+      policy: notebookPolicy(widget),
+      path: widget.context.path
     };
   }
   if (widget instanceof DocumentWidget && widget.content instanceof FileEditor) {
     const mime = widget.content.model.mimeType;
     const language = MIME_LANGUAGES[mime] ?? mime.replace(/^text\/(x-)?/, '');
-    return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {} };
+    const path = widget.context.path;
+    return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {}, path };
   }
   return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language: 'python', policy: {} };
 }
@@ -143,6 +153,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
   private nextToken = 0;
   /** Where the kernels' live facts come from (notebooks only). */
   kernelFacts: KernelFacts | null = null;
+  /** Per notebook, the active cell and the names it held when the cursor entered it. */
+  private entered = new WeakMap<NotebookPanel, { cell: string; names: string[] }>();
 
   constructor(private readonly hooks: ProviderHooks) {
     this.source = new SuggestionSource({
@@ -227,13 +239,46 @@ export class CodestralProvider implements IInlineCompletionProvider {
     }
   }
 
-  /** The document around the cursor, with the kernel's facts when they are on. */
+  /** The document around the cursor, with the kernel's facts and the names' origins when
+   * they are on. */
   private describe(widget: unknown, request: CompletionHandler.IRequest): DocumentContext | null {
     const document = describe(widget, request);
-    if (document && widget instanceof NotebookPanel && this.kernelFacts && this.settings.kernelFacts) {
-      document.facts = this.kernelFacts.get(widget);
+    if (document && widget instanceof NotebookPanel) {
+      if (this.kernelFacts && this.settings.kernelFacts) {
+        document.facts = this.kernelFacts.get(widget);
+      }
+      if (this.kernelFacts && this.settings.projectContext) {
+        document.origins = this.kernelFacts.originsOf(widget);
+      }
+      document.focus = this.namesOnEntry(widget, request.text);
     }
     return document;
+  }
+
+  /**
+   * The names the active cell held when the cursor entered it: what the project context
+   * ranks first. Fixed until the cursor moves to another cell, so typing never changes the
+   * prompt's header (and the engine's prompt cache survives).
+   */
+  private namesOnEntry(panel: NotebookPanel, text: string): string[] {
+    const cell = panel.content.activeCell?.model.id ?? '';
+    const last = this.entered.get(panel);
+    if (last?.cell === cell) {
+      return last.names;
+    }
+    const names = namesToProbe([], text);
+    this.entered.set(panel, { cell, names });
+    return names;
+  }
+
+  /** The project-context fields of a request. */
+  private projectFields(document: DocumentContext): ProjectFields {
+    return {
+      path: document.path ?? null,
+      project: this.settings.projectContext,
+      origins: document.origins ?? [],
+      focus: document.focus ?? []
+    };
   }
 
   /** What is left of the suggestion the user sees (for accept word / line). */
@@ -284,7 +329,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
       time_budget_ms: s.timeBudgetMs,
       context_tokens: s.contextTokens,
       session: `${this.session}-${candidate}`,
-      facts: document.facts ?? []
+      facts: document.facts ?? [],
+      ...this.projectFields(document)
     };
   }
 
@@ -306,7 +352,9 @@ export class CodestralProvider implements IInlineCompletionProvider {
       language: document.language,
       context_tokens: this.settings.contextTokens,
       warm: true,
-      facts: document.facts ?? [] // the same header as the typed requests: one cached prefix
+      // The same header as the typed requests: one cached prefix.
+      facts: document.facts ?? [],
+      ...this.projectFields(document)
     };
     try {
       for await (const _ of streamCompletion(body, new AbortController().signal)) {

@@ -10,7 +10,25 @@ export interface Cell {
   source: string;
 }
 
-export interface CompleteRequest {
+/** Where the kernel says a name comes from (the probe's `origins`). */
+export interface Origin {
+  name: string;
+  file: string;
+  qualname?: string;
+}
+
+/** What the project context needs (complete and fix requests carry it). */
+export interface ProjectFields {
+  /** The document's path under the server's root. */
+  path?: string | null;
+  /** The user's "project code in the context" setting. */
+  project?: boolean;
+  origins?: Origin[];
+  /** The names the current cell held when the cursor entered it. */
+  focus?: string[];
+}
+
+export interface CompleteRequest extends ProjectFields {
   cells: Cell[];
   cell: number;
   /** In code points of the cell's source. */
@@ -37,7 +55,7 @@ export interface ErrorOutput {
 }
 
 /** A failed cell (`cells[cell]`, as it is now) and its error output. */
-export interface FixRequest {
+export interface FixRequest extends ProjectFields {
   cells: Cell[];
   cell: number;
   error: ErrorOutput;
@@ -57,6 +75,7 @@ export interface ContextEvent {
   elided_above: number;
   elided_below: number;
   facts?: number;
+  definitions?: number;
 }
 
 export interface DeltaEvent {

@@ -1,0 +1,268 @@
+"""Which of the project's own definitions a notebook's prompt should show, most wanted first.
+
+A name the notebook uses is traced to the file that defines it in two ways:
+- the kernel's answer (`kernel_facts.origins`, after each execution): the file and qualified
+  name of each imported function, class, module or class of an instance. It sees what static
+  reading cannot (`sys.path` edits at run time, `%run`, editable installs) and wins;
+- the notebook's own import statements, resolved against the notebook's directory, the
+  server's root, its `src/` and literal `sys.path.insert/append` directories in the notebook.
+
+The result is a list of `Definition`s the context builder fits into its budget. It depends on
+what stays put while the user types in one place: the kernel's answer (changes on an
+execution), the other cells, the names the current cell held when the cursor entered it
+(`focus`), the current cell's imports except on the cursor's line, and the files' contents (a
+save). Ranking: names of the current cell first, then by the distance of the nearest cell that
+mentions them, then the order of their imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .project_outline import Import, ProjectFiles
+
+IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
+ATTRIBUTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+SYS_PATH = re.compile(
+    r"""sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*[rR]?(["'])([^"'\n]+)\1\s*\)"""
+)
+MAGIC = ("%", "!")
+MAX_DEFINITIONS = 40  # names traced per prompt
+MAX_MODULE_NAMES = 12  # public names listed for a module the code uses as `module.`
+MAX_REEXPORT_DEPTH = 3  # `from .core import f` in a package's __init__, followed this far
+UNMENTIONED = 1 << 30  # rank of a name imported but not used in any cell
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the kernel says a name comes from: `qualname` "" for a module."""
+
+    name: str
+    file: str
+    qualname: str = ""
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A project definition as the prompt shows it: the file (relative to the root), then
+    its lines (the signature, a docstring's first line, a class's fields and methods)."""
+
+    name: str  # the name the document uses
+    where: str
+    lines: tuple[str, ...]
+
+
+class ProjectContext:
+    """The project's definitions for a document's names, read only through `files`."""
+
+    def __init__(self, files: ProjectFiles, cache_size: int = 2048):
+        self.files = files
+        self._parsed = _Memo(cache_size)  # cell source -> (imports, sys.path dirs, names)
+
+    def definitions(
+        self,
+        path: str | None,
+        sources: Sequence[str],
+        index: int,
+        cursor: int | None,
+        origins: Iterable[Origin] = (),
+        focus: Iterable[str] = (),
+    ) -> list[Definition]:
+        """The definitions for the names of a document (`sources`: its cells, a file being
+        one cell; `path`: its path under the first root), with the cursor at `cursor` of
+        `sources[index]` (None: no cursor line to leave out), ranked as the module docstring
+        says."""
+        root = self.files.roots[0]
+        here = (root / path).parent if path else root
+        is_module = bool(path) and path.endswith(".py")
+        current = sources[index]
+        if cursor is not None:
+            line_start = current.rfind("\n", 0, cursor) + 1
+            line_end = current.find("\n", cursor)
+            current = current[:line_start] + (current[line_end + 1 :] if line_end >= 0 else "")
+        parsed = [
+            self._parsed.get(current if i == index else source, _parse)
+            for i, source in enumerate(sources)
+        ]
+
+        targets: dict[str, tuple[Path, str]] = {}
+        for origin in origins:  # the kernel's answer wins
+            real = self.files.allowed(origin.file)
+            if real is not None and origin.name not in targets:
+                targets[origin.name] = (real, origin.qualname)
+        extra = [here / d for p in parsed for d in p.sys_path]
+        search = [here, *self.files.roots, *(r / "src" for r in self.files.roots), *extra]
+        order = list(targets)
+        for p in parsed:
+            for imp in p.imports:
+                if imp.local in targets or (imp.level and not is_module):
+                    continue
+                found = self._resolve(imp, search, here)
+                if found is not None:
+                    targets[imp.local] = found
+                    order.append(imp.local)
+
+        rank = self._rank(order, parsed, index, set(focus))
+        attributes = {
+            (owner, attr) for p in parsed for owner, attr in p.attributes if owner in targets
+        }
+        shown: list[Definition] = []
+        seen: set[tuple[Path, str]] = set()
+        for name in sorted(order, key=rank)[:MAX_DEFINITIONS]:
+            file, qualname = targets[name]
+            if (file, qualname) in seen:
+                continue
+            seen.add((file, qualname))
+            used = [attr for owner, attr in sorted(attributes) if owner == name]
+            definition = self._show(name, file, qualname, used)
+            if definition is not None:
+                shown.append(definition)
+        return shown
+
+    def _rank(self, order: list[str], parsed, index: int, focus: set[str]):
+        nearest: dict[str, int] = {}
+        for i, p in enumerate(parsed):
+            if i == index:
+                continue
+            for name in p.names & set(order):
+                nearest[name] = min(nearest.get(name, UNMENTIONED), abs(i - index))
+        position = {name: i for i, name in enumerate(order)}
+
+        def rank(name: str) -> tuple[int, int]:
+            return (0 if name in focus else 1 + nearest.get(name, UNMENTIONED), position[name])
+
+        return rank
+
+    def _show(self, name: str, file: Path, qualname: str, used: list[str]) -> Definition | None:
+        outline = self.files.outline(file)
+        if outline is None:
+            return None
+        where = self.files.relative(file)
+        if outline.note:
+            return Definition(name, where, (f"({outline.note})",))
+        if not qualname:  # a module: the names the code uses first, as one-line signatures
+            names = [*dict.fromkeys([n for n in used if n in outline.definitions]
+                                    + outline.public())][:MAX_MODULE_NAMES]  # fmt: skip
+            lines = [_signature(outline.definitions[n]) for n in names]
+            return Definition(name, where, tuple(lines)) if lines else None
+        lines = outline.member(qualname)
+        if lines is None:
+            return None
+        return Definition(name, where, tuple(lines))
+
+    def _resolve(
+        self, imp: Import, search: list[Path], here: Path, depth: int = 0
+    ) -> tuple[Path, str] | None:
+        """The file and qualified name an import binds, or None outside the project."""
+        bases = [_up(here, imp.level)] if imp.level else search
+        for base in bases:
+            module = self._module_file(base, imp.module)
+            if module is None:
+                continue
+            if imp.name is None:
+                return module, ""
+            outline = self.files.outline(module)
+            if outline is not None and imp.name in outline.definitions:
+                return module, imp.name
+            if outline is not None and depth < MAX_REEXPORT_DEPTH and imp.name in outline.imports:
+                again = outline.imports[imp.name]
+                return self._resolve(again, search, module.parent, depth + 1)
+            submodule = self._module_file(module.parent, imp.name)
+            if module.name == "__init__.py" and submodule is not None:
+                return submodule, ""
+            return (module, imp.name) if outline is not None and outline.note else None
+        return None
+
+    def _module_file(self, base: Path, dotted: str) -> Path | None:
+        parts = [p for p in dotted.split(".") if p]
+        stem = base.joinpath(*parts)
+        candidates = [stem / "__init__.py"] if not parts else [stem.with_suffix(".py"),
+                                                                stem / "__init__.py"]  # fmt: skip
+        for candidate in candidates:
+            real = self.files.allowed(candidate)
+            if real is not None and real.is_file():
+                return real
+        return None
+
+
+def _up(here: Path, level: int) -> Path:
+    for _ in range(level - 1):
+        here = here.parent
+    return here
+
+
+def _signature(lines: list[str]) -> str:
+    """A definition's one line: its `def` or `class` line (or a constant)."""
+    for line in lines:
+        if not line.startswith("@"):
+            return line.removesuffix(":") if line.startswith("class ") else line
+    return lines[0]
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    imports: tuple[Import, ...]
+    sys_path: tuple[str, ...]
+    names: frozenset[str]
+    attributes: frozenset[tuple[str, str]]
+
+
+def _parse(source: str) -> _Parsed:
+    code = "\n".join(
+        "" if line.lstrip().startswith(MAGIC) else line for line in source.splitlines()
+    )
+    try:
+        statements = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError):  # a cell being typed: line by line
+        statements = []
+        for line in code.splitlines():
+            if line.lstrip().startswith(("import ", "from ")):
+                try:
+                    statements.extend(ast.parse(line.strip()).body)
+                except (SyntaxError, ValueError):
+                    continue
+    imports: list[Import] = []
+    for node in statements:
+        if isinstance(node, ast.ImportFrom):
+            imports += [Import(a.asname or a.name, node.module or "", a.name, node.level)
+                        for a in node.names if a.name != "*"]  # fmt: skip
+        elif isinstance(node, ast.Import):
+            imports += [Import(a.asname or a.name.split(".")[0],
+                               a.name if a.asname else a.name.split(".")[0])
+                        for a in node.names]  # fmt: skip
+    dirs = tuple(posixpath.normpath(m.group(2)) for m in SYS_PATH.finditer(code))
+    return _Parsed(
+        tuple(imports),
+        dirs,
+        frozenset(IDENTIFIER.findall(code)),
+        frozenset(ATTRIBUTE.findall(code)),
+    )
+
+
+class _Memo:
+    """A bounded, thread-safe memo of a function of a cell's source."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: OrderedDict[str, _Parsed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: str, compute) -> _Parsed:
+        with self._lock:
+            if (value := self._items.get(source)) is not None:
+                self._items.move_to_end(source)
+                return value
+        value = compute(source)
+        with self._lock:
+            self._items[source] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+

@@ -1,0 +1,219 @@
+"""The project context: signatures read with `ast` from the project's own files (never
+imported), found through the kernel's answer or the notebook's imports, read only under the
+roots, ranked and fitted into the prompt's header without moving while the user types."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jupyter_codestral.notebook_context import Cell, ContextBuilder
+from jupyter_codestral.project_context import Origin, ProjectContext
+from jupyter_codestral.project_outline import MAX_FILE_BYTES, ProjectFiles, outline_source
+
+FEATURES = '''
+"""Feature engineering for the shop."""
+from dataclasses import dataclass
+
+import pandas as pd
+
+WINDOW_DAYS = 28
+
+
+def build_features(frame: pd.DataFrame, window: int = 7, *, dropna: bool = True) -> pd.DataFrame:
+    """Rolling means of every numeric column.
+
+    More text that the prompt does not need.
+    """
+    return frame
+
+
+def _private_helper(x):
+    return x
+
+
+@dataclass
+class Scaler:
+    """Standardises columns."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __init__(self, mean=0.0, std=1.0, clip: float | None = None):
+        self.mean = mean
+
+    def fit(self, frame, columns: list[str] | None = None) -> "Scaler":
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def _internal(self):
+        pass
+'''
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def shown(definitions) -> str:
+    return "\n".join(line for d in definitions for line in (d.where, *d.lines))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    write(root / "analysis" / "features.py", FEATURES)
+    return root
+
+
+def context(root: Path, *extra: Path) -> ProjectContext:
+    return ProjectContext(ProjectFiles([root, *extra]))
+
+
+def test_the_outline_shows_signatures_as_written():
+    outline = outline_source(FEATURES)
+    function = "\n".join(outline.definitions["build_features"])
+    assert ("def build_features(frame: pd.DataFrame, window: int = 7, *, dropna: bool = True)"
+            " -> pd.DataFrame:") in function  # fmt: skip
+    assert '"""Rolling means of every numeric column."""' in function
+    assert "More text" not in function
+    scaler = "\n".join(outline.definitions["Scaler"])
+    assert scaler.startswith("@dataclass\nclass Scaler:")
+    assert "mean: float = 0.0" in scaler and "std: float = 1.0" in scaler
+    assert "def __init__(self, mean=0.0, std=1.0, clip: float | None = None)" in scaler
+    assert "def fit(self, frame, columns: list[str] | None = None) -> 'Scaler'" in scaler
+    assert "@property" in scaler and "def ready(self) -> bool" in scaler
+    assert "_internal" not in scaler
+    assert outline.definitions["WINDOW_DAYS"] == ["WINDOW_DAYS = 28"]
+    assert "_private_helper" not in outline.public()
+
+
+def test_a_module_beside_a_notebook_that_never_ran(root):
+    cells = ["from features import build_features, Scaler", "out = build_features(", ""]
+    found = context(root).definitions("analysis/explore.ipynb", cells, 1, 21)
+    text = shown(found)
+    assert "analysis/features.py" in text
+    assert "window: int = 7, *, dropna: bool = True" in text
+    assert "def fit(self, frame, columns" in text  # a class's methods
+
+
+def test_a_src_package_and_its_reexports(root):
+    write(root / "src" / "shop" / "__init__.py", "from .pricing import net_price\n")
+    write(root / "src" / "shop" / "pricing.py", "def net_price(gross, vat_rate=0.2):\n    ...\n")
+    cells = ["from shop import net_price\nimport shop.pricing as pricing", "pricing."]
+    text = shown(context(root).definitions("notebooks/a.ipynb", cells, 1, 8))
+    assert "src/shop/pricing.py" in text
+    assert "def net_price(gross, vat_rate=0.2)" in text
+
+
+def test_literal_sys_path_edits_and_the_kernels_answer(root, tmp_path):
+    write(root / "lib" / "geo.py", "def haversine(a, b, radius_km=6371.0):\n    ...\n")
+    cells = ["import sys\nsys.path.insert(0, '../lib')\nfrom geo import haversine", "haversine("]
+    text = shown(context(root).definitions("analysis/nb.ipynb", cells, 1, 10))
+    assert "radius_km=6371.0" in text
+    # A path computed at run time: only the kernel knows; its answer wins over imports.
+    write(root / "deep" / "geo2.py", "def haversine(a, b, earth='wgs84'):\n    ...\n")
+    origin = Origin("haversine", str(root / "deep" / "geo2.py"), "haversine")
+    text = shown(context(root).definitions("analysis/nb.ipynb", cells, 1, 10, [origin]))
+    assert "earth='wgs84'" in text and "radius_km" not in text
+
+
+def test_class_members_from_the_kernel(root):
+    origin = Origin("scaler", str(root / "analysis" / "features.py"), "Scaler")
+    text = shown(context(root).definitions(None, ["scaler.fit("], 0, 11, [origin]))
+    assert "class Scaler:" in text and "def fit(self, frame" in text
+
+
+def test_nothing_outside_the_roots_is_read(root, tmp_path):
+    outside = write(tmp_path / "elsewhere" / "secret.py", "def leaked_secret(token='abc'): ...\n")
+    os.symlink(outside, root / "analysis" / "linked.py")
+    cells = ["from linked import leaked_secret", "leaked_secret("]
+    project = context(root)
+    assert project.definitions("analysis/nb.ipynb", cells, 1, 14) == []
+    origin = Origin("leaked_secret", str(outside), "leaked_secret")  # a kernel's answer
+    assert project.definitions("analysis/nb.ipynb", cells, 1, 14, [origin]) == []
+    assert project.definitions("../../elsewhere/nb.ipynb", ["from secret import *"], 0, 0) == []
+    # An admin's extra directory is a root too.
+    text = shown(context(root, tmp_path / "elsewhere").definitions(None, cells, 1, 14, [origin]))
+    assert "token='abc'" in text
+
+
+def test_installed_packages_are_not_the_project(root):
+    write(root / ".venv" / "lib" / "site-packages" / "pkg.py", "def installed(a): ...\n")
+    origin = Origin("installed", str(root / ".venv/lib/site-packages/pkg.py"), "installed")
+    assert context(root).definitions(None, ["installed("], 0, 10, [origin]) == []
+
+
+def test_large_binary_and_undecodable_files(root):
+    big = root / "analysis" / "generated.py"
+    big.write_text("def huge(): ...\n" + "# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    (root / "analysis" / "latin.py").write_bytes(b"def caf\xe9(x): ...\n")
+    (root / "analysis" / "blob.py").write_bytes(b"def blob(): ...\n\0\0")
+    cells = ["from generated import huge\nfrom latin import cafe\nfrom blob import blob", "h"]
+    found = context(root).definitions("analysis/nb.ipynb", cells, 1, 1)
+    notes = [d.lines for d in found]
+    assert notes == [("(analysis/generated.py not read: 1.0 MB, over 1 MB)",)], notes
+
+
+def test_a_save_changes_the_definition(root):
+    project = context(root)
+    cells = ["from features import build_features", "build_features("]
+    before = shown(project.definitions("analysis/nb.ipynb", cells, 1, 15))
+    module = root / "analysis" / "features.py"
+    module.write_text(module.read_text().replace("window: int = 7", "window: int = 14"))
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))
+    after = shown(project.definitions("analysis/nb.ipynb", cells, 1, 15))
+    assert "window: int = 7" in before and "window: int = 14" in after
+
+
+def test_ranking_current_cell_first_then_nearest_and_the_cursor_line_left_out(root):
+    write(root / "analysis" / "more.py", "def alpha(a): ...\ndef beta(b): ...\ndef gamma(c): ...\n")
+    cells = ["from more import alpha, beta, gamma", "beta(1)", "x = 1", "alpha(2)\ngam"]
+    project = context(root)
+    order = [d.name for d in project.definitions("analysis/nb.ipynb", cells, 3, 12, focus=[])]
+    assert order == ["beta", "alpha", "gamma"]  # beta's cell is nearest; gamma unused
+    focused = project.definitions("analysis/nb.ipynb", cells, 3, 12, focus=["gamma"])
+    assert [d.name for d in focused] == ["gamma", "beta", "alpha"]
+    # An import typed on the cursor's line counts only once the cursor leaves the line.
+    typing = ["x = 1", "from more import alpha\nfrom features import build_fe"]
+    assert [d.name for d in project.definitions("analysis/nb.ipynb", typing, 1, 50)] == ["alpha"]
+
+
+def test_the_header_stays_put_while_typing(root):
+    project = context(root)
+    builder = ContextBuilder(lambda text: len(text) // 3 + 1, budget=2048)
+    cells = ["from features import build_features, Scaler", "df = load()", ""]
+    prefixes = []
+    for typed in ["o", "out = ", "out = build_", "out = build_features(df, "]:
+        cells[2] = typed
+        found = project.definitions("analysis/nb.ipynb", cells, 2, len(typed), focus=[])
+        context_ = builder.build([Cell("code", c) for c in cells], 2, len(typed),
+                                 definitions=found)  # fmt: skip
+        assert context_.definitions == 2
+        prefixes.append(context_.prefix)
+    header = prefixes[0].split("\n\n")[0]
+    assert header.startswith("# From the project's own files:\n# analysis/features.py:\n")
+    assert "# def build_features(frame: pd.DataFrame, window: int = 7" in header
+    assert all(p.startswith(prefixes[0][: -len("o")]) for p in prefixes)
+
+
+def test_the_header_keeps_to_its_share_of_the_budget(root):
+    many = "".join(f"def function_{i}(argument_{i}, option_{i}=None): ...\n" for i in range(60))
+    write(root / "analysis" / "wide.py", many)
+    cells = ["import wide", "wide."]
+    found = context(root).definitions("analysis/nb.ipynb", cells, 1, 5)
+    builder = ContextBuilder(lambda text: len(text) // 3 + 1, budget=256)
+    built = builder.build([Cell("code", c) for c in cells], 1, 5, definitions=found)
+    assert built.definitions == 0  # one module's dozen signatures do not fit 64 tokens
+    roomy = ContextBuilder(lambda text: len(text) // 3 + 1, budget=4096)
+    built = roomy.build([Cell("code", c) for c in cells], 1, 5, definitions=found)
+    assert built.definitions == 1 and "def function_11(" in built.prefix
+    assert "function_12(" not in built.prefix  # a module lists at most a dozen names
