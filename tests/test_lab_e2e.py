@@ -76,6 +76,7 @@ def lab(models, tmp_path_factory):
     write_notebook(work / "broken-exam.ipynb", BROKEN_CELLS, {"codestral": {"enabled": False}})
     write_notebook(work / "broken-hints.ipynb", BROKEN_CELLS, {"codestral": {"mode": "hints"}})
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
+    write_project(work)
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
     hub = FakeHub(MISTRAL_RELEASE, models["mistral"])  # for the download command's terminal
@@ -162,6 +163,41 @@ SPY_ON_PROBES = """() => {
         return send(content, ...rest);
     };
 }"""
+
+
+PRICING = '''
+def net_price(gross: float, vat_rate: float = 0.2, *, rounding: int = 2) -> float:
+    """The price without VAT."""
+    return round(gross / (1 + vat_rate), rounding)
+
+
+class Basket:
+    def add(self, item: str, quantity: int = 1, *, discount_code: str | None = None):
+        pass
+'''
+# The package's directory is computed at run time: only the kernel can say where it is.
+PROJECT_CELLS = [
+    "import sys, pathlib\n"
+    "sys.path.insert(0, str(pathlib.Path.cwd().parent / 'code'))\n"
+    "from shop.pricing import net_price, Basket\n"
+    "basket = Basket()",
+    "",
+]
+
+
+def write_project(work: Path) -> None:
+    """A project's own code: a package found only through a run-time sys.path edit, used by
+    analysis/project.ipynb; a module beside beside/never.ipynb, which never runs."""
+    (work / "code" / "shop").mkdir(parents=True)
+    (work / "code" / "shop" / "__init__.py").write_text("")
+    (work / "code" / "shop" / "pricing.py").write_text(PRICING)
+    (work / "analysis").mkdir()
+    write_notebook(work / "analysis" / "project.ipynb", PROJECT_CELLS)
+    (work / "beside").mkdir()
+    (work / "beside" / "inventory.py").write_text(
+        "def restock(item_id: int, amount: int = 12, *, warehouse: str = 'main'):\n    ...\n"
+    )
+    write_notebook(work / "beside" / "never.ipynb", ["from inventory import restock", ""])
 
 
 def logged_prompts(lab, event: str = "fim_prompt") -> list[dict]:
@@ -407,6 +443,52 @@ def test_ghost_text_knows_the_kernels_dataframe(page, lab):
     assert "'region_name_xyz' (" in prompts[-1] and "'amount_eur' (float64)" in prompts[-1]
     header = prompts[-1].split("\n\n")[0]
     assert all(p.startswith(header) for p in prompts)  # the same start while typing
+
+
+def test_ghost_text_knows_the_project_code_the_kernel_imported(page, lab):
+    """A package on sys.path by a path computed at run time: after the import cell runs, the
+    prompt opens with its function's defaults and its class's method parameters, and typing
+    does not change the prompt's start."""
+    open_notebook(page, lab.url, "analysis/project.ipynb")
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
+        " === 'idle'",
+        timeout=60_000,
+    )
+    page.evaluate(SPY_ON_PROBES)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function("() => window.__probes.length >= 1", timeout=30_000)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+        " === 'idle'",
+        timeout=30_000,
+    )
+
+    asked_before = len(logged_prompts(lab))
+    edit_last_cell(page)
+    for ch in "total = net_price(":
+        page.keyboard.type(ch)
+        page.wait_for_timeout(100)
+    wait_for_ghost_to_settle(page)
+    prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
+    assert prompts, "no request reached the engine"
+    last = prompts[-1]
+    assert "# From the project's own files:\n# code/shop/pricing.py:\n" in last, last
+    assert "vat_rate: float = 0.2, *, rounding: int = 2) -> float:" in last
+    assert "def add(self, item: str, quantity: int = 1, *, discount_code" in last
+    start = last[: last.index("basket = Basket()")]
+    assert all(p.startswith(start) for p in prompts)  # the same start while typing
+
+
+def test_a_module_beside_a_notebook_that_never_ran_in_notebook_7(page, lab):
+    open_notebook(page, lab.url, "beside/never.ipynb", app="notebook")
+    asked_before = len(logged_prompts(lab))
+    edit_last_cell(page)
+    page.keyboard.type("rows = restock(", delay=20)
+    wait_for_ghost_to_settle(page)
+    prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
+    assert prompts and "# beside/inventory.py:\n" in prompts[-1], prompts[-1:]
+    assert "amount: int = 12, *, warehouse: str = 'main'" in prompts[-1]
 
 
 def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, tmp_path):

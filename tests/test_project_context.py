@@ -190,7 +190,7 @@ def test_ranking_current_cell_first_then_nearest_and_the_cursor_line_left_out(ro
 def test_the_header_stays_put_while_typing(root):
     project = context(root)
     builder = ContextBuilder(lambda text: len(text) // 3 + 1, budget=2048)
-    cells = ["from features import build_features, Scaler", "df = load()", ""]
+    cells = ["from features import Scaler, build_features", "df = load()", ""]
     prefixes = []
     for typed in ["o", "out = ", "out = build_", "out = build_features(df, "]:
         cells[2] = typed
