@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from IPython.core.error import UsageError
 
-from .context import history_code, variables_header
+from .context import history_code, project_header, variables_header
 
 FILL_MARKER = "<FILL>"
 SYSTEM_PROMPT = (
@@ -29,21 +29,30 @@ Placement = Literal["output", "below", "replace"]
 
 @dataclass(frozen=True)
 class Notebook:
-    """What a mode may read: the kernel's namespace, its history, and the context budgets."""
+    """What a mode may read: the kernel's namespace, its history, the context budgets and
+    where the project's files are (`project_roots`; none: the project context is off)."""
 
     user_ns: Mapping[str, Any]
     history_chars: int
     variables_chars: int
     use_context: bool = True  # False: --no-context
+    project_chars: int = 0
+    project_roots: tuple[str, ...] = ()
+
+    def headers(self, text: str) -> str:
+        """The project's definitions and the live objects of the names `text` mentions."""
+        project = ""
+        if self.project_roots:
+            project = project_header(text, self.user_ns, self.project_chars, self.project_roots)
+        return project + variables_header(text, self.user_ns, self.variables_chars)
 
     def code_before(self, text: str) -> str:
-        """Earlier cells' code and the live-objects header for the names `text` mentions."""
+        """Earlier cells' code and the headers for the names `text` mentions."""
         if not self.use_context:
             return ""
         # Cell magics (this very cell among them) are not Python to continue from.
         cells = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
-        header = variables_header(text, self.user_ns, self.variables_chars)
-        return history_code(cells, self.history_chars) + header
+        return history_code(cells, self.history_chars) + self.headers(text)
 
     def interpolate(self, text: str) -> str:
         """`{name}` / `{name.attr}` replaced by its value; unknown names stay as written."""
@@ -87,7 +96,7 @@ def _answer(cell: str, notebook: Notebook) -> Ask:
     instruction = notebook.interpolate(cell.strip())
     system = SYSTEM_PROMPT
     if notebook.use_context:
-        header = variables_header(instruction, notebook.user_ns, notebook.variables_chars)
+        header = notebook.headers(instruction)
         if header:
             system += "\n" + header
     messages = [{"role": "system", "content": system}, {"role": "user", "content": instruction}]

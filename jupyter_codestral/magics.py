@@ -10,17 +10,19 @@ question; `--insert` / `--replace` write code into a new cell / this one; `--fil
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import Markdown, display
-from traitlets import Enum, Float, Integer, default
+from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from codestral_engine import EngineError, choose_model, connection
 
 from .client import EngineClient, stop_local_server
+from .context import project_header, project_roots
 from .errors import CodestralError
 from .fix import FailureRecorder, clean_proposal, diff, fix_messages
 from .kernel_facts import facts
@@ -86,6 +88,19 @@ class Codestral(Magics, CodestralSettings):
         config=True
     )
     variables_chars = Integer(1200, help="Budget for the live-variables header.").tag(config=True)
+    project_context = Bool(
+        True,
+        help="Show the model the signatures of the project's own functions and classes the "
+        "cell mentions, read from their source files (never imported) under the project's "
+        "root: the nearest folder above the kernel's with .git, pyproject.toml, setup.py or "
+        "setup.cfg, else the kernel's folder. With a remote engine they go to that server.",
+    ).tag(config=True)
+    project_dirs = List(
+        Unicode(), help="More directories whose Python files the project context may read."
+    ).tag(config=True)
+    project_chars = Integer(2000, help="Budget for the project's definitions.").tag(
+        config=True
+    )
     update_interval = Float(0.25, help="Seconds between display updates.").tag(config=True)
     output = Enum(
         ["auto", "display", "print"],
@@ -151,8 +166,9 @@ class Codestral(Magics, CodestralSettings):
         }
         mode, placement = choose(args)
         notebook = Notebook(
-            self.shell.user_ns, self.history_chars, self.variables_chars, not args.no_context
-        )
+            self.shell.user_ns, self.history_chars, self.variables_chars, not args.no_context,
+            self.project_chars, self._project_roots(),
+        )  # fmt: skip
         ask = mode.build(cell, notebook)
         live = self._live_output(as_code=mode.as_code, around=ask.around)
         try:
@@ -270,6 +286,12 @@ class Codestral(Magics, CodestralSettings):
         else:
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
 
+    def _project_roots(self) -> tuple[str, ...]:
+        """Where the project context may read files; () when it is off."""
+        if not self.project_context:
+            return ()
+        return project_roots(os.getcwd(), tuple(self.project_dirs))
+
     def _fix(self, replace: bool) -> None:
         """Stream a corrected version of the last failed cell, then show it as a diff."""
         failed = self.failures.last
@@ -283,7 +305,11 @@ class Codestral(Magics, CodestralSettings):
         try:
             target = self._connect()
             live_facts = facts(failed.names(), dict(self.shell.user_ns))
-            stream = target.chat(fix_messages(failed, live_facts), params)
+            roots = self._project_roots()
+            project = project_header(
+                " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
+            ) if roots else ""  # fmt: skip
+            stream = target.chat(fix_messages(failed, live_facts, project=project), params)
         except CodestralError as exc:
             live.finish("failed")
             self._forget_broken_target(exc)

@@ -159,26 +159,10 @@ class ContextBuilder:
     def project_header(
         self, definitions: Sequence[Definition], comment: str
     ) -> tuple[str, int, int]:
-        """The project's definitions as comment lines, whole ones in order while they fit
-        PROJECT_SHARE; each file named before its first definition shown."""
-        if not definitions:
-            return "", 0, 0
-        budget = int(self.budget * PROJECT_SHARE)
-        lines = [f"{comment} From the project's own files:\n"]
-        used, shown, where = self.count(lines[0]) + 2, 0, None
-        for definition in definitions:
-            block = [f"{comment} {definition.where}:\n"] if definition.where != where else []
-            block += [f"{comment} {line}\n" for line in definition.lines]
-            n = sum(self.count(line) + 1 for line in block)
-            if used + n > budget:
-                continue
-            lines += block
-            used += n
-            shown += 1
-            where = definition.where
-        if not shown:
-            return "", 0, 0
-        return "".join(lines) + "\n", used, shown
+        """The project's definitions as comment lines within PROJECT_SHARE of the budget."""
+        return render_definitions(
+            definitions, comment, int(self.budget * PROJECT_SHARE), lambda t: self.count(t) + 1
+        )
 
     def _facts_header(self, facts: Sequence[str], comment: str) -> tuple[str, int, int]:
         """The kernel's live objects as comment lines, as many as fit FACTS_SHARE."""
@@ -289,6 +273,31 @@ class ContextBuilder:
                 used += 1
             break
         return list(reversed(chosen)), used, len(chosen)
+
+
+def render_definitions(
+    definitions: Sequence[Definition], comment: str, budget: int, cost: Callable[[str], int]
+) -> tuple[str, int, int]:
+    """The project's definitions as a comment header: whole ones, in order, while their
+    `cost` fits `budget` (tokens for ghost text, characters for the magic); each file named
+    before its first definition shown. Returns the text, its cost and how many are shown."""
+    if not definitions:
+        return "", 0, 0
+    lines = [f"{comment} From the project's own files:\n"]
+    used, shown, where = cost(lines[0]) + 1, 0, None
+    for definition in definitions:
+        block = [f"{comment} {definition.where}:\n"] if definition.where != where else []
+        block += [f"{comment} {line}\n" for line in definition.lines]
+        n = sum(cost(line) for line in block)
+        if used + n > budget:
+            continue
+        lines += block
+        used += n
+        shown += 1
+        where = definition.where
+    if not shown:
+        return "", 0, 0
+    return "".join(lines) + "\n", used, shown
 
 
 def _step_up(chars: int) -> int:

@@ -373,6 +373,58 @@ def test_fix_proposes_a_corrected_cell_as_a_diff(shell, sent, captured):
         shell.run_line_magic("config", "Codestral.output = 'display'")
 
 
+PRICING = '''
+def net_price(gross: float, vat_rate: float = 0.2, *, rounding: int = 2) -> float:
+    """The price without VAT."""
+    return round(gross / (1 + vat_rate), rounding)
+'''
+
+
+def test_the_magic_and_the_fix_carry_the_projects_signatures(
+    shell, sent, captured, tmp_path, monkeypatch
+):
+    """A project package put on sys.path at run time: the magic's prompts show its function's
+    real signature (read from the file, never imported), and so does the fix of a TypeError
+    from a wrong keyword; nothing outside the project's root is read."""
+    project = tmp_path / "project"
+    (project / "src" / "magicshop").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'shop'\n")
+    (project / "src" / "magicshop" / "__init__.py").write_text("")
+    (project / "src" / "magicshop" / "pricing.py").write_text(PRICING)
+    (project / "notebooks").mkdir()
+    monkeypatch.chdir(project / "notebooks")
+    shell.run_cell(f"import sys\nsys.path.insert(0, {str(project / 'src')!r})\n"
+                   "from magicshop.pricing import net_price")  # fmt: skip
+    signature = "# def net_price(gross: float, vat_rate: float = 0.2, *, rounding: int = 2)"
+
+    shell.run_cell_magic("codestral", "--insert --max-tokens 2", "net_price of 120 at 10 %")
+    name, (prompt, _), _ = sent[-1]
+    assert name == "fim" and signature in prompt and "# src/magicshop/pricing.py:" in prompt
+    shell.run_cell_magic("codestral", "--max-tokens 2", "How do I call net_price?")
+    assert signature in sent[-1][1][0][0]["content"]
+
+    shell.run_cell("price = net_price(120, vat=0.1)")  # TypeError: unexpected keyword
+    shell.run_line_magic("config", "Codestral.max_tokens = 4")
+    try:
+        shell.run_line_magic("codestral", "fix")
+    finally:
+        shell.run_line_magic("config", "Codestral.max_tokens = 512")
+    asked = sent[-1][1][0][-1]["content"]
+    assert "unexpected keyword argument 'vat'" in asked and signature in asked
+
+    shell.run_line_magic("config", "Codestral.project_context = False")
+    try:
+        shell.run_cell_magic("codestral", "--insert --max-tokens 2", "net_price of 120")
+    finally:
+        shell.run_line_magic("config", "Codestral.project_context = True")
+    assert signature not in sent[-1][1][0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the project's files are outside this kernel's root
+    shell.run_cell_magic("codestral", "--insert --max-tokens 2", "net_price of 120")
+    assert signature not in sent[-1][1][0]
+
+
 def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
     _, kc = kernel
     failed, _ = run(kc, "value = missing_name + 1")
