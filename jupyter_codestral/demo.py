@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
 
 from codestral_engine import choose_model, connection
 
@@ -24,9 +27,21 @@ EXAMPLE_DIRS = (PACKAGE / "examples", PACKAGE.parent / "examples")  # wheel, the
 
 
 def examples_dir() -> Path:
+    """The examples to open: a checkout's own, or a copy of the installed ones in Jupyter's
+    data directory (files already there are kept: they may hold the user's edits). Installed
+    files lie in site-packages, which a notebook should not save into and which the project
+    context never reads."""
     for path in EXAMPLE_DIRS:
         if (path / "data_science.ipynb").is_file():
-            return path
+            if "-packages" not in str(path):
+                return path
+            copy = Path(jupyter_data_dir()) / "codestral-examples"
+            for source in path.rglob("*"):
+                target = copy / source.relative_to(path)
+                if source.is_file() and "__pycache__" not in source.parts and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+            return copy
     raise CodestralError("The example notebooks are missing from this installation.")
 
 

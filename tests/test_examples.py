@@ -85,6 +85,41 @@ def test_teaching_notebook_executes_headless(tmp_path):
     assert "print([n for n in range(20) if is_prime(n)])" in printed
 
 
+def test_the_project_example_shows_its_signatures_to_the_magic_and_the_fix(models, tmp_path):
+    """project_context.ipynb runs as shipped, and the prompts of its magic and its fix carry
+    the signatures of examples/src/shop/pricing.py (the engine's --log-prompts shows them)."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .helpers import TOKEN, start_server
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    log = tmp_path / "engine.log"
+    server = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=log)
+    nb = nbformat.read(EXAMPLES / "project_context.ipynb", as_version=4)
+    old = dict(os.environ)
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)  # the kernel finds that engine
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(EXAMPLES)}}).execute()  # fmt: skip
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    records = [json.loads(line.split(": ", 1)[1]) for line in log.read_text().splitlines()
+               if line.startswith("codestral-engine: {")]  # fmt: skip
+    signature = "# def net_price(gross: float, vat_rate: float = DEFAULT_VAT_RATE, *, rounding"
+    fim = [r["prompt"] for r in records if r["event"] == "fim_prompt"]
+    chats = [json.dumps(r) for r in records if r["event"] == "chat_messages"]
+    assert fim and signature in fim[-1] and "src/shop/pricing.py:\n" in fim[-1]
+    assert chats and "unexpected keyword argument 'vat'" in chats[-1]
+    assert json.dumps(signature)[1:-1] in chats[-1]
+
+
 def example_imports() -> dict[str, set[str]]:
     """Top-level modules each example imports (notebook cells with IPython syntax included)."""
     import ast
@@ -125,6 +160,7 @@ def test_examples_import_only_what_the_install_provides():
     project = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]
     declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
     ours = {"jupyter_codestral", "codestral_engine"}
+    ours |= {p.name for p in (EXAMPLES / "src").iterdir()}  # the project example's own code
     providers = packages_distributions()
     examples = example_imports()
     assert "pandas" in examples["data_science.ipynb"]  # the check sees notebook imports
@@ -135,3 +171,25 @@ def test_examples_import_only_what_the_install_provides():
                 f"{example} imports {module}, which the README's install does not provide: "
                 f"add its distribution to [project] dependencies in pyproject.toml"
             )
+
+
+def test_installed_examples_open_from_a_copy_the_user_owns(tmp_path, monkeypatch):
+    """From a wheel, the examples lie in site-packages: the demo opens a copy in Jupyter's
+    data directory (where notebooks can be saved and the project context may read), and keeps
+    the user's edits there on the next run."""
+    import shutil
+
+    from jupyter_codestral import demo
+
+    installed = tmp_path / "lib" / "site-packages" / "jupyter_codestral" / "examples"
+    shutil.copytree(EXAMPLES, installed)
+    monkeypatch.setattr(demo, "EXAMPLE_DIRS", (installed,))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    folder = demo.examples_dir()
+    assert folder == tmp_path / "data" / "codestral-examples"
+    assert (folder / "src" / "shop" / "pricing.py").read_text() == (
+        EXAMPLES / "src" / "shop" / "pricing.py"
+    ).read_text()
+    (folder / "data_science.ipynb").write_text("edited")
+    assert demo.examples_dir() == folder
+    assert (folder / "data_science.ipynb").read_text() == "edited"

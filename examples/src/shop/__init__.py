@@ -1,0 +1,1 @@
+"""A small shop's pricing code, used by project_context.ipynb."""
