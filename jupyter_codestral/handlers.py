@@ -44,7 +44,7 @@ from .lab_wire import (
     FixRequest,
 )
 from .notebook_context import Cell, ContextBuilder, TokenCounter
-from .project_context import Origin, ProjectContext
+from .project_context import Definition, Origin, ProjectContext
 from .project_outline import ProjectFiles
 
 MAX_BODY_BYTES = 8 << 20
@@ -325,11 +325,24 @@ class LabService:
             body.path, sources, body.cell, cursor, origins, body.focus
         )
 
+    def recent_code(self, body: CompleteRequest) -> list[Definition]:
+        """The browser's recently seen code, after the definitions in the same share: none
+        from this document or already in it (the prompt holds those)."""
+        if not self.settings.project_context:
+            return []
+        sources = [c.source for c in body.cells]
+        return [
+            Definition("", chunk.path, tuple(chunk.text.rstrip("\n").splitlines()))
+            for chunk in body.recent
+            if chunk.path != body.path and chunk.text.strip()
+            and not any(chunk.text.strip() in source for source in sources)
+        ]  # fmt: skip
+
     def context(self, body: CompleteRequest):
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
         builder = self.builder(body.context_tokens)
         if body.cell < len(cells) and body.cursor <= len(cells[body.cell].source):
-            definitions = self.definitions(body, body.cursor)
+            definitions = self.definitions(body, body.cursor) + self.recent_code(body)
         else:
             definitions = []  # build() says what is wrong
         return builder.build(

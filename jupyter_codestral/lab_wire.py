@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from .kernel_facts import MAX_LINE, MAX_NAMES
 from .notebook_context import LINE_RESERVE
 
+MAX_RECENT = 16  # chunks in the browser's ring of recently seen code (llama.vim keeps 16)
+MAX_CHUNK_CHARS = 8_000
+
 
 class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,17 +32,27 @@ class Origin(BaseModel):
     qualname: StrictStr = Field("", max_length=400)
 
 
+class RecentChunk(BaseModel):
+    """Code the user edited or viewed recently in another document of this JupyterLab."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: StrictStr = Field(max_length=4_096)
+    text: StrictStr = Field(max_length=MAX_CHUNK_CHARS)
+
+
 Names = Annotated[list[Annotated[StrictStr, Field(max_length=200)]], Field(max_length=400)]
 
 
 class ProjectFields(BaseModel):
     """What the project context needs: where the document is, where the kernel says its names
-    come from, and the names the current cell held when the cursor entered it."""
+    come from, the names the current cell held when the cursor entered it, and recently seen
+    code of other documents (edited before viewed, newest first)."""
 
     path: StrictStr | None = Field(None, max_length=4_096)  # under the server's root
     project: StrictBool = True  # the user's "project code in the context" setting
     origins: list[Origin] = Field([], max_length=MAX_NAMES)
     focus: Names = []
+    recent: list[RecentChunk] = Field([], max_length=MAX_RECENT)
 
 
 class CompleteRequest(ProjectFields):

@@ -77,6 +77,8 @@ def lab(models, tmp_path_factory):
     write_notebook(work / "broken-hints.ipynb", BROKEN_CELLS, {"codestral": {"mode": "hints"}})
     (work / "script.py").write_text("CONSTANT_IN_FILE = 7\n\n\n")
     write_project(work)
+    write_notebook(work / "recent-a.ipynb", ["def distinctive_helper_xyz(rows):\n    return 1", ""])
+    write_notebook(work / "recent-b.ipynb", ["y = 2", ""])
     engine_log = root / "engine.log"
     engine = start_server(models["hf"], runtime, "--token", TOKEN, "--log-prompts", log=engine_log)
     hub = FakeHub(MISTRAL_RELEASE, models["mistral"])  # for the download command's terminal
@@ -489,6 +491,30 @@ def test_a_module_beside_a_notebook_that_never_ran_in_notebook_7(page, lab):
     prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
     assert prompts and "# beside/inventory.py:\n" in prompts[-1], prompts[-1:]
     assert "amount: int = 12, *, warehouse: str = 'main'" in prompts[-1]
+
+
+def test_code_edited_in_another_notebook_reaches_the_prompt(page, lab):
+    """The ring of recently seen code: the cell edited in one notebook opens the prompt of the
+    next notebook's suggestions, after the user moved there."""
+    open_notebook(page, lab.url, "recent-a.ipynb")
+    edit_last_cell(page)
+    page.keyboard.type("edited_in_a_xyz = distinctive_helper_xyz([])", delay=10)
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('docmanager:open', {path: 'recent-b.ipynb'})"
+    )
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget?.context?.path === 'recent-b.ipynb'",
+        timeout=60_000,
+    )
+    page.wait_for_selector(".jp-Spinner", state="detached", timeout=60_000)
+    asked_before = len(logged_prompts(lab))
+    edit_last_cell(page)
+    page.keyboard.type("z = ", delay=20)
+    wait_for_ghost_to_settle(page)
+    prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
+    assert prompts, "no request reached the engine"
+    assert "# recent-a.ipynb:\n# edited_in_a_xyz = distinctive_helper_xyz([])\n" in prompts[-1]
+    assert prompts[-1].index("recent-a.ipynb") < prompts[-1].index("y = 2")  # the header
 
 
 def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, tmp_path):

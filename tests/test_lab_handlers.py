@@ -396,3 +396,17 @@ async def test_the_fix_sees_the_signature_a_wrong_keyword_missed(codestral, jp_r
             "error": error, "path": "shop/prices.ipynb"}  # fmt: skip
     messages, _ = codestral.fix_request(FixRequest.model_validate(body))
     assert "# def net_price(gross: float, vat_rate: float = 0.2" in messages[1]["content"]
+
+
+async def test_recent_code_follows_the_definitions_without_repeats(codestral, jp_root_dir):
+    (jp_root_dir / "shop").mkdir()
+    (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)
+    recent = [
+        {"path": "other.ipynb", "text": "discount = 0.1\nlabel = 'sale'"},
+        {"path": "shop/prices.ipynb", "text": "anything_here = 1"},  # this document
+        {"path": "third.py", "text": "from pricing import net_price"},  # already in it
+    ]
+    prefix = codestral.context(codestral_body(dict(PROJECT_BODY, recent=recent))).prefix
+    header = prefix[: prefix.index("from pricing import net_price")]
+    assert header.index("# def net_price(") < header.index("# other.ipynb:\n# discount = 0.1\n")
+    assert "anything_here" not in prefix and "third.py" not in prefix

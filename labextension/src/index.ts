@@ -18,7 +18,9 @@ import { addCommands, CommandIDs, PLUGIN_ID } from './commands';
 import { ErrorReporter } from './errorReporter';
 import { addFixCommand, FixController } from './fixAction';
 import { KernelFacts } from './kernelFacts';
-import { CodestralProvider, Settings } from './provider';
+import { RecentCode } from './recentCode';
+import { CodestralProvider } from './provider';
+import { Settings } from './settings';
 import { StatusItem } from './status';
 import { CompletionError } from './wire';
 
@@ -77,6 +79,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const services = { notebooks, editors, settingRegistry, editorExtensions, palette };
     addCommands({ app, provider, status, ...services });
 
+    provider.recentCode = new RecentCode(app);
     let fixes: FixController | null = null;
     if (notebooks) {
       watchActiveCell(app, notebooks, provider);

@@ -16,43 +16,11 @@ import { streamCompletion } from './api';
 import { KernelFacts } from './kernelFacts';
 import { notebookCells, notebookLanguage, notebookPolicy, NotebookPolicy } from './notebookDocument';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
+import { DEFAULT_SETTINGS, Settings } from './settings';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
 import { namesToProbe } from './probeNames';
-import { Cell, CompleteRequest, CompletionError, Origin, ProjectFields } from './wire';
-
-export interface Settings {
-  enabled: boolean;
-  debounceMs: number;
-  maxTokens: number;
-  temperature: number;
-  contextTokens: number;
-  timeBudgetMs: number;
-  multiline: MultilinePolicy;
-  disabledLanguages: string[];
-  candidates: number;
-  warmOnFocus: boolean;
-  triggerOnIndent: boolean;
-  kernelFacts: boolean;
-  projectContext: boolean;
-  fixAction: boolean;
-}
-
-export const DEFAULT_SETTINGS: Settings = {
-  enabled: true,
-  debounceMs: 150,
-  maxTokens: 64,
-  temperature: 0,
-  contextTokens: 2048,
-  timeBudgetMs: 1500,
-  multiline: 'auto',
-  disabledLanguages: [],
-  candidates: 1,
-  warmOnFocus: true,
-  triggerOnIndent: true,
-  kernelFacts: true,
-  projectContext: true,
-  fixAction: true
-};
+import { RecentCode } from './recentCode';
+import { Cell, CompleteRequest, CompletionError, Origin, ProjectFields, RecentChunk } from './wire';
 
 const HINT_TOKENS = 24;
 const MAX_PENDING_STREAMS = 32;
@@ -69,6 +37,7 @@ export interface DocumentContext {
   path?: string;
   origins?: Origin[];
   focus?: string[];
+  recent?: RecentChunk[];
 }
 
 const MIME_LANGUAGES: Record<string, string> = {
@@ -153,6 +122,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
   private nextToken = 0;
   /** Where the kernels' live facts come from (notebooks only). */
   kernelFacts: KernelFacts | null = null;
+  /** Code recently seen in other documents. */
+  recentCode: RecentCode | null = null;
   /** Per notebook, the active cell and the names it held when the cursor entered it. */
   private entered = new WeakMap<NotebookPanel, { cell: string; names: string[] }>();
 
@@ -243,6 +214,9 @@ export class CodestralProvider implements IInlineCompletionProvider {
    * they are on. */
   private describe(widget: unknown, request: CompletionHandler.IRequest): DocumentContext | null {
     const document = describe(widget, request);
+    if (document && this.recentCode && this.settings.recentFiles) {
+      document.recent = this.recentCode.chunksFor(document.path);
+    }
     if (document && widget instanceof NotebookPanel) {
       if (this.kernelFacts && this.settings.kernelFacts) {
         document.facts = this.kernelFacts.get(widget);
@@ -277,7 +251,8 @@ export class CodestralProvider implements IInlineCompletionProvider {
       path: document.path ?? null,
       project: this.settings.projectContext,
       origins: document.origins ?? [],
-      focus: document.focus ?? []
+      focus: document.focus ?? [],
+      recent: document.recent ?? []
     };
   }
 

@@ -17,6 +17,12 @@ export interface Origin {
   qualname?: string;
 }
 
+/** Code the user edited or viewed recently in another document of this JupyterLab. */
+export interface RecentChunk {
+  path: string;
+  text: string;
+}
+
 /** What the project context needs (complete and fix requests carry it). */
 export interface ProjectFields {
   /** The document's path under the server's root. */
@@ -26,6 +32,8 @@ export interface ProjectFields {
   origins?: Origin[];
   /** The names the current cell held when the cursor entered it. */
   focus?: string[];
+  /** Recently seen code of other documents, edited before viewed, newest first. */
+  recent?: RecentChunk[];
 }
 
 export interface CompleteRequest extends ProjectFields {
