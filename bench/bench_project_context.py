@@ -223,6 +223,7 @@ class Site:
     local: str  # the name the calling module uses
     import_line: str  # cell 1: the callee's import
     busy_line: str  # cell 1, busy: every project name the calling code imports by name
+    package_line: str | None  # cell 1 as `from pkg import name` where the package exports it
     head: str  # cell 2 up to and including `(`
     rest: str  # cell 2 after `(`
     def_path: Path
@@ -309,11 +310,16 @@ def call_sites(project: str, root: Path, package_dirs: list[Path]) -> list[Site]
             offset = _offset(module, func, call, cut)
             if offset is None:
                 continue
+            top = imports[local][0].split(".")[0]
+            public = definer(modules, top, imports[local][1])
+            package_line = None
+            if public is not None and (public.module, public.name) == (truth.module, truth.name):
+                package_line = _import_lines({local: (top, imports[local][1])})
             project_names = {n: i for n, i in imports.items() if i[0].split(".")[0] in
                              {m.split(".")[0] for m in modules}}  # fmt: skip
             sites.append(Site(
                 project, root, f"{module.dotted}:{func.name}", local,
-                _import_lines({local: imports[local]}), _import_lines(project_names),
+                _import_lines({local: imports[local]}), _import_lines(project_names), package_line,
                 text[:offset], text[offset:], truth.module.path, truth.name,
                 truth.module.defs[truth.name], truth,
             ))  # fmt: skip
@@ -350,6 +356,7 @@ class Result:
     site: Site
     recalled: dict[str, bool]
     reasons: dict[str, str] = field(default_factory=dict)  # variant -> why it missed
+    details: dict[str, str] = field(default_factory=dict)
 
 
 def recall(site: Site, context: ProjectContext, builders: dict[int, ContextBuilder]) -> Result:
@@ -362,7 +369,10 @@ def recall(site: Site, context: ProjectContext, builders: dict[int, ContextBuild
         (site.import_line, (), "static"),
         (site.import_line, origins_of(site), "kernel"),
         (site.busy_line, (), "static, busy"),
+        (site.package_line, (), "static, `from pkg import`"),
     ):
+        if cell is None:
+            continue
         cells = [Cell("code", cell), Cell("code", site.head + site.rest)]
         sources = [c.source for c in cells]
         focus = focus_of(sources[1])
@@ -371,35 +381,40 @@ def recall(site: Site, context: ProjectContext, builders: dict[int, ContextBuild
             built = builders[budget].build(cells, 1, cursor, definitions=definitions)
             recalled[f"{label} {budget}"] = wanted in built.prefix
         if not recalled[f"{label} 2048"]:
-            result.reasons[label] = why(site, context, definitions, builders[2048], wanted)
+            result.reasons[label], result.details[label] = why(
+                site, context, definitions, builders[2048], wanted, bool(origins), cell
+            )
     return result
 
 
-def why(site, context, definitions, builder, wanted) -> str:
-    """Why a prompt at 2048 misses the callee's signature."""
+def why(site, context, definitions, builder, wanted, kernel, cell) -> tuple[str, str]:
+    """Why a prompt at 2048 misses the callee's signature, and a detail."""
     mine = [d for d in definitions if d.name == site.local]
     if not mine:
         root = context.files.roots[0]
-        module, _, name = site.import_line.removeprefix("from ").partition(" import ")
+        module, _, name = cell.strip().removeprefix("from ").partition(" import ")
         name = name.split(" as ")[0].strip()
         search = [root, *context.files.roots, *(r / "src" for r in context.files.roots)]
         found = context._resolve(Import(site.local, module, name), search, root)
+        if kernel and "conditional definition" in site.truth.via:
+            return "kernel origin given, but the outline lacks a definition inside if/try", ""
         if found is None:
             if site.truth.via:
-                return "not resolved: " + " + ".join(sorted(site.truth.via))
-            if site.truth.hops > 3:
-                return f"not resolved: re-export chain of {site.truth.hops} hops"
-            return "not resolved: other"
+                return "not resolved: " + " + ".join(sorted(site.truth.via)), ""
+            return "not resolved: other", ""
         if (found[0], found[1]) != (site.def_path, site.def_name):
-            return f"resolved elsewhere: {context.files.relative(found[0])}:{found[1] or '-'}"
-        return "resolved, but not among the definitions (MAX_DEFINITIONS or ranking)"
+            where = f"{context.files.relative(found[0])}:{found[1] or '-'}"
+            return "resolved elsewhere", where
+        return "resolved, but not among the definitions", ""
     share = int(builder.budget * 0.25)
     header, _, shown = builder.project_header(mine, "#")
     if not shown:
-        return f"budget: the {site.kind}'s outline alone is over the {share}-token share"
+        cost = sum(builder.count(f"# {line}\n") for line in mine[0].lines)
+        return (f"budget: the {site.kind}'s outline alone is over the {share}-token share",
+                f"{cost} tokens, {len(mine[0].lines)} lines")  # fmt: skip
     if wanted not in header:
-        return "shown, but a different definition or line"
-    return f"budget: definitions ranked before it fill the {share}-token share"
+        return "shown, but a different definition or line", mine[0].lines[0][:60]
+    return f"budget: definitions ranked before it fill the {share}-token share", ""
 
 
 # --- Keystrokes: time and the prompt cache ---------------------------------------------------
@@ -413,9 +428,10 @@ def common(a: list[int], b: list[int]) -> int:
     return i
 
 
-def keystrokes(site: Site, count):
+def keystrokes(site: Site, count, first: str):
     """Per keystroke: (plain build ms, definitions + header ms, build with them ms, reuse of
-    the previous prompt plain / with the project context: (shared its start?, share))."""
+    the previous prompt plain / with the project context: (shared its start?, share));
+    `first`: cell 1."""
     tokenizer = codestral_tokenizer()
     files = ProjectFiles([site.root])
     context = ProjectContext(files)
@@ -425,7 +441,7 @@ def keystrokes(site: Site, count):
     focus = focus_of(site.head + site.rest)  # the names when the cursor entered the cell
 
     def cells_at(k: int) -> tuple[list[Cell], int]:
-        return [Cell("code", site.import_line), Cell("code", site.head + typed[:k] + after)], (
+        return [Cell("code", first), Cell("code", site.head + typed[:k] + after)], (
             len(site.head) + k)  # fmt: skip
 
     cells, cursor = cells_at(0)  # warm: the outlines, the header's token counts
@@ -475,7 +491,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=100, help="call sites per project")
+    parser.add_argument("--sites", type=int, default=200, help="call sites per project")
     parser.add_argument("--timed", type=int, default=10, help="sites per project typed into")
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--cache", type=Path,
@@ -488,7 +504,8 @@ def main() -> None:
     projects.append(("jupyter_codestral (this repo)", REPO))
     rng = random.Random(args.seed)
     results: list[Result] = []
-    timed: list[tuple] = []
+    timed: dict[str, list[tuple]] = {"one import": [], "busy": []}
+    slowest: list[tuple[float, str]] = []
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     for label, root in projects:
         dirs = [REPO / "jupyter_codestral"] if root == REPO else packages(root)
@@ -497,30 +514,38 @@ def main() -> None:
         context = ProjectContext(ProjectFiles([root]))
         builders = {b: ContextBuilder(TokenCounter(count), budget=b) for b in BUDGETS}
         results += [recall(site, context, builders) for site in sample]
-        for site in sample[: args.timed]:
-            timed += keystrokes(site, count)
+        for site in [s for s in sample if len(s.rest) >= KEYSTROKES][: args.timed]:
+            for label, first in (("one import", site.import_line), ("busy", site.busy_line)):
+                rows = keystrokes(site, count, first)
+                timed[label] += rows
+                defs_ms = statistics.median(t["defs"] for t, _ in rows) * 1000
+                lines = (site.head + site.rest).count("\n")
+                slowest.append((defs_ms, f"{label}: {site.caller} ({lines} lines)"))
         print(f"{label}: {licence(root)}; packages {', '.join(d.name for d in dirs)}; "
               f"{len(sites)} call sites, {len(sample)} sampled")  # fmt: skip
 
     names = [label for label, _ in projects]
-    variants = list(results[0].recalled)
+    variants = list(dict.fromkeys(v for r in results for v in r.recalled))
     print("\n| prompt | " + " | ".join(n.split(" (")[0] for n in names) + " | all |")
     print("|---|" + "---:|" * (len(names) + 1))
     for variant in variants:
         cells = []
         for group in [[r for r in results if r.site.project == n] for n in names] + [results]:
+            group = [r for r in group if variant in r.recalled]
             hits = sum(r.recalled[variant] for r in group)
             cells.append(f"{100 * hits / len(group):.0f}% ({hits}/{len(group)})" if group
                          else "-")  # fmt: skip
         print(f"| {variant} | " + " | ".join(cells) + " |")
 
-    print("\nrecall by how the callee is reached (static 2048 / static 4096):")
-    for kind in ("direct", "re-exported"):
-        group = [r for r in results if (r.site.truth.hops > 0) == (kind != "direct")]
-        for label, key in (("2048", "static 2048"), ("4096", "static 4096")):
-            hits = sum(r.recalled[key] for r in group)
-            print(f"  {kind}, {label}: {hits}/{len(group)}")
-    for variant in ("static", "kernel", "static, busy"):
+    print("\ndistinct callees (static 2048): a callee counts as recalled where all its sites are")
+    for name in names:
+        group = [r for r in results if r.site.project == name]
+        callees: dict[tuple, bool] = {}
+        for r in group:
+            key = (r.site.def_path, r.site.def_name)
+            callees[key] = callees.get(key, True) and r.recalled["static 2048"]
+        print(f"  {name}: {sum(callees.values())}/{len(callees)}")
+    for variant in ("static", "kernel", "static, busy", "static, `from pkg import`"):
         misses = [r for r in results if variant in r.reasons]
         print(f"\nmisses, {variant} at 2048: {len(misses)} of {len(results)}")
         for reason, n in Counter(r.reasons[variant] for r in misses).most_common():
@@ -528,28 +553,34 @@ def main() -> None:
             for r in [r for r in misses if r.reasons[variant] == reason][: args.examples]:
                 s = r.site
                 print(f"          {s.project.split()[0]} {s.caller} -> {s.import_line.strip()}"
-                      f" ({s.def_path.relative_to(s.root)}:{s.def_name})")  # fmt: skip
+                      f" ({s.def_path.relative_to(s.root)}:{s.def_name}) "
+                      f"{r.details[variant]}")  # fmt: skip
 
-    plain = [t["plain"] * 1000 for t, _ in timed]
-    defs = [t["defs"] * 1000 for t, _ in timed]
-    with_ = [t["with"] * 1000 for t, _ in timed]
-    added = [(t["defs"] + t["with"] - t["plain"]) * 1000 for t, _ in timed]
-    print(f"\nkeystrokes: {len(timed)} ({len(timed) // KEYSTROKES}+ sites x up to {KEYSTROKES})")
-    for what, values in (
-        ("build without project context", plain),
-        ("definitions() + header render", defs),
-        ("build with the definitions", with_),
-        ("added: definitions + build with - build without", added),
-    ):
-        print(f"  {what}: p50 {percentile(values, 0.5):.3f} ms, "
-              f"p95 {percentile(values, 0.95):.3f} ms")  # fmt: skip
-    for label in ("plain", "project"):
-        pairs = [reuse[label] for _, reuse in timed if reuse]
-        kept = sum(ok for ok, _ in pairs)
-        print(f"  prompt cache, {label}: {kept}/{len(pairs)} keystrokes "
-              f"({100 * kept / len(pairs):.1f}%) share the previous prompt's start; "
-              f"mean share of the previous prompt's tokens "
-              f"{statistics.mean(s for _, s in pairs):.3f}")  # fmt: skip
+    for cell1, rows in timed.items():
+        plain = [t["plain"] * 1000 for t, _ in rows]
+        defs = [t["defs"] * 1000 for t, _ in rows]
+        with_ = [t["with"] * 1000 for t, _ in rows]
+        added = [(t["defs"] + t["with"] - t["plain"]) * 1000 for t, _ in rows]
+        print(f"\nkeystrokes, cell 1 {cell1}: {len(rows)} ({len(rows) // KEYSTROKES} sites x "
+              f"{KEYSTROKES})")  # fmt: skip
+        for what, values in (
+            ("build without project context", plain),
+            ("definitions() + header render", defs),
+            ("build with the definitions", with_),
+            ("added: definitions + build with - build without", added),
+        ):
+            print(f"  {what}: p50 {percentile(values, 0.5):.3f} ms, "
+                  f"p95 {percentile(values, 0.95):.3f} ms")  # fmt: skip
+        for label in ("plain", "project"):
+            pairs = [reuse[label] for _, reuse in rows if reuse]
+            kept = sum(ok for ok, _ in pairs)
+            print(f"  prompt cache, {label}: {kept}/{len(pairs)} keystrokes "
+                  f"({100 * kept / len(pairs):.1f}%) share the previous prompt's start; "
+                  f"mean share of the previous prompt's tokens "
+                  f"{statistics.mean(s for _, s in pairs):.3f}")  # fmt: skip
+    print("\nslowest sites, median definitions() + header (ms):")
+    for ms, what in sorted(slowest, reverse=True)[:5]:
+        print(f"  {ms:.2f}  {what}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -410,3 +410,16 @@ async def test_recent_code_follows_the_definitions_without_repeats(codestral, jp
     header = prefix[: prefix.index("from pricing import net_price")]
     assert header.index("# def net_price(") < header.index("# other.ipynb:\n# discount = 0.1\n")
     assert "anything_here" not in prefix and "third.py" not in prefix
+
+
+async def test_typing_with_the_project_header_prefills_only_the_typed_tokens(jp_fetch, jp_root_dir):
+    (jp_root_dir / "shop").mkdir()
+    (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)
+    focus = {"focus": ["price"], "recent": [{"path": "o.ipynb", "text": "rate = 0.1"}]}
+    first = await complete(jp_fetch, PROJECT_BODY | focus)
+    assert first[0]["definitions"] == 2
+    for typed in ("1", "12", "120"):  # the cell's text changes, the header does not
+        cells = [PROJECT_CELLS[0], {"cell_type": "code", "source": "price = net_price(" + typed}]
+        body = PROJECT_BODY | focus | {"cells": cells, "cursor": 18 + len(typed)}
+        usage = (await complete(jp_fetch, body))[-1]["usage"]
+        assert usage["prompt_tokens_details"]["cached_tokens"] >= usage["prompt_tokens"] - 3
