@@ -21,6 +21,7 @@ import ast
 import posixpath
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ MAGIC = ("%", "!")
 MAX_DEFINITIONS = 40  # names traced per prompt
 MAX_MODULE_NAMES = 12  # public names listed for a module the code uses as `module.`
 MAX_REEXPORT_DEPTH = 3  # `from .core import f` in a package's __init__, followed this far
+RESOLVED_TTL_S = 2.0  # where an import leads is looked up again after this long (new files)
 UNMENTIONED = 1 << 30  # rank of a name imported but not used in any cell
 
 
@@ -65,6 +67,9 @@ class ProjectContext:
     def __init__(self, files: ProjectFiles, cache_size: int = 2048):
         self.files = files
         self._parsed = _Memo(cache_size)  # cell source -> (imports, sys.path dirs, names)
+        # (import, search folders) -> (when to look again, file and qualname or None): most
+        # imports are libraries that lead nowhere, and looking costs a few stats per folder.
+        self._resolved = _Memo(cache_size)
 
     def definitions(
         self,
@@ -104,7 +109,7 @@ class ProjectContext:
             for imp in p.imports:
                 if imp.local in targets or (imp.level and not is_module):
                     continue
-                found = self._resolve(imp, search, here)
+                found = self._resolve_cached(imp, search, here)
                 if found is not None:
                     targets[imp.local] = found
                     order.append(imp.local)
@@ -156,6 +161,17 @@ class ProjectContext:
         if lines is None:
             return None
         return Definition(name, where, tuple(lines))
+
+    def _resolve_cached(self, imp: Import, search: list[Path], here: Path):
+        """`_resolve`, remembered for RESOLVED_TTL_S: an import's target is the same until a
+        file appears or goes, and a saved file is still read anew (its outline is stamped)."""
+        key = (imp, tuple(search), here)
+        now = time.monotonic()
+        entry = self._resolved.get(key, lambda _: (now + RESOLVED_TTL_S, self._resolve(*key)))
+        if entry[0] < now:
+            entry = (now + RESOLVED_TTL_S, self._resolve(*key))
+            self._resolved.put(key, entry)
+        return entry[1]
 
     def _resolve(
         self, imp: Import, search: list[Path], here: Path, depth: int = 0
@@ -247,22 +263,26 @@ def _parse(source: str) -> _Parsed:
 
 
 class _Memo:
-    """A bounded, thread-safe memo of a function of a cell's source."""
+    """A bounded, thread-safe memo: the newest `size` results of `compute(key)`."""
 
     def __init__(self, size: int):
         self._size = size
-        self._items: OrderedDict[str, _Parsed] = OrderedDict()
+        self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, source: str, compute) -> _Parsed:
+    def get(self, key, compute):
         with self._lock:
-            if (value := self._items.get(source)) is not None:
-                self._items.move_to_end(source)
+            if (value := self._items.get(key)) is not None:
+                self._items.move_to_end(key)
                 return value
-        value = compute(source)
+        value = compute(key)
+        self.put(key, value)
+        return value
+
+    def put(self, key, value) -> None:
         with self._lock:
-            self._items[source] = value
+            self._items[key] = value
+            self._items.move_to_end(key)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return value
 
