@@ -142,6 +142,8 @@ def _top(body: list[ast.stmt], depth: int = 0):
     """(statement, inside an if/try) for a module's top-level statements."""
     for node in body:
         yield node, depth > 0
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue  # imports for the type checker only: not there at run time
         if isinstance(node, ast.If | ast.Try):
             handlers = [h.body for h in getattr(node, "handlers", [])]
             for part in [node.body, node.orelse, getattr(node, "finalbody", []), *handlers]:
@@ -515,12 +517,12 @@ def main() -> None:
         builders = {b: ContextBuilder(TokenCounter(count), budget=b) for b in BUDGETS}
         results += [recall(site, context, builders) for site in sample]
         for site in [s for s in sample if len(s.rest) >= KEYSTROKES][: args.timed]:
-            for label, first in (("one import", site.import_line), ("busy", site.busy_line)):
+            for cell1, first in (("one import", site.import_line), ("busy", site.busy_line)):
                 rows = keystrokes(site, count, first)
-                timed[label] += rows
+                timed[cell1] += rows
                 defs_ms = statistics.median(t["defs"] for t, _ in rows) * 1000
                 lines = (site.head + site.rest).count("\n")
-                slowest.append((defs_ms, f"{label}: {site.caller} ({lines} lines)"))
+                slowest.append((defs_ms, f"{cell1}: {site.caller} ({lines} lines)"))
         print(f"{label}: {licence(root)}; packages {', '.join(d.name for d in dirs)}; "
               f"{len(sites)} call sites, {len(sample)} sampled")  # fmt: skip
 

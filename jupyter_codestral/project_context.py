@@ -39,6 +39,7 @@ MAX_DEFINITIONS = 40  # names traced per prompt
 MAX_MODULE_NAMES = 12  # public names listed for a module the code uses as `module.`
 MAX_REEXPORT_DEPTH = 3  # `from .core import f` in a package's __init__, followed this far
 RESOLVED_TTL_S = 2.0  # where an import leads is looked up again after this long (new files)
+TIME_BUDGET_S = 0.25  # a request stops reading new files after this long (the cache fills up)
 UNMENTIONED = 1 << 30  # rank of a name imported but not used in any cell
 
 
@@ -83,7 +84,9 @@ class ProjectContext:
         """The definitions for the names of a document (`sources`: its cells, a file being
         one cell; `path`: its path under the first root), with the cursor at `cursor` of
         `sources[index]` (None: no cursor line to leave out), ranked as the module docstring
-        says."""
+        says. Reading files stops after TIME_BUDGET_S (a cold start in a big project): what
+        was read is cached, so a later request goes further."""
+        deadline = time.monotonic() + TIME_BUDGET_S
         root = self.files.roots[0]
         here = (root / path).parent if path else root
         is_module = bool(path) and path.endswith(".py")
@@ -99,7 +102,7 @@ class ProjectContext:
 
         targets: dict[str, tuple[Path, str]] = {}
         for origin in origins:  # the kernel's answer wins
-            real = self.files.allowed(origin.file)
+            (real,) = self._resolved.get(("origin", origin.file), self._allowed)
             if real is not None and origin.name not in targets:
                 targets[origin.name] = (real, origin.qualname)
         extra = [here / d for p in parsed for d in p.sys_path]
@@ -109,6 +112,8 @@ class ProjectContext:
             for imp in p.imports:
                 if imp.local in targets or (imp.level and not is_module):
                     continue
+                if time.monotonic() > deadline:
+                    break
                 found = self._resolve_cached(imp, search, here)
                 if found is not None:
                     targets[imp.local] = found
@@ -125,11 +130,16 @@ class ProjectContext:
             if (file, qualname) in seen:
                 continue
             seen.add((file, qualname))
+            if time.monotonic() > deadline:
+                break
             used = [attr for owner, attr in sorted(attributes) if owner == name]
             definition = self._show(name, file, qualname, used)
             if definition is not None:
                 shown.append(definition)
         return shown
+
+    def _allowed(self, key: tuple[str, str]) -> tuple[Path | None]:
+        return (self.files.allowed(key[1]),)
 
     def _rank(self, order: list[str], parsed, index: int, focus: set[str]):
         nearest: dict[str, int] = {}

@@ -154,13 +154,13 @@ def test_installed_packages_are_not_the_project(root):
 
 def test_large_binary_and_undecodable_files(root):
     big = root / "analysis" / "generated.py"
-    big.write_text("def huge(): ...\n" + "# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    big.write_text("def huge(): ...\n" + "# padding\n" * (5 * MAX_FILE_BYTES // 10))  # 5 MB
     (root / "analysis" / "latin.py").write_bytes(b"def caf\xe9(x): ...\n")
     (root / "analysis" / "blob.py").write_bytes(b"def blob(): ...\n\0\0")
     cells = ["from generated import huge\nfrom latin import cafe\nfrom blob import blob", "h"]
     found = context(root).definitions("analysis/nb.ipynb", cells, 1, 1)
     notes = [d.lines for d in found]
-    assert notes == [("(analysis/generated.py not read: 1.0 MB, over 1 MB)",)], notes
+    assert notes == [("(analysis/generated.py not read: 5.0 MB, over 1 MB)",)], notes
 
 
 def test_a_save_changes_the_definition(root):
@@ -217,3 +217,13 @@ def test_the_header_keeps_to_its_share_of_the_budget(root):
     built = roomy.build([Cell("code", c) for c in cells], 1, 5, definitions=found)
     assert built.definitions == 1 and "def function_11(" in built.prefix
     assert "function_12(" not in built.prefix  # a module lists at most a dozen names
+
+
+def test_reading_stops_at_the_time_bound(root, monkeypatch):
+    from jupyter_codestral import project_context
+
+    cells = ["from features import build_features", "build_features("]
+    monkeypatch.setattr(project_context, "TIME_BUDGET_S", 0.0)
+    assert context(root).definitions("analysis/nb.ipynb", cells, 1, 15) == []
+    monkeypatch.setattr(project_context, "TIME_BUDGET_S", 5.0)
+    assert context(root).definitions("analysis/nb.ipynb", cells, 1, 15) != []
