@@ -225,6 +225,11 @@ def origins(names: list[str], namespace: dict | None = None) -> list[list[str]]:
 def _origin(value: object) -> tuple[str, str] | None:
     kind = type(value)
     if kind is types.FunctionType:
+        # functools.wraps leaves the decorated function in the wrapper's own dict.
+        own = value.__dict__
+        wrapped = dict.get(own, "__wrapped__") if type(own) is dict else None
+        if type(wrapped) is types.FunctionType:
+            value = wrapped
         code, qualname = value.__code__, value.__qualname__
         if "<" in qualname:  # a lambda or a nested function: not a project name to show
             return None

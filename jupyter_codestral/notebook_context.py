@@ -285,14 +285,25 @@ def render_definitions(
         return "", 0, 0
     lines = [f"{comment} From the project's own files:\n"]
     used, shown, where = cost(lines[0]) + 1, 0, None
+    more = f"{comment}     ...\n"
     for definition in definitions:
         block = [f"{comment} {definition.where}:\n"] if definition.where != where else []
         block += [f"{comment} {line}\n" for line in definition.lines]
-        n = sum(cost(line) for line in block)
-        if used + n > budget:
-            continue
+        costs = [cost(line) for line in block]
+        if used + sum(costs) > budget:
+            # Too big whole (a large class): its first lines, down to the signature, and a
+            # mark; a class lists its `__init__` first, so what a call needs comes first.
+            head = len(block) - len(definition.lines)
+            head += next((i for i, x in enumerate(definition.lines) if x[:1] != "@"), 0) + 1
+            room = budget - used - cost(more)
+            keep = 0
+            while keep < len(block) and sum(costs[: keep + 1]) <= room:
+                keep += 1
+            if keep < head:
+                continue
+            block, costs = [*block[:keep], more], [*costs[:keep], cost(more)]
         lines += block
-        used += n
+        used += sum(costs)
         shown += 1
         where = definition.where
     if not shown:

@@ -100,24 +100,23 @@ class ProjectContext:
             for i, source in enumerate(sources)
         ]
 
-        targets: dict[str, tuple[Path, str]] = {}
-        for origin in origins:  # the kernel's answer wins
+        # Each name's possible homes, the kernel's first: a decorated function's origin may
+        # be its decorator's file, where the outline has no such name; its import still leads.
+        targets: dict[str, list[tuple[Path, str]]] = {}
+        for origin in origins:
             (real,) = self._resolved.get(("origin", origin.file), self._allowed)
             if real is not None and origin.name not in targets:
-                targets[origin.name] = (real, origin.qualname)
+                targets[origin.name] = [(real, origin.qualname)]
         extra = [here / d for p in parsed for d in p.sys_path]
         search = [here, *self.files.roots, *(r / "src" for r in self.files.roots), *extra]
-        order = list(targets)
         for p in parsed:
             for imp in p.imports:
-                if imp.local in targets or (imp.level and not is_module):
+                if imp.level and not is_module:
                     continue
-                if time.monotonic() > deadline:
-                    break
-                found = self._resolve_cached(imp, search, here)
-                if found is not None:
-                    targets[imp.local] = found
-                    order.append(imp.local)
+                found = self._resolve_cached(imp, search, here, time.monotonic() < deadline)
+                if found is not None and found not in targets.setdefault(imp.local, []):
+                    targets[imp.local].append(found)
+        order = [name for name, homes in targets.items() if homes]
 
         rank = self._rank(order, parsed, index, set(focus))
         attributes = {
@@ -126,16 +125,16 @@ class ProjectContext:
         shown: list[Definition] = []
         seen: set[tuple[Path, str]] = set()
         for name in sorted(order, key=rank)[:MAX_DEFINITIONS]:
-            file, qualname = targets[name]
-            if (file, qualname) in seen:
-                continue
-            seen.add((file, qualname))
-            if time.monotonic() > deadline:
-                break
             used = [attr for owner, attr in sorted(attributes) if owner == name]
-            definition = self._show(name, file, qualname, used)
-            if definition is not None:
-                shown.append(definition)
+            for home in targets[name]:
+                if home in seen:
+                    break
+                # Past the time bound only what is already read is shown (no new reads).
+                definition = self._show(name, *home, used, time.monotonic() < deadline)
+                if definition is not None:
+                    seen.add(home)
+                    shown.append(definition)
+                    break
         return shown
 
     def _allowed(self, key: tuple[str, str]) -> tuple[Path | None]:
@@ -155,11 +154,13 @@ class ProjectContext:
 
         return rank
 
-    def _show(self, name: str, file: Path, qualname: str, used: list[str]) -> Definition | None:
-        outline = self.files.outline(file)
+    def _show(
+        self, name: str, file: Path, qualname: str, used: list[str], may_read: bool
+    ) -> Definition | None:
+        outline = self.files.outline(file, read=may_read)
         if outline is None:
             return None
-        where = self.files.relative(file)
+        where = outline.where
         if outline.note:
             return Definition(name, where, (f"({outline.note})",))
         if not qualname:  # a module: the names the code uses first, as one-line signatures
@@ -172,13 +173,16 @@ class ProjectContext:
             return None
         return Definition(name, where, tuple(lines))
 
-    def _resolve_cached(self, imp: Import, search: list[Path], here: Path):
+    def _resolve_cached(self, imp: Import, search: list[Path], here: Path, may_read: bool):
         """`_resolve`, remembered for RESOLVED_TTL_S: an import's target is the same until a
-        file appears or goes, and a saved file is still read anew (its outline is stamped)."""
+        file appears or goes, and a saved file is still read anew (its outline is stamped).
+        Without `may_read`, only what is remembered (past the request's time bound)."""
         key = (imp, tuple(search), here)
         now = time.monotonic()
-        entry = self._resolved.get(key, lambda _: (now + RESOLVED_TTL_S, self._resolve(*key)))
-        if entry[0] < now:
+        entry = self._resolved.peek(key)
+        if entry is None or entry[0] < now:
+            if not may_read:
+                return entry[1] if entry else None
             entry = (now + RESOLVED_TTL_S, self._resolve(*key))
             self._resolved.put(key, entry)
         return entry[1]
@@ -195,15 +199,22 @@ class ProjectContext:
             if imp.name is None:
                 return module, ""
             outline = self.files.outline(module)
-            if outline is not None and imp.name in outline.definitions:
-                return module, imp.name
-            if outline is not None and depth < MAX_REEXPORT_DEPTH and imp.name in outline.imports:
-                again = outline.imports[imp.name]
-                return self._resolve(again, search, module.parent, depth + 1)
+            if outline is None:
+                return None
+            if imp.name in outline.definitions or outline.note:
+                return module, imp.name  # (a module too large to read: its note shows)
+            if depth < MAX_REEXPORT_DEPTH:  # re-exported: `from .core import f` or `*`
+                if imp.name in outline.imports:
+                    again = outline.imports[imp.name]
+                    return self._resolve(again, search, module.parent, depth + 1)
+                for star in outline.star_imports:
+                    again = Import(imp.local, star.module, imp.name, star.level)
+                    if found := self._resolve(again, search, module.parent, depth + 1):
+                        return found
             submodule = self._module_file(module.parent, imp.name)
             if module.name == "__init__.py" and submodule is not None:
                 return submodule, ""
-            return (module, imp.name) if outline is not None and outline.note else None
+            return None
         return None
 
     def _module_file(self, base: Path, dotted: str) -> Path | None:
@@ -288,6 +299,10 @@ class _Memo:
         value = compute(key)
         self.put(key, value)
         return value
+
+    def peek(self, key):
+        with self._lock:
+            return self._items.get(key)
 
     def put(self, key, value) -> None:
         with self._lock:

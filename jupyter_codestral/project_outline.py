@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import os
+import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ MAX_FILE_BYTES = 1 << 20  # a module over 1 MB is skipped (with a note): generat
 MAX_CACHED_FILES = 512  # outlines kept (each a few KB of text at most)
 MAX_VALUE_CHARS = 80  # a constant's value is cut after this many characters
 MAX_METHODS = 20  # public methods listed per class
+REAL_PATH_TTL_S = 2.0  # a path's real path is looked up again after this long
 NOT_PROJECT = ("site-packages", "dist-packages")  # installed packages: the model knows them
 
 
@@ -40,8 +43,10 @@ class Outline:
     """What a module defines at its top level, each definition as the lines that show it."""
 
     path: Path
+    where: str = ""  # the path as the header shows it (relative to its root)
     definitions: dict[str, list[str]] = field(default_factory=dict)
     imports: dict[str, Import] = field(default_factory=dict)
+    star_imports: list[Import] = field(default_factory=list)  # `from .core import *`
     note: str = ""  # why the file was not outlined (too large)
 
     def public(self) -> list[str]:
@@ -53,9 +58,10 @@ class Outline:
         lines = self.definitions.get(head)
         if lines is None or not rest:
             return lines
-        wanted = f"def {rest.split('.')[0]}("
+        wanted = (f"def {rest}(", f"async def {rest}(")
         found = [line.strip() for line in lines if line.strip().startswith(wanted)]
-        return [lines[0], *[f"    {line}" for line in found]] if found else lines
+        heading = next(line for line in lines if not line.startswith("@"))
+        return [heading, *[f"    {line}" for line in found]] if found else None
 
 
 class ProjectFiles:
@@ -65,16 +71,29 @@ class ProjectFiles:
         self.roots = [Path(os.path.realpath(r)) for r in roots]
         self.max_bytes = max_bytes
         self._cache: OrderedDict[Path, tuple[tuple[int, int], Outline]] = OrderedDict()
+        self._real: OrderedDict[str, tuple[float, Path | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def allowed(self, path: str | os.PathLike) -> Path | None:
-        """The real path of `path` when it may be read: under a root, in no site-packages."""
-        real = Path(os.path.realpath(path))
-        if any(part in NOT_PROJECT for part in real.parts):
-            return None
-        if any(real.is_relative_to(root) for root in self.roots):
-            return real
-        return None
+        """The real path of `path` when it may be read: under a root, in no site-packages.
+        Remembered for REAL_PATH_TTL_S (a path resolves the same until a link changes; what
+        is read is always the real path, so a stale answer never leads out of the roots)."""
+        key, now = os.fspath(path), time.monotonic()
+        with self._lock:
+            known = self._real.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        real: Path | None = Path(os.path.realpath(path))
+        if any(part in NOT_PROJECT for part in real.parts) or not any(
+            real.is_relative_to(root) for root in self.roots
+        ):
+            real = None
+        with self._lock:
+            self._real[key] = (now + REAL_PATH_TTL_S, real)
+            self._real.move_to_end(key)
+            if len(self._real) > 4 * MAX_CACHED_FILES:
+                self._real.popitem(last=False)
+        return real
 
     def relative(self, path: Path) -> str:
         """How the header names a file: relative to the root it lies under."""
@@ -83,24 +102,27 @@ class ProjectFiles:
                 return path.relative_to(root).as_posix()
         return path.name
 
-    def outline(self, path: str | os.PathLike) -> Outline | None:
-        """The outline of a Python file, None when it is not there or may not be read."""
+    def outline(self, path: str | os.PathLike, read: bool = True) -> Outline | None:
+        """The outline of a Python file, None when it is not there or may not be read (or,
+        without `read`, when it would have to be read anew)."""
         real = self.allowed(path)
         if real is None:
             return None
         try:
-            stat = real.stat()
+            info = real.stat()
         except OSError:
             return None
-        if not real.is_file():
+        if not stat.S_ISREG(info.st_mode):
             return None
-        stamp = (stat.st_size, stat.st_mtime_ns)
+        stamp = (info.st_size, info.st_mtime_ns)
         with self._lock:
             cached = self._cache.get(real)
             if cached is not None and cached[0] == stamp:
                 self._cache.move_to_end(real)
                 return cached[1]
-        outline = self._read(real, stat.st_size)
+        if not read:
+            return None
+        outline = self._read(real, info.st_size)
         with self._lock:
             self._cache[real] = (stamp, outline)
             self._cache.move_to_end(real)
@@ -112,41 +134,57 @@ class ProjectFiles:
         name = self.relative(path)
         if size > self.max_bytes:
             note = f"{name} not read: {size / (1 << 20):.1f} MB, over {self.max_bytes >> 20} MB"
-            return Outline(path, note=note)
+            return Outline(path, name, note=note)
         try:
             data = path.read_bytes()[: self.max_bytes + 1]  # it may have grown since the stat
             if b"\0" in data or len(data) > self.max_bytes:
-                return Outline(path)  # binary (or grown past the bound): nothing to show
-            return outline_source(data.decode("utf-8"), path)
+                return Outline(path, name)  # binary (or grown past the bound): nothing to show
+            return outline_source(data.decode("utf-8"), path, name)
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
-            return Outline(path)  # not UTF-8, or being edited: nothing until it parses
+            return Outline(path, name)  # not UTF-8, or being edited: nothing until it parses
 
 
-def outline_source(source: str, path: Path = Path("<source>")) -> Outline:
-    """The outline of Python `source` (raises SyntaxError when it does not parse)."""
-    tree = ast.parse(source)
-    outline = Outline(path)
-    for node in tree.body:
+def outline_source(source: str, path: Path = Path("<source>"), where: str = "") -> Outline:
+    """The outline of Python `source` (raises SyntaxError when it does not parse). Top-level
+    statements are read, and those inside top-level `if`, `try` and `with` blocks (a
+    definition per platform or Python version): the first one of a name wins."""
+    outline = Outline(path, where or path.name)
+    for node in _top_level(ast.parse(source).body):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            outline.definitions[node.name] = _function(node, docstring=True)
+            outline.definitions.setdefault(node.name, _function(node, docstring=True))
         elif isinstance(node, ast.ClassDef):
-            outline.definitions[node.name] = _class(node)
+            outline.definitions.setdefault(node.name, _class(node))
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             for target, line in _constants(node):
-                outline.definitions[target] = [line]
+                outline.definitions.setdefault(target, [line])
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                if alias.name != "*":
+                if alias.name == "*":
+                    outline.star_imports.append(Import("*", node.module or "", "*", node.level))
+                else:
                     local = alias.asname or alias.name
-                    outline.imports[local] = Import(
-                        local, node.module or "", alias.name, node.level
+                    outline.imports.setdefault(
+                        local, Import(local, node.module or "", alias.name, node.level)
                     )
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]
                 module = alias.name if alias.asname else local  # `import a.b` binds `a`
-                outline.imports[local] = Import(local, module)
+                outline.imports.setdefault(local, Import(local, module))
     return outline
+
+
+def _top_level(body: list[ast.stmt]):
+    """The statements of a module's body, with those of its compound blocks in order."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If | ast.With):
+            yield from _top_level(node.body)
+            yield from _top_level(getattr(node, "orelse", []))
+        elif isinstance(node, ast.Try):
+            for part in (node.body, *(h.body for h in node.handlers), node.orelse,
+                         node.finalbody):  # fmt: skip
+                yield from _top_level(part)
 
 
 def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, docstring: bool) -> list[str]:
@@ -190,6 +228,9 @@ def _parameters(args: ast.arguments) -> str:
 
 
 def _class(node: ast.ClassDef) -> list[str]:
+    """Decorators that make fields, the `class` line, the docstring's first line, the fields,
+    then `__init__` and the public methods: the most wanted first, so that a class cut to fit
+    a budget keeps what a call needs."""
     bases = [ast.unparse(b) for b in [*node.bases, *node.keywords]]
     head = f"class {node.name}({', '.join(bases)}):" if bases else f"class {node.name}:"
     decorators = [f"@{ast.unparse(d)}" for d in node.decorator_list if _name(d) in _FIELDS]
@@ -197,16 +238,17 @@ def _class(node: ast.ClassDef) -> list[str]:
     doc = ast.get_docstring(node)
     if doc and (first := doc.strip().splitlines()[0].strip()):
         lines.append(f'    """{first}"""')
-    methods = 0
+    methods = [
+        item for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (not item.name.startswith("_") or item.name in ("__init__", "__call__"))
+    ]  # fmt: skip
+    methods.sort(key=lambda item: item.name != "__init__")  # stable: source order otherwise
     for item in node.body:
         if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
             value = f" = {_short(ast.unparse(item.value))}" if item.value else ""
             lines.append(f"    {item.target.id}: {ast.unparse(item.annotation)}{value}")
-        elif isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
-            public = not item.name.startswith("_") or item.name in ("__init__", "__call__")
-            if public and methods < MAX_METHODS:
-                lines.extend(f"    {line}" for line in _function(item, docstring=False))
-                methods += 1
+    for item in methods[:MAX_METHODS]:
+        lines.extend(f"    {line}" for line in _function(item, docstring=False))
     if len(lines) == len(decorators) + 1:
         lines[-1] += " ..."
     return lines

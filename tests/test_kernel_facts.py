@@ -184,21 +184,27 @@ def test_the_kernel_says_where_project_names_come_from(kernel, tmp_path):
     (package / "pricing.py").write_text(
         "def net_price(gross, vat_rate=0.2):\n    return gross\n"
         "class Basket:\n    def add(self, item, quantity=1):\n        pass\n"
+        "from .deco import traced\n@traced\ndef fetch(url, timeout=30):\n    pass\n"
+    )
+    (package / "deco.py").write_text(
+        "import functools\ndef traced(f):\n    @functools.wraps(f)\n"
+        "    def wrapper(*a, **k):\n        return f(*a, **k)\n    return wrapper\n"
     )
     code = (
         "import sys, pathlib\n"
         f"sys.path.insert(0, str(pathlib.Path({str(tmp_path)!r}) / 'project' / 'src'))\n"
-        "from shop.pricing import net_price, Basket\nimport shop.pricing as pricing\n"
+        "from shop.pricing import net_price, Basket, fetch\nimport shop.pricing as pricing\n"
         "basket = Basket()\n"
     )
     reply, _ = run_in_kernel(kernel, code)
     assert reply["status"] == "ok", reply
-    names = ["net_price", "Basket", "basket", "pricing", "np", "sales", *NAMES]
+    names = ["net_price", "Basket", "basket", "pricing", "fetch", "np", "sales", *NAMES]
     found = {name: (file, qualname) for name, file, qualname in origins(kernel, names)}
     module = str(package / "pricing.py")
     assert found["net_price"] == (module, "net_price")
     assert found["Basket"] == found["basket"] == (module, "Basket")
     assert found["pricing"] == (module, "")
+    assert found["fetch"] == (module, "fetch")  # the decorated function, not its wrapper
     assert "np" not in found and "sales" not in found  # installed packages
     touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
     assert touched["status"] == "ok", touched  # no user code ran

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_codestral.notebook_context import Cell, ContextBuilder
+from jupyter_codestral.notebook_context import PROJECT_SHARE, Cell, ContextBuilder
 from jupyter_codestral.project_context import Origin, ProjectContext
 from jupyter_codestral.project_outline import MAX_FILE_BYTES, ProjectFiles, outline_source
 
@@ -210,13 +210,28 @@ def test_the_header_keeps_to_its_share_of_the_budget(root):
     write(root / "analysis" / "wide.py", many)
     cells = ["import wide", "wide."]
     found = context(root).definitions("analysis/nb.ipynb", cells, 1, 5)
-    builder = ContextBuilder(lambda text: len(text) // 3 + 1, budget=256)
-    built = builder.build([Cell("code", c) for c in cells], 1, 5, definitions=found)
-    assert built.definitions == 0  # one module's dozen signatures do not fit 64 tokens
-    roomy = ContextBuilder(lambda text: len(text) // 3 + 1, budget=4096)
+    count = lambda text: len(text) // 3 + 1  # noqa: E731
+    roomy = ContextBuilder(count, budget=4096)
     built = roomy.build([Cell("code", c) for c in cells], 1, 5, definitions=found)
     assert built.definitions == 1 and "def function_11(" in built.prefix
     assert "function_12(" not in built.prefix  # a module lists at most a dozen names
+    # Too big for a small budget's share: cut after what fits, and marked.
+    small = ContextBuilder(count, budget=512)
+    header, used, shown = small.project_header(found, "#")
+    assert shown == 1 and used <= 512 * PROJECT_SHARE
+    assert "# def function_0(" in header and header.endswith("#     ...\n\n")
+    assert "function_11(" not in header
+
+
+def test_a_class_too_big_for_the_share_keeps_its_head_and_init(root):
+    methods = "".join(f"    def method_{i}(self, value_{i}=None): ...\n" for i in range(19))
+    init = "    def __init__(self, size=3): ...\n"
+    write(root / "analysis" / "big.py", f"class Big:\n{methods}{init}")
+    found = context(root).definitions("analysis/nb.ipynb", ["from big import Big", "Big("], 1, 4)
+    header, _, shown = ContextBuilder(len, budget=1024).project_header(found, "#")
+    assert shown == 1
+    assert "# class Big:\n#     def __init__(self, size=3): ...\n#     def method_0(" in header
+    assert "method_18" not in header and header.endswith("#     ...\n\n")
 
 
 def test_reading_stops_at_the_time_bound(root, monkeypatch):
@@ -227,3 +242,31 @@ def test_reading_stops_at_the_time_bound(root, monkeypatch):
     assert context(root).definitions("analysis/nb.ipynb", cells, 1, 15) == []
     monkeypatch.setattr(project_context, "TIME_BUDGET_S", 5.0)
     assert context(root).definitions("analysis/nb.ipynb", cells, 1, 15) != []
+
+
+def test_conditional_definitions_star_reexports_and_a_decorators_file(root):
+    write(root / "src" / "kit" / "__init__.py", "from .core import *\n")
+    write(root / "src" / "kit" / "deco.py", "def traced(f):\n    def wrapper(*a, **k): ...\n"
+          "    return wrapper\n")  # fmt: skip
+    write(root / "src" / "kit" / "core.py", textwrap.dedent("""
+        import sys
+        from .deco import traced
+        if sys.platform == "win32":
+            def console(width=80, *, colour=False): ...
+        else:
+            def console(width=120, *, colour=True): ...
+        try:
+            from fast import parse
+        except ImportError:
+            def parse(text, strict=True): ...
+        @traced
+        def fetch(url, timeout=30): ...
+    """))
+    cells = ["from kit import console, parse, fetch", "fetch("]
+    # functools.wraps copies the name, not the file: the kernel names the decorator's file,
+    # where there is no `fetch`; the import still leads to it.
+    origin = Origin("fetch", str(root / "src" / "kit" / "deco.py"), "fetch")
+    text = shown(context(root).definitions("nb.ipynb", cells, 1, 6, [origin]))
+    assert "def console(width=80, *, colour=False)" in text  # the first definition
+    assert "def parse(text, strict=True)" in text
+    assert "def fetch(url, timeout=30)" in text
