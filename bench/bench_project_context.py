@@ -512,6 +512,28 @@ def keystrokes(site: Site, count, first: str, pace_s: float):
     return rows
 
 
+def prefill_costs(budgets: tuple[int, ...], repeats: int) -> dict[int, float]:
+    """Median cold prefill (time to the first token) of a prompt of each budget's size on
+    bench_engine's model (torch backend): what a move to another cell costs at that budget."""
+    import tempfile
+
+    import codestral_engine
+    from bench.bench_engine import BENCH_SHAPE, fim_prompt, ours
+    from codestral_engine.weights.tiny import make_tiny
+
+    model_dir = make_tiny(Path(tempfile.mkdtemp()) / "bench", "hf", seed=0, shape=BENCH_SHAPE)
+    engine = codestral_engine.load(model_dir, "torch")
+    costs = {}
+    for budget in budgets:
+        prefix, suffix = fim_prompt(engine, budget)
+        times = []
+        for _ in range(repeats):
+            engine.prompt_cache.clear()
+            times.append(ours(engine, prefix, suffix, 1)["ttft"])
+        costs[budget] = statistics.median(times)
+    return costs
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -530,6 +552,8 @@ def main() -> None:
     parser.add_argument("--typing-ms", type=float, default=200,
                         help="time between keystrokes as project_context's clock sees it")
     parser.add_argument("--examples", type=int, default=3, help="misses shown per reason")
+    parser.add_argument("--prefill-repeats", type=int, default=5,
+                        help="cold prefills per budget on the bench model (0: skip)")  # fmt: skip
     args = parser.parse_args()  # fmt: skip
     started = time.perf_counter()
     project_context.time = CLOCK  # typing pace for its caches (see TypingClock)
@@ -619,6 +643,11 @@ def main() -> None:
     print("\nslowest sites, median definitions() + header (ms):")
     for ms, what in sorted(slowest, reverse=True)[:5]:
         print(f"  {ms:.2f}  {what}")
+    if args.prefill_repeats:
+        costs = prefill_costs(BUDGETS, args.prefill_repeats)
+        print("\ncold prefill of a prompt of the budget's size (bench_engine's model, torch):")
+        for budget, seconds in costs.items():
+            print(f"  {budget}: {seconds * 1000:.0f} ms ({seconds / costs[BUDGETS[0]]:.2f}x)")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
