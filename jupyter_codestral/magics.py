@@ -122,7 +122,11 @@ class Codestral(Magics, CodestralSettings):
     @argument(
         "--fill", action="store_true", help=f"fill the {FILL_MARKER} marker in the cell's code"
     )
-    @argument("-o", "--output-var", dest="name", help="also store the text in this variable")
+    @argument(
+        "-o", "--output-var", dest="name",
+        help="also store the text shown in this variable (for --fill: the code with its gap "
+        "filled, ready to run)",
+    )  # fmt: skip
     @argument("--max-tokens", type=int, help="most tokens to generate")
     @argument("--temperature", type=float, help="sampling temperature")
     @argument("--stop", action="append", help="stop string (repeatable)")
