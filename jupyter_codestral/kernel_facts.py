@@ -101,20 +101,26 @@ def _library_array(array: object) -> bool:
 def facts(names: list[str], namespace: dict | None = None) -> list[str]:
     """`name: description` lines for the `names` (in order) that the namespace holds and that
     `describe` may look into; within the probe's time and size bounds."""
+    return [_short(f"{name}: {line}", MAX_LINE) for name, line in _each(names, namespace, describe)]
+
+
+def _each(names: list[str], namespace: dict | None, look):
+    """(name, look(value)) for the `names` the namespace holds, in order, while `look` finds
+    something for at most MAX_NAMES of them within TIME_BUDGET_S."""
     space = namespace if namespace is not None else vars(sys.modules["__main__"])
-    started, lines = time.perf_counter(), []
+    started, found = time.perf_counter(), 0
     for name in names:
-        if len(lines) >= MAX_NAMES or time.perf_counter() - started > TIME_BUDGET_S:
+        if found >= MAX_NAMES or time.perf_counter() - started > TIME_BUDGET_S:
             break
         if type(name) is not str or name.startswith("_") or name not in space:
             continue
         try:
-            line = describe(space[name])
+            seen = look(space[name])
         except Exception:  # a library object in a broken state: leave it out
             continue
-        if line:
-            lines.append(_short(f"{name}: {line}", MAX_LINE))
-    return lines
+        if seen:
+            found += 1
+            yield name, seen
 
 
 def _frame(frame) -> str:
@@ -205,21 +211,15 @@ def origins(names: list[str], namespace: dict | None = None) -> list[list[str]]:
     got them (after `sys.path` edits, `%run`, editable installs), for the project context.
     `qualname` is "" for a module. Only exact types and own namespaces are read, so no user
     code runs (no `__getattr__`, properties or metaclass hooks)."""
-    space = namespace if namespace is not None else vars(sys.modules["__main__"])
     installed = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-    started, found = time.perf_counter(), []
-    for name in names:
-        if len(found) >= MAX_NAMES or time.perf_counter() - started > TIME_BUDGET_S:
-            break
-        if type(name) is not str or name.startswith("_") or name not in space:
-            continue
-        try:
-            where = _origin(space[name])
-        except Exception:  # an object in a broken state: leave it out
-            continue
+
+    def project_file(value: object) -> tuple[str, str] | None:
+        where = _origin(value)
         if where and not where[0].startswith(installed) and "-packages" not in where[0]:
-            found.append([name, *where])
-    return found
+            return where
+        return None
+
+    return [[name, *where] for name, where in _each(names, namespace, project_file)]
 
 
 def _origin(value: object) -> tuple[str, str] | None:

@@ -91,17 +91,18 @@ def kernel():
     km.shutdown_kernel(now=True)
 
 
-def probe(kc, names: list[str]) -> tuple[list[str], list[dict]]:
-    """Run the probe exactly as the extension does; its facts and the iopub traffic."""
+def probe(kc, names: list[str], answer: str = "expression") -> tuple[list, dict]:
+    """Run the probe exactly as the extension does; one of its answers (the facts, or the
+    names' `origins`) and the reply."""
     request = probe_request()
-    expression = request["expression"].replace("NAMES", json.dumps(names))
+    expression = request[answer].replace("NAMES", json.dumps(names))
     msg_id = kc.execute(request["setup"], silent=True, store_history=False,
-                        user_expressions={"codestral": expression})  # fmt: skip
+                        user_expressions={answer: expression})  # fmt: skip
     reply = kc.get_shell_msg(timeout=60)
     assert reply["parent_header"]["msg_id"] == msg_id
-    answer = reply["content"]["user_expressions"]["codestral"]
-    assert answer["status"] == "ok", answer
-    return json.loads(answer["data"]["text/plain"]), reply
+    found = reply["content"]["user_expressions"][answer]
+    assert found["status"] == "ok", found
+    return json.loads(found["data"]["text/plain"]), reply
 
 
 def test_the_probe_describes_live_objects_and_runs_no_user_code(kernel):
@@ -162,19 +163,6 @@ def test_the_magic_header_follows_the_same_rules():
     assert "trap" not in header and touched == []
 
 
-def origins(kc, names: list[str]) -> list[list[str]]:
-    """The probe's second user expression, as the extension sends it."""
-    request = probe_request()
-    expression = request["origins"].replace("NAMES", json.dumps(names))
-    msg_id = kc.execute(request["setup"], silent=True, store_history=False,
-                        user_expressions={"codestral_origins": expression})  # fmt: skip
-    reply = kc.get_shell_msg(timeout=60)
-    assert reply["parent_header"]["msg_id"] == msg_id
-    answer = reply["content"]["user_expressions"]["codestral_origins"]
-    assert answer["status"] == "ok", answer
-    return json.loads(answer["data"]["text/plain"])
-
-
 def test_the_kernel_says_where_project_names_come_from(kernel, tmp_path):
     """A package put on sys.path by a path computed at run time: static reading cannot find
     it, the kernel can; library names and the traps are left alone."""
@@ -199,7 +187,8 @@ def test_the_kernel_says_where_project_names_come_from(kernel, tmp_path):
     reply, _ = run_in_kernel(kernel, code)
     assert reply["status"] == "ok", reply
     names = ["net_price", "Basket", "basket", "pricing", "fetch", "np", "sales", *NAMES]
-    found = {name: (file, qualname) for name, file, qualname in origins(kernel, names)}
+    answer, _ = probe(kernel, names, "origins")
+    found = {name: (file, qualname) for name, file, qualname in answer}
     module = str(package / "pricing.py")
     assert found["net_price"] == (module, "net_price")
     assert found["Basket"] == found["basket"] == (module, "Basket")

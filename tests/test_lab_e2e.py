@@ -417,30 +417,40 @@ def test_ghost_text_from_a_classroom_vllm(page, vllm, tmp_path):
         proc.wait(timeout=30)
 
 
-def test_ghost_text_knows_the_kernels_dataframe(page, lab):
-    """After a cell defines a DataFrame, the prompt opens with its real column names; the
-    probe waits while a cell runs; typing does not change the prompt's start."""
-    open_notebook(page, lab.url, "facts.ipynb")
-    page.wait_for_function(
-        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
-        " === 'idle'",
-        timeout=60_000,
-    )
+KERNEL_STATUS = "window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
+
+
+def run_all_until_probed(page, lab, name: str) -> None:
+    """Open a notebook, run all its cells, and wait until the kernel has been probed."""
+    open_notebook(page, lab.url, name)
+    page.wait_for_function(f"() => {KERNEL_STATUS} === 'idle'", timeout=60_000)
     page.evaluate(SPY_ON_PROBES)
-    # Run all: the DataFrame cell ends while the sleeping cell is queued and then runs for
-    # 3 s; the probe must wait for the kernel to be idle, not run between or beside them.
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function("() => window.__probes.length >= 1", timeout=30_000)
-    assert set(page.evaluate("() => window.__probes")) == {"idle"}
+    page.wait_for_function(f"() => {KERNEL_STATUS} === 'idle'", timeout=30_000)
 
+
+def type_in_the_last_cell(page, lab, text: str) -> list[str]:
+    """Type `text` at a typist's pace in the last cell; the FIM prompts it sent the engine."""
     asked_before = len(logged_prompts(lab))
     edit_last_cell(page)
-    for ch in "total = sal":
+    for ch in text:
         page.keyboard.type(ch)
-        page.wait_for_timeout(150)
+        page.wait_for_timeout(120)
     wait_for_ghost_to_settle(page)
     prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
     assert prompts, "no request reached the engine"
+    return prompts
+
+
+def test_ghost_text_knows_the_kernels_dataframe(page, lab):
+    """After a cell defines a DataFrame, the prompt opens with its real column names; the
+    probe waits while a cell runs; typing does not change the prompt's start."""
+    # Run all: the DataFrame cell ends while the sleeping cell is queued and then runs for
+    # 3 s; the probe must wait for the kernel to be idle, not run between or beside them.
+    run_all_until_probed(page, lab, "facts.ipynb")
+    assert set(page.evaluate("() => window.__probes")) == {"idle"}
+    prompts = type_in_the_last_cell(page, lab, "total = sal")
     assert "Live objects in the kernel:" in prompts[-1]
     assert "'region_name_xyz' (" in prompts[-1] and "'amount_eur' (float64)" in prompts[-1]
     header = prompts[-1].split("\n\n")[0]
@@ -451,29 +461,8 @@ def test_ghost_text_knows_the_project_code_the_kernel_imported(page, lab):
     """A package on sys.path by a path computed at run time: after the import cell runs, the
     prompt opens with its function's defaults and its class's method parameters, and typing
     does not change the prompt's start."""
-    open_notebook(page, lab.url, "analysis/project.ipynb")
-    page.wait_for_function(
-        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status"
-        " === 'idle'",
-        timeout=60_000,
-    )
-    page.evaluate(SPY_ON_PROBES)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function("() => window.__probes.length >= 1", timeout=30_000)
-    page.wait_for_function(
-        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
-        " === 'idle'",
-        timeout=30_000,
-    )
-
-    asked_before = len(logged_prompts(lab))
-    edit_last_cell(page)
-    for ch in "total = net_price(":
-        page.keyboard.type(ch)
-        page.wait_for_timeout(100)
-    wait_for_ghost_to_settle(page)
-    prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
-    assert prompts, "no request reached the engine"
+    run_all_until_probed(page, lab, "analysis/project.ipynb")
+    prompts = type_in_the_last_cell(page, lab, "total = net_price(")
     last = prompts[-1]
     assert "# From the project's own files:\n# code/shop/pricing.py:\n" in last, last
     assert "vat_rate: float = 0.2, *, rounding: int = 2) -> float:" in last
