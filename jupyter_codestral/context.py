@@ -81,6 +81,8 @@ def project_roots(cwd: str | os.PathLike, extra: Sequence[str] = ()) -> tuple[st
             break
         if any((folder / marker).exists() for marker in PROJECT_MARKERS):
             return (str(folder), *extra)
+    if here == here.parent:  # a kernel started at / : the whole machine is no project
+        return tuple(extra)
     return (str(here), *extra)
 
 

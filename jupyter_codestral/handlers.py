@@ -327,10 +327,11 @@ class LabService:
 
     def recent_code(self, body: CompleteRequest) -> list[Definition]:
         """The browser's recently seen code, after the definitions in the same share: none
-        from this document or already in it (the prompt holds those)."""
+        from this document or already in its other cells (the prompt holds those; the cell
+        being typed in is not compared, or a chunk would come and go as the user types)."""
         if not self.settings.project_context:
             return []
-        sources = [c.source for c in body.cells]
+        sources = [c.source for i, c in enumerate(body.cells) if i != body.cell]
         return [
             Definition("", chunk.path, tuple(chunk.text.rstrip("\n").splitlines()))
             for chunk in body.recent

@@ -215,9 +215,12 @@ def origins(names: list[str], namespace: dict | None = None) -> list[list[str]]:
 
     def project_file(value: object) -> tuple[str, str] | None:
         where = _origin(value)
-        if where and not where[0].startswith(installed) and "-packages" not in where[0]:
-            return where
-        return None
+        if where is None or not where[0] or where[0].startswith(installed):
+            return None
+        folder = os.path.basename(os.path.dirname(where[0]))
+        if "-packages" in where[0] or folder.startswith("ipykernel_"):  # a notebook's cell
+            return None
+        return where
 
     return [[name, *where] for name, where in _each(names, namespace, project_file)]
 
@@ -231,7 +234,7 @@ def _origin(value: object) -> tuple[str, str] | None:
         if type(wrapped) is types.FunctionType:
             value = wrapped
         code, qualname = value.__code__, value.__qualname__
-        if "<" in qualname:  # a lambda or a nested function: not a project name to show
+        if type(qualname) is not str or "<" in qualname:  # a lambda, a nested function
             return None
         return _file(code.co_filename), qualname
     if kind is types.ModuleType:

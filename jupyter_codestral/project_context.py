@@ -7,11 +7,12 @@ A name the notebook uses is traced to the file that defines it in two ways:
 - the notebook's own import statements, resolved against the notebook's directory, the
   server's root, its `src/` and literal `sys.path.insert/append` directories in the notebook.
 
-The result is a list of `Definition`s the context builder fits into its budget. It depends on
-what stays put while the user types in one place: the kernel's answer (changes on an
-execution), the other cells, the names the current cell held when the cursor entered it
-(`focus`), the current cell's imports except on the cursor's line, and the files' contents (a
-save). Ranking: names of the current cell first, then by the distance of the nearest cell that
+The result is a list of `Definition`s the context builder fits into its budget. It depends
+only on what stays put while the user types in a notebook's cell: the kernel's answer (changes
+on an execution), the other cells, the names the current cell held when the cursor entered it
+(`focus`) and the files' contents (a save); the cell being typed in is not read. In a `.py`
+file (one cell) all but the cursor's line is read, so an Enter after an import may change it.
+Ranking: names of the current cell first, then by the distance of the nearest cell that
 mentions them, then the order of their imports.
 """
 
@@ -32,7 +33,7 @@ from .project_outline import Import, ProjectFiles
 IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
 ATTRIBUTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
 SYS_PATH = re.compile(
-    r"""sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*[rR]?(["'])([^"'\n]+)\1\s*\)"""
+    r"""sys\.path\.(insert\(\s*-?\d+\s*,|append\()\s*[rR]?(["'])([^"'\n]+)\2\s*\)"""
 )
 MAGIC = ("%", "!")
 MAX_DEFINITIONS = 40  # names traced per prompt
@@ -83,15 +84,18 @@ class ProjectContext:
     ) -> list[Definition]:
         """The definitions for the names of a document (`sources`: its cells, a file being
         one cell; `path`: its path under the first root), with the cursor at `cursor` of
-        `sources[index]` (None: no cursor line to leave out), ranked as the module docstring
-        says. Reading files stops after TIME_BUDGET_S (a cold start in a big project): what
-        was read is cached, so a later request goes further."""
+        `sources[index]` (None: the whole document counts, as for the magic and the fix),
+        ranked as the module docstring says. New files are read for TIME_BUDGET_S at most (a
+        cold start in a big project): what was read is cached, so a later request goes
+        further, and until then its header may grow."""
         deadline = time.monotonic() + TIME_BUDGET_S
         root = self.files.roots[0]
         here = (root / path).parent if path else root
         is_module = bool(path) and path.endswith(".py")
         current = sources[index]
-        if cursor is not None:
+        if cursor is not None and not is_module:
+            current = ""  # a notebook's cell being typed in: its names come as `focus`
+        elif cursor is not None:  # a file is one cell: all but the line being typed
             line_start = current.rfind("\n", 0, cursor) + 1
             line_end = current.find("\n", cursor)
             current = current[:line_start] + (current[line_end + 1 :] if line_end >= 0 else "")
@@ -107,9 +111,13 @@ class ProjectContext:
             (real,) = self._resolved.get(("origin", origin.file), self._allowed)
             if real is not None and origin.name not in targets:
                 targets[origin.name] = [(real, origin.qualname)]
-        extra = [here / d for p in parsed for d in p.sys_path]
-        search = [here, *self.files.roots, *(r / "src" for r in self.files.roots), *extra]
-        for p in parsed:
+        # Python's order: folders put first on sys.path, the notebook's (the kernel's working
+        # folder), then the root and its src/ (where a project's package usually lies), then
+        # folders appended to sys.path.
+        front = [here / d for p in reversed(parsed) for d in reversed(p.sys_path_front)]
+        back = [here / d for p in parsed for d in p.sys_path_back]
+        search = [*front, here, *self.files.roots, *(r / "src" for r in self.files.roots), *back]
+        for p in reversed(parsed):  # a later cell's import wins, as it would when run
             for imp in p.imports:
                 if imp.level and not is_module:
                     continue
@@ -246,7 +254,8 @@ def _signature(lines: list[str]) -> str:
 @dataclass(frozen=True)
 class _Parsed:
     imports: tuple[Import, ...]
-    sys_path: tuple[str, ...]
+    sys_path_front: tuple[str, ...]  # sys.path.insert(N, "...") folders, in order
+    sys_path_back: tuple[str, ...]  # sys.path.append("...") folders
     names: frozenset[str]
     attributes: frozenset[tuple[str, str]]
 
@@ -274,10 +283,12 @@ def _parse(source: str) -> _Parsed:
             imports += [Import(a.asname or a.name.split(".")[0],
                                a.name if a.asname else a.name.split(".")[0])
                         for a in node.names]  # fmt: skip
-    dirs = tuple(posixpath.normpath(m.group(2)) for m in SYS_PATH.finditer(code))
+    edits = [(m.group(1).startswith("insert"), posixpath.normpath(m.group(3)))
+             for m in SYS_PATH.finditer(code)]  # fmt: skip
     return _Parsed(
         tuple(imports),
-        dirs,
+        tuple(d for first, d in edits if first),
+        tuple(d for first, d in edits if not first),
         frozenset(IDENTIFIER.findall(code)),
         frozenset(ATTRIBUTE.findall(code)),
     )

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_FILE_BYTES = 1 << 20  # a module over 1 MB is skipped (with a note): generated or data
-MAX_CACHED_FILES = 512  # outlines kept (each a few KB of text at most)
+MAX_FILE_BYTES = 512 << 10  # a module over 512 KB is skipped (with a note): generated or
+# data, and ast takes about a second per MB, on the thread every suggestion waits for
+MAX_CACHED_FILES = 256  # outlines kept (a typical one is a few KB; the largest, ~100 KB)
 MAX_VALUE_CHARS = 80  # a constant's value is cut after this many characters
 MAX_METHODS = 20  # public methods listed per class
 REAL_PATH_TTL_S = 2.0  # a path's real path is looked up again after this long
@@ -76,17 +77,15 @@ class ProjectFiles:
 
     def allowed(self, path: str | os.PathLike) -> Path | None:
         """The real path of `path` when it may be read: under a root, in no site-packages.
-        Remembered for REAL_PATH_TTL_S (a path resolves the same until a link changes; what
-        is read is always the real path, so a stale answer never leads out of the roots)."""
+        Remembered for REAL_PATH_TTL_S (a path resolves the same until a link changes); a
+        read checks again, so a stale answer never leads out of the roots."""
         key, now = os.fspath(path), time.monotonic()
         with self._lock:
             known = self._real.get(key)
         if known is not None and known[0] > now:
             return known[1]
         real: Path | None = Path(os.path.realpath(path))
-        if any(part in NOT_PROJECT for part in real.parts) or not any(
-            real.is_relative_to(root) for root in self.roots
-        ):
+        if not self._under_roots(real):
             real = None
         with self._lock:
             self._real[key] = (now + REAL_PATH_TTL_S, real)
@@ -94,6 +93,11 @@ class ProjectFiles:
             if len(self._real) > 4 * MAX_CACHED_FILES:
                 self._real.popitem(last=False)
         return real
+
+    def _under_roots(self, real: Path) -> bool:
+        if any(part in NOT_PROJECT for part in real.parts):
+            return False
+        return any(real.is_relative_to(root) for root in self.roots)
 
     def relative(self, path: Path) -> str:
         """How the header names a file: relative to the root it lies under."""
@@ -133,15 +137,31 @@ class ProjectFiles:
     def _read(self, path: Path, size: int) -> Outline:
         name = self.relative(path)
         if size > self.max_bytes:
-            note = f"{name} not read: {size / (1 << 20):.1f} MB, over {self.max_bytes >> 20} MB"
+            limit = self.max_bytes / (1 << 20)
+            note = f"{name} not read: {size / (1 << 20):.1f} MB, over {limit:g} MB"
             return Outline(path, name, note=note)
         try:
-            data = path.read_bytes()[: self.max_bytes + 1]  # it may have grown since the stat
-            if b"\0" in data or len(data) > self.max_bytes:
-                return Outline(path, name)  # binary (or grown past the bound): nothing to show
+            data = self._read_checked(path)
+            if data is None or b"\0" in data or len(data) > self.max_bytes:
+                return Outline(path, name)  # moved, binary or grown: nothing to show
             return outline_source(data.decode("utf-8"), path, name)
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
             return Outline(path, name)  # not UTF-8, or being edited: nothing until it parses
+
+    def _read_checked(self, path: Path) -> bytes | None:
+        """The file's bytes (up to the bound and one more), if what was opened is a regular
+        file whose real path, resolved again now, is still under a root: a link swapped in
+        since `allowed` looked (its answer is remembered) is never followed out."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in does not block
+        with os.fdopen(fd, "rb") as file:
+            opened = os.fstat(file.fileno())
+            real = os.path.realpath(path)
+            if not stat.S_ISREG(opened.st_mode) or not self._under_roots(Path(real)):
+                return None
+            now = os.stat(real)
+            if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                return None
+            return file.read(self.max_bytes + 1)
 
 
 def outline_source(source: str, path: Path = Path("<source>"), where: str = "") -> Outline:
@@ -174,6 +194,9 @@ def outline_source(source: str, path: Path = Path("<source>"), where: str = "") 
     return outline
 
 
+_TRY = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)  # 3.11: except*
+
+
 def _top_level(body: list[ast.stmt]):
     """The statements of a module's body, with those of its compound blocks in order."""
     for node in body:
@@ -181,7 +204,7 @@ def _top_level(body: list[ast.stmt]):
         if isinstance(node, ast.If | ast.With):
             yield from _top_level(node.body)
             yield from _top_level(getattr(node, "orelse", []))
-        elif isinstance(node, ast.Try):
+        elif isinstance(node, _TRY):
             for part in (node.body, *(h.body for h in node.handlers), node.orelse,
                          node.finalbody):  # fmt: skip
                 yield from _top_level(part)

@@ -197,3 +197,24 @@ def test_the_kernel_says_where_project_names_come_from(kernel, tmp_path):
     assert "np" not in found and "sales" not in found  # installed packages
     touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
     assert touched["status"] == "ok", touched  # no user code ran
+
+
+def test_origins_leave_out_what_is_not_a_project_file_and_run_no_user_code(kernel):
+    code = (
+        "import math, itertools\n"
+        "class Local:\n    pass\n"
+        "locals_ = [Local() for _ in range(50)]\n"
+        "def cell_function(x):\n    return x\n"
+        "class Name(str):\n"
+        "    def __contains__(self, item):\n        touched.append('qualname'); return False\n"
+        "def renamed(x):\n    return x\n"
+        "renamed.__qualname__ = Name('renamed')\n"
+    )
+    reply, _ = run_in_kernel(kernel, code)
+    assert reply["status"] == "ok", reply
+    names = ["math", "itertools", "Local", "cell_function", "renamed"]
+    names += [f"locals_{i}" for i in range(50)]
+    answer, _ = probe(kernel, names, "origins")
+    assert answer == []  # no file, or a notebook cell's own: nothing for the project context
+    touched, _ = run_in_kernel(kernel, "assert touched == [], touched")
+    assert touched["status"] == "ok", touched

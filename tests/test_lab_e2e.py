@@ -159,10 +159,15 @@ FRAME_CELL = (
 SPY_ON_PROBES = """() => {
     const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
     window.__probes = [];
+    window.__probesAnswered = 0;
     const send = kernel.requestExecute.bind(kernel);
     kernel.requestExecute = (content, ...rest) => {
-        if (content.silent) window.__probes.push(kernel.status);
-        return send(content, ...rest);
+        const future = send(content, ...rest);
+        if (content.silent) {
+            window.__probes.push(kernel.status);
+            future.done.then(() => window.__probesAnswered++);
+        }
+        return future;
     };
 }"""
 
@@ -427,7 +432,10 @@ def run_all_until_probed(page, lab, name: str) -> None:
     page.evaluate(SPY_ON_PROBES)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function("() => window.__probes.length >= 1", timeout=30_000)
-    page.wait_for_function(f"() => {KERNEL_STATUS} === 'idle'", timeout=30_000)
+    # Answered: its facts and origins are what the next request sends.
+    page.wait_for_function(
+        "() => window.__probesAnswered >= window.__probes.length", timeout=30_000
+    )
 
 
 def type_in_the_last_cell(page, lab, text: str) -> list[str]:

@@ -405,11 +405,13 @@ async def test_recent_code_follows_the_definitions_without_repeats(codestral, jp
         {"path": "other.ipynb", "text": "discount = 0.1\nlabel = 'sale'"},
         {"path": "shop/prices.ipynb", "text": "anything_here = 1"},  # this document
         {"path": "third.py", "text": "from pricing import net_price"},  # already in it
+        {"path": "fourth.ipynb", "text": "price = net_price("},  # the cell typed in: kept
     ]
     prefix = codestral.context(codestral_body(dict(PROJECT_BODY, recent=recent))).prefix
     header = prefix[: prefix.index("from pricing import net_price")]
     assert header.index("# def net_price(") < header.index("# other.ipynb:\n# discount = 0.1\n")
     assert "anything_here" not in prefix and "third.py" not in prefix
+    assert "# fourth.ipynb:\n# price = net_price(\n" in header
 
 
 async def test_typing_with_the_project_header_prefills_only_the_typed_tokens(jp_fetch, jp_root_dir):

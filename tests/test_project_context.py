@@ -12,7 +12,7 @@ import pytest
 
 from jupyter_codestral.notebook_context import PROJECT_SHARE, Cell, ContextBuilder
 from jupyter_codestral.project_context import Origin, ProjectContext
-from jupyter_codestral.project_outline import MAX_FILE_BYTES, ProjectFiles, outline_source
+from jupyter_codestral.project_outline import ProjectFiles, outline_source
 
 FEATURES = '''
 """Feature engineering for the shop."""
@@ -140,7 +140,8 @@ def test_nothing_outside_the_roots_is_read(root, tmp_path):
     assert project.definitions("analysis/nb.ipynb", cells, 1, 14) == []
     origin = Origin("leaked_secret", str(outside), "leaked_secret")  # a kernel's answer
     assert project.definitions("analysis/nb.ipynb", cells, 1, 14, [origin]) == []
-    assert project.definitions("../../elsewhere/nb.ipynb", ["from secret import *"], 0, 0) == []
+    # A document path out of the root: its folder is searched, and still nothing is read.
+    assert project.definitions("../elsewhere/nb.ipynb", cells, 1, 14) == []
     # An admin's extra directory is a root too.
     text = shown(context(root, tmp_path / "elsewhere").definitions(None, cells, 1, 14, [origin]))
     assert "token='abc'" in text
@@ -154,13 +155,13 @@ def test_installed_packages_are_not_the_project(root):
 
 def test_large_binary_and_undecodable_files(root):
     big = root / "analysis" / "generated.py"
-    big.write_text("def huge(): ...\n" + "# padding\n" * (5 * MAX_FILE_BYTES // 10))  # 5 MB
-    (root / "analysis" / "latin.py").write_bytes(b"def caf\xe9(x): ...\n")
+    big.write_text("def huge(): ...\n" + "# padding\n" * ((5 << 20) // 10))  # 5 MB
+    (root / "analysis" / "latin.py").write_bytes("def café(x): ...\n".encode("latin-1"))
     (root / "analysis" / "blob.py").write_bytes(b"def blob(): ...\n\0\0")
-    cells = ["from generated import huge\nfrom latin import cafe\nfrom blob import blob", "h"]
+    cells = ["from generated import huge\nfrom latin import café\nfrom blob import blob", "h"]
     found = context(root).definitions("analysis/nb.ipynb", cells, 1, 1)
     notes = [d.lines for d in found]
-    assert notes == [("(analysis/generated.py not read: 5.0 MB, over 1 MB)",)], notes
+    assert notes == [("(analysis/generated.py not read: 5.0 MB, over 0.5 MB)",)], notes
 
 
 def test_a_save_changes_the_definition(root):
@@ -174,7 +175,7 @@ def test_a_save_changes_the_definition(root):
     assert "window: int = 7" in before and "window: int = 14" in after
 
 
-def test_ranking_current_cell_first_then_nearest_and_the_cursor_line_left_out(root):
+def test_ranking_current_cell_first_then_nearest_and_the_cell_typed_in_left_out(root):
     write(root / "analysis" / "more.py", "def alpha(a): ...\ndef beta(b): ...\ndef gamma(c): ...\n")
     cells = ["from more import alpha, beta, gamma", "beta(1)", "x = 1", "alpha(2)\ngam"]
     project = context(root)
@@ -182,9 +183,18 @@ def test_ranking_current_cell_first_then_nearest_and_the_cursor_line_left_out(ro
     assert order == ["beta", "alpha", "gamma"]  # beta's cell is nearest; gamma unused
     focused = project.definitions("analysis/nb.ipynb", cells, 3, 12, focus=["gamma"])
     assert [d.name for d in focused] == ["gamma", "beta", "alpha"]
-    # An import typed on the cursor's line counts only once the cursor leaves the line.
-    typing = ["x = 1", "from more import alpha\nfrom features import build_fe"]
-    assert [d.name for d in project.definitions("analysis/nb.ipynb", typing, 1, 50)] == ["alpha"]
+    # The notebook's cell being typed in is not read (its names come as focus): Enter, moving
+    # the cursor or finishing a statement there never changes the header.
+    typing = ["x = 1", "from more import alpha\nmore.alpha(\nfrom features import build_fe"]
+    for cursor in (10, 34, len(typing[1])):
+        assert project.definitions("analysis/nb.ipynb", typing, 1, cursor) == []
+    # A .py file is one cell: all of it but the line being typed.
+    file = ["from more import alpha\nfrom features import build_fe"]
+    assert [d.name for d in project.definitions("analysis/mod.py", file, 0, 50)] == ["alpha"]
+    # The magic and the fix (no cursor) read the whole cell.
+    assert [d.name for d in project.definitions("analysis/nb.ipynb", typing, 1, None)] == [
+        "alpha"
+    ]
 
 
 def test_the_header_stays_put_while_typing(root):
@@ -270,3 +280,24 @@ def test_conditional_definitions_star_reexports_and_a_decorators_file(root):
     assert "def console(width=80, *, colour=False)" in text  # the first definition
     assert "def parse(text, strict=True)" in text
     assert "def fetch(url, timeout=30)" in text
+
+
+def test_folders_put_first_on_sys_path_win_as_they_would_in_python(root):
+    write(root / "analysis" / "geo.py", "def area(shape, unit='m2'): ...\n")
+    write(root / "vendor" / "geo.py", "def area(shape, unit='km2'): ...\n")
+    first = ["import sys\nsys.path.insert(0, '../vendor')\nfrom geo import area", "area("]
+    text = shown(context(root).definitions("analysis/nb.ipynb", first, 1, 5))
+    assert "unit='km2'" in text and "unit='m2'" not in text
+    last = ["import sys\nsys.path.append('../vendor')\nfrom geo import area", "area("]
+    assert "unit='m2'" in shown(context(root).definitions("analysis/nb.ipynb", last, 1, 5))
+
+
+def test_a_folder_swapped_for_a_link_out_of_the_root_is_not_followed(root, tmp_path):
+    files = ProjectFiles([root])
+    module = root / "analysis" / "features.py"
+    assert "build_features" in files.outline(module).definitions
+    outside = write(tmp_path / "outside" / "features.py", "SECRET = 'never read'\n")
+    (root / "analysis").rename(root / "moved")
+    os.symlink(outside.parent, root / "analysis")  # within the remembered real path's TTL
+    outline = files.outline(module)
+    assert outline is None or "SECRET" not in outline.definitions

@@ -140,7 +140,7 @@ export class FixController {
         mode,
         context_tokens: this.contextTokens,
         facts,
-        path: ref.panel.context.path,
+        path: ref.panel.context.localPath,
         project,
         origins: project && this.kernelFacts ? this.kernelFacts.originsOf(ref.panel) : []
       },

@@ -105,6 +105,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             provider.kernelFacts.describeObjects = provider.settings.kernelFacts;
             provider.kernelFacts.traceOrigins = provider.settings.projectContext;
           }
+          if (provider.recentCode) {
+            provider.recentCode.enabled = provider.settings.recentFiles;
+          }
           status.setEnabled(provider.settings.enabled);
           if (fixes) {
             fixes.useKernelFacts = provider.settings.kernelFacts;

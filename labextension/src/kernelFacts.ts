@@ -119,16 +119,21 @@ export class KernelFacts {
         .filter(cell => cell.model.type === 'code')
         .map(cell => cell.model.sharedModel.getSource());
       const names = JSON.stringify(namesToProbe(sources, executed));
+      // Only what the settings ask for: with kernel facts off, no object is described.
+      const expressions: Record<string, string> = {};
+      if (this.describeObjects) {
+        expressions.codestral = probe.expression.replace('NAMES', names);
+      }
+      if (this.traceOrigins) {
+        expressions.codestral_origins = probe.origins.replace('NAMES', names);
+      }
       const future = kernel.requestExecute({
         code: probe.setup,
         silent: true,
         store_history: false,
         allow_stdin: false,
         stop_on_error: false,
-        user_expressions: {
-          codestral: probe.expression.replace('NAMES', names),
-          codestral_origins: probe.origins.replace('NAMES', names)
-        }
+        user_expressions: expressions
       });
       const reply = await future.done;
       const answers = (reply.content as any).user_expressions ?? {};

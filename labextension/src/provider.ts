@@ -68,13 +68,13 @@ export function describe(
       cell,
       language: notebookLanguage(widget),
       policy: notebookPolicy(widget),
-      path: widget.context.path
+      path: widget.context.localPath
     };
   }
   if (widget instanceof DocumentWidget && widget.content instanceof FileEditor) {
     const mime = widget.content.model.mimeType;
     const language = MIME_LANGUAGES[mime] ?? mime.replace(/^text\/(x-)?/, '');
-    const path = widget.context.path;
+    const path = widget.context.localPath;
     return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {}, path };
   }
   return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language: 'python', policy: {} };

@@ -18,8 +18,8 @@ import { RecentChunk } from './wire';
 
 /** Watches the shell: a document that loses the focus leaves a chunk in the ring. */
 export class RecentCode {
-  enabled = true;
-  readonly ring = new RecentRing();
+  private on = true;
+  private ring = new RecentRing();
   private edited = new WeakSet<Widget>();
   private watched = new WeakSet<Widget>();
 
@@ -37,8 +37,20 @@ export class RecentCode {
     });
   }
 
+  /** The "Recently seen code in the context" setting: off forgets what the ring holds. */
+  get enabled(): boolean {
+    return this.on;
+  }
+
+  set enabled(on: boolean) {
+    if (!on) {
+      this.ring = new RecentRing();
+    }
+    this.on = on;
+  }
+
   chunksFor(path: string | undefined): RecentChunk[] {
-    return this.enabled ? this.ring.chunksFor(path) : [];
+    return this.on ? this.ring.chunksFor(path) : [];
   }
 
   /** Remember whether the document is edited while it has the focus. */
