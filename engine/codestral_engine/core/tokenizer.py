@@ -118,13 +118,17 @@ class CodestralTokenizer:
     def encode_raw(self, text: str) -> list[int]:
         """A ready-made prompt (Ollama's `raw`) as token ids: the control tokens spelled in it
         (`<s>`, `[SUFFIX]`, `[PREFIX]`, `[INST]`, ...) become their ids and the text between them
-        is encoded as `encode_fim` encodes each part, so `<s>[SUFFIX]s[PREFIX]p` gives exactly
-        `encode_fim("p", "s")`. BOS is added when the text does not start with it."""
+        is encoded as `encode_fim` encodes each part (a suffix without the leading space), so
+        `<s>[SUFFIX]s[PREFIX]p` gives exactly `encode_fim("p", "s")`. BOS is added when the
+        text does not start with it."""
         pieces = [p for p in self._control_pattern.split(text) if p]
         ids = [] if pieces and pieces[0] == "<s>" else [self.bos_id]
-        for piece in pieces:
-            control = self._control_ids.get(piece)
-            ids += [control] if control is not None else self.encode(piece)
+        infilling = self._mistral.instruct_tokenizer._encode_infilling  # the suffix's encoding
+        for before, piece in zip([None, *pieces], pieces):
+            if (control := self._control_ids.get(piece)) is not None:
+                ids.append(control)
+            else:
+                ids += infilling(piece) if before == "[SUFFIX]" else self.encode(piece)
         return ids
 
     @functools.cached_property
