@@ -23,8 +23,9 @@ MESSAGES = [{"role": "user", "content": "Write a function that reverses a string
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     runtime = tmp_path_factory.mktemp("runtime")
-    srv = start_server(models["mlx"], runtime, "--token", TOKEN, "--log-prompts",
-                       log=runtime / "serve.log")  # fmt: skip
+    srv = start_server(
+        models["mlx"], runtime, "--token", TOKEN, "--log-prompts", log=runtime / "serve.log"
+    )
     srv.log = runtime / "serve.log"
     yield srv
     srv.proc.send_signal(signal.SIGTERM)
@@ -51,8 +52,13 @@ def mistral_fim(http, **fields) -> dict:
 
 def test_generate_with_a_suffix_is_token_exact_fim(client, http, reference_tokenizer):
     expected = reference_tokenizer.encode_fim(FIMRequest(prompt=PREFIX, suffix=SUFFIX)).tokens
-    whole = client.generate(model="codestral", prompt=PREFIX, suffix=SUFFIX, stream=False,
-                            options={"num_predict": 12, "temperature": 0})  # fmt: skip
+    whole = client.generate(
+        model="codestral",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        stream=False,
+        options={"num_predict": 12, "temperature": 0},
+    )
     assert list(whole.context[: whole.prompt_eval_count]) == expected
     assert whole.prompt_eval_count == len(expected)
     mistral = mistral_fim(http, max_tokens=12)
@@ -63,8 +69,15 @@ def test_generate_with_a_suffix_is_token_exact_fim(client, http, reference_token
 
 
 def test_generate_streams_ndjson(client, http):
-    parts = list(client.generate(model="codestral:22b", prompt=PREFIX, suffix=SUFFIX,
-                                 stream=True, options={"num_predict": 10, "stop": ["\n\n"]}))  # fmt: skip
+    parts = list(
+        client.generate(
+            model="codestral:22b",
+            prompt=PREFIX,
+            suffix=SUFFIX,
+            stream=True,
+            options={"num_predict": 10, "stop": ["\n\n"]},
+        )
+    )
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     text = "".join(p.response for p in parts)
     mistral = mistral_fim(http, max_tokens=10, stop=["\n\n"])
@@ -75,23 +88,35 @@ def test_generate_streams_ndjson(client, http):
 
 
 def test_the_engine_logs_the_fim_prompt_it_was_given(client, server):
-    client.generate(model="codestral", prompt="x = ", suffix="\nprint(x)", options={"num_predict": 1})
-    logged = [json.loads(line.split("codestral-engine: ", 1)[1])
-              for line in server.log.read_text().splitlines() if '"fim_prompt"' in line]  # fmt: skip
+    client.generate(
+        model="codestral", prompt="x = ", suffix="\nprint(x)", options={"num_predict": 1}
+    )
+    logged = [
+        json.loads(line.split("codestral-engine: ", 1)[1])
+        for line in server.log.read_text().splitlines()
+        if '"fim_prompt"' in line
+    ]
     assert {"event": "fim_prompt", "prompt": "x = ", "suffix": "\nprint(x)"} in logged
 
 
 def test_raw_prompt_with_control_tokens_equals_fim(client, http):
-    raw = client.generate(model="codestral", prompt=f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}",
-                          raw=True, stream=False, options={"num_predict": 8})  # fmt: skip
-    fim = client.generate(model="codestral", prompt=PREFIX, suffix=SUFFIX, stream=False,
-                          options={"num_predict": 8})  # fmt: skip
+    raw = client.generate(
+        model="codestral",
+        prompt=f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}",
+        raw=True,
+        stream=False,
+        options={"num_predict": 8},
+    )
+    fim = client.generate(
+        model="codestral", prompt=PREFIX, suffix=SUFFIX, stream=False, options={"num_predict": 8}
+    )
     assert raw.context == fim.context and raw.response == fim.response
 
 
 def test_generate_without_a_suffix_is_an_instruct_turn(client, http):
-    whole = client.generate(model="codestral", prompt=MESSAGES[0]["content"], stream=False,
-                            options={"num_predict": 6})  # fmt: skip
+    whole = client.generate(
+        model="codestral", prompt=MESSAGES[0]["content"], stream=False, options={"num_predict": 6}
+    )
     body = {"model": "codestral-latest", "messages": MESSAGES, "max_tokens": 6}
     chat = http.post("/v1/chat/completions", json=body).json()
     assert whole.response == chat["choices"][0]["message"]["content"]
@@ -104,8 +129,11 @@ def test_chat_whole_and_streamed(client, http):
     whole = client.chat(model="codestral", messages=MESSAGES, options={"num_predict": 8})
     assert whole.message.role == "assistant" and whole.message.content == expected["content"]
     assert whole.eval_count == 8 and whole.done_reason == "length"
-    streamed = list(client.chat(model="codestral:latest", messages=MESSAGES, stream=True,
-                                options={"num_predict": 8}))  # fmt: skip
+    streamed = list(
+        client.chat(
+            model="codestral:latest", messages=MESSAGES, stream=True, options={"num_predict": 8}
+        )
+    )
     assert "".join(p.message.content for p in streamed) == expected["content"]
     assert streamed[-1].done and streamed[-1].prompt_eval_count == whole.prompt_eval_count
 
@@ -119,8 +147,9 @@ def test_list_show_ps_version(client, models, server):
     assert shown.details.family == "mistral"
     running = client.ps().models
     assert running and running[0].model == "codestral:latest" and running[0].expires_at
-    assert httpx.get(server.url + "/api/version",
-                     headers={"Authorization": f"Bearer {TOKEN}"}).json()["version"]  # fmt: skip
+    assert httpx.get(
+        server.url + "/api/version", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).json()["version"]
 
 
 def test_load_and_unload_requests_leave_the_shared_model_loaded(client, http):
@@ -129,7 +158,9 @@ def test_load_and_unload_requests_leave_the_shared_model_loaded(client, http):
     unloaded = client.generate(model="codestral", prompt="", keep_alive=0)
     assert unloaded.done_reason == "unload"
     assert http.get("/health").json()["status"] == "ready"
-    assert client.generate(model="codestral", prompt="a", suffix="", options={"num_predict": 2}).done
+    assert client.generate(
+        model="codestral", prompt="a", suffix="", options={"num_predict": 2}
+    ).done
 
 
 def test_without_the_token_every_ollama_route_refuses_in_ollamas_shape(server, models):
@@ -155,8 +186,12 @@ def test_no_auth_mode_is_loopback_only(models, tmp_path):
     srv = start_server(models["mlx"], tmp_path, "--ollama-no-auth", log=tmp_path / "a.log")
     try:
         tokenless = ollama.Client(host=srv.url)
-        assert tokenless.generate(model="codestral", prompt="a", suffix="",
-                                  options={"num_predict": 2}).eval_count == 2  # fmt: skip
+        assert (
+            tokenless.generate(
+                model="codestral", prompt="a", suffix="", options={"num_predict": 2}
+            ).eval_count
+            == 2
+        )
         assert tokenless.list().models
         # Only the Ollama routes open up; a web page elsewhere, or a rebound DNS name, cannot.
         assert httpx.get(srv.url + "/v1/status").status_code == 401
@@ -177,13 +212,23 @@ def test_no_auth_mode_is_loopback_only(models, tmp_path):
 def start_refused(models, tmp_path, *args):
     from .helpers import run_cli
 
-    return run_cli("serve", "--model", str(models["mlx"]), *args,
-                   env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "other")}, timeout=60)  # fmt: skip
+    return run_cli(
+        "serve",
+        "--model",
+        str(models["mlx"]),
+        *args,
+        env={"JUPYTER_RUNTIME_DIR": str(tmp_path / "other")},
+        timeout=60,
+    )
 
 
 def test_disconnect_mid_stream_cancels_the_generation(http, server):
-    body = {"model": "codestral", "prompt": "while True:\n", "suffix": "",
-            "options": {"num_predict": 20000}}  # fmt: skip
+    body = {
+        "model": "codestral",
+        "prompt": "while True:\n",
+        "suffix": "",
+        "options": {"num_predict": 20000},
+    }
     with http.stream("POST", "/api/generate", json=body) as response:
         lines = response.iter_lines()
         for _ in range(5):
@@ -218,17 +263,39 @@ def ollama_json(**fields) -> bytes:
         ("/api/generate", ollama_json(format="json"), 400, "format"),
         ("/api/generate", ollama_json(raw=True, prompt="x " * 1_500_000), 413, "context window"),
         ("/api/generate", ollama_json(prompt="y" * (9 << 20)), 413, "MB"),
-        ("/api/chat", json.dumps({"model": "codestral", "messages": "hi"}).encode(), 422, "messages"),
-        ("/api/chat", json.dumps({"model": "codestral", "messages": [{"role": "user", "content": "x"}],
-                                  "tools": [{"type": "function"}]}).encode(), 400, "tools"),  # fmt: skip
-        ("/api/chat", json.dumps({"model": "codestral", "messages": [{"role": "tool", "content": "x"}]}).encode(),
-         422, "Invalid chat messages"),  # fmt: skip
+        (
+            "/api/chat",
+            json.dumps({"model": "codestral", "messages": "hi"}).encode(),
+            422,
+            "messages",
+        ),
+        (
+            "/api/chat",
+            json.dumps(
+                {
+                    "model": "codestral",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "tools": [{"type": "function"}],
+                }
+            ).encode(),
+            400,
+            "tools",
+        ),
+        (
+            "/api/chat",
+            json.dumps(
+                {"model": "codestral", "messages": [{"role": "tool", "content": "x"}]}
+            ).encode(),
+            422,
+            "Invalid chat messages",
+        ),
         ("/api/show", b"{}", 400, "model is required"),
         ("/api/show", json.dumps({"model": "gpt-4"}).encode(), 404, "not found"),
     ],
 )
-def test_bad_input_gets_an_ollama_4xx_and_the_server_keeps_serving(http, path, content, status,
-                                                                   fragment):  # fmt: skip
+def test_bad_input_gets_an_ollama_4xx_and_the_server_keeps_serving(
+    http, path, content, status, fragment
+):
     response = http.post(path, content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"], response.json()

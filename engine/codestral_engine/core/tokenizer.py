@@ -124,7 +124,7 @@ class CodestralTokenizer:
         pieces = [p for p in self._control_pattern.split(text) if p]
         ids = [] if pieces and pieces[0] == "<s>" else [self.bos_id]
         infilling = self._mistral.instruct_tokenizer._encode_infilling  # the suffix's encoding
-        for before, piece in zip([None, *pieces], pieces):
+        for before, piece in zip([None, *pieces], pieces, strict=False):
             if (control := self._control_ids.get(piece)) is not None:
                 ids.append(control)
             else:

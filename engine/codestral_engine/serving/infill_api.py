@@ -169,7 +169,8 @@ async def _run(body: InfillBody, submitted) -> tuple[str, Finished, bool]:
                 return text, event, cut
             if body.n_predict == 0 or cut:
                 continue  # a warm-up keeps no text; a cut one only waits for its end
-            first_at = first_at or time.perf_counter()
+            if first_at is None:
+                first_at = time.perf_counter()
             text += event.text
             newline = text.rfind("\n")
             if newline < 0:
