@@ -33,11 +33,12 @@ TOKEN = "bench"
 def first_text_ms(http: httpx.Client, path: str, body: dict, text_of) -> float:
     start = time.perf_counter()
     with http.stream("POST", path, json=body) as response:
-        for line in response.iter_lines():
+        lines = response.iter_lines()
+        for line in lines:
             if text_of(line):
                 elapsed = time.perf_counter() - start
                 break
-        for _ in response.iter_lines():  # read to the end: the next request starts clean
+        for _ in lines:  # read to the end: the next request starts clean
             pass
     return elapsed * 1000
 
@@ -60,8 +61,10 @@ def ndjson_text(line: str) -> str:
     return json.loads(line).get("response", "") if line else ""
 
 
-def bodies(prefix: str, n: int, stream: bool) -> dict[str, tuple[str, dict]]:
-    return {
+def bodies(prefix: str, n: int, stream: bool, turn: int = 0) -> dict[str, tuple[str, dict]]:
+    """Each route's request, starting with a different route on each turn (no route is
+    always first after the warm-up)."""
+    routes = {
         "Mistral /v1/fim/completions": ("/v1/fim/completions", {
             "model": "codestral-latest", "prompt": prefix, "suffix": SUFFIX,
             "max_tokens": n, "stream": stream}),
@@ -72,6 +75,8 @@ def bodies(prefix: str, n: int, stream: bool) -> dict[str, tuple[str, dict]]:
             "input_prefix": prefix, "input_suffix": SUFFIX, "prompt": "",
             "n_predict": n, "stream": False}),
     }  # fmt: skip
+    names = list(routes)
+    return {name: routes[name] for name in names[turn % 3 :] + names[: turn % 3]}
 
 
 def main() -> None:
@@ -103,12 +108,12 @@ def main() -> None:
             whole: dict[str, list[float]] = {name: [] for name in bodies("", 1, False)}
             for i in range(args.repeats):
                 prefix = PREFIX.format(i=i) + f"total = f_{i}("
-                for name, (path, body) in bodies(prefix, 1, False).items():
+                for path, body in bodies(prefix, 1, False).values():
                     round_trip_ms(http, path, body)  # warm: this prompt is now cached
-                for name, (path, body) in bodies(prefix + "x", 8, True).items():
+                for name, (path, body) in bodies(prefix + "x", 8, True, i).items():
                     if name in streamed:
                         streamed[name].append(first_text_ms(http, path, body, parsers[name]))
-                for name, (path, body) in bodies(prefix + "xy", 1, False).items():
+                for name, (path, body) in bodies(prefix + "xy", 1, False, i).items():
                     whole[name].append(round_trip_ms(http, path, body))
     finally:
         server.terminate()
@@ -118,7 +123,7 @@ def main() -> None:
           f"backend {args.backend}, {args.repeats} runs each\n")  # fmt: skip
     print("| route | first streamed text (ms, p50) | one-token round trip (ms, p50) |")
     print("|---|---:|---:|")
-    for name in whole:
+    for name in bodies("", 1, False):
         first = f"{statistics.median(streamed[name]):.2f}" if name in streamed else "—"
         print(f"| {name} | {first} | {statistics.median(whole[name]):.2f} |")
     base_first = statistics.median(streamed["Mistral /v1/fim/completions"])
