@@ -301,3 +301,93 @@ def test_bad_input_gets_an_ollama_4xx_and_the_server_keeps_serving(
     assert fragment in response.json()["error"], response.json()
     ok = http.post("/api/generate", content=ollama_json(stream=False, options={"num_predict": 2}))
     assert ok.status_code == 200 and ok.json()["eval_count"] == 2
+
+
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    2**70,
+    1.5,
+    float("nan"),
+    "",
+    "x",
+    "\u2028",
+    [],
+    [1],
+    {},
+    {"a": 1},
+    [{"role": "user"}],
+    [{"text": 3}],
+    "-5m",
+    "9" * 400,
+]
+FIELDS = {
+    "/api/generate": [
+        "model",
+        "prompt",
+        "suffix",
+        "system",
+        "raw",
+        "stream",
+        "options",
+        "keep_alive",
+        "context",
+        "template",
+        "format",
+        "images",
+    ],
+    "/api/chat": ["model", "messages", "stream", "options", "tools", "keep_alive", "format"],
+    "/api/show": ["model", "name", "verbose"],
+    "/infill": [
+        "input_prefix",
+        "input_suffix",
+        "input_extra",
+        "prompt",
+        "n_predict",
+        "n_indent",
+        "t_max_predict_ms",
+        "stop",
+        "temperature",
+        "seed",
+        "stream",
+        "response_fields",
+    ],
+}
+
+
+def test_random_bodies_on_the_dialect_routes_never_500(http):
+    """Fuzzing: every field of every dialect route given odd values, often several at once;
+    each answer is a JSON 200 or 4xx, never a 500, and the server keeps serving."""
+    import random
+
+    rng = random.Random(26)
+    seen = set()
+    for _ in range(240):
+        path = rng.choice(list(FIELDS))
+        body = {
+            "model": "codestral",
+            "prompt": "a",
+            "stream": False,
+            "options": {"num_predict": 2},
+            "n_predict": 2,
+        }
+        for field in rng.sample(FIELDS[path], rng.randint(1, 3)):
+            value = rng.choice(ODD_VALUES)
+            if field == "options" and rng.random() < 0.5:
+                key = rng.choice(["num_predict", "temperature", "top_p", "seed", "stop"])
+                value = {key: rng.choice(ODD_VALUES)}
+            body[field] = value
+        response = http.post(
+            path,
+            content=json.dumps(body, allow_nan=True),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code < 500, (path, body, response.text)
+        seen.add(response.status_code)
+        if response.status_code >= 400:
+            error = response.json()["error"]
+            assert error["message"] if path == "/infill" else error
+    assert {200, 400, 422} <= seen
+    assert http.post("/infill", json={"input_prefix": "a", "n_predict": 2}).status_code == 200
