@@ -144,7 +144,7 @@ def test_list_show_ps_version(client, models, server):
     shown = client.show("codestral")
     assert "insert" in shown.capabilities and "completion" in shown.capabilities
     assert shown.modelinfo["llama.context_length"] == 32768
-    assert shown.details.family == "mistral"
+    assert shown.details.family == "llama"
     running = client.ps().models
     assert running and running[0].model == "codestral:latest" and running[0].expires_at
     assert httpx.get(
@@ -391,3 +391,88 @@ def test_random_bodies_on_the_dialect_routes_never_500(http):
             assert error["message"] if path == "/infill" else error
     assert {200, 400, 422} <= seen
     assert http.post("/infill", json={"input_prefix": "a", "n_predict": 2}).status_code == 200
+
+
+# Notebook Intelligence 6.2.0 (PyPI notebook-intelligence), notebook_intelligence/llm_providers/
+# ollama_llm_provider.py: its Codestral template and OllamaInlineCompletionModel's call, through
+# the ollama client's module functions (a Client() from OLLAMA_HOST and OLLAMA_API_KEY); and its
+# model enumeration (list, then show's model_info["<family>.context_length"]). Not installed:
+# it pulls litellm, anthropic, claude-agent-sdk and mcp.
+NBI_CODESTRAL = "[SUFFIX]{suffix}[PREFIX]{prefix}"
+NBI_STOP = [
+    "<|end▁of▁sentence|>",
+    "<\uff5cend▁of▁sentence\uff5c>",  # fullwidth bars, as NBI writes them
+    "<|EOT|>",
+    "<EOT>",
+    "\\n",
+    "</s>",
+    "<|eot_id|>",
+]
+
+
+def test_notebook_intelligences_ollama_provider(server, http, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    monkeypatch.setenv("OLLAMA_API_KEY", TOKEN)
+    client = ollama.Client()  # what ollama.generate uses, from the environment
+    prompt = NBI_CODESTRAL.format(prefix=PREFIX, suffix=SUFFIX.strip())
+    reply = client.generate(
+        model="codestral",
+        prompt=prompt,
+        raw=True,
+        options={"num_predict": 128, "temperature": 0, "stop": NBI_STOP},
+    )
+    mistral = mistral_fim(http, suffix=SUFFIX.strip(), max_tokens=128, stop=NBI_STOP)
+    assert reply.response == mistral["choices"][0]["message"]["content"]
+    assert reply.prompt_eval_count == mistral["usage"]["prompt_tokens"]
+    for model in client.list().models:
+        info = client.show(model.model).modelinfo
+        assert info[f"{model.details.family}.context_length"] == 32768
+
+
+# jupyterlab-cellsense 0.3.1 (PyPI), cellsense/backend: the prompt CodestralCompletor.build_prompt
+# gives (models/codestral.py; its f-string's line continuations keep the indentation) and
+# OllamaProvider's bodies (providers/ollama.py: warmup, build_request), sent with its headers
+# (providers/base.py: Bearer api_key), NDJSON read as it reads it. Not installed: it is a
+# JupyterLab extension with its own inline completer, which would join the lab tests.
+def cellsense_prompt(prefix: str, suffix: str, path: str) -> str:
+    return f"            # File:{path}\n            [SUFFIX]{suffix}[PREFIX]{prefix}"
+
+
+def test_cellsenses_ollama_provider(server, http, reference_tokenizer):
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    warmup = {
+        "model": "codestral",
+        "prompt": "\n",
+        "raw": True,
+        "stream": False,
+        "keep_alive": "30m",
+        "options": {"num_predict": 1, "temperature": 0},
+    }
+    assert httpx.post(server.url + "/api/generate", json=warmup, headers=headers).status_code == 200
+    request = {
+        "model": "codestral",
+        "prompt": cellsense_prompt(PREFIX, SUFFIX, "nb.ipynb"),
+        "raw": True,
+        "stream": True,
+        "stop": ["# File:", "[PREFIX]", "[SUFFIX]", "</s>"],
+        "keep_alive": "30m",
+        "options": {"num_predict": 16, "temperature": 0},
+    }
+    chunks, last = [], None
+    with httpx.stream(
+        "POST", server.url + "/api/generate", json=request, headers=headers, timeout=60
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line:
+                last = json.loads(line)
+                chunks.append(last.get("response") or "")
+    assert last["done"] and last["eval_count"] == 16
+    tokens = reference_tokenizer.instruct_tokenizer.tokenizer
+    fim = reference_tokenizer.encode_fim(FIMRequest(prompt=PREFIX, suffix=SUFFIX)).tokens
+    header = tokens.encode("            # File:nb.ipynb\n            ", bos=False, eos=False)
+    assert last["context"][: last["prompt_eval_count"]] == [1, *header, *fim[1:]]
+    assert (
+        "".join(chunks)
+        == http.post("/api/generate", json={**request, "stream": False}).json()["response"]
+    )

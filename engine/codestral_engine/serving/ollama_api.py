@@ -42,6 +42,7 @@ from .server import MODEL_ALIASES, APIError, ServerState, _active, _log, _parse,
 
 OLLAMA_VERSION = "0.12.0"  # what /api/version reports: clients gate features on it
 OLLAMA_NAMES = ("codestral:latest", "codestral:22b")  # what users put in their tool's config
+ARCHITECTURE = "llama"  # what Ollama reports for Codestral (its GGUF architecture)
 PATHS = ("/", "/api/generate", "/api/chat", "/api/tags", "/api/show", "/api/ps", "/api/version")
 _DURATION = re.compile(r"-?(\d+(\.\d*)?(ns|us|µs|ms|s|m|h))+|-?\d+(\.\d*)?")
 _FOREVER = datetime(2318, 1, 1, tzinfo=timezone.utc)  # Ollama's "never expires"
@@ -177,7 +178,7 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
             raise APIError(400, "model is required")
         engine = engine_for(name)
         config = engine.checkpoint.config
-        arch = "llama"  # Ollama's name for the Mistral architecture's GGUF family
+        arch = ARCHITECTURE
         return JSONResponse({
             "modelfile": f"FROM {engine.model_path}\n",
             "parameters": "",
@@ -337,8 +338,8 @@ def _details(state: ServerState) -> dict[str, Any]:
     return {
         "parent_model": "",
         "format": "safetensors",
-        "family": "mistral",
-        "families": ["mistral"],
+        "family": ARCHITECTURE,  # model_info's keys start with it (clients look them up so)
+        "families": [ARCHITECTURE],
         "parameter_size": _billions(_parameters(engine.checkpoint.config)) if engine else "",
         "quantization_level": f"Q{bits}" if bits else "BF16",
     }
