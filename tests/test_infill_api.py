@@ -227,7 +227,6 @@ def infill_json(**fields) -> bytes:
         (infill_json(n_predict=-5), 422, "n_predict"),
         (infill_json(n_predict=2**63), 422, "context window"),
         (infill_json(temperature=9), 422, "temperature"),
-        (infill_json(stream=True), 400, "stream"),
         (infill_json(input_prefix="x " * 1_500_000), 413, "context window"),
         (b'{"input_prefix": "' + b"y" * (9 << 20) + b'"}', 413, "MB"),
     ],
@@ -270,3 +269,34 @@ def test_t_max_predict_ms_stops_after_a_line_break_once_time_is_up(monkeypatch):
     clock = [0.0, 0.0, 0.5, 2.0]  # seconds: the first token, then each one after a line break
     text, cut, _ = run_rules(["a", "\nb", "c", "d", "e"], clock, monkeypatch, t_max_predict_ms=1000)
     assert (text, cut) == ("a\nbcd", True)
+
+
+def test_n_indent_while_streaming_never_sends_half_a_cut_line():
+    request = Request([1], GenerationParams())
+    pieces = ["x = 1", "\n", "  ", "  y", "\n", "z", " = 3"]
+    for text in pieces:
+        request.emit(TextDelta(text, (5,)))
+    request.emit(Finished("stop", Usage(1, 0, 7, 0.01, 100.0, 0), (1,), (5,) * 7))
+    body = InfillBody.model_validate({"n_predict": 64, "n_indent": 4, "stream": True})
+
+    async def deltas():
+        return [item async for item in infill_api._follow(body, request)]
+
+    sent = asyncio.run(deltas())
+    text, _final, cut = sent[-1][1]
+    assert "".join(delta for delta, _ in sent) == text == "x = 1\n    y\n" and cut
+    assert [delta for delta, _ in sent if delta] == ["x = 1", "\n", "    y", "\n"]
+
+
+def test_streamed_infill_equals_the_whole_reply(http):
+    body = {**vim_fim(PREFIX, MIDDLE, SUFFIX, RING, n_predict=12), "response_fields": None}
+    whole = http.post("/infill", json=body).json()
+    chunks = []
+    with http.stream("POST", "/infill", json={**body, "stream": True}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                chunks.append(json.loads(line[6:]))
+    assert all(not c["stop"] for c in chunks[:-1]) and chunks[-1]["stop"]
+    assert "".join(c["content"] for c in chunks) == whole["content"]
+    assert chunks[-1]["timings"]["predicted_n"] == whole["timings"]["predicted_n"] == 12

@@ -21,16 +21,22 @@ cache and the next completion reuses them whatever its prefix and suffix (`token
   top_p, seed, stop; llama.cpp's other samplers (top_k, samplers, ...) have no effect.
   cache_prompt: the engine always reuses exact cached prefixes (the output does not change).
 - `response_fields` keeps only the listed fields, nested ones as "timings/prompt_n" keys.
+- `stream: true`: Server-Sent Events as llama.cpp sends them (`data: {"content": ..., "stop":
+  false}`, then the whole reply's fields with "stop": true); with n_indent, a new line is sent
+  once its indentation is known, so a line the rule cuts is never half sent.
 - Errors: llama.cpp's {"error": {"code", "message", "type"}}, with the Mistral routes' statuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -41,6 +47,7 @@ from ..errors import EngineError
 from .dialect import dialect_route
 from .server import APIError, ServerState, _active, _disconnected, _log, _parse, _submit
 
+_Done = tuple[str, Finished, bool]  # the text, the final event, whether a stop rule cut it
 SNIPPET = "\n\n--- snippet ---\n\n"  # llama.cpp's chunk separator without repo-level tokens
 ERROR_TYPES = {
     401: "authentication_error",
@@ -88,9 +95,6 @@ def routes(state: ServerState) -> list[Route]:
 
     async def infill(request: Request) -> Response:
         body = await _parse(request, InfillBody)
-        if body.stream:
-            raise APIError(400, "stream is not supported on /infill here; send stream: false "
-                                "(as llama.vim and llama.vscode do).")  # fmt: skip
         if body.n_predict < -1:
             raise APIError(422, f"n_predict must be >= -1 (-1: no limit), got {body.n_predict}.")
         engine = state.ready_engine()
@@ -104,6 +108,8 @@ def routes(state: ServerState) -> list[Route]:
         options = {"max_tokens": limit, "temperature": body.temperature, "top_p": body.top_p,
                    "random_seed": body.seed, "stop": body.stop or None}  # fmt: skip
         submitted = _submit(lambda: engine.submit(ids, **options))
+        if body.stream:  # sse-starlette stops the generator (and so the request) on disconnect
+            return await _active(state, _streamed(body, submitted, engine))
         return await _active(state, _complete(body, submitted, request, engine))
 
     async def props(_request: Request) -> Response:
@@ -141,6 +147,10 @@ def _fim_length(engine: Engine, body: InfillBody) -> int:
     return len(engine.tokenizer.encode_fim(body.input_prefix + body.prompt, body.input_suffix))
 
 
+async def _streamed(body: InfillBody, submitted, engine: Engine) -> Response:
+    return EventSourceResponse(_stream(body, submitted, engine), ping=10)
+
+
 async def _complete(body: InfillBody, submitted, http: Request, engine: Engine) -> Response:
     running = asyncio.ensure_future(_run(body, submitted))
     watching = asyncio.ensure_future(_disconnected(http))
@@ -161,34 +171,61 @@ async def _complete(body: InfillBody, submitted, http: Request, engine: Engine) 
 
 
 async def _run(body: InfillBody, submitted) -> tuple[str, Finished, bool]:
-    """Generate, applying llama.cpp's t_max_predict_ms and n_indent rules as tokens come."""
-    text, first_at, cut = "", None, False
+    """The whole completion: (text, final event, whether a stop rule cut it)."""
+    async for _delta, done in _follow(body, submitted):
+        if done is not None:
+            return done
+    raise APIError(500, "The request ended without a final event.")
+
+
+async def _follow(body: InfillBody, submitted) -> AsyncIterator[tuple[str, _Done | None]]:
+    """Generate, applying llama.cpp's t_max_predict_ms and n_indent rules as tokens come.
+
+    Yields text as it becomes final (with n_indent, a new line waits until its indentation is
+    known), then ("", (text, final event, cut))."""
+    text, sent, first_at, cut = "", 0, None, False
     try:
         async for event in submitted.events():
             if isinstance(event, Finished):
-                return text, event, cut
+                if len(text) > sent:
+                    yield text[sent:], None
+                yield "", (text, event, cut)
+                return
             if body.n_predict == 0 or cut:
                 continue  # a warm-up keeps no text; a cut one only waits for its end
             if first_at is None:
                 first_at = time.perf_counter()
             text += event.text
             newline = text.rfind("\n")
-            if newline < 0:
-                continue
-            late = (
-                body.t_max_predict_ms
-                and (time.perf_counter() - first_at) * 1e3 > body.t_max_predict_ms
-            )
             line = text[newline + 1 :]
             indent = len(line) - len(line.lstrip(" \t"))
-            if body.n_indent > 0 and indent < len(line) and indent < body.n_indent:
-                text, cut = text[: newline + 1 + indent], True
-            cut = cut or bool(late)
-            if cut:
-                submitted.cancel()  # within one decode step; its Finished event follows
+            if newline >= 0:
+                elapsed_ms = (time.perf_counter() - first_at) * 1e3
+                late = bool(body.t_max_predict_ms) and elapsed_ms > body.t_max_predict_ms
+                if body.n_indent > 0 and indent < len(line) and indent < body.n_indent:
+                    text, cut = text[: newline + 1 + indent], True
+                if cut or late:
+                    cut = True
+                    submitted.cancel()  # within one decode step; its Finished event follows
+            undecided = body.n_indent > 0 and not cut and newline >= 0 and indent == len(line)
+            ready = newline + 1 if undecided else len(text)
+            if ready > sent:
+                yield text[sent:ready], None
+                sent = ready
     except EngineError as exc:
         raise APIError(500, str(exc)) from exc
-    raise APIError(500, "The request ended without a final event.")
+
+
+async def _stream(body: InfillBody, submitted, engine: Engine) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for delta, done in _follow(body, submitted):
+            if done is None:
+                chunk = {"index": 0, "content": delta, "tokens": [], "stop": False, "id_slot": 0}
+            else:
+                chunk = _reply(body, *done, engine) | {"content": ""}
+            yield {"data": json.dumps(chunk)}
+    except APIError as exc:
+        yield {"data": json.dumps(error_body(exc.status, str(exc)))}
 
 
 def _reply(body: InfillBody, text: str, final: Finished, cut: bool, engine: Engine) -> dict:
