@@ -300,3 +300,9 @@ def test_streamed_infill_equals_the_whole_reply(http):
     assert all(not c["stop"] for c in chunks[:-1]) and chunks[-1]["stop"]
     assert "".join(c["content"] for c in chunks) == whole["content"]
     assert chunks[-1]["timings"]["predicted_n"] == whole["timings"]["predicted_n"] == 12
+
+
+def test_a_wrong_method_is_a_llama_cpp_405(http):
+    response = http.get("/infill")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert response.json()["error"]["code"] == 405

@@ -476,3 +476,9 @@ def test_cellsenses_ollama_provider(server, http, reference_tokenizer):
         "".join(chunks)
         == http.post("/api/generate", json={**request, "stream": False}).json()["response"]
     )
+
+
+def test_a_wrong_method_is_an_ollama_405(http):
+    response = http.get("/api/generate")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert "not allowed" in response.json()["error"]

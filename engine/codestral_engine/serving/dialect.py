@@ -41,7 +41,24 @@ def dialect_route(path: str, handler: Handler, methods: list[str], error_body: E
         headers = {"Retry-After": str(int(retry))} if retry else None
         return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
-    return Route(path, endpoint, methods=methods)
+    return _DialectRoute(path, endpoint, methods, error_body)
+
+
+class _DialectRoute(Route):
+    """A route whose 405 (a method it does not take) is in its dialect's shape too."""
+
+    def __init__(self, path: str, endpoint: Handler, methods: list[str], error_body: ErrorBody):
+        super().__init__(path, endpoint, methods=methods)
+        self.error_body = error_body
+
+    async def handle(self, scope, receive, send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allow = ", ".join(sorted(self.methods))
+            message = f"Method {scope['method']} not allowed on {self.path}; use {allow}."
+            body, headers = self.error_body(405, message), {"Allow": allow}
+            await JSONResponse(body, status_code=405, headers=headers)(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
 
 
 async def collect_unless_gone(submitted, http: Request) -> tuple[str, Finished] | None:
