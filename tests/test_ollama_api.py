@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import datetime, timezone
 
 import httpx
 import ollama
@@ -183,7 +184,9 @@ def test_the_token_from_ollama_api_key_works(server, monkeypatch):
 
 
 def test_no_auth_mode_is_loopback_only(models, tmp_path):
-    srv = start_server(models["mlx"], tmp_path, "--ollama-no-auth", log=tmp_path / "a.log")
+    srv = start_server(
+        models["mlx"], tmp_path, "--ollama-no-auth", "--idle-timeout", "600", log=tmp_path / "a.log"
+    )
     try:
         tokenless = ollama.Client(host=srv.url)
         assert (
@@ -193,6 +196,11 @@ def test_no_auth_mode_is_loopback_only(models, tmp_path):
             == 2
         )
         assert tokenless.list().models
+        # keep_alive cannot shorten the shared engine's life: /api/ps shows its idle timeout.
+        tokenless.generate(model="codestral", prompt="", keep_alive=0)
+        expires = tokenless.ps().models[0].expires_at
+        left = (expires - datetime.now(timezone.utc)).total_seconds()
+        assert 590 < left <= 600, expires
         # Only the Ollama routes open up; a web page elsewhere, or a rebound DNS name, cannot.
         assert httpx.get(srv.url + "/v1/status").status_code == 401
         assert httpx.post(srv.url + "/infill", json={}).status_code == 401
