@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -136,15 +137,20 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
             done = {**_head(body.model), "response": "", "done": True, "done_reason": reason}
             return _one_or_stream(body.stream, done)
         if body.raw:
-            submit = lambda: engine.submit(engine.tokenizer.encode_raw(body.prompt), **options)  # noqa: E731
+            if len(body.prompt) > engine.context_length * engine.tokenizer.max_token_chars:
+                raise APIError(413, f"The prompt cannot fit the model's context window of "
+                                    f"{engine.context_length} tokens; shorten it.")  # fmt: skip
+            if state.log_prompts:
+                _log({"event": "raw_prompt", "prompt": body.prompt})
+            submit = partial(engine.submit, engine.tokenizer.encode_raw(body.prompt), **options)
         elif body.suffix is not None:
             if state.log_prompts:
                 _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix})
-            submit = lambda: engine.fim(body.prompt, body.suffix, **options)  # noqa: E731
+            submit = partial(engine.fim, body.prompt, body.suffix, **options)
         else:
             turn = [{"role": "user", "content": body.prompt}]
             system = [{"role": "system", "content": body.system}] if body.system else []
-            submit = lambda: engine.chat(system + turn, **options)  # noqa: E731
+            submit = partial(engine.chat, system + turn, **options)
         return await _active(state, _reply(body, _submit(submit), request, started, "response"))
 
     async def chat(request: Request) -> Response:
