@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="print each FIM prompt and suffix, and each chat request, to stderr (to see the "
         "context clients send)",
     )
+    serve.add_argument(
+        "--ollama-no-auth",
+        action="store_true",
+        help="let Ollama clients that send no token use the Ollama routes (/api/*), from this "
+        "machine only (loopback peer and Host, no foreign browser Origin); needs a loopback "
+        "--host. Other routes still need the token",
+    )
     _backend_options(serve)
 
     pull = subcommands.add_parser(

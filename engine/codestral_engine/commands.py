@@ -47,7 +47,8 @@ def serve(args: argparse.Namespace) -> int:
     return run_server(
         chosen_model_path(args.model), args.host, args.port, token, args.backend,
         log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
-        idle_timeout=args.idle_timeout, **_load_options(args),
+        idle_timeout=args.idle_timeout, ollama_no_auth=args.ollama_no_auth,
+        **_load_options(args),
     )  # fmt: skip
 
 

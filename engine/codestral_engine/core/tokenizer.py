@@ -115,6 +115,36 @@ class CodestralTokenizer:
         """`text` as plain-text token ids, no BOS (control-token look-alikes stay text)."""
         return self._raw.encode(text, bos=False, eos=False)
 
+    def encode_raw(self, text: str) -> list[int]:
+        """A ready-made prompt (Ollama's `raw`) as token ids: the control tokens spelled in it
+        (`<s>`, `[SUFFIX]`, `[PREFIX]`, `[INST]`, ...) become their ids and the text between them
+        is encoded as `encode_fim` encodes each part (a suffix without the leading space), so
+        `<s>[SUFFIX]s[PREFIX]p` gives exactly `encode_fim("p", "s")`. BOS is added when the
+        text does not start with it."""
+        pieces = [p for p in self._control_pattern.split(text) if p]
+        ids = [] if pieces and pieces[0] == "<s>" else [self.bos_id]
+        infilling = self._mistral.instruct_tokenizer._encode_infilling  # the suffix's encoding
+        for before, piece in zip([None, *pieces], pieces, strict=False):
+            if (control := self._control_ids.get(piece)) is not None:
+                ids.append(control)
+            else:
+                ids += infilling(piece) if before == "[SUFFIX]" else self.encode(piece)
+        return ids
+
+    @functools.cached_property
+    def _control_ids(self) -> dict[str, int]:
+        vocab = self._raw.vocab()
+        return {
+            piece: i
+            for i, piece in enumerate(vocab)
+            if self._raw.is_special(i) and piece != "<unk>" and not piece.startswith("[control")
+        }
+
+    @functools.cached_property
+    def _control_pattern(self) -> re.Pattern[str]:
+        names = sorted(self._control_ids, key=len, reverse=True)
+        return re.compile("(" + "|".join(re.escape(n) for n in names) + ")")
+
     def count(self, text: str) -> int:
         """How many tokens `text` takes as plain text."""
         return len(self.encode(text))

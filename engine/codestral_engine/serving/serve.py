@@ -17,9 +17,11 @@ from ..core.tokenizer import find_tokenizer_file
 from ..errors import EngineError
 from ..weights.checkpoint import inspect
 from . import connection
-from .server import ServerState, create_app
+from .app import create_app
+from .server import ServerState
 
 WAIT_FOR_OTHER_SERVER_S = 30
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 # How long a server whose model failed to load keeps reporting why before it exits.
 FAILED_EXIT_S = 30.0
 
@@ -39,8 +41,12 @@ def serve(
     backend: str,
     log_prompts: bool = False,
     idle_timeout: float | None = None,
+    ollama_no_auth: bool = False,
     **load_options: object,
 ) -> int:
+    if ollama_no_auth and host not in LOOPBACK_HOSTS:
+        _say(f"--ollama-no-auth is for loopback only (--host {host}); drop one of them.")
+        return 2
     try:
         running = connection.read_live()
     except OSError as exc:  # the runtime directory cannot be made or read
@@ -119,7 +125,10 @@ def serve(
                 "reach this machine and has the token can use the engine."
             )
         config = uvicorn.Config(
-            create_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=3
+            create_app(state, ollama_no_auth=ollama_no_auth, idle_timeout=idle_timeout),
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=3,
         )
         # uvicorn shuts down gracefully, then re-raises the signal under the previous handler:
         # make that an ordinary exit so the cleanup below always runs.
