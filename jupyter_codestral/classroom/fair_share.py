@@ -1,8 +1,8 @@
 """Sharing the upstream fairly between students: each student has at most `running` requests
 in flight and `waiting` more queued; past that a request is refused at once (HTTP 429 with
-Retry-After). When the upstream's `slots` are all taken, a freed slot goes to the next student
-in turn (round-robin over the students who wait), never to whoever queued most, so one
-student's loop delays another by at most one request's time.
+Retry-After). When the upstream's `slots` are all taken, a freed slot goes to the waiting
+student served least recently (round-robin over the students who wait), never to whoever
+queued most, so one student's loop delays another by at most one request's time.
 
 Plain asyncio, no I/O: the service's handlers hold a turn for the length of a request.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 
 from ..errors import CodestralError
@@ -41,8 +41,9 @@ class FairShare:
         self.per_user_waiting = waiting
         self._running: dict[str, int] = defaultdict(int)
         self._total = 0
-        # Students with queued requests, in the order their turn comes (the front goes next).
-        self._queues: OrderedDict[str, deque[asyncio.Future]] = OrderedDict()
+        self._queues: dict[str, deque[asyncio.Future]] = {}  # students' queued requests
+        self._last_turn: dict[str, int] = {}  # when each student was last granted one
+        self._turns = 0
 
     def load(self, user: str) -> tuple[int, int]:
         """(running, waiting) requests of `user`."""
@@ -96,15 +97,15 @@ class FairShare:
     def _dispatch(self) -> None:
         """Grant free slots to waiting students in turn, skipping those at their own bound."""
         while self._total < self.slots:
-            user = next(
-                (u for u in self._queues if self._running.get(u, 0) < self.per_user_running),
-                None,
-            )
-            if user is None:
+            ready = [u for u in self._queues if self._running.get(u, 0) < self.per_user_running]
+            if not ready:
                 return
-            queue = self._queues.pop(user)
+            user = min(ready, key=lambda u: self._last_turn.get(u, -1))  # least recently served
+            queue = self._queues[user]
             queue.popleft().set_result(None)
-            if queue:
-                self._queues[user] = queue  # back of the rotation
+            if not queue:
+                del self._queues[user]
+            self._turns += 1
+            self._last_turn[user] = self._turns
             self._running[user] += 1
             self._total += 1
