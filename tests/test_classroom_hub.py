@@ -303,3 +303,21 @@ def test_usage_shows_counts_to_an_admin_and_only_ones_own_to_a_student(hub):
     assert refused.status_code == 403 and "only their own" in refused.json()["message"]
     assert httpx.get(f"{hub.service}/usage.html", headers=student).status_code == 403
     assert httpx.get(f"{hub.service}/usage").status_code == 401
+
+
+def test_status_names_the_course_service_and_the_students_mode(hub):
+    for user, mode in (("alice", "on"), ("bob", "hints"), ("carol", "off")):
+        status = hub.run(user, "%codestral status")
+        assert "/services/codestral" in status, status
+        assert f"the course's Codestral service (JupyterHub); your mode: {mode}" in status
+
+
+def test_when_the_upstream_is_down_students_are_told_to_tell_their_teacher(hub, upstream):
+    upstream.proc.terminate()  # the last test: the course's server goes away
+    upstream.proc.wait(30)
+    error = hub.complete("alice", max_tokens=4)[-1]
+    assert error["type"] == "error", error
+    assert "course's Codestral server is unreachable" in error["error"]["message"]
+    assert "tell your teacher" in error["error"]["message"]
+    answer = hub.run("alice", "%%codestral --max-tokens 4\nSay hello.")
+    assert "tell your teacher" in answer and "codestral-engine serve" not in answer, answer

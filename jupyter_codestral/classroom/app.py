@@ -125,8 +125,13 @@ class ModelsHandler(_Route):
 
 class StatusHandler(_Route):
     async def get(self) -> None:
-        self.send_json({"user": self.user, "mode": await self.room.groups.mode(self.user),
-                        "model": self.room.model})  # fmt: skip
+        self.send_json({
+            "service": "the course's Codestral service (JupyterHub)",
+            "user": self.user,
+            "mode": await self.room.groups.mode(self.user),
+            "model": self.room.model,
+            "upstream_protocol": self.room.upstream.wire.name,
+        })  # fmt: skip
 
 
 class _Completion(_Route):
@@ -279,7 +284,8 @@ def _for_students(error: CodestralError) -> CodestralError:
     if error.kind in ("unreachable", "auth") or (error.status or 500) >= 500:
         status = 503 if error.kind == "engine_starting" else 502
         return CodestralError(
-            f"The course's Codestral server is unreachable or failing ({error.message}).",
+            "The course's Codestral server is unreachable or failing: tell your teacher "
+            f"({error.message})",
             status, kind="unreachable", fix="Tell your teacher.",
         )  # fmt: skip
     return error
