@@ -305,6 +305,48 @@ def test_usage_shows_counts_to_an_admin_and_only_ones_own_to_a_student(hub):
     assert httpx.get(f"{hub.service}/usage").status_code == 401
 
 
+def test_the_official_sdk_gets_the_upstreams_answers_through_the_service(hub, upstream):
+    from mistralai.client import Mistral
+
+    direct = Mistral(api_key=upstream.token, server_url=upstream.url)
+    served = Mistral(api_key=hub.token("alice"), server_url=hub.service)
+    fim = {"model": MODEL, "prompt": "def area(r):\n    return ", "suffix": "\n", "max_tokens": 12}
+    expected = direct.fim.complete(**fim)
+    got = served.fim.complete(**fim)
+    assert got.choices[0].message.content == expected.choices[0].message.content
+    assert got.usage.completion_tokens == expected.usage.completion_tokens
+    chunks = list(served.fim.stream(**fim))
+    assert "".join(c.data.choices[0].delta.content or "" for c in chunks) == (
+        expected.choices[0].message.content
+    )
+    assert chunks[-1].data.usage.prompt_tokens == expected.usage.prompt_tokens
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+    streamed = list(served.chat.stream(**chat))
+    text = "".join(c.data.choices[0].delta.content or "" for c in streamed)
+    assert text == direct.chat.complete(**chat).choices[0].message.content
+    listing = served.models.list()
+    assert [m.id for m in listing.data] == [MODEL]
+
+
+def test_bad_input_gets_a_4xx_with_a_json_body(hub):
+    alice = {"Authorization": f"Bearer {hub.token('alice')}"}
+    url = f"{hub.service}/v1/fim/completions"
+    cases = [
+        (alice, b"{not json", 422, "Invalid"),
+        (alice, json.dumps({"model": MODEL}).encode(), 422, "prompt"),
+        (alice, json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 0}).encode(), 422,
+         "max_tokens"),
+        (alice, json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404, MODEL),
+        ({}, json.dumps({"model": MODEL, "prompt": "x"}).encode(), 401, "JupyterHub API token"),
+        ({"Authorization": "Bearer not-a-token"}, b"{}", 401, "JupyterHub API token"),
+    ]  # fmt: skip
+    for headers, body, status, words in cases:
+        answer = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert answer.status_code == status, (body, answer.text)
+        assert answer.headers["Content-Type"].startswith("application/json")
+        assert words in answer.json()["message"], answer.json()
+
+
 def test_status_names_the_course_service_and_the_students_mode(hub):
     for user, mode in (("alice", "on"), ("bob", "hints"), ("carol", "off")):
         status = hub.run(user, "%codestral status")

@@ -123,7 +123,14 @@ class Reply:
 
 
 def models_json(model: str) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "codestral-classroom"}],
+    """The one model a course serves, as Mistral's model card (the SDK requires `type`)."""
+    card = {
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "codestral-classroom",
+        "name": model,
+        "capabilities": {"completion_chat": True, "completion_fim": True},
+        "type": "base",
     }
+    return {"object": "list", "data": [card]}
