@@ -52,6 +52,10 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     if (Array.isArray(status.served_models) && status.served_models.length > 0) {
       rows.push(['Server serves', status.served_models.join(', ')]);
     }
+    if (status.classroom) {
+      // The course's JupyterHub service: the student's mode, set by their teacher's groups.
+      rows.push(['Course', `the course's Codestral service; your mode: ${status.classroom.mode}`]);
+    }
   }
   if (status.model) {
     const demo = String(status.model).startsWith('tiny-')

@@ -56,6 +56,21 @@ describe('statusRows', () => {
     expect(off['State']).toMatch(/^off/);
   });
 
+  it("names the course's service and the student's mode", () => {
+    const course = {
+      state: 'ready',
+      engine: 'remote',
+      url: 'http://127.0.0.1:10350/services/codestral',
+      protocol: 'mistral',
+      classroom: { mode: 'hints', user: 'bob' }
+    };
+    expect(Object.fromEntries(statusRows(course, null))['Course']).toBe(
+      "the course's Codestral service; your mode: hints"
+    );
+    const plain = Object.fromEntries(statusRows({ ...course, classroom: undefined }, null));
+    expect(plain['Course']).toBeUndefined();
+  });
+
   it('shows a remote server: its protocol, what it serves, and the fix for an error', () => {
     const remote = {
       engine: 'remote',
