@@ -115,7 +115,10 @@ def test_configure_hub_appends_to_the_admins_settings(tmp_path):
     c = Config()
     c.Spawner.args = ["--allow-root"]
     c.Spawner.environment = {"COURSE": "intro", "CODESTRAL_URL": "http://admins-own"}
-    c.JupyterHub.load_roles = [{"name": "server", "scopes": ["users:activity!user"]}]
+    c.JupyterHub.load_roles = [
+        {"name": "server", "scopes": ["users:activity!user"]},
+        {"name": "user", "scopes": ["self", "read:users:name"]},  # extra_user_scopes ignored
+    ]
     c.JupyterHub.load_groups = {"codestral-off": {"users": ["carol"]}}
     c.JupyterHub.services = [{"name": "grader", "url": "http://127.0.0.1:9000"}]
     _configured(c, tmp_path)
@@ -129,7 +132,7 @@ def test_configure_hub_appends_to_the_admins_settings(tmp_path):
     roles = {r["name"]: r for r in hub.load_roles}
     assert roles["server"]["scopes"] == ["users:activity!user", ACCESS_SCOPE]
     assert hub.load_groups["codestral-off"] == {"users": ["carol"]}
-    assert ACCESS_SCOPE in hub.extra_user_scopes
+    assert roles["user"]["scopes"] == ["self", "read:users:name", ACCESS_SCOPE]
 
 
 def test_configure_hub_on_a_fresh_config_keeps_the_hubs_defaults_and_no_key(tmp_path):
@@ -143,6 +146,7 @@ def test_configure_hub_on_a_fresh_config_keeps_the_hubs_defaults_and_no_key(tmp_
         "read:groups!group=codestral-off", "read:groups!group=codestral-hints"
     ]  # fmt: skip
     assert set(hub.load_groups) >= {"codestral-off", "codestral-hints", "codestral-teachers"}
+    assert ACCESS_SCOPE in hub.extra_user_scopes and "user" not in roles
     env = spawner.environment
     assert env["CODESTRAL_URL"] == "http://127.0.0.1:10400/services/codestral"
     (service,) = hub.services

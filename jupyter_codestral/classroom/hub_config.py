@@ -92,8 +92,12 @@ def configure_hub(
         "scopes": [USAGE_SCOPE],
         "groups": [TEACHERS_GROUP],
     })  # fmt: skip
-    # Every user may use the service; their servers' tokens (and so their kernels) too.
-    _append(c.JupyterHub, "extra_user_scopes", ACCESS_SCOPE, set_like=True)
+    # Every user may use the service; their servers' tokens (and so their kernels) too. The
+    # hub ignores extra_user_scopes where the admin redefines the user role: extend theirs.
+    if _defines_role(c.JupyterHub, "user"):
+        _extend_role(c.JupyterHub, "user", [ACCESS_SCOPE])
+    else:
+        _append(c.JupyterHub, "extra_user_scopes", ACCESS_SCOPE, set_like=True)
     _extend_role(c.JupyterHub, "server", [ACCESS_SCOPE])
     groups = {name: {"users": []} for name in (OFF_GROUP, HINTS_GROUP, TEACHERS_GROUP)}
     _merge(c.JupyterHub, "load_groups", groups)
@@ -115,6 +119,11 @@ def _default_scopes(role: str) -> list[str]:
     from jupyterhub.roles import get_default_roles  # the hub's own defaults, when overriding
 
     return next((r["scopes"] for r in get_default_roles() if r["name"] == role), [])
+
+
+def _defines_role(section: Any, role: str) -> bool:
+    roles = section.load_roles
+    return isinstance(roles, list) and any(spec.get("name") == role for spec in roles)
 
 
 def _extend_role(section: Any, role: str, scopes: list[str]) -> None:
