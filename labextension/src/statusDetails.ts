@@ -92,8 +92,8 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
       parts.push(`${timings.decode_tokens_per_s.toFixed(1)} tokens/s`);
     }
     rows.push(['Last suggestion', parts.join(', ')]);
-    if (usage?.prompt_tokens) {
-      const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+    const cached = usage?.prompt_tokens_details?.cached_tokens;
+    if (usage?.prompt_tokens && typeof cached === 'number') {
       const share = Math.round((100 * cached) / usage.prompt_tokens);
       rows.push(['Cache reuse', `${cached} of ${usage.prompt_tokens} prompt tokens (${share}%)`]);
     }

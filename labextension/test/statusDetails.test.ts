@@ -38,6 +38,11 @@ describe('statusRows', () => {
       "first text after 212 ms, engine's first token after 181 ms, 31.3 tokens/s"
     );
     expect(rows['Cache reuse']).toBe('1782 of 1800 prompt tokens (99%)');
+    // A server that does not report its prompt cache (vLLM by default): no false "0 of N".
+    const unreported = Object.fromEntries(
+      statusRows(ready, { firstTextMs: 50, usage: { prompt_tokens: 1800 } })
+    );
+    expect(unreported['Cache reuse']).toBeUndefined();
     for (const [, value] of statusRows(ready, null)) {
       expect(value).not.toMatch(/[{}]/);
     }
