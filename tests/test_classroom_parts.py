@@ -133,6 +133,12 @@ def test_configure_hub_appends_to_the_admins_settings(tmp_path):
     assert roles["server"]["scopes"] == ["users:activity!user", ACCESS_SCOPE]
     assert hub.load_groups["codestral-off"] == {"users": ["carol"]}
     assert roles["user"]["scopes"] == ["self", "read:users:name", ACCESS_SCOPE]
+    elsewhere = Config()
+    configure_hub(elsewhere, url="http://gpu:8000", ip="10.0.0.5",
+                  student_url="http://proxy-public/services/codestral/")  # fmt: skip
+    env = LocalProcessSpawner(config=elsewhere).environment
+    assert env["CODESTRAL_URL"] == "http://proxy-public/services/codestral"
+    assert JupyterHub(config=elsewhere).services[0]["url"].startswith("http://10.0.0.5:")
 
 
 def test_configure_hub_on_a_fresh_config_keeps_the_hubs_defaults_and_no_key(tmp_path):

@@ -44,6 +44,8 @@ def configure_hub(
     slots: int = 8,
     running_per_student: int = 2,
     waiting_per_student: int = 4,
+    ip: str = "127.0.0.1",
+    student_url: str | None = None,
 ) -> None:
     """Make the hub run the classroom service for the upstream at `url` (spoken to in
     `protocol`: "vllm", or "mistral" for `codestral-engine serve` and Mistral's API) with the
@@ -51,10 +53,16 @@ def configure_hub(
 
     The service listens on 127.0.0.1:`port`, keeps its usage database in `data_dir` (default:
     the hub's working directory), lets `slots` requests run upstream at once and each student
-    `running_per_student` of them plus `waiting_per_student` queued."""
+    `running_per_student` of them plus `waiting_per_student` queued.
+
+    Students' servers reach the service at `student_url`, by default straight at
+    http://`ip`:`port`/services/codestral (right where their servers run on the hub's machine,
+    and the shortest path: the hub's proxy adds 15-140 ms per request). Where they run
+    elsewhere (containers, Kubernetes), listen on an address they can reach (`ip`) or give the
+    proxy's: e.g. student_url="http://proxy-public/services/codestral"."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    service_url = f"http://127.0.0.1:{port}"
+    service_url = f"http://{ip}:{port}"
     command = [
         sys.executable, "-m", "jupyter_codestral.classroom",
         "--upstream", url, "--protocol", protocol, "--model", model,
@@ -103,7 +111,7 @@ def configure_hub(
     _merge(c.JupyterHub, "load_groups", groups)
     _merge(c.Spawner, "environment", {
         "CODESTRAL_ENGINE": "remote",
-        "CODESTRAL_URL": f"{service_url}/services/{SERVICE}",
+        "CODESTRAL_URL": (student_url or f"{service_url}/services/{SERVICE}").rstrip("/"),
         "CODESTRAL_PROTOCOL": "mistral",
         "CODESTRAL_REMOTE_MODEL": model,
         "CODESTRAL_API_KEY": student_key,
