@@ -21,6 +21,8 @@ import httpx
 import pytest
 import websocket
 
+from jupyter_codestral.classroom.policy import HINTS_SYSTEM
+
 from .helpers import wait_until
 from .lab_session import free_port
 
@@ -159,7 +161,9 @@ class Hub:
 def upstream(models, tmp_path_factory):
     from .helpers import start_server
 
-    server = start_server(models["mlx"], tmp_path_factory.mktemp("upstream-runtime"))
+    runtime = tmp_path_factory.mktemp("upstream-runtime")
+    server = start_server(models["mlx"], runtime, "--log-prompts", log=runtime / "serve.log")
+    server.log = runtime / "serve.log"  # each prompt as the model gets it
     yield server
     server.proc.terminate()
     server.proc.wait(30)
@@ -214,15 +218,31 @@ def test_the_class_key_is_in_no_students_server_or_kernel(hub):
         assert own.strip() == "True"
 
 
-def test_each_students_magic_follows_their_group(hub):
+def chat_requests(upstream) -> list[list[dict]]:
+    """The chat messages the upstream model was given, in order (its --log-prompts)."""
+    records = [json.loads(line.removeprefix("codestral-engine: "))
+               for line in upstream.log.read_text().splitlines()
+               if line.startswith("codestral-engine: {")]  # fmt: skip
+    return [r["messages"] for r in records if r.get("event") == "chat_messages"]
+
+
+def test_each_students_magic_follows_their_group(hub, upstream):
     answers = {}
     for user in STUDENTS:
         assert "Error" not in hub.run(user, "%load_ext jupyter_codestral")
+        before = len(chat_requests(upstream))
         answers[user] = hub.run(user, "%%codestral --max-tokens 8\nSay hello in Python.")
+        answers[user, "model got"] = chat_requests(upstream)[before:]
     assert OFF_MESSAGE in answers["carol"], answers["carol"]
+    assert answers["carol", "model got"] == []  # refused before the model
     for user in ("alice", "bob"):
         assert OFF_MESSAGE not in answers[user] and "rror" not in answers[user], answers[user]
         assert answers[user].strip(), user
+    # Hints: the model is told to explain without code; alice's request goes as she sent it.
+    (bob,) = answers["bob", "model got"]
+    (alice,) = answers["alice", "model got"]
+    assert bob[0]["role"] == "system" and HINTS_SYSTEM in bob[0]["content"]
+    assert not any(HINTS_SYSTEM in m["content"] for m in alice)
 
 
 def test_each_students_lab_route_follows_their_group(hub):
