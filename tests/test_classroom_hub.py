@@ -110,6 +110,14 @@ class Hub:
         assert answer.status_code == 200, answer.text
         return [json.loads(line) for line in answer.text.splitlines() if line.strip()]
 
+    def fix(self, user: str) -> list[dict]:
+        """The fix route of `user`'s server for a failed cell: its events."""
+        error = {"ename": "NameError", "evalue": "name 'totl' is not defined"}
+        body = {"cells": [{"source": "print(totl)"}], "cell": 0, "error": error}
+        answer = self.as_admin(f"/user/{user}/codestral/fix", "POST", json=body)
+        assert answer.status_code == 200, answer.text
+        return [json.loads(line) for line in answer.text.splitlines() if line.strip()]
+
     def run(self, user: str, code: str, timeout: float = 120) -> str:
         """Run `code` in `user`'s kernel (one per student) over the server's websocket; every
         output's text, joined."""
@@ -256,6 +264,9 @@ def test_each_students_lab_route_follows_their_group(hub):
     # Hints: one line, a few tokens; alice asked the same and got the long answer.
     assert "\n" not in text["bob"] and tokens["bob"] <= 48, (text["bob"], tokens)
     assert tokens["alice"] > 48, tokens
+    refused = hub.fix("carol")[-1]
+    assert refused["type"] == "error" and OFF_MESSAGE in refused["error"]["message"], refused
+    assert hub.fix("alice")[-1]["type"] == "done"
 
 
 def test_moving_a_student_into_codestral_off_refuses_within_15_s(hub):
