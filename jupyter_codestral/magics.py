@@ -372,6 +372,9 @@ class Codestral(Magics, CodestralSettings):
                 lines.append(f"  {status['error']}")
             if status.get("served_models"):
                 lines.append(f"  the server serves: {', '.join(status['served_models'])}")
+            if status.get("classroom"):  # the course's JupyterHub service
+                mode = status["classroom"].get("mode", "?")
+                lines.append(f"  the course's Codestral service (JupyterHub); your mode: {mode}")
         elif "model" in status:
             lines.append(
                 f"  model {status['model']} ({status.get('layout', '?')} layout, "

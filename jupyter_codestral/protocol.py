@@ -304,7 +304,15 @@ def remote_status(wire: Wire, url: str, model: str):
     except CodestralError as exc:
         state = "loading" if exc.kind == "engine_starting" else "error"
         return base | {"state": state, "error": str(exc), "kind": exc.kind, "fix": exc.fix}
+    if wire.name == "mistral" and url.rstrip("/").endswith(CLASSROOM_PATH):
+        # A course's JupyterHub service (jupyter_codestral.classroom): the student's mode.
+        course = yield "GET", "/status", None
+        if course.status_code == 200:
+            return base | {"served_models": served, "classroom": course.json()}
     return base | {"served_models": served}
+
+
+CLASSROOM_PATH = "/services/codestral"  # where JupyterHub serves the classroom service
 
 
 def explain_not_found(wire: Wire, model: str, error: CodestralError):
@@ -325,6 +333,12 @@ def unreachable(url: str, exc: Exception) -> CodestralError:
             kind="unreachable",
             fix="The server went away or restarted; try again, and check it with "
             "`%codestral status` in a notebook.",
+        )
+    if url.rstrip("/").endswith(CLASSROOM_PATH):  # students cannot start or fix it
+        return CodestralError(
+            f"The course's Codestral service at {url} is unreachable ({exc}).",
+            kind="unreachable",
+            fix="Tell your teacher (the JupyterHub service `codestral` is not running).",
         )
     return CodestralError(
         f"Cannot reach Codestral at {url} ({exc}).",

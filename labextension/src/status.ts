@@ -91,7 +91,8 @@ export class StatusItem extends Widget {
     }
     const ttft = usage.timings?.time_to_first_token_s;
     const rate = usage.timings?.decode_tokens_per_s;
-    const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+    // Only a server that reports its prompt cache (ours; vLLM when configured to) says "cached".
+    const cached = usage.prompt_tokens_details?.cached_tokens;
     const parts = ['Codestral'];
     if (ttft !== null && ttft !== undefined) {
       parts.push(`${Math.round(ttft * 1000)} ms`);
@@ -99,7 +100,9 @@ export class StatusItem extends Widget {
     if (rate) {
       parts.push(`${rate.toFixed(0)} tok/s`);
     }
-    parts.push(`${cached}/${usage.prompt_tokens ?? 0} cached`);
+    if (typeof cached === 'number') {
+      parts.push(`${cached}/${usage.prompt_tokens ?? 0} cached`);
+    }
     return parts.join(' · ');
   }
 

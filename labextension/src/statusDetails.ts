@@ -52,6 +52,10 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     if (Array.isArray(status.served_models) && status.served_models.length > 0) {
       rows.push(['Server serves', status.served_models.join(', ')]);
     }
+    if (status.classroom) {
+      // The course's JupyterHub service: the student's mode, set by their teacher's groups.
+      rows.push(['Course', `the course's Codestral service; your mode: ${status.classroom.mode}`]);
+    }
   }
   if (status.model) {
     const demo = String(status.model).startsWith('tiny-')
@@ -88,8 +92,8 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
       parts.push(`${timings.decode_tokens_per_s.toFixed(1)} tokens/s`);
     }
     rows.push(['Last suggestion', parts.join(', ')]);
-    if (usage?.prompt_tokens) {
-      const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+    const cached = usage?.prompt_tokens_details?.cached_tokens;
+    if (usage?.prompt_tokens && typeof cached === 'number') {
       const share = Math.round((100 * cached) / usage.prompt_tokens);
       rows.push(['Cache reuse', `${cached} of ${usage.prompt_tokens} prompt tokens (${share}%)`]);
     }

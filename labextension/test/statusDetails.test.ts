@@ -38,6 +38,11 @@ describe('statusRows', () => {
       "first text after 212 ms, engine's first token after 181 ms, 31.3 tokens/s"
     );
     expect(rows['Cache reuse']).toBe('1782 of 1800 prompt tokens (99%)');
+    // A server that does not report its prompt cache (vLLM by default): no false "0 of N".
+    const unreported = Object.fromEntries(
+      statusRows(ready, { firstTextMs: 50, usage: { prompt_tokens: 1800 } })
+    );
+    expect(unreported['Cache reuse']).toBeUndefined();
     for (const [, value] of statusRows(ready, null)) {
       expect(value).not.toMatch(/[{}]/);
     }
@@ -54,6 +59,21 @@ describe('statusRows', () => {
     expect(demo['Model']).toMatch(/tiny demo model/);
     const off = Object.fromEntries(statusRows({ ...ready, enabled: false }, null));
     expect(off['State']).toMatch(/^off/);
+  });
+
+  it("names the course's service and the student's mode", () => {
+    const course = {
+      state: 'ready',
+      engine: 'remote',
+      url: 'http://127.0.0.1:10350/services/codestral',
+      protocol: 'mistral',
+      classroom: { mode: 'hints', user: 'bob' }
+    };
+    expect(Object.fromEntries(statusRows(course, null))['Course']).toBe(
+      "the course's Codestral service; your mode: hints"
+    );
+    const plain = Object.fromEntries(statusRows({ ...course, classroom: undefined }, null));
+    expect(plain['Course']).toBeUndefined();
   });
 
   it('shows a remote server: its protocol, what it serves, and the fix for an error', () => {
