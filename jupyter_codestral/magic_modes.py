@@ -2,7 +2,8 @@
 built; each placement says where the result goes. The magic picks one of each from the options
 and knows nothing else about them; a new mode is one function and one `MODES` entry.
 
-Modes:     answer (the cell is a question; chat), code (write code for the instruction; FIM
+Modes:     answer (the cell is a question; chat), hints (the same in a notebook in the teaching
+           hints mode: a few sentences, no code), code (write code for the instruction; FIM
            after the notebook's code), fill (the cell is code with one <FILL> marker; FIM).
 Placements: output (only the cell's output), below (a new cell), replace (this cell).
 """
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from IPython.core.error import UsageError
 
 from .context import history_code, project_header, variables_header
+from .teaching import HINTS_SYSTEM
 
 FILL_MARKER = "<FILL>"
 SYSTEM_PROMPT = (
@@ -103,6 +105,13 @@ def _answer(cell: str, notebook: Notebook) -> Ask:
     return Ask(messages=messages)
 
 
+def _hints(cell: str, notebook: Notebook) -> Ask:
+    """The teaching hints mode: an explanation in a few sentences, no code."""
+    messages = _answer(cell, notebook).messages or []
+    system = f"{HINTS_SYSTEM}\n\n{messages[0]['content']}"
+    return Ask(messages=[{"role": "system", "content": system}, *messages[1:]])
+
+
 def _code(cell: str, notebook: Notebook) -> Ask:
     instruction = notebook.interpolate(cell.strip())
     comment = "".join(f"# {line}\n" for line in instruction.splitlines())
@@ -120,17 +129,26 @@ MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
         Mode("answer", as_code=False, build=_answer),
+        Mode("hints", as_code=False, build=_hints),
         Mode("code", as_code=True, build=_code),
         Mode("fill", as_code=True, build=_fill),
     )
 }
 
 
-def choose(args: Any) -> tuple[Mode, Placement]:
-    """The mode and placement the parsed options ask for."""
+def choose(args: Any, hints: bool = False) -> tuple[Mode, Placement]:
+    """The mode and placement the parsed options ask for; `hints`: the notebook is in the
+    teaching hints mode, where Codestral explains but writes no code."""
     if args.insert and args.replace:
         raise UsageError("Choose one of --insert and --replace.")
     placement: Placement = "below" if args.insert else "replace" if args.replace else "output"
+    if hints and (args.fill or placement != "output"):
+        raise UsageError(
+            "This notebook is in the teaching hints mode: Codestral explains but writes no code "
+            "here. Ask your question in a %%codestral cell without --insert, --replace or --fill."
+        )
+    if hints:
+        return MODES["hints"], placement
     if args.fill:
         return MODES["fill"], placement
     return MODES["answer" if placement == "output" else "code"], placement

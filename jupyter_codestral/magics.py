@@ -24,12 +24,13 @@ from codestral_engine import EngineError, choose_model, connection
 from .client import EngineClient, stop_local_server
 from .context import project_header, project_roots
 from .errors import CodestralError
-from .fix import FailureRecorder, clean_proposal, diff, fix_messages
+from .fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from .kernel_facts import facts
 from .live_output import LiveOutput
 from .magic_modes import FILL_MARKER, Notebook, choose
 from .settings import CodestralSettings, from_env
 from .targets import HTTPTarget, InProcessTarget, Target
+from .teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
 
 HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
             [--stop S] [--seed N] [--no-context]
@@ -168,7 +169,10 @@ class Codestral(Magics, CodestralSettings):
             "stop": args.stop,
             "random_seed": args.seed,
         }
-        mode, placement = choose(args)
+        policy = self._notebook_policy()
+        mode, placement = choose(args, hints=policy.hints)
+        if policy.hints:
+            params["max_tokens"] = min(params["max_tokens"], HINTS_CHAT_MAX_TOKENS)
         notebook = Notebook(
             self.shell.user_ns, self.history_chars, self.variables_chars, not args.no_context,
             self.project_chars, self._project_roots(),
@@ -290,6 +294,13 @@ class Codestral(Magics, CodestralSettings):
         else:
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
 
+    def _notebook_policy(self) -> NotebookPolicy:
+        """The notebook's teaching switches; a UsageError where they turn Codestral off."""
+        policy = kernel_notebook_policy()
+        if refusal := policy.refusal():
+            raise UsageError(refusal)
+        return policy
+
     def _project_roots(self) -> tuple[str, ...]:
         """Where the project context may read files; () when it is off."""
         if not self.project_context:
@@ -298,14 +309,15 @@ class Codestral(Magics, CodestralSettings):
 
     def _fix(self, replace: bool) -> None:
         """Stream a corrected version of the last failed cell, then show it as a diff."""
+        explain = self._notebook_policy().hints  # the hints mode explains, fixes nothing
         failed = self.failures.last
         if failed is None:
             raise UsageError(
                 "No cell has failed in this kernel yet: run the cell that raises an error, "
                 "then `%codestral fix`."
             )
-        live = self._live_output(as_code=True, around=("", ""))
-        params = {"max_tokens": self.max_tokens, "temperature": 0.0}
+        live = self._live_output(as_code=not explain, around=("", ""))
+        params = {"max_tokens": EXPLAIN_TOKENS if explain else self.max_tokens, "temperature": 0.0}
         try:
             target = self._connect()
             live_facts = facts(failed.names(), dict(self.shell.user_ns))
@@ -313,12 +325,17 @@ class Codestral(Magics, CodestralSettings):
             project = project_header(
                 " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
             ) if roots else ""  # fmt: skip
-            stream = target.chat(fix_messages(failed, live_facts, project=project), params)
+            messages = fix_messages(failed, live_facts, project=project, explain=explain)
+            stream = target.chat(messages, params)
         except CodestralError as exc:
             live.finish("failed")
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
         text, interrupted = self._show(stream, live)
+        if explain:
+            if interrupted:
+                raise KeyboardInterrupt
+            return
         proposal = clean_proposal(text)
         changes = diff(failed.source, proposal)
         if live.in_place:

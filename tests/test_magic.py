@@ -14,6 +14,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from jupyter_client.manager import start_new_kernel
 
+from jupyter_codestral.fix import EXPLAIN_TOKENS
+from jupyter_codestral.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_SYSTEM
+
 from .helpers import TOKEN, start_server
 from .helpers import run_in_kernel as run
 
@@ -464,3 +467,45 @@ def test_fix_in_terminal_ipython_prints_the_diff_and_fills_the_next_prompt(kerne
     assert "-value = missing_name + 1" in out and "```diff" not in out  # plain text
     next_input = out.split("NEXT:")[1].splitlines()[0]
     assert next_input not in ("None", "''") and next_input.endswith("\\n'"), out
+
+
+def test_the_notebooks_teaching_metadata_reaches_the_magic(shell, sent, captured, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    """jupyter_server tells a kernel its notebook's path ($JPY_SESSION_NAME); the magic reads
+    the notebook's saved `codestral` metadata: off refuses, hints explains without code."""
+    import nbformat
+
+    notebook = tmp_path / "exam.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))
+
+    def save(metadata: dict) -> None:
+        nb = nbformat.v4.new_notebook(metadata={"codestral": metadata})
+        nbformat.write(nb, notebook)
+        stamp = notebook.stat().st_mtime_ns + len(sent) * 10**9  # a new save, a new stamp
+        os.utime(notebook, ns=(stamp, stamp))
+
+    save({"enabled": False})
+    asked = len(sent)
+    with pytest.raises(UsageError, match="turned off in this notebook by its teacher"):
+        shell.run_cell_magic("codestral", "--max-tokens 3", "What is a list?")
+    shell.run_cell("1 / 0")
+    with pytest.raises(UsageError, match="turned off in this notebook"):
+        shell.run_line_magic("codestral", "fix")
+    assert len(sent) == asked  # nothing reached the model
+
+    save({"mode": "hints"})
+    with pytest.raises(UsageError, match="hints mode: Codestral explains but writes no code"):
+        shell.run_cell_magic("codestral", "--insert --max-tokens 3", "sort a list")
+    shell.run_cell_magic("codestral", "--max-tokens 900", "How do I sort a list?")
+    name, (messages,), kwargs = sent[-1]
+    assert name == "chat" and messages[0]["content"].startswith(HINTS_SYSTEM)
+    assert kwargs["max_tokens"] == HINTS_CHAT_MAX_TOKENS
+    shell.run_line_magic("codestral", "fix")
+    name, (messages,), kwargs = sent[-1]
+    assert "one or two short sentences" in messages[0]["content"]  # explain, not fix
+    assert kwargs["max_tokens"] == EXPLAIN_TOKENS
+    assert "```diff" not in captured[-1]["data"].get("text/markdown", "")
+
+    save({})  # the teacher's switch back
+    shell.run_cell_magic("codestral", "--insert --max-tokens 2", "sort a list")
+    assert sent[-1][0] == "fim"

@@ -17,17 +17,11 @@ from typing import Any
 import httpx
 
 from ..errors import CodestralError
+from ..teaching import HINTS_CHAT_MAX_TOKENS, HINTS_MAX_TOKENS, HINTS_SYSTEM
 
 OFF_GROUP = "codestral-off"
 HINTS_GROUP = "codestral-hints"
 GROUP_TTL_S = 10.0  # the bound is 15 s from the teacher's click to the refusal
-HINTS_MAX_TOKENS = 48  # one line of code
-HINTS_CHAT_MAX_TOKENS = 200  # a few sentences
-HINTS_SYSTEM = (
-    "You are a teaching assistant in a course's hints mode. Explain in at most three short "
-    "sentences what to look at or which idea to use. Never write code, never use code blocks, "
-    "never give the corrected program."
-)
 MODES = ("on", "hints", "off")
 
 log = logging.getLogger(__name__)
