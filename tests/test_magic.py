@@ -271,6 +271,17 @@ def test_kernel_interrupt_cancels_and_the_next_call_works(kernel, kernel_env):
     assert partial["status"] == "ok"  # what was shown before the interrupt is kept
 
 
+def test_kernel_replies_are_matched_to_their_requests(kernel):
+    """A reply nobody read stays on the shell channel: on a busy machine `start_new_kernel`
+    leaves an extra kernel_info_reply there (it asks again after 1 s without an answer). The
+    next cell must get its own reply, not that one (issue 24: the vLLM magic test read the
+    previous cell's reply, without the --insert payload, and every later test was one off)."""
+    _, kc = kernel
+    kc.kernel_info()  # its reply is never read here
+    reply, _ = run(kc, "%%codestral --insert --max-tokens 2 -o inserted\nx")
+    assert [p["source"] for p in reply.get("payload", [])] == ["set_next_input"], reply
+
+
 def test_kernel_stays_usable_after_a_usage_error(kernel):
     _, kc = kernel
     reply, _ = run(kc, "%%codestral --fill\nno marker here")
