@@ -203,6 +203,7 @@ class EngineClient(_Speaking):
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
                     yield chunk
+            raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
@@ -300,6 +301,7 @@ class AsyncEngineClient(_Speaking):
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
                     yield chunk
+            raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
@@ -327,6 +329,9 @@ def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None
     """Stop this user's engine server and wait until it is gone; None if none was running."""
     running = connection.read_live()
     if running is None:
+        return None
+    if not connection.is_engine(running):  # never signal a process not verified as ours
+        connection.remove(running.pid)
         return None
     os.kill(running.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -49,9 +49,12 @@ def start_server(
     proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
     conn = runtime / "codestral-engine.json"
 
-    def written() -> bool:
+    def written() -> bool:  # by this server (a stale file may be there before)
         assert proc.poll() is None, proc.stderr.read() if log is None else log.read_text()
-        return conn.exists()
+        try:
+            return json.loads(conn.read_text())["pid"] == proc.pid
+        except (OSError, ValueError, KeyError):
+            return False
 
     wait_until(written, what="the server's connection file")
     info = json.loads(conn.read_text())

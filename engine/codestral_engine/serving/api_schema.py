@@ -146,12 +146,14 @@ ERROR_TYPES = {
 }
 
 
-def error_json(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    """Mistral's error shape."""
+def error_json(
+    status: int, message: str, param: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """Mistral's error shape; `kind` names the error's type where the status's is too broad."""
     return {
         "object": "error",
         "message": message,
-        "type": ERROR_TYPES.get(status, "invalid_request_error"),
+        "type": kind or ERROR_TYPES.get(status, "invalid_request_error"),
         "param": param,
         "code": str(status),
     }

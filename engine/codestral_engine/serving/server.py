@@ -3,13 +3,14 @@
 Routes: POST /v1/fim/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/status
 (all need `Authorization: Bearer <token>`) and GET /health (no auth; says only the state).
 Errors are JSON in Mistral's shape with the status the problem deserves; a client that goes away
-mid-stream cancels its request within one decode step.
+mid-stream cancels its request within one decode step. The token check and the body's
+limits are `http_input.py`'s; how the server ends (a grace period, then an in-band error for
+what it must cut) is `lifecycle.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import sys
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,31 +35,19 @@ from ..errors import (
     ContextLengthError,
     EngineClosedError,
     EngineError,
+    EngineStoppingError,
     InvalidRequestError,
     QueueFullError,
 )
 from .api_schema import ChatBody, FIMBody, ResponseShape, error_json, validation_json
+from .http_input import APIError, RequireToken, ValidationFailed, error_response, parse
 
 # Names clients commonly send for Codestral; all mean the one model this server has.
 MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")
-MAX_BODY_BYTES = 8 << 20  # far beyond any prompt that fits 32K tokens
-PUBLIC_PATHS = {"/health"}
 LOADING_RETRY_AFTER_S = 5
-
-
-class ValidationFailed(Exception):
-    """A body that fails validation: 422 with the detail list Mistral's API documents."""
-
-    def __init__(self, detail: list[dict[str, Any]]):
-        super().__init__(detail[0]["msg"])
-        self.detail = detail
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+# The error `type` of a request refused or cut because the engine exits: clients retry an
+# idle exit on a fresh engine at once.
+STOPPING_TYPES = {"idle": "engine_idle_exit", "stop": "engine_stopped"}
 
 
 @dataclass
@@ -79,14 +67,41 @@ class ServerState:
     # Activity for the idle timeout: completion and chat requests, not status polls.
     open_requests: int = 0
     last_activity: float = field(default_factory=time.monotonic)
+    # Set (on the event loop) when the server starts to exit: "stop" (a signal) or "idle".
+    closing: str | None = None
+    running: set = field(default_factory=set)  # the engine requests of open HTTP requests
 
     def begin(self) -> None:
+        """Count a new completion request, or refuse it (retryably) if the server is exiting.
+        Runs on the event loop with no await between the check and the count, as does the
+        idle decision: a request is counted before the server decides to exit, or refused."""
+        if self.closing is not None:
+            raise APIError(
+                503, self.stopping_message("is exiting"),
+                retry_after=1, kind=STOPPING_TYPES[self.closing],
+            )  # fmt: skip
         self.open_requests += 1
         self.last_activity = time.monotonic()
 
     def end(self) -> None:
         self.open_requests -= 1
         self.last_activity = time.monotonic()
+
+    def stopping_message(self, what: str) -> str:
+        why = "after its idle timeout" if self.closing == "idle" else "(it was stopped)"
+        return (
+            f"The engine (pid {os.getpid()}) {what} {why}. Retry the request: a new engine "
+            "starts on demand (or start `codestral-engine serve` again)."
+        )
+
+    def cut(self) -> None:
+        """End every running request now with an error its client receives."""
+        error = EngineStoppingError(
+            self.stopping_message("cut this answer short while exiting"), self.closing or "stop"
+        )
+        for request in list(self.running):
+            request.fail(error)
+            request.cancel()
 
     def idle_seconds(self) -> float | None:
         """How long nothing has been asked of the ready model; None while a request is open
@@ -195,22 +210,22 @@ def create_app(state: ServerState) -> Starlette:
         return await _active(state, _chat(request))
 
     async def _fim(request: Request) -> Response:
-        body = await _parse(request, FIMBody)
+        body = await parse(request, FIMBody)
         engine = _engine_for(state, body.model)
         if state.log_prompts:
             _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix or ""})
         submitted = _submit(
             lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
-        return await _respond(body, submitted, request)
+        return await _respond(body, _running(state, submitted), request)
 
     async def _chat(request: Request) -> Response:
-        body = await _parse(request, ChatBody)
+        body = await parse(request, ChatBody)
         engine = _engine_for(state, body.model)
         if state.log_prompts:
             _log({"event": "chat_messages", "messages": body.messages})
         submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
-        return await _respond(body, submitted, request)
+        return await _respond(body, _running(state, submitted), request)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -226,85 +241,17 @@ def create_app(state: ServerState) -> Starlette:
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    middleware = [Middleware(_RequireToken, token=state.token)]
+    middleware = [Middleware(RequireToken, token=state.token)]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
-
-
-class _RequireToken:
-    """Pure ASGI, so streamed responses and disconnects pass through untouched."""
-
-    def __init__(self, app, token: str):
-        self.app = app
-        self.expected = token.encode()
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
-            # The scheme is case-insensitive (RFC 7235): "bearer" is as good as "Bearer".
-            valid = scheme.lower() == b"bearer" and hmac.compare_digest(given, self.expected)
-            if not valid:
-                response = _error_response(
-                    401,
-                    "Missing or wrong API token. Send 'Authorization: Bearer <token>' with the "
-                    "token from the engine's connection file (or the --token it was started with).",
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-async def _parse(request: Request, model: type[FIMBody] | type[ChatBody]):
-    raw = await _read_body(request)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise APIError(400, f"The request body is not valid JSON in UTF-8: {exc}.") from exc
-    try:
-        data = json.loads(text)
-        # Lone UTF-16 surrogates ("\ud83d" escapes: a string cut mid-emoji) are valid JSON
-        # but no text: refuse them here rather than fail deep in the tokenizer.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise APIError(
-            400, "The request body has text that is not valid Unicode (a lone UTF-16 "
-            "surrogate, e.g. a string cut in the middle of an emoji); send whole characters.",
-        ) from exc  # fmt: skip
-    except RecursionError as exc:
-        raise APIError(400, "The request body's JSON is nested too deeply.") from exc
-    except ValueError as exc:  # malformed JSON, or a number too long to read
-        raise APIError(400, f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-             for e in exc.errors(include_url=False, include_input=False)]
-        ) from exc  # fmt: skip
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, refused with 413 as soon as it is known to be too large (from its
-    Content-Length, or while it streams in), never read whole first."""
-    too_large = APIError(
-        413, f"The request body is over {MAX_BODY_BYTES >> 20} MB; shorten the prompt."
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _active(state: ServerState, handling) -> _Counted:
     """Counts a request as activity until its response (a whole stream) has been sent."""
-    state.begin()
+    try:
+        state.begin()
+    except APIError:
+        handling.close()  # never started
+        raise
     try:
         return _Counted(await handling, state)
     except BaseException:
@@ -323,6 +270,14 @@ class _Counted:
             await self.response(scope, receive, send)
         finally:
             self.state.end()
+            self.state.running.discard(getattr(self.response, "engine_request", None))
+
+
+def _running(state: ServerState, submitted):
+    """Note a submitted engine request as running (a shutdown cuts it) until its response
+    has been sent."""
+    state.running.add(submitted)
+    return submitted
 
 
 def _served(state: ServerState) -> str:
@@ -349,6 +304,12 @@ def _submit(make):
 
 
 async def _respond(body, submitted, http: Request) -> Response:
+    response = await _response(body, submitted, http)
+    response.engine_request = submitted
+    return response
+
+
+async def _response(body, submitted, http: Request) -> Response:
     completion = ResponseShape(body.model)
     if body.stream:  # sse-starlette stops the generator when the client goes away
         return EventSourceResponse(_sse(completion, submitted), ping=10)
@@ -372,6 +333,8 @@ async def _collect(submitted) -> tuple[str, Finished]:
         async for event in submitted.events():
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+    except EngineStoppingError as exc:
+        raise APIError(503, str(exc), retry_after=1, kind=STOPPING_TYPES[exc.reason]) from exc
     except EngineError as exc:
         raise APIError(500, str(exc)) from exc
     return "".join(parts), event
@@ -391,8 +354,12 @@ async def _sse(completion: ResponseShape, request):
                 yield {"data": json.dumps(completion.chunk(event.text))}
             elif isinstance(event, Finished):
                 yield {"data": json.dumps(completion.chunk("", event))}
+    except EngineStoppingError as exc:  # in-band: the status line has been sent
+        yield {"data": json.dumps(error_json(503, str(exc), kind=STOPPING_TYPES[exc.reason]))}
+        return  # no [DONE]: the answer is not complete
     except EngineError as exc:
         yield {"data": json.dumps(error_json(500, str(exc)))}
+        return
     yield {"data": "[DONE]"}
 
 
@@ -421,17 +388,12 @@ def _process_memory() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _error_response(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(int(retry_after))} if retry_after else None
-    return JSONResponse(error_json(status, message), status_code=status, headers=headers)
-
-
 async def _api_error(_request: Request, exc: APIError) -> Response:
-    return _error_response(exc.status, str(exc), exc.retry_after)
+    return error_response(exc.status, str(exc), exc.retry_after, kind=exc.kind)
 
 
 async def _http_error(_request: Request, exc: HTTPException) -> Response:
-    response = _error_response(exc.status_code, str(exc.detail))
+    response = error_response(exc.status_code, str(exc.detail))
     response.headers.update(exc.headers or {})  # e.g. a 405's Allow
     return response
 
@@ -441,4 +403,4 @@ async def _validation_error(_request: Request, exc: ValidationFailed) -> Respons
 
 
 async def _internal_error(_request: Request, exc: Exception) -> Response:
-    return _error_response(500, f"Internal error: {exc}. The server is still running.")
+    return error_response(500, f"Internal error: {exc}. The server is still running.")

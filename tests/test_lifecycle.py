@@ -1,0 +1,153 @@
+"""The engine server's life at its edges, on real `serve` processes: how it ends (a signal, the
+idle timeout) without passing a cut answer off as complete, and connection files that cannot
+lie (deleted, garbage, or naming a process that is not our engine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+from jupyter_client.manager import start_new_kernel
+from mistralai.client import Mistral
+from mistralai.client.errors import MistralError
+
+from codestral_engine import connection
+from jupyter_codestral.client import EngineClient, stop_local_server
+from jupyter_codestral.errors import CodestralError
+
+from .helpers import run_in_kernel, start_server, wait_until
+
+ENDLESS = {"prompt": "while True:\n", "min_tokens": 30000, "max_tokens": 30000}
+
+
+def auth(srv) -> dict[str, str]:
+    return {"Authorization": f"Bearer {srv.token}"}
+
+
+def test_sigterm_mid_stream_is_an_error_the_mistral_sdk_raises(models, tmp_path):
+    """A stream still running when the grace period ends is cut with Mistral's error shape
+    in the stream: the SDK raises, never returning the partial text as an answer."""
+    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
+                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "1"})  # fmt: skip
+    mistral = Mistral(api_key=srv.token, server_url=srv.url)
+    stream = iter(mistral.fim.stream(model="codestral-latest", **ENDLESS))
+    next(stream)  # decoding
+    srv.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(MistralError) as cut:
+        for _event in stream:
+            pass
+    assert "cut this answer short while exiting" in cut.value.body, cut.value.body
+    assert json.loads(cut.value.body)["data"]["type"] == "engine_stopped", cut.value.body
+    assert srv.proc.wait(timeout=60) == 0
+    assert not srv.conn.exists()
+    assert f"pid {srv.pid}" in (tmp_path / "engine.log").read_text()
+
+
+def test_sigterm_lets_running_requests_finish_and_refuses_new_ones(models, tmp_path):
+    """Within the grace period a running stream ends normally ([DONE]); a request that
+    arrives meanwhile is refused with a retryable 503; then the server exits."""
+    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
+                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "300"})  # fmt: skip
+    body = {"model": "codestral-latest", "prompt": "def f(x):\n", "stream": True,
+            "min_tokens": 200, "max_tokens": 200}  # fmt: skip
+    with httpx.stream("POST", srv.url + "/v1/fim/completions", json=body, headers=auth(srv),
+                      timeout=120) as stream:  # fmt: skip
+        lines = stream.iter_lines()
+        assert next(lines).startswith("data: ")
+        srv.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: not srv.conn.exists(), what="the server to start exiting")
+        refused = httpx.post(srv.url + "/v1/fim/completions", headers=auth(srv), timeout=60,
+                             json={"model": "codestral-latest", "prompt": "x"})  # fmt: skip
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["type"] == "engine_stopped", refused.text
+        assert f"pid {srv.pid}" in refused.json()["message"]
+        data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    assert json.loads(data[-2])["choices"][0]["finish_reason"] == "length"
+    assert srv.proc.wait(timeout=60) == 0
+
+
+def test_the_client_reports_a_cut_stream_as_an_error(models, tmp_path):
+    """Our own client (the magic's and the lab's): a cut is a CodestralError naming it."""
+    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
+                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "0"})  # fmt: skip
+    with EngineClient(srv.url, srv.token) as client:
+        chunks = client.fim(ENDLESS["prompt"], stream=True, min_tokens=30000, max_tokens=30000)
+        next(chunks)
+        srv.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(CodestralError) as cut:
+            for _chunk in chunks:
+                pass
+    assert cut.value.kind == "engine_stopped" and "cut this answer short" in str(cut.value)
+    srv.proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage"])
+def test_a_lost_connection_file_is_restored_and_orphans_nothing(models, tmp_path, monkeypatch,
+                                                                damage):  # fmt: skip
+    """The running engine writes its file again; a client that looks meanwhile reaches the
+    same engine (the serve it starts finds it) instead of waiting and failing."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log")
+    if damage == "delete":
+        srv.conn.unlink()
+    else:
+        srv.conn.write_text("{not json")
+    with EngineClient.local(str(models["mlx"]), progress=False) as client:
+        assert client.status()["pid"] == srv.pid
+    wait_until(lambda: connection.read_live() is not None, what="the file to be restored")
+    assert connection.read_live().pid == srv.pid
+    holder = connection.ServerLock.holder()
+    assert holder["pid"] == srv.pid and holder["url"] == srv.url
+    assert "wrote it again (pid" in (tmp_path / "engine.log").read_text()
+    assert stop_local_server().pid == srv.pid
+    assert srv.proc.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def stranger():
+    """A live process that is not our engine."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def unrelated_files(stranger) -> list[dict]:
+    """Connection files naming `stranger`: as an older version wrote them (no start time),
+    and with its true start time (only the command line tells it is not an engine)."""
+    base = {"url": "http://127.0.0.1:9", "token": "t", "pid": stranger.pid, "model": "m"}
+    return [base, base | {"started": psutil.Process(stranger.pid).create_time()}]
+
+
+def test_stop_never_signals_a_process_not_verified_as_our_engine(tmp_path, stranger):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        run_in_kernel(kc, "%load_ext jupyter_codestral")
+        for file in unrelated_files(stranger):
+            (tmp_path / "codestral-engine.json").write_text(json.dumps(file))
+            reply, messages = run_in_kernel(kc, "%codestral stop")
+            assert reply["status"] == "ok", reply
+            printed = "".join(m["content"].get("text", "") for m in messages)
+            assert "no shared engine is running" in printed, printed
+            assert stranger.poll() is None  # alive
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_serve_starts_over_a_file_naming_an_unrelated_process(models, tmp_path, stranger):
+    for file in unrelated_files(stranger):
+        (tmp_path / "codestral-engine.json").write_text(json.dumps(file))
+        srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log")
+        assert srv.pid == srv.proc.pid != stranger.pid
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=60) == 0
+        assert stranger.poll() is None
