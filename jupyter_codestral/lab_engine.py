@@ -141,18 +141,41 @@ class EngineLink:
         else:  # our own engine: supersede this browser's previous request, go first
             model = protocol.DEFAULT_MODEL
             params = params | {"priority": priority, "session_key": session}
+        retry = self.settings.engine == "shared"
         try:
-            # Closing this generator (a time budget, a newer keystroke) closes the stream now,
-            # which cancels the engine's request, instead of when it is garbage-collected.
-            stream = call(self.client(), model, params)
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            while True:
+                answered = False
+                try:
+                    # Closing this generator (a time budget, a newer keystroke) closes the
+                    # stream now, which cancels the engine's request, instead of when it is
+                    # garbage-collected.
+                    stream = call(self.client(), model, params)
+                    async with contextlib.aclosing(stream) as chunks:
+                        async for chunk in chunks:
+                            answered = True
+                            yield chunk
+                    return
+                except CodestralError as exc:
+                    if not (retry and not answered and self._went_away(exc)):
+                        raise
+                retry = False  # once: on a fresh engine, started now
+                self.start()
+                with contextlib.suppress(Exception):  # a failed start shows in the status
+                    await asyncio.shield(self._starting)
         except CodestralError as exc:
             fix = _LAB_FIXES.get((exc.kind, self.settings.engine)) or _LAB_FIXES.get(exc.kind)
             if not fix:
                 raise
             raise CodestralError(exc.message, exc.status, kind=exc.kind, fix=fix) from exc
+
+    def _went_away(self, exc: CodestralError) -> bool:
+        """Whether the shared engine exited under a request it had not answered: it refused
+        it while exiting after its idle timeout, or it is gone."""
+        if exc.kind == "engine_idle_exit":
+            return True
+        info = connection.read_live()
+        moved = info is None or self._where is None or (info.url, info.token) != self._where[:2]
+        return exc.kind == "unreachable" and moved
 
 
 def _start_shared_engine(model: str, idle_timeout: float) -> connection.ConnectionInfo:

@@ -155,19 +155,13 @@ class Codestral(Magics, CodestralSettings):
         )
         ask = mode.build(cell, notebook)
         live = self._live_output(as_code=mode.as_code, around=ask.around)
-        try:
-            target = self._connect()
-            if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
-                live.waiting(note)
-            stream = target.fim(*ask.fim, params) if ask.fim else target.chat(ask.messages, params)
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
-        except (UsageError, KeyboardInterrupt):
-            live.finish("failed")
-            raise
-        text, interrupted = self._show(stream, live)
+
+        def request(target: Target):
+            if ask.fim:
+                return target.fim(*ask.fim, params)
+            return target.chat(ask.messages, params)
+
+        text, interrupted = self._ask(request, live)
         result = ask.result(text)
         if args.name:
             self.shell.user_ns[args.name] = result
@@ -187,6 +181,43 @@ class Codestral(Magics, CodestralSettings):
         live.waiting()
         return live
 
+    def _ask(self, request, live: LiveOutput) -> tuple[str, bool]:
+        """Send `request(target)` and stream its answer into `live`: (text, interrupted).
+
+        Once, when the shared engine went away before answering (it refused the request
+        because it was exiting after its idle timeout, or it had exited), ask again: the
+        reconnect starts a fresh engine."""
+        retry = True
+        while True:
+            try:
+                target = self._connect()
+                if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
+                    live.waiting(note)
+                stream = request(target)
+            except CodestralError as exc:
+                live.finish("failed")
+                self._forget_broken_target(exc)
+                raise UsageError(str(exc)) from exc
+            except (UsageError, KeyboardInterrupt):
+                live.finish("failed")
+                raise
+            try:
+                return self._show(stream, live)
+            except CodestralError as exc:
+                if not (retry and self._engine_went_away(exc) and not live.text):
+                    live.finish("failed")
+                    self._forget_broken_target(exc)
+                    raise UsageError(str(exc)) from exc
+                retry = False
+                self._drop_target()
+
+    def _engine_went_away(self, exc: CodestralError) -> bool:
+        """Whether the shared engine this request went to exited under it (idle exit)."""
+        if self.engine != "shared":
+            return False
+        gone = exc.kind == "unreachable" and not _still_running(self._target)
+        return exc.kind == "engine_idle_exit" or gone
+
     def _show(self, stream, live: LiveOutput) -> tuple[str, bool]:
         interrupted = False
         try:
@@ -195,10 +226,6 @@ class Codestral(Magics, CodestralSettings):
                     live.append(delta)
         except KeyboardInterrupt:
             interrupted = True
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
         note = "interrupted" if interrupted else ""
         if stream.finish_reason == "length":
             note = "stopped at max_tokens; raise --max-tokens for more"
@@ -280,15 +307,8 @@ class Codestral(Magics, CodestralSettings):
             )
         live = self._live_output(as_code=True, around=("", ""))
         params = {"max_tokens": self.max_tokens, "temperature": 0.0}
-        try:
-            target = self._connect()
-            live_facts = facts(failed.names(), dict(self.shell.user_ns))
-            stream = target.chat(fix_messages(failed, live_facts), params)
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
-        text, interrupted = self._show(stream, live)
+        messages = fix_messages(failed, facts(failed.names(), dict(self.shell.user_ns)))
+        text, interrupted = self._ask(lambda target: target.chat(messages, params), live)
         proposal = clean_proposal(text)
         changes = diff(failed.source, proposal)
         if live.in_place:

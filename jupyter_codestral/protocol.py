@@ -133,8 +133,7 @@ STOPPING_KINDS = ("engine_idle_exit", "engine_stopped")
 
 
 def stopping_error(message: str, status: int, kind: str) -> CodestralError:
-    fix = "Run it again: a fresh engine starts on demand."
-    return CodestralError(message, status, kind=kind, fix=fix)
+    return CodestralError(message, status, kind=kind)  # the engine's message says what to do
 
 
 def cut_short(url: str) -> CodestralError:

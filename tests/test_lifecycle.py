@@ -4,11 +4,13 @@ lie (deleted, garbage, or naming a process that is not our engine)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import psutil
@@ -151,3 +153,114 @@ def test_serve_starts_over_a_file_naming_an_unrelated_process(models, tmp_path, 
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=60) == 0
         assert stranger.poll() is None
+
+
+def test_the_magic_retries_once_on_a_fresh_engine_after_an_idle_exit(models, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    """The engine, frozen past its idle timeout, wakes with the magic's request at its door:
+    it decides to exit (refusing or no longer taking the request), and the magic asks once
+    more, on a fresh engine, instead of failing."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    env = {**os.environ, "CODESTRAL_MODEL": str(models["mlx"])}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    srv = None
+    try:
+        run_in_kernel(kc, "%load_ext jupyter_codestral")
+        idle_s = 8  # time enough to connect the magic first, even on a busy machine
+        srv = start_server(models["mlx"], tmp_path, "--idle-timeout", str(idle_s),
+                           log=tmp_path / "idle.log")  # fmt: skip
+        ready = time.monotonic()
+        reply, _ = run_in_kernel(kc, "%codestral status")  # the magic talks to this engine
+        assert reply["status"] == "ok", reply
+        srv.proc.send_signal(signal.SIGSTOP)
+        wait_until(lambda: time.monotonic() - ready > idle_s + 1, timeout=idle_s + 30,
+                   what="the idle timeout to pass")  # fmt: skip
+        msg_id = kc.execute("%%codestral --max-tokens 3 -o answer\nhello")
+
+        def asking() -> bool:  # the magic shows it is waiting, then connects
+            msg = kc.get_iopub_msg(timeout=60)
+            return msg["parent_header"].get("msg_id") == msg_id and "display" in msg["msg_type"]
+
+        wait_until(asking, what="the magic to send its request")
+        srv.proc.send_signal(signal.SIGCONT)
+        assert srv.proc.wait(timeout=60) == 0
+        reply = wait_until(lambda: _reply_to(kc, msg_id), what="the cell's reply")
+        assert reply["status"] == "ok", reply
+        fresh = connection.read_live()
+        assert fresh is not None and fresh.pid != srv.pid
+        assert "Idle for" in (tmp_path / "idle.log").read_text()
+        stopped, _ = run_in_kernel(kc, "%codestral stop")
+        assert stopped["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        if srv is not None:
+            srv.proc.kill()
+
+
+def _reply_to(kc, msg_id: str) -> dict | None:
+    msg = kc.get_shell_msg(timeout=60)
+    return msg["content"] if msg["parent_header"].get("msg_id") == msg_id else None
+
+
+# The lab's route, on a real Jupyter server whose runtime directory the tests choose.
+
+
+@pytest.fixture
+def jp_runtime_dir(tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    return runtime
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_codestral": True}}}
+
+
+SOURCE = "def area(r):\n    return "
+LAB_BODY = {"cells": [{"cell_type": "code", "source": SOURCE}], "cell": 0,
+            "cursor": len(SOURCE), "max_tokens": 3}  # fmt: skip
+
+
+async def test_the_lab_retries_once_on_a_fresh_engine_after_an_idle_exit(
+    jp_fetch, jp_serverapp, jp_runtime_dir, models, monkeypatch
+):
+    """As the magic's test: the lab's completion reaches an engine that wakes past its idle
+    timeout; the route starts a fresh engine and asks it (which answers, or says it is still
+    loading, as on first use), instead of reporting the exit as a failure."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(jp_runtime_dir))
+    jp_serverapp.web_app.settings["codestral"].settings.model = str(models["mlx"])
+    idle_s = 3
+    srv = await asyncio.to_thread(start_server, models["mlx"], jp_runtime_dir, "--idle-timeout",
+                                  str(idle_s), log=jp_runtime_dir / "idle.log")  # fmt: skip
+    ready = time.monotonic()
+    srv.proc.send_signal(signal.SIGSTOP)
+    port = int(srv.url.rsplit(":", 1)[1])
+    try:
+        while time.monotonic() - ready < idle_s + 1:  # the idle timeout passes, frozen
+            await asyncio.sleep(0.1)
+        asking = asyncio.ensure_future(
+            jp_fetch("codestral", "complete", method="POST", body=json.dumps(LAB_BODY))
+        )
+        while not _connected_to(port):  # the route has reached the frozen engine
+            assert not asking.done(), asking.result()
+            await asyncio.sleep(0.05)
+        srv.proc.send_signal(signal.SIGCONT)
+        lines = [json.loads(line) for line in (await asking).body.decode().splitlines()]
+        last = lines[-1]
+        assert last["type"] == "done" or last["error"]["kind"] == "engine_starting", lines
+        assert await asyncio.to_thread(srv.proc.wait, 60) == 0
+        fresh = connection.read_live()
+        assert fresh is not None and fresh.pid != srv.pid
+        assert "Idle for" in (jp_runtime_dir / "idle.log").read_text()
+    finally:
+        srv.proc.kill()
+        await asyncio.to_thread(stop_local_server)
+
+
+def _connected_to(port: int) -> bool:
+    return any(
+        c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        for c in psutil.net_connections("tcp")
+    )
