@@ -4,18 +4,20 @@ validated; each problem becomes the error a client can act on, in Mistral's shap
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from .api_schema import ChatBody, FIMBody, error_json
 
 MAX_BODY_BYTES = 8 << 20  # far beyond any prompt that fits 32K tokens
 PUBLIC_PATHS = {"/health"}
+BODY_TIMEOUT_S = 30.0  # a prompt at the size limit takes milliseconds over loopback
 
 
 class ValidationFailed(Exception):
@@ -90,22 +92,38 @@ async def parse(request: Request, model: type[FIMBody] | type[ChatBody]):
         ) from exc  # fmt: skip
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its request had arrived whole."""
+
+
 async def read_body(request: Request) -> bytes:
     """The body, refused with 413 as soon as it is known to be too large (from its
-    Content-Length, or while it streams in), never read whole first."""
+    Content-Length, or while it streams in), never read whole first; 408 if it has not
+    arrived within BODY_TIMEOUT_S (a client that stalls mid-body holds a connection)."""
     too_large = APIError(
         413, f"The request body is over {MAX_BODY_BYTES >> 20} MB; shorten the prompt."
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except ClientDisconnect as exc:
+        raise ClientGone from exc
+    except asyncio.TimeoutError as exc:
+        raise APIError(
+            408, f"The request body did not arrive within {BODY_TIMEOUT_S:.0f} s; send it whole."
+        ) from exc
 
 
 def error_response(

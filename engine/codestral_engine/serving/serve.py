@@ -17,6 +17,7 @@ from ..core.tokenizer import find_tokenizer_file
 from ..errors import EngineError
 from ..weights.checkpoint import inspect
 from . import connection
+from .http_limits import GuardedH11Protocol, raise_descriptor_limit
 from .lifecycle import EngineServer
 from .server import ServerState, create_app
 
@@ -148,8 +149,13 @@ def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle
             f"Listening on every network interface (port {bound_port}): anyone who can "
             "reach this machine and has the token can use the engine."
         )
+    raise_descriptor_limit()
     config = uvicorn.Config(
-        create_app(state), log_level="warning", lifespan="off", timeout_graceful_shutdown=3
+        create_app(state),
+        http=GuardedH11Protocol,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=3,
     )
     # uvicorn re-raises a signal it handled under the previous handler once it has shut down:
     # make that an ordinary exit so the cleanup below always runs.

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,14 @@ from ..errors import (
     QueueFullError,
 )
 from .api_schema import ChatBody, FIMBody, ResponseShape, error_json, validation_json
-from .http_input import APIError, RequireToken, ValidationFailed, error_response, parse
+from .http_input import (
+    APIError,
+    ClientGone,
+    RequireToken,
+    ValidationFailed,
+    error_response,
+    parse,
+)
 
 # Names clients commonly send for Codestral; all mean the one model this server has.
 MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")
@@ -70,6 +78,9 @@ class ServerState:
     # Set (on the event loop) when the server starts to exit: "stop" (a signal) or "idle".
     closing: str | None = None
     running: set = field(default_factory=set)  # the engine requests of open HTTP requests
+    tokenizing: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+    )
 
     def begin(self) -> None:
         """Count a new completion request, or refuse it (retryably) if the server is exiting.
@@ -214,8 +225,8 @@ def create_app(state: ServerState) -> Starlette:
         engine = _engine_for(state, body.model)
         if state.log_prompts:
             _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix or ""})
-        submitted = _submit(
-            lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
+        submitted = await _submit(
+            state, lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
         return await _respond(body, _running(state, submitted), request)
 
@@ -224,7 +235,9 @@ def create_app(state: ServerState) -> Starlette:
         engine = _engine_for(state, body.model)
         if state.log_prompts:
             _log({"event": "chat_messages", "messages": body.messages})
-        submitted = _submit(lambda: engine.chat(body.messages, **body.engine_options()))
+        submitted = await _submit(
+            state, lambda: engine.chat(body.messages, **body.engine_options())
+        )
         return await _respond(body, _running(state, submitted), request)
 
     routes = [
@@ -237,6 +250,7 @@ def create_app(state: ServerState) -> Starlette:
     ]
     handlers = {
         APIError: _api_error,
+        ClientGone: _client_gone,
         ValidationFailed: _validation_error,
         HTTPException: _http_error,
         Exception: _internal_error,
@@ -290,9 +304,11 @@ def _engine_for(state: ServerState, model: str) -> Engine:
     return state.ready_engine()
 
 
-def _submit(make):
+async def _submit(state: ServerState, make):
+    """Tokenize and queue a request, off the event loop (a long prompt takes seconds to
+    tokenize), on one thread so requests of one session keep their order."""
     try:
-        return make()
+        return await asyncio.get_running_loop().run_in_executor(state.tokenizing, make)
     except ContextLengthError as exc:
         raise APIError(413, str(exc)) from exc
     except InvalidRequestError as exc:  # a parameter out of its range: validation, as Mistral
@@ -400,6 +416,12 @@ async def _http_error(_request: Request, exc: HTTPException) -> Response:
 
 async def _validation_error(_request: Request, exc: ValidationFailed) -> Response:
     return JSONResponse(validation_json(exc.detail), status_code=422)
+
+
+async def _client_gone(request: Request, _exc: ClientGone) -> Response:
+    client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+    _log({"event": "client_gone", "client": client, "path": request.url.path})
+    return Response(status_code=499)  # nobody reads it
 
 
 async def _internal_error(_request: Request, exc: Exception) -> Response:
