@@ -353,7 +353,9 @@ def start_local_server(
     if idle_timeout:
         command += ["--idle-timeout", str(idle_timeout)]
     log_path = connection.runtime_dir() / "codestral-engine.log"
-    # Readable by this user only, like the connection file (prompts may be logged there).
+    command += ["--log-file", str(log_path)]  # the engine rotates it
+    # Readable by this user only, like the connection file (prompts may be logged there); what
+    # the process writes before it takes the log over goes here too.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "ab") as log:

@@ -264,3 +264,16 @@ def _connected_to(port: int) -> bool:
         c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
         for c in psutil.net_connections("tcp")
     )
+
+
+def test_the_log_of_an_engine_jupyter_starts_is_rotated(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    log = tmp_path / "codestral-engine.log"
+    log.write_text("old line\n" * ((11 << 20) // 9))  # over the 10 MB a log may grow to
+    with EngineClient.local(str(models["mlx"]), progress=False) as client:
+        assert client.status()["state"] == "ready"
+    wait_until(lambda: "Serving" in log.read_text(), what="the engine's first lines")
+    assert log.stat().st_size < 1 << 20 and "old line" not in log.read_text()
+    assert (tmp_path / "codestral-engine.log.1").read_text().startswith("old line")
+    assert log.stat().st_mode & 0o777 == 0o600
+    stop_local_server()
