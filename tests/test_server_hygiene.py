@@ -156,3 +156,65 @@ async def test_prompts_are_tokenized_off_the_event_loop(engine, models, monkeypa
         assert (await client.post("/v1/fim/completions", json=fim, headers=headers)).is_success
         assert (await client.post("/v1/chat/completions", json=chat, headers=headers)).is_success
     assert len(threads) == 2 and all(t.startswith("tokenize") for t in threads), threads
+
+
+# An honest API surface: what the engine does not do is refused, not answered as if done.
+
+UNHONOURED = {
+    "n": 2, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5,
+    "frequency_penalty": 0.5, "tools": [{"type": "function", "function": {"name": "f"}}],
+    "tool_choice": "required", "response_format": {"type": "json_object"}, "safe_prompt": True,
+}  # fmt: skip
+NO_OPS = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0.0,
+          "tools": [], "tool_choice": "auto", "response_format": {"type": "text"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/fim/completions"])
+def test_fields_the_engine_does_not_implement_are_refused_by_name(server, route):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = {"model": "codestral-latest", "max_tokens": 2}
+    base |= {"prompt": "x"} if "fim" in route else {"messages": [{"role": "user", "content": "x"}]}
+    for name, value in UNHONOURED.items():
+        refused = httpx.post(server.url + route, json=base | {name: value}, headers=headers)
+        assert refused.status_code == 422, (name, refused.text)
+        assert refused.json()["detail"][0]["loc"] == ["body", name]
+        assert f"'{name}'" in refused.json()["message"]
+    both = httpx.post(server.url + route, json=base | {"n": 3, "logprobs": True}, headers=headers)
+    assert "'n'" in both.json()["message"] and "'logprobs'" in both.json()["message"]
+    asked_nothing = httpx.post(server.url + route, json=base | NO_OPS, headers=headers)
+    assert asked_nothing.status_code == 200, asked_nothing.text
+
+
+def test_the_mistral_sdk_gets_its_validation_error_for_n(server):
+    from mistralai.client import Mistral
+    from mistralai.client.errors import HTTPValidationError
+
+    mistral = Mistral(api_key=TOKEN, server_url=server.url)
+    with pytest.raises(HTTPValidationError) as refused:
+        mistral.chat.complete(model="codestral-latest", n=2, max_tokens=2,
+                              messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    assert refused.value.data.detail[0].loc == ["body", "n"]
+
+
+def test_json_only_no_redirects_and_one_framing(server):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": 1})
+    for media_type in ("text/plain", "application/x-www-form-urlencoded"):
+        refused = httpx.post(server.url + "/v1/fim/completions", content=body,
+                             headers=headers | {"Content-Type": media_type})  # fmt: skip
+        assert refused.status_code == 415 and media_type in refused.json()["message"]
+    for path in ("/v1/status/", "/v1/models/", "/v1/fim/completions/"):
+        answer = httpx.request("GET" if "fim" not in path else "POST", server.url + path,
+                               headers=headers, content=body)  # fmt: skip
+        assert answer.status_code == 404 and "location" not in answer.headers, path
+    with socket.create_connection(address(server), timeout=60) as sock:
+        sock.sendall(
+            f"POST /v1/fim/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 5\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n{body}\r\n0\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"Content-Length and Transfer-Encoding" in answer

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from .api_schema import ChatBody, FIMBody, error_json
+from .api_schema import ChatBody, FIMBody, error_json, unsupported
 
 MAX_BODY_BYTES = 8 << 20  # far beyond any prompt that fits 32K tokens
 PUBLIC_PATHS = {"/health"}
@@ -39,15 +39,26 @@ class APIError(Exception):
 
 
 class RequireToken:
-    """Pure ASGI, so streamed responses and disconnects pass through untouched."""
+    """The token on every route but /health; a body framed two ways refused on every route.
+    Pure ASGI, so streamed responses and disconnects pass through untouched."""
 
     def __init__(self, app, token: str):
         self.app = app
         self.expected = token.encode()
 
     async def __call__(self, scope, receive, send) -> None:
+        headers = dict(scope["headers"]) if scope["type"] == "http" else {}
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            # Two framings of one body (RFC 9112 6.3): which one a proxy on the way believed
+            # is unknowable, so neither is trusted, and the connection closes after this.
+            response = error_response(
+                400, "The request has both Content-Length and Transfer-Encoding; send one."
+            )
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             # The scheme is case-insensitive (RFC 7235): "bearer" is as good as "Bearer".
             valid = scheme.lower() == b"bearer" and hmac.compare_digest(given, self.expected)
             if not valid:
@@ -62,6 +73,12 @@ class RequireToken:
 
 
 async def parse(request: Request, model: type[FIMBody] | type[ChatBody]):
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and not (media_type == "application/json" or media_type.endswith("+json")):
+        raise APIError(
+            415, f"The request body must be JSON (Content-Type: application/json), not "
+            f"{media_type}.",
+        )  # fmt: skip
     raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
@@ -83,6 +100,8 @@ async def parse(request: Request, model: type[FIMBody] | type[ChatBody]):
         raise APIError(400, f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    if refused := unsupported(data):
+        raise ValidationFailed(refused)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -256,7 +256,10 @@ def create_app(state: ServerState) -> Starlette:
         Exception: _internal_error,
     }
     middleware = [Middleware(RequireToken, token=state.token)]
-    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+    # "/v1/status/" is a 404, not a 307 to the client's own Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 async def _active(state: ServerState, handling) -> _Counted:
