@@ -33,6 +33,9 @@ from .settings import DEFAULT_IDLE_TIMEOUT_S
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 STATUS_TTL_S = 10.0  # a remote server's status, asked again at most this often
+# Status and model lists answer at once from a live server, even mid-generation: waiting longer
+# means it is frozen or swamped, which the status bar says ("not responding").
+METADATA_READ_TIMEOUT_S = 5.0
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -306,8 +309,9 @@ class AsyncEngineClient(_Speaking):
             raise protocol.unreachable(self.url, exc) from exc
 
     async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        timeout = httpx.Timeout(10.0, read=METADATA_READ_TIMEOUT_S)
         try:
-            return await self._http.request(method, path, json=body)
+            return await self._http.request(method, path, json=body, timeout=timeout)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 

@@ -108,7 +108,7 @@ class EngineLink:
                 return base | await client.remote_status(self.settings.remote_model)
         except CodestralError as exc:  # a setting (or its environment variable) is wrong
             return {"state": "error", "error": str(exc), "fix": exc.fix}
-        if connection.read_live() is None:
+        if (running := connection.read_live()) is None:
             if self._start_error:
                 return base | {"state": "error", "error": self._start_error}
             starting = self._starting is not None and not self._starting.done()
@@ -116,6 +116,9 @@ class EngineLink:
         try:
             return base | await self.client().get("/v1/status")
         except CodestralError as exc:
+            if exc.kind == "not_responding":
+                error = f"The engine (pid {running.pid}) is not responding. {exc.fix}"
+                return base | {"state": "not_responding", "error": error, "pid": running.pid}
             return base | {"state": "error", "error": str(exc)}
 
     def fim(

@@ -18,7 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import Markdown, display
 from traitlets import Enum, Float, Integer, default
 
-from codestral_engine import EngineError, choose_model, connection
+from codestral_engine import EngineError, choose_model, connection, is_demo_model
 
 from .client import EngineClient, stop_local_server
 from .errors import CodestralError
@@ -41,6 +41,12 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
+
+
+DEMO_NOTE = (
+    "demo model (random weights): its output is gibberish. `%codestral pull` downloads "
+    "Codestral; then `%codestral stop` and run again."
+)
 
 
 class _PullParser(argparse.ArgumentParser):
@@ -367,6 +373,8 @@ class Codestral(Magics, CodestralSettings):
                 f"  model {status['model']} ({status.get('layout', '?')} layout, "
                 f"{status.get('backend', '?')} backend), state {status['state']}"
             )
+            if is_demo_model(str(status["model"])):
+                lines.append(f"  {DEMO_NOTE}")
         if status.get("memory_bytes"):
             lines.append(
                 f"  memory {status['memory_bytes'] / 1e6:.0f} MB, "

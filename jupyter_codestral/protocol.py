@@ -350,6 +350,13 @@ def explain_not_found(wire: Wire, model: str, error: CodestralError):
 
 
 def unreachable(url: str, exc: Exception) -> CodestralError:
+    if isinstance(exc, httpx.ReadTimeout):
+        return CodestralError(
+            f"Codestral at {url} is not responding: it accepted the request but has not answered.",
+            kind="not_responding",
+            fix="It may be frozen or swamped; if it stays so, stop it (`%codestral stop` "
+            "for this machine's engine) and run again.",
+        )
     if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return CodestralError(
             f"The connection to Codestral at {url} broke ({exc or type(exc).__name__}).",

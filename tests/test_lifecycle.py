@@ -277,3 +277,20 @@ def test_the_log_of_an_engine_jupyter_starts_is_rotated(models, tmp_path, monkey
     assert (tmp_path / "codestral-engine.log.1").read_text().startswith("old line")
     assert log.stat().st_mode & 0o777 == 0o600
     stop_local_server()
+
+
+async def test_the_lab_status_says_a_frozen_engine_is_not_responding(
+    jp_fetch, jp_runtime_dir, models, monkeypatch
+):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(jp_runtime_dir))
+    srv = await asyncio.to_thread(start_server, models["mlx"], jp_runtime_dir,
+                                  log=jp_runtime_dir / "engine.log")  # fmt: skip
+    srv.proc.send_signal(signal.SIGSTOP)
+    try:
+        status = json.loads((await jp_fetch("codestral", "status")).body)
+        assert status["state"] == "not_responding", status
+        assert f"pid {srv.pid}" in status["error"]
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+        srv.proc.terminate()
+        await asyncio.to_thread(srv.proc.wait, 60)

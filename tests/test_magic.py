@@ -177,6 +177,8 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
     # No model anywhere: the demo model, said loudly (as serve, the demo and JupyterLab do).
     magics._connect()
     assert "tiny-mlx-v1" in magics._status()
+    assert "demo model (random weights)" in magics._status()
+    assert "`%codestral pull`" in magics._status()
     assert "tiny demo model, whose output is gibberish" in capsys.readouterr().out
     magics.engine = "remote"  # a changed setting takes effect on the next request
     magics.url = "http://127.0.0.1:9"  # no key needed to try: a server without auth needs none
