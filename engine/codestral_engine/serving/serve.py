@@ -6,7 +6,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..errors import EngineError
 from ..weights.checkpoint import inspect
 from . import connection
 from .http_limits import GuardedH11Protocol, raise_descriptor_limit
-from .lifecycle import EngineServer
+from .lifecycle import EngineServer, say
 from .server import ServerState, create_app
 
 WAIT_FOR_OTHER_SERVER_S = 30
@@ -46,28 +45,28 @@ def serve(
     try:
         running = _running_engine()
     except OSError as exc:  # the runtime directory cannot be made or read
-        _say(_runtime_dir_problem(exc))
+        say(_runtime_dir_problem(exc))
         return 1
     if running is not None:
-        _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
+        say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
         return 0
     try:  # a wrong path or broken checkpoint fails here, in seconds, not after listening
         find_tokenizer_file(inspect(model).path)
     except EngineError as exc:
-        _say(str(exc))
+        say(str(exc))
         return 1
     try:
         lock = connection.ServerLock()
         acquired = _acquire_or_find(lock)
     except OSError as exc:
-        _say(_runtime_dir_problem(exc))
+        say(_runtime_dir_problem(exc))
         return 1
     if isinstance(acquired, connection.ConnectionInfo):
-        _say(f"A server is already running at {acquired.url} (pid {acquired.pid}).")
+        say(f"A server is already running at {acquired.url} (pid {acquired.pid}).")
         return 0
     if not acquired:
         holder = connection.describe_holder(connection.ServerLock.holder())
-        _say(
+        say(
             f"Another serve ({holder}) holds {connection.ServerLock.path()} but has not "
             f"written its connection file within {WAIT_FOR_OTHER_SERVER_S} s; stop it."
         )
@@ -110,7 +109,7 @@ def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle
     try:
         sock.bind((host, port))
     except OSError as exc:
-        _say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
+        say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
         return 1
     sock.listen(128)  # clients that read the connection file early wait in the backlog
     bound_port = sock.getsockname()[1]
@@ -134,18 +133,18 @@ def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle
         connection.write(info)
         lock.record(info.url)
     except OSError as exc:
-        _say(_runtime_dir_problem(exc))
+        say(_runtime_dir_problem(exc))
         return 1
     loading = state.load_in_background(**load_options)
     threading.Thread(target=_exit_after_failed_load, args=(state, loading), daemon=True).start()
-    _say(
+    say(
         f"Serving {model.name} at {info.url} (pid {info.pid}); connection file "
         f"{connection.connection_path()}"
     )
     if idle_timeout:  # None or 0: stay
-        _say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
+        say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
     if host in ("0.0.0.0", "::"):
-        _say(
+        say(
             f"Listening on every network interface (port {bound_port}): anyone who can "
             "reach this machine and has the token can use the engine."
         )
@@ -178,7 +177,7 @@ def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> No
     loading.join()
     if state.state == "error":
         wait = _failed_exit_s()
-        _say(f"The model failed to load: {state.error.rstrip('.')}. Exiting in {wait:.0f} s.")
+        say(f"The model failed to load: {state.error.rstrip('.')}. Exiting in {wait:.0f} s.")
         time.sleep(wait)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -193,7 +192,3 @@ def _runtime_dir_problem(exc: OSError) -> str:
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
-
-
-def _say(message: str) -> None:
-    print(f"codestral-engine: {message}", file=sys.stderr, flush=True)

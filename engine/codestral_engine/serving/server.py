@@ -228,7 +228,7 @@ def create_app(state: ServerState) -> Starlette:
         submitted = await _submit(
             state, lambda: engine.fim(body.prompt, body.suffix or "", **body.engine_options())
         )
-        return await _respond(body, _running(state, submitted), request)
+        return await _respond_running(state, body, submitted, request)
 
     async def _chat(request: Request) -> Response:
         body = await parse(request, ChatBody)
@@ -238,7 +238,7 @@ def create_app(state: ServerState) -> Starlette:
         submitted = await _submit(
             state, lambda: engine.chat(body.messages, **body.engine_options())
         )
-        return await _respond(body, _running(state, submitted), request)
+        return await _respond_running(state, body, submitted, request)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -290,11 +290,15 @@ class _Counted:
             self.state.running.discard(getattr(self.response, "engine_request", None))
 
 
-def _running(state: ServerState, submitted):
-    """Note a submitted engine request as running (a shutdown cuts it) until its response
-    has been sent."""
+async def _respond_running(state: ServerState, body, submitted, http: Request) -> Response:
+    """The response, with its engine request noted as running (a shutdown cuts it) until the
+    response has been sent (`_Counted`), or until answering failed."""
     state.running.add(submitted)
-    return submitted
+    try:
+        return await _respond(body, submitted, http)
+    except BaseException:
+        state.running.discard(submitted)
+        raise
 
 
 def _served(state: ServerState) -> str:
