@@ -91,7 +91,12 @@ class EngineClient(_Speaking):
             model = choose_model(model)
         if info is not None:
             with cls(info.url, info.token) as probe:
-                failed = probe.status()["state"] == "error"
+                try:
+                    failed = probe.status()["state"] == "error"
+                except CodestralError as exc:
+                    if exc.kind != "auth":
+                        raise
+                    raise refused_token(exc, info.url, info.pid) from exc
             if failed:  # its model failed to load: replace it with a fresh one
                 stop_local_server()
                 info = None
@@ -327,6 +332,20 @@ class AsyncEngineClient(_Speaking):
                     request = steps.send(response)
         except StopIteration as done:
             return done.value
+
+
+def refused_token(error: CodestralError, url: str, pid: int | None = None) -> CodestralError:
+    """This machine's engine refused the token of its connection file (something changed the
+    file): the advice for that, not a remote server's API key advice."""
+    engine = f"The engine at {url}" + (f" (pid {pid})" if pid else "")
+    return CodestralError(
+        f"{engine} refused the token in its connection file: {error.message}",
+        401,
+        kind="auth",
+        fix="Something changed the file; the engine writes it again within a second, so run "
+        "again. If it persists, `%codestral stop` (or stop its `codestral-engine serve`) and "
+        "run again.",
+    )
 
 
 def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None:

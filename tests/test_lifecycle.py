@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -294,3 +295,40 @@ async def test_the_lab_status_says_a_frozen_engine_is_not_responding(
         srv.proc.send_signal(signal.SIGCONT)
         srv.proc.terminate()
         await asyncio.to_thread(srv.proc.wait, 60)
+
+
+def test_a_local_token_refusal_gets_local_advice(models, tmp_path, monkeypatch):
+    """The engine refuses the token its connection file names (something overwrote the file):
+    the magic says what helps here, not the remote server's API-key advice."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jupyter_codestral.magics import Codestral
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log")
+    magics = Codestral(InteractiveShell.instance())
+    magics.engine, magics.model = "shared", str(models["mlx"])
+    srv.proc.send_signal(signal.SIGSTOP)  # so it cannot write its file back in between
+    try:
+        info = json.loads(srv.conn.read_text())
+        srv.conn.write_text(json.dumps(info | {"token": "overwritten"}))
+        outcome: dict = {}
+
+        def connect() -> None:
+            try:
+                magics._connect()
+            except UsageError as exc:
+                outcome["error"] = str(exc)
+
+        connecting = threading.Thread(target=connect)
+        connecting.start()
+        wait_until(lambda: _connected_to(int(srv.url.rsplit(":", 1)[1])), what="the request")
+        srv.proc.send_signal(signal.SIGCONT)
+        connecting.join(timeout=60)
+        assert f"pid {srv.pid}" in outcome["error"] and "connection file" in outcome["error"]
+        assert "%codestral stop" in outcome["error"] and "api_key" not in outcome["error"]
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+        srv.proc.terminate()
+        srv.proc.wait(timeout=60)
