@@ -139,7 +139,8 @@ def stopping_error(message: str, status: int, kind: str) -> CodestralError:
 def cut_short(url: str) -> CodestralError:
     """A stream that ended without its end marker: the answer may be incomplete."""
     return CodestralError(
-        f"The answer from {url} was cut off: the stream ended before it was complete.",
+        f"The connection to Codestral at {url} broke: the stream ended before the answer "
+        "was complete.",
         kind="unreachable",
         fix="The server went away or restarted; run it again.",
     )
