@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 
 from . import connection
-from .server import ServerState
+from .state import ServerState
 
 SHUTDOWN_GRACE_S = 5.0  # running requests may finish for this long after a signal
 CUT_FLUSH_S = 2.0  # then cut requests have this long to send their error event
