@@ -16,8 +16,9 @@ from pathlib import Path
 
 from codestral_engine import choose_model, connection
 
-from .client import EngineClient, stop_local_server
+from .client import EngineClient
 from .errors import CodestralError
+from .local_engine import stop_local_server
 
 PACKAGE = Path(__file__).resolve().parent
 EXAMPLE_DIRS = (PACKAGE / "examples", PACKAGE.parent / "examples")  # wheel, then checkout

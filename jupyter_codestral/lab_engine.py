@@ -20,8 +20,9 @@ from traitlets import Bool, Float, Integer
 from codestral_engine import choose_model, connection
 
 from . import protocol
-from .client import AsyncEngineClient, start_local_server
+from .client import AsyncEngineClient
 from .errors import CodestralError
+from .local_engine import start_local_server
 from .notebook_context import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
 from .settings import CodestralSettings
 

@@ -20,11 +20,12 @@ from traitlets import Enum, Float, Integer, default
 
 from codestral_engine import EngineError, choose_model, connection, is_demo_model
 
-from .client import EngineClient, stop_local_server
+from .client import EngineClient
 from .errors import CodestralError
 from .fix import FailureRecorder, clean_proposal, diff, fix_messages
 from .kernel_facts import facts
 from .live_output import LiveOutput
+from .local_engine import stop_local_server
 from .magic_modes import FILL_MARKER, Notebook, choose
 from .settings import CodestralSettings, from_env
 from .targets import HTTPTarget, InProcessTarget, Target

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 from codestral_engine import ModelChoice
 
 from . import protocol
-from .client import EngineClient, refused_token
+from .client import EngineClient
 from .errors import CodestralError
+from .local_engine import refused_token
 
 
 class Stream:
