@@ -18,7 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import Markdown, display
 from traitlets import Enum, Float, Integer, default
 
-from codestral_engine import EngineError, choose_model, connection, is_demo_model
+from codestral_engine import EngineError, choose_model, connection
 
 from .client import EngineClient
 from .errors import CodestralError
@@ -27,6 +27,7 @@ from .kernel_facts import facts
 from .live_output import LiveOutput
 from .local_engine import stop_local_server
 from .magic_modes import FILL_MARKER, Notebook, choose
+from .magic_status import describe
 from .settings import CodestralSettings, from_env
 from .targets import HTTPTarget, InProcessTarget, Target
 
@@ -42,12 +43,6 @@ HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N]
 %codestral                            this help;  %%codestral? for every option
 
 Settings: %config Codestral  (engine = shared | in-process | remote, model, max_tokens, ...)"""
-
-
-DEMO_NOTE = (
-    "demo model (random weights): its output is gibberish. `%codestral pull` downloads "
-    "Codestral; then `%codestral stop` and run again."
-)
 
 
 class _PullParser(argparse.ArgumentParser):
@@ -362,36 +357,7 @@ class Codestral(Magics, CodestralSettings):
         except CodestralError as exc:
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
-        lines = [f"Codestral: {self._target.description}"]
-        if status.get("url"):  # a remote server: what it said, or why it could not
-            lines.append(f"  model {status['model']}, state {status['state']}")
-            if status.get("error"):
-                lines.append(f"  {status['error']}")
-            if status.get("served_models"):
-                lines.append(f"  the server serves: {', '.join(status['served_models'])}")
-        elif "model" in status:
-            lines.append(
-                f"  model {status['model']} ({status.get('layout', '?')} layout, "
-                f"{status.get('backend', '?')} backend), state {status['state']}"
-            )
-            if is_demo_model(str(status["model"])):
-                lines.append(f"  {DEMO_NOTE}")
-        if status.get("memory_bytes"):
-            lines.append(
-                f"  memory {status['memory_bytes'] / 1e6:.0f} MB, "
-                f"queue {status.get('queue_length', 0)}"
-            )
-        last = status.get("last_request") or {}
-        if last.get("time_to_first_token_s") is not None:
-            rate = last.get("decode_tokens_per_s") or 0
-            prompt = f"{last.get('prompt_tokens', 0)} prompt tokens"
-            if "cached_prompt_tokens" in last:  # only our engine reports its cache
-                prompt = f"{last['cached_prompt_tokens']} of {prompt} cached"
-            lines.append(
-                f"  last request: first token after {last['time_to_first_token_s'] * 1000:.0f} ms, "
-                f"{rate:.1f} tokens/s, {prompt}"
-            )
-        return "\n".join(lines)
+        return describe(self._target.description, status)
 
     def _stop(self) -> str:
         if isinstance(self._target, InProcessTarget):
