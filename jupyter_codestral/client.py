@@ -11,15 +11,9 @@ caller sees the same methods and errors.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,10 +23,14 @@ from codestral_engine import ModelChoice, choose_model, connection
 
 from . import protocol
 from .errors import CodestralError
+from .local_engine import refused_token, serves_model, start_local_server, stop_local_server
 from .settings import DEFAULT_IDLE_TIMEOUT_S
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 STATUS_TTL_S = 10.0  # a remote server's status, asked again at most this often
+# Status and model lists answer at once from a live server, even mid-generation: waiting longer
+# means it is frozen or swamped, which the status bar says ("not responding").
+METADATA_READ_TIMEOUT_S = 5.0
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -88,7 +86,12 @@ class EngineClient(_Speaking):
             model = choose_model(model)
         if info is not None:
             with cls(info.url, info.token) as probe:
-                failed = probe.status()["state"] == "error"
+                try:
+                    failed = probe.status()["state"] == "error"
+                except CodestralError as exc:
+                    if exc.kind != "auth":
+                        raise
+                    raise refused_token(exc, info.url, info.pid) from exc
             if failed:  # its model failed to load: replace it with a fresh one
                 stop_local_server()
                 info = None
@@ -99,7 +102,7 @@ class EngineClient(_Speaking):
                     fix="Start one with `codestral-engine serve` (or let the client start it).",
                 )
             info = start_local_server(model, idle_timeout)
-        elif model.source in ("setting", "environment") and not _serves(info, model):
+        elif model.source in ("setting", "environment") and not serves_model(info, model):
             raise CodestralError(
                 f"The running engine (pid {info.pid}) serves {info.model}, not {model.model}.",
                 kind="other_model",
@@ -203,6 +206,7 @@ class EngineClient(_Speaking):
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
                     yield chunk
+            raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
@@ -300,12 +304,14 @@ class AsyncEngineClient(_Speaking):
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
                     yield chunk
+            raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
     async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        timeout = httpx.Timeout(10.0, read=METADATA_READ_TIMEOUT_S)
         try:
-            return await self._http.request(method, path, json=body)
+            return await self._http.request(method, path, json=body, timeout=timeout)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
 
@@ -321,61 +327,3 @@ class AsyncEngineClient(_Speaking):
                     request = steps.send(response)
         except StopIteration as done:
             return done.value
-
-
-def stop_local_server(timeout: float = 30.0) -> connection.ConnectionInfo | None:
-    """Stop this user's engine server and wait until it is gone; None if none was running."""
-    running = connection.read_live()
-    if running is None:
-        return None
-    os.kill(running.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while connection.read_live() is not None:
-        if time.monotonic() > deadline:
-            raise CodestralError(
-                f"The engine (pid {running.pid}) did not stop within {timeout:.0f} s."
-            )
-        time.sleep(0.1)
-    return running
-
-
-def start_local_server(
-    model: ModelChoice, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
-) -> connection.ConnectionInfo:
-    """Start `codestral-engine serve` detached from this process; wait for its connection file.
-    It exits after `idle_timeout` seconds without requests (0: never)."""
-    command = [sys.executable, "-m", "codestral_engine", "serve", "--model", model.argument()]
-    if idle_timeout:
-        command += ["--idle-timeout", str(idle_timeout)]
-    log_path = connection.runtime_dir() / "codestral-engine.log"
-    # Readable by this user only, like the connection file (prompts may be logged there).
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "ab") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    # Reap the server when it ends, so a long-lived kernel collects no zombie processes.
-    threading.Thread(target=process.wait, name="codestral-engine-reaper", daemon=True).start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if (info := connection.read_live()) is not None:
-            return info
-        if process.poll() is not None:
-            raise CodestralError(f"The engine server exited at start: {_last_line(log_path)}")
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    raise CodestralError(f"The engine server did not start within 60 s; see {log_path}.")
-
-
-def _serves(info: connection.ConnectionInfo, model: ModelChoice) -> bool:
-    try:
-        return Path(info.model).expanduser().resolve() == model.path()
-    except Exception:  # a hub id not in the local cache: cannot be the running one's
-        return False
-
-
-def _last_line(path: Path) -> str:
-    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    return lines[-1] if lines else f"no output (see {path})"

@@ -242,7 +242,10 @@ class FixHandler(_Streaming):
     request_model = FixRequest
 
     async def respond(self, body: FixRequest) -> None:
-        messages, max_tokens = await self.in_context_thread(self.service.fix_request, body)
+        try:
+            messages, max_tokens = await self.in_context_thread(self.service.fix_request, body)
+        except CodestralError as exc:  # the cell is too long to be fixed whole
+            return self.fail(exc)
         await self.stream_events(self._stream(body, messages, max_tokens))
 
     async def _stream(self, body: FixRequest, messages, max_tokens: int) -> None:
@@ -357,6 +360,18 @@ class LabService:
             raise ValueError(f"Cell index {body.cell} is outside the notebook's "
                              f"{len(body.cells)} cells.")  # fmt: skip
         source = body.cells[body.cell].source
+        cell_tokens = self.counter(source)
+        if cell_tokens + FIX_SPARE_TOKENS > FIX_MAX_TOKENS:
+            # Its fix could not be written back whole, and the cell alone may not fit the
+            # model's window: no setting helps, a smaller cell does.
+            raise CodestralError(
+                f"The cell is {cell_tokens} tokens: too long to fix whole (at most "
+                f"{FIX_MAX_TOKENS - FIX_SPARE_TOKENS}).",
+                413,
+                kind="cell_too_long",
+                fix="Move the lines that fail into a cell of their own, run it, and ask for a "
+                "fix there.",
+            )
         failed = fix.from_error_output(
             source, body.error.ename, body.error.evalue, body.error.traceback
         )
@@ -378,7 +393,7 @@ class LabService:
         )  # fmt: skip
         if explain:
             return messages, fix.EXPLAIN_TOKENS
-        return messages, min(2 * self.counter(source) + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)
+        return messages, min(2 * cell_tokens + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)
 
 
 ROUTES = {

@@ -20,8 +20,9 @@ from traitlets import Bool, Float, Integer, List, Unicode
 from codestral_engine import choose_model, connection
 
 from . import protocol
-from .client import AsyncEngineClient, start_local_server
+from .client import AsyncEngineClient
 from .errors import CodestralError
+from .local_engine import start_local_server
 from .notebook_context import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
 from .settings import CodestralSettings
 
@@ -119,7 +120,7 @@ class EngineLink:
                 return base | await client.remote_status(self.settings.remote_model)
         except CodestralError as exc:  # a setting (or its environment variable) is wrong
             return {"state": "error", "error": str(exc), "fix": exc.fix}
-        if connection.read_live() is None:
+        if (running := connection.read_live()) is None:
             if self._start_error:
                 return base | {"state": "error", "error": self._start_error}
             starting = self._starting is not None and not self._starting.done()
@@ -127,6 +128,9 @@ class EngineLink:
         try:
             return base | await self.client().get("/v1/status")
         except CodestralError as exc:
+            if exc.kind == "not_responding":
+                error = f"The engine (pid {running.pid}) is not responding. {exc.fix}"
+                return base | {"state": "not_responding", "error": error, "pid": running.pid}
             return base | {"state": "error", "error": str(exc)}
 
     def fim(
@@ -152,18 +156,41 @@ class EngineLink:
         else:  # our own engine: supersede this browser's previous request, go first
             model = protocol.DEFAULT_MODEL
             params = params | {"priority": priority, "session_key": session}
+        retry = self.settings.engine == "shared"
         try:
-            # Closing this generator (a time budget, a newer keystroke) closes the stream now,
-            # which cancels the engine's request, instead of when it is garbage-collected.
-            stream = call(self.client(), model, params)
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            while True:
+                answered = False
+                try:
+                    # Closing this generator (a time budget, a newer keystroke) closes the
+                    # stream now, which cancels the engine's request, instead of when it is
+                    # garbage-collected.
+                    stream = call(self.client(), model, params)
+                    async with contextlib.aclosing(stream) as chunks:
+                        async for chunk in chunks:
+                            answered = True
+                            yield chunk
+                    return
+                except CodestralError as exc:
+                    if not (retry and not answered and self._went_away(exc)):
+                        raise
+                retry = False  # once: on a fresh engine, started now
+                self.start()
+                with contextlib.suppress(Exception):  # a failed start shows in the status
+                    await asyncio.shield(self._starting)
         except CodestralError as exc:
             fix = _LAB_FIXES.get((exc.kind, self.settings.engine)) or _LAB_FIXES.get(exc.kind)
             if not fix:
                 raise
             raise CodestralError(exc.message, exc.status, kind=exc.kind, fix=fix) from exc
+
+    def _went_away(self, exc: CodestralError) -> bool:
+        """Whether the shared engine exited under a request it had not answered: it refused
+        it while exiting after its idle timeout, or it is gone."""
+        if exc.kind == "engine_idle_exit":
+            return True
+        info = connection.read_live()
+        moved = info is None or self._where is None or (info.url, info.token) != self._where[:2]
+        return exc.kind == "unreachable" and moved
 
 
 def _start_shared_engine(model: str, idle_timeout: float) -> connection.ConnectionInfo:

@@ -21,13 +21,15 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from codestral_engine import EngineError, choose_model, connection
 
-from .client import EngineClient, stop_local_server
+from .client import EngineClient
 from .context import project_header, project_roots
 from .errors import CodestralError
 from .fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from .kernel_facts import facts
 from .live_output import LiveOutput
+from .local_engine import stop_local_server
 from .magic_modes import FILL_MARKER, Notebook, choose
+from .magic_status import describe
 from .settings import CodestralSettings, from_env
 from .targets import HTTPTarget, InProcessTarget, Target
 from .teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
@@ -179,19 +181,13 @@ class Codestral(Magics, CodestralSettings):
         )  # fmt: skip
         ask = mode.build(cell, notebook)
         live = self._live_output(as_code=mode.as_code, around=ask.around)
-        try:
-            target = self._connect()
-            if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
-                live.waiting(note)
-            stream = target.fim(*ask.fim, params) if ask.fim else target.chat(ask.messages, params)
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
-        except (UsageError, KeyboardInterrupt):
-            live.finish("failed")
-            raise
-        text, interrupted = self._show(stream, live)
+
+        def request(target: Target):
+            if ask.fim:
+                return target.fim(*ask.fim, params)
+            return target.chat(ask.messages, params)
+
+        text, interrupted = self._ask(request, live)
         result = ask.result(text)
         if args.name:
             self.shell.user_ns[args.name] = result
@@ -211,6 +207,43 @@ class Codestral(Magics, CodestralSettings):
         live.waiting()
         return live
 
+    def _ask(self, request, live: LiveOutput) -> tuple[str, bool]:
+        """Send `request(target)` and stream its answer into `live`: (text, interrupted).
+
+        Once, when the shared engine went away before answering (it refused the request
+        because it was exiting after its idle timeout, or it had exited), ask again: the
+        reconnect starts a fresh engine."""
+        retry = True
+        while True:
+            try:
+                target = self._connect()
+                if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
+                    live.waiting(note)
+                stream = request(target)
+            except CodestralError as exc:
+                live.finish("failed")
+                self._forget_broken_target(exc)
+                raise UsageError(str(exc)) from exc
+            except (UsageError, KeyboardInterrupt):
+                live.finish("failed")
+                raise
+            try:
+                return self._show(stream, live)
+            except CodestralError as exc:
+                if not (retry and self._engine_went_away(exc) and not live.text):
+                    live.finish("failed")
+                    self._forget_broken_target(exc)
+                    raise UsageError(str(exc)) from exc
+                retry = False
+                self._drop_target()
+
+    def _engine_went_away(self, exc: CodestralError) -> bool:
+        """Whether the shared engine this request went to exited under it (idle exit)."""
+        if self.engine != "shared":
+            return False
+        gone = exc.kind == "unreachable" and not _still_running(self._target)
+        return exc.kind == "engine_idle_exit" or gone
+
     def _show(self, stream, live: LiveOutput) -> tuple[str, bool]:
         interrupted = False
         try:
@@ -219,10 +252,6 @@ class Codestral(Magics, CodestralSettings):
                     live.append(delta)
         except KeyboardInterrupt:
             interrupted = True
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
         note = "interrupted" if interrupted else ""
         if stream.finish_reason == "length":
             note = "stopped at max_tokens; raise --max-tokens for more"
@@ -308,8 +337,9 @@ class Codestral(Magics, CodestralSettings):
         return project_roots(os.getcwd(), tuple(self.project_dirs))
 
     def _fix(self, replace: bool) -> None:
-        """Stream a corrected version of the last failed cell, then show it as a diff."""
-        explain = self._notebook_policy().hints  # the hints mode explains, fixes nothing
+        """Stream a corrected version of the last failed cell, then show it as a diff (in the
+        teaching hints mode: an explanation of the error instead)."""
+        explain = self._notebook_policy().hints
         failed = self.failures.last
         if failed is None:
             raise UsageError(
@@ -318,20 +348,13 @@ class Codestral(Magics, CodestralSettings):
             )
         live = self._live_output(as_code=not explain, around=("", ""))
         params = {"max_tokens": EXPLAIN_TOKENS if explain else self.max_tokens, "temperature": 0.0}
-        try:
-            target = self._connect()
-            live_facts = facts(failed.names(), dict(self.shell.user_ns))
-            roots = self._project_roots()
-            project = project_header(
-                " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
-            ) if roots else ""  # fmt: skip
-            messages = fix_messages(failed, live_facts, project=project, explain=explain)
-            stream = target.chat(messages, params)
-        except CodestralError as exc:
-            live.finish("failed")
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
-        text, interrupted = self._show(stream, live)
+        live_facts = facts(failed.names(), dict(self.shell.user_ns))
+        roots = self._project_roots()
+        project = project_header(
+            " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
+        ) if roots else ""  # fmt: skip
+        messages = fix_messages(failed, live_facts, project=project, explain=explain)
+        text, interrupted = self._ask(lambda target: target.chat(messages, params), live)
         if explain:
             if interrupted:
                 raise KeyboardInterrupt
@@ -382,37 +405,7 @@ class Codestral(Magics, CodestralSettings):
         except CodestralError as exc:
             self._forget_broken_target(exc)
             raise UsageError(str(exc)) from exc
-        lines = [f"Codestral: {self._target.description}"]
-        if status.get("url"):  # a remote server: what it said, or why it could not
-            lines.append(f"  model {status['model']}, state {status['state']}")
-            if status.get("error"):
-                lines.append(f"  {status['error']}")
-            if status.get("served_models"):
-                lines.append(f"  the server serves: {', '.join(status['served_models'])}")
-            if status.get("classroom"):  # the course's JupyterHub service
-                mode = status["classroom"].get("mode", "?")
-                lines.append(f"  the course's Codestral service (JupyterHub); your mode: {mode}")
-        elif "model" in status:
-            lines.append(
-                f"  model {status['model']} ({status.get('layout', '?')} layout, "
-                f"{status.get('backend', '?')} backend), state {status['state']}"
-            )
-        if status.get("memory_bytes"):
-            lines.append(
-                f"  memory {status['memory_bytes'] / 1e6:.0f} MB, "
-                f"queue {status.get('queue_length', 0)}"
-            )
-        last = status.get("last_request") or {}
-        if last.get("time_to_first_token_s") is not None:
-            rate = last.get("decode_tokens_per_s") or 0
-            prompt = f"{last.get('prompt_tokens', 0)} prompt tokens"
-            if "cached_prompt_tokens" in last:  # only our engine reports its cache
-                prompt = f"{last['cached_prompt_tokens']} of {prompt} cached"
-            lines.append(
-                f"  last request: first token after {last['time_to_first_token_s'] * 1000:.0f} ms, "
-                f"{rate:.1f} tokens/s, {prompt}"
-            )
-        return "\n".join(lines)
+        return describe(self._target.description, status)
 
     def _stop(self) -> str:
         if isinstance(self._target, InProcessTarget):

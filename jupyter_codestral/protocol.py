@@ -120,9 +120,30 @@ def stream_chunk(data: str) -> dict[str, Any] | None:
         message = str(error.get("message") or "engine error")
         code = error.get("code")
         status = int(code) if str(code).isdigit() else 500  # some servers send names here
+        if error.get("type") in STOPPING_KINDS:  # our engine exited while answering
+            raise stopping_error(message, status, str(error["type"]))
         raise CodestralError(f"The server failed mid-answer: {message}", status,
                              kind="engine_error")  # fmt: skip
     return chunk
+
+
+# The error types our engine gives a request it refuses or cuts because it exits (also the
+# error kinds here): after its idle timeout (retried at once on a fresh engine), or stopped.
+STOPPING_KINDS = ("engine_idle_exit", "engine_stopped")
+
+
+def stopping_error(message: str, status: int, kind: str) -> CodestralError:
+    return CodestralError(message, status, kind=kind)  # the engine's message says what to do
+
+
+def cut_short(url: str) -> CodestralError:
+    """A stream that ended without its end marker: the answer may be incomplete."""
+    return CodestralError(
+        f"The connection to Codestral at {url} broke: the stream ended before the answer "
+        "was complete.",
+        kind="unreachable",
+        fix="The server went away or restarted; run it again.",
+    )
 
 
 @dataclass
@@ -185,6 +206,15 @@ def error_message(response: httpx.Response) -> str:
     return response.text or response.reason_phrase
 
 
+def error_type(response: httpx.Response) -> str | None:
+    """The `type` of an error answer in Mistral's shape (None for other shapes)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("type") if isinstance(body, dict) else None
+
+
 CONTEXT_TOO_LONG = re.compile(
     r"maximum context length|context length|too long|exceeds|longer than the maximum", re.I
 )
@@ -203,6 +233,8 @@ def http_error(response: httpx.Response, protocol: str = "mistral") -> Codestral
             "$MISTRAL_API_KEY for api.mistral.ai, each with its own kind of key; a team "
             "server's key comes from its administrator).",
         )
+    if status == 503 and error_type(response) in STOPPING_KINDS:
+        return stopping_error(message, 503, error_type(response))
     if status == 503:
         return CodestralError(message, 503, kind="engine_starting", fix="Wait until the model "
                               "has loaded.")  # fmt: skip
@@ -327,6 +359,13 @@ def explain_not_found(wire: Wire, model: str, error: CodestralError):
 
 
 def unreachable(url: str, exc: Exception) -> CodestralError:
+    if isinstance(exc, httpx.ReadTimeout):
+        return CodestralError(
+            f"Codestral at {url} is not responding: it accepted the request but has not answered.",
+            kind="not_responding",
+            fix="It may be frozen or swamped; if it stays so, stop it (`%codestral stop` "
+            "for this machine's engine) and run again.",
+        )
     if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return CodestralError(
             f"The connection to Codestral at {url} broke ({exc or type(exc).__name__}).",

@@ -14,6 +14,7 @@ from codestral_engine import ModelChoice
 from . import protocol
 from .client import EngineClient
 from .errors import CodestralError
+from .local_engine import refused_token
 
 
 class Stream:
@@ -107,6 +108,10 @@ class HTTPTarget:
                         stream.finish_reason = piece.finish_reason
                     if piece.usage:  # with the finish reason, or in a last chunk (vLLM)
                         stream.usage = piece.usage
+            except CodestralError as exc:
+                if self.remote or exc.kind != "auth":
+                    raise
+                raise refused_token(exc, self.client.url) from exc
             finally:
                 chunks.close()  # closes the connection: the server cancels the generation
                 self.last_request = clock.timings(stream.usage)

@@ -49,9 +49,12 @@ def start_server(
     proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
     conn = runtime / "codestral-engine.json"
 
-    def written() -> bool:
+    def written() -> bool:  # by this server (a stale file may be there before)
         assert proc.poll() is None, proc.stderr.read() if log is None else log.read_text()
-        return conn.exists()
+        try:
+            return json.loads(conn.read_text())["pid"] == proc.pid
+        except (OSError, ValueError, KeyError):
+            return False
 
     wait_until(written, what="the server's connection file")
     info = json.loads(conn.read_text())
@@ -74,19 +77,27 @@ def run_cli(
 
 
 def run_in_kernel(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]]:
-    """Execute `code` in a real kernel; return the execute_reply and this request's iopub
-    messages."""
+    """Execute `code` in a real kernel; return its execute_reply and its iopub messages.
+
+    Replies and messages are matched to this request by their parent's msg_id: a reply left on
+    the shell channel by an earlier request (e.g. the extra kernel_info_reply that
+    `start_new_kernel` leaves when the kernel takes over a second to answer on a busy machine)
+    is skipped, not taken for this one's."""
     msg_id = kc.execute(code)
-    messages = []
     deadline = time.monotonic() + timeout
+
+    def ours(get) -> dict:
+        while True:
+            msg = get(timeout=max(1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+
+    messages = []
     while True:
-        msg = kc.get_iopub_msg(timeout=max(1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
+        messages.append(msg := ours(kc.get_iopub_msg))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    return kc.get_shell_msg(timeout=timeout)["content"], messages
+    return ours(kc.get_shell_msg)["content"], messages
 
 
 def preempted(engine, chat: list[dict], fim: tuple[str, str], fim_tokens: int, **options):

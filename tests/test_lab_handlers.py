@@ -280,7 +280,7 @@ async def test_warm_up_fills_the_prompt_cache_without_text(jp_fetch):
 async def test_the_cursor_counts_code_points_after_an_emoji(jp_fetch):
     """The wire's convention: code points, as JupyterLab's completer and Python count. The cell
     is 12 code points (13 UTF-16 units); its end is cursor 12, for a warm-up as for typing."""
-    cell = {"cell_type": "code", "source": "s = '\U0001F600'\nx = "}
+    cell = {"cell_type": "code", "source": "s = '\U0001f600'\nx = "}
     body = {"cells": [cell], "cell": 0, "cursor": 12, "max_tokens": 2}
     for warm in (False, True):
         assert (await complete(jp_fetch, dict(body, warm=warm)))[-1]["type"] == "done"
@@ -293,6 +293,18 @@ async def fix(jp_fetch, body: dict) -> list[dict]:
     response = await jp_fetch("codestral", "fix", method="POST", body=json.dumps(body))
     assert response.headers["Content-Type"].startswith("application/x-ndjson")
     return events(response.body)
+
+
+async def test_a_cell_too_long_to_fix_whole_is_refused_with_advice_that_can_work(jp_fetch):
+    """A 1 MB cell: not the engine's context error and its 'lower Context budget' (which
+    cannot help), but what can: a smaller cell."""
+    huge = dict(FAILED, source="ratio = radius_cm / diameter_cm\n" * 32_000)
+    body = dict(FIX_BODY, cells=[*CELLS[:2], huge, CELLS[3]])
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_fetch("codestral", "fix", method="POST", body=json.dumps(body))
+    error = json.loads(refused.value.response.body)["error"]
+    assert refused.value.code == 413 and error["kind"] == "cell_too_long", error
+    assert "cell of their own" in error["fix"] and "Context budget" not in error["fix"]
 
 
 async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neighbours(

@@ -180,6 +180,8 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
     # No model anywhere: the demo model, said loudly (as serve, the demo and JupyterLab do).
     magics._connect()
     assert "tiny-mlx-v1" in magics._status()
+    assert "demo model (random weights)" in magics._status()
+    assert "`%codestral pull`" in magics._status()
     assert "tiny demo model, whose output is gibberish" in capsys.readouterr().out
     magics.engine = "remote"  # a changed setting takes effect on the next request
     magics.url = "http://127.0.0.1:9"  # no key needed to try: a server without auth needs none
@@ -272,6 +274,17 @@ def test_kernel_interrupt_cancels_and_the_next_call_works(kernel, kernel_env):
     assert again["status"] == "ok"
     partial, _ = run(kc, "assert 0 < len(partial)")
     assert partial["status"] == "ok"  # what was shown before the interrupt is kept
+
+
+def test_kernel_replies_are_matched_to_their_requests(kernel):
+    """A reply nobody read stays on the shell channel: on a busy machine `start_new_kernel`
+    leaves an extra kernel_info_reply there (it asks again after 1 s without an answer). The
+    next cell must get its own reply, not that one (issue 24: the vLLM magic test read the
+    previous cell's reply, without the --insert payload, and every later test was one off)."""
+    _, kc = kernel
+    kc.kernel_info()  # its reply is never read here
+    reply, _ = run(kc, "%%codestral --insert --max-tokens 2 -o inserted\nx")
+    assert [p["source"] for p in reply.get("payload", [])] == ["set_next_input"], reply
 
 
 def test_kernel_stays_usable_after_a_usage_error(kernel):

@@ -35,6 +35,7 @@ _EXPORTS = {
     "make_tiny": "weights.tiny",
     "ModelChoice": "weights.model_choice",
     "choose_model": "weights.model_choice",
+    "is_demo_model": "weights.model_choice",
 }
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
         ModelLoadError,
         QueueFullError,
     )
-    from .weights.model_choice import ModelChoice, choose_model
+    from .weights.model_choice import ModelChoice, choose_model, is_demo_model
     from .weights.tiny import make_tiny
 
 
@@ -94,6 +95,7 @@ __all__ = [
     "Usage",
     "choose_model",
     "codestral_tokenizer",
+    "is_demo_model",
     "load",
     "make_tiny",
 ]

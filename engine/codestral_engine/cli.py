@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "starts on demand pass their idle_timeout setting)",
     )
     serve.add_argument(
+        "--log-file",
+        type=Path,
+        help="write messages to this file instead of stderr, rotated at 10 MB (one old file "
+        "kept as FILE.1); engines that Jupyter starts log to codestral-engine.log in its "
+        "runtime directory",
+    )
+    serve.add_argument(
         "--log-prompts",
         action="store_true",
         help="print each FIM prompt and suffix, and each chat request, to stderr (to see the "

@@ -44,6 +44,10 @@ def serve(args: argparse.Namespace) -> int:
             print(f"codestral-engine serve: {args.token_file} is empty", file=sys.stderr)
             return 2
     token = token or os.environ.get(TOKEN_ENV) or None
+    if args.log_file:
+        from .serving.log_file import log_to
+
+        log_to(args.log_file)
     return run_server(
         chosen_model_path(args.model), args.host, args.port, token, args.backend,
         log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,

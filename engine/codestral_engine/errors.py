@@ -36,3 +36,12 @@ class QueueFullError(EngineError):
     def __init__(self, message: str, retry_after_s: float):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class EngineStoppingError(EngineError):
+    """The server is exiting (`reason`: "stop" for a signal, "idle" for its idle timeout): a
+    request it could not finish in time is cut, and a new one refused, with this error."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

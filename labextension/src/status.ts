@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { getStatus } from './api';
-import { statusRows } from './statusDetails';
+import { DEMO_NOTE, isDemoModel, statusRows } from './statusDetails';
 import { Suggestion } from './suggestions';
 
 const POLL_BUSY_MS = 1000;
@@ -74,6 +74,9 @@ export class StatusItem extends Widget {
     if (state === 'error') {
       return 'Codestral: error';
     }
+    if (state === 'not_responding') {
+      return 'Codestral: not responding';
+    }
     if (state === 'stopped') {
       // Not started yet, or exited when idle: it starts on the next request.
       return 'Codestral: unloaded';
@@ -107,13 +110,10 @@ export class StatusItem extends Widget {
   }
 
   private render(): void {
-    const demo = String(this.status.model ?? '').startsWith('tiny-');
-    this.node.textContent = this.text() + (demo && this.status.state === 'ready' ? ' · demo model' : '');
-    this.node.title = demo
-      ? 'Codestral is serving the built-in tiny demo model (gibberish suggestions). For real ' +
-        'ones: command palette > "Codestral: Download the Codestral Weights", then restart ' +
-        'the engine (%codestral stop in a notebook).'
-      : 'Codestral: click for details';
+    const demo = isDemoModel(this.status.model);
+    const note = demo && this.status.state === 'ready' ? ' · demo model (random weights)' : '';
+    this.node.textContent = this.text() + note;
+    this.node.title = demo ? `Codestral: ${DEMO_NOTE}` : 'Codestral: click for details';
   }
 
   private async showDetails(): Promise<void> {

@@ -18,8 +18,17 @@ const STATES: Record<string, string> = {
   loading: 'loading the model',
   starting: 'starting the engine process',
   stopped: 'unloaded — starts on the next request',
+  not_responding: 'not responding (frozen or swamped)',
   error: 'error'
 };
+
+/** The built-in demo model: what the dialog and the status bar say while it is served. */
+export const DEMO_NOTE =
+  'demo model (random weights): its suggestions are gibberish. For Codestral: command palette > ' +
+  '"Codestral: Download the Codestral Weights" (or `%codestral pull` in a notebook), then ' +
+  'restart the engine (`%codestral stop`).';
+
+export const isDemoModel = (model: unknown): boolean => String(model ?? '').startsWith('tiny-');
 
 const ms = (seconds: number): string => `${Math.round(seconds * 1000)} ms`;
 const bytes = (n: number): string =>
@@ -58,9 +67,7 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     }
   }
   if (status.model) {
-    const demo = String(status.model).startsWith('tiny-')
-      ? ' — the built-in tiny demo model (gibberish); download the real one from the command palette'
-      : '';
+    const demo = isDemoModel(status.model) ? ` — ${DEMO_NOTE}` : '';
     rows.push(['Model', `${status.model}${demo}`]);
   }
   if (status.backend) {

@@ -56,7 +56,13 @@ describe('statusRows', () => {
     const failed = Object.fromEntries(statusRows({ state: 'error', error: 'truncated file' }, null));
     expect(failed['Error']).toBe('truncated file');
     const demo = Object.fromEntries(statusRows({ ...ready, model: 'tiny-codestral' }, null));
-    expect(demo['Model']).toMatch(/tiny demo model/);
+    expect(demo['Model']).toMatch(/demo model \(random weights\)/);
+    expect(demo['Model']).toMatch(/Download the Codestral Weights/);
+    const frozen = Object.fromEntries(
+      statusRows({ state: 'not_responding', error: 'The engine (pid 42) is not responding.' }, null)
+    );
+    expect(frozen['State']).toBe('not responding (frozen or swamped)');
+    expect(frozen['Error']).toMatch(/pid 42/);
     const off = Object.fromEntries(statusRows({ ...ready, enabled: false }, null));
     expect(off['State']).toMatch(/^off/);
   });

@@ -141,7 +141,7 @@ class Engine:
         """
         if isinstance(messages, list):
             contents = [m.get("content") for m in messages if isinstance(m, dict)]
-            self._refuse_oversized(sum(len(c) for c in contents if isinstance(c, str)))
+            self._refuse_oversized(sum(_text_length(c) for c in contents))
         params.setdefault("priority", "batch")
         return self._enqueue(self.tokenizer.encode_chat(messages), **params)
 
@@ -254,6 +254,17 @@ class Engine:
             return
         while (urgent := self._scheduler.pop_more_urgent(BATCH)) is not None:
             self._execute(urgent)
+
+
+def _text_length(content: Any) -> int:
+    """Characters of a message's text: a string, or a list of parts ({"type": "text",
+    "text": ...}, as OpenAI-style clients send it)."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        parts = [part.get("text") for part in content if isinstance(part, dict)]
+        return sum(len(text) for text in parts if isinstance(text, str))
+    return 0
 
 
 def _too_long(prompt_tokens: int, context_length: int) -> ContextLengthError:

@@ -9,6 +9,7 @@ engine's timings under `timings`.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -61,6 +62,41 @@ class _Body(BaseModel):
         if self.priority is not None:
             options["priority"] = self.priority
         return options
+
+
+# Fields of Mistral's and OpenAI's APIs this engine does not implement, with the values that
+# ask for nothing (accepted as sent); any other value is refused with a 422 naming the field
+# rather than answered as if honoured. The engine serves one user and one sequence at a time
+# (so `n` stays 1) and its sampler has temperature, top-p and a seed, no penalties.
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "parallel_tool_calls": (None, True, False),
+    "response_format": (None, {"type": "text"}),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "safe_prompt": (None, False),
+}
+
+
+def unsupported(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A 422's detail for each field of `data` that asks for what the engine does not do."""
+    return [
+        {"loc": ["body", name],
+         "msg": "not implemented by this engine; leave it out (or send "
+                f"{' or '.join(json.dumps(v) for v in accepted)})",
+         "type": "unsupported"}
+        for name, accepted in UNSUPPORTED.items()
+        if name in data and not any(_same(data[name], v) for v in accepted)
+    ]  # fmt: skip
+
+
+def _same(value: Any, accepted: Any) -> bool:
+    # 0 == False in Python: compare JSON types too, so `"n": true` is not taken for 1.
+    return value == accepted and isinstance(value, bool) == isinstance(accepted, bool)
 
 
 class FIMBody(_Body):
@@ -146,12 +182,14 @@ ERROR_TYPES = {
 }
 
 
-def error_json(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    """Mistral's error shape."""
+def error_json(
+    status: int, message: str, param: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """Mistral's error shape; `kind` names the error's type where the status's is too broad."""
     return {
         "object": "error",
         "message": message,
-        "type": ERROR_TYPES.get(status, "invalid_request_error"),
+        "type": kind or ERROR_TYPES.get(status, "invalid_request_error"),
         "param": param,
         "code": str(status),
     }
@@ -160,6 +198,8 @@ def error_json(status: int, message: str, param: str | None = None) -> dict[str,
 def validation_json(detail: list[dict[str, Any]]) -> dict[str, Any]:
     """A 422: Mistral's `HTTPValidationError` (`detail`: loc, msg, type per problem), plus
     the error shape's fields with a human message (the SDKs ignore fields they do not know)."""
-    where = ".".join(str(p) for p in detail[0]["loc"][1:])
-    message = f"Invalid field '{where}': {detail[0]['msg']}." if where else detail[0]["msg"]
-    return error_json(422, message) | {"detail": detail}
+    problems = []
+    for problem in detail:
+        where = ".".join(str(p) for p in problem["loc"][1:])
+        problems.append(f"Invalid field '{where}': {problem['msg']}." if where else problem["msg"])
+    return error_json(422, " ".join(problems)) | {"detail": detail}

@@ -1,10 +1,13 @@
 """Where the one engine server of this user is: a connection file in Jupyter's runtime directory.
 
-The server writes `codestral-engine.json` (url, token, pid, model; mode 0600) when it starts
-listening and removes it when it exits. Clients trust the file only while its pid is alive and
-is the same process (its start time matches); a file left by a killed server is removed by the
-next reader. A lock file held for the server's
-whole life stops two `serve` commands started together from both loading the model.
+The server writes `codestral-engine.json` (url, token, pid, model, start time; mode 0600) when
+it starts listening, writes it again if it disappears or is overwritten while it runs, and
+removes it when it exits. Clients trust the file only while its pid is alive and is the same
+process (its recorded start time matches: a file without one, from an older version, is
+stale), and before a signal also check that the process is `codestral-engine serve`; a stale
+file is removed by the next reader. A lock file held for the server's whole life stops two
+`serve` commands started together from both loading the model, and records who holds it (pid,
+start time, url) so every message about it can name the process.
 """
 
 from __future__ import annotations
@@ -70,23 +73,59 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def read() -> ConnectionInfo | None:
+    """What the connection file says, unchecked; None if there is none or it is garbage."""
+    try:
+        info = ConnectionInfo(**json.loads(connection_path().read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    valid = isinstance(info.pid, int) and isinstance(info.started, int | float)
+    return info if valid and isinstance(info.url, str) and isinstance(info.token, str) else None
+
+
 def read_live() -> ConnectionInfo | None:
     """The running server's connection info, or None (a stale or broken file is removed)."""
     path = connection_path()
-    try:
-        info = ConnectionInfo(**json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
+    info = read()
+    if info is None:
+        if path.exists():  # garbage, or written by a version that recorded no start time
+            path.unlink(missing_ok=True)
         return None
-    except (OSError, ValueError, TypeError):
-        path.unlink(missing_ok=True)
-        return None
-    started = process_started(info.pid)
-    # A second of slack: the start time is derived from the boot time, which a clock step moves.
-    reused = info.started is not None and (started is None or abs(started - info.started) > 1.0)
-    if reused or not pid_alive(info.pid):  # killed, or its pid now names another process
+    if not is_running(info.pid, info.started):  # killed, or its pid now names another process
         remove(info.pid)
         return None
     return info
+
+
+def is_running(pid: int, started: float | None) -> bool:
+    """Whether `pid` runs and is the process that started at `started` (not a process that
+    reused the pid). A second of slack: the start time derives from the boot time, which a
+    clock step moves."""
+    now = process_started(pid)
+    return started is not None and now is not None and abs(now - started) <= 1.0 and pid_alive(pid)
+
+
+def is_engine(info: ConnectionInfo) -> bool:
+    """Whether `info` names a running `codestral-engine serve`: the process it names, started
+    when it says, running our server. Check this before signalling the process."""
+    if not is_running(info.pid, info.started):
+        return False
+    try:
+        args = psutil.Process(info.pid).cmdline()
+    except psutil.Error:
+        return False
+    ours = any(a.endswith(("codestral_engine", "codestral-engine")) for a in args)
+    return ours and "serve" in args
+
+
+def keep(info: ConnectionInfo) -> bool:
+    """Write the file again if it no longer says `info` (deleted, emptied, overwritten):
+    the running server calls this, so no client is left without a way to reach it. True if
+    it was rewritten."""
+    if read() == info:
+        return False
+    write(info)
+    return True
 
 
 def remove(pid: int) -> None:
@@ -108,22 +147,56 @@ def pid_alive(pid: int) -> bool:
 
 
 class ServerLock:
-    """Held by the one server process; released by the OS even if the process is killed."""
+    """Held by the one server process; released by the OS even if the process is killed.
+    While held, the file says who holds it: {"pid", "started", "url"} (url once listening)."""
 
     def __init__(self) -> None:
         self._fd: int | None = None
 
+    @staticmethod
+    def path() -> Path:
+        return runtime_dir() / LOCK_FILE
+
     def acquire(self) -> bool:
-        fd = os.open(runtime_dir() / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path(), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
         self._fd = fd
+        self.record(None)
         return True
+
+    def record(self, url: str | None) -> None:
+        """Say in the lock file who holds it (this process) and where it listens."""
+        pid = os.getpid()
+        holder = {"pid": pid, "started": process_started(pid), "url": url}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(holder).encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+    @classmethod
+    def holder(cls) -> dict:
+        """Who holds the lock, as its holder recorded it ({} if unknown: not held, or held by
+        a version that recorded nothing)."""
+        try:
+            holder = json.loads(cls.path().read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+
+def describe_holder(holder: dict) -> str:
+    """'pid N at URL' for messages, from a lock record."""
+    if not isinstance(holder.get("pid"), int):
+        return "an unknown process (one that records nothing: an older version?)"
+    where = f" at {holder['url']}" if holder.get("url") else " (not listening yet)"
+    state = "" if is_running(holder["pid"], holder.get("started")) else ", no longer running"
+    return f"pid {holder['pid']}{where}{state}"

@@ -45,7 +45,16 @@ from ..core.engine import Engine
 from ..core.events import Finished
 from ..errors import EngineError
 from .dialect import dialect_route
-from .server import APIError, ServerState, _active, _disconnected, _log, _parse, _submit
+from .http_input import parse
+from .server import (
+    APIError,
+    ServerState,
+    _active,
+    _disconnected,
+    _log,
+    _submit,
+    track_running,
+)
 
 _Done = tuple[str, Finished, bool]  # the text, the final event, whether a stop rule cut it
 SNIPPET = "\n\n--- snippet ---\n\n"  # llama.cpp's chunk separator without repo-level tokens
@@ -94,23 +103,32 @@ def routes(state: ServerState) -> list[Route]:
     """/infill and /props on `state`'s engine."""
 
     async def infill(request: Request) -> Response:
-        body = await _parse(request, InfillBody)
+        body = await parse(request, InfillBody, mistral_fields=False)
         if body.n_predict < -1:
             raise APIError(422, f"n_predict must be >= -1 (-1: no limit), got {body.n_predict}.")
         engine = state.ready_engine()
-        ids = _prompt_ids(engine, body)
-        if state.log_prompts:
-            extra = len(ids) - _fim_length(engine, body)
-            _log({"event": "infill_prompt", "prompt": body.input_prefix + body.prompt,
-                  "suffix": body.input_suffix, "extra_tokens": extra})  # fmt: skip
         # A warm-up (n_predict 0) prefills: one token is the prefill's own last step.
         limit = 1 if body.n_predict == 0 else (None if body.n_predict < 0 else body.n_predict)
         options = {"max_tokens": limit, "temperature": body.temperature, "top_p": body.top_p,
                    "random_seed": body.seed, "stop": body.stop or None}  # fmt: skip
-        submitted = _submit(lambda: engine.submit(ids, **options))
-        if body.stream:  # sse-starlette stops the generator (and so the request) on disconnect
-            return await _active(state, _streamed(body, submitted, engine))
-        return await _active(state, _complete(body, submitted, request, engine))
+
+        def submit():  # on the tokenizing thread, off the event loop
+            ids = _prompt_ids(engine, body)
+            if state.log_prompts:
+                extra = len(ids) - _fim_length(engine, body)
+                _log({"event": "infill_prompt", "prompt": body.input_prefix + body.prompt,
+                      "suffix": body.input_suffix, "extra_tokens": extra})  # fmt: skip
+            return engine.submit(ids, **options)
+
+        async def answer() -> Response:
+            submitted = await _submit(state, submit)
+            if body.stream:  # sse-starlette stops the generator (and the request) on disconnect
+                responding = _streamed(body, submitted, engine)
+            else:
+                responding = _complete(body, submitted, request, engine)
+            return await track_running(state, submitted, responding)
+
+        return await _active(state, answer())
 
     async def props(_request: Request) -> Response:
         engine = state.engine

@@ -39,7 +39,17 @@ from ..core.engine import Engine
 from ..core.events import Finished, TextDelta
 from ..errors import EngineError
 from .dialect import collect_unless_gone, dialect_route
-from .server import MODEL_ALIASES, APIError, ServerState, _active, _log, _parse, _served, _submit
+from .http_input import parse
+from .server import (
+    MODEL_ALIASES,
+    APIError,
+    ServerState,
+    _active,
+    _log,
+    _served,
+    _submit,
+    track_running,
+)
 
 OLLAMA_VERSION = "0.12.0"  # what /api/version reports: clients gate features on it
 OLLAMA_NAMES = ("codestral:latest", "codestral:22b")  # what users put in their tool's config
@@ -124,7 +134,7 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
 
     async def generate(request: Request) -> Response:
         started = time.perf_counter_ns()
-        body = await _parse(request, GenerateBody)
+        body = await parse(request, GenerateBody, mistral_fields=False)
         _refuse_unsupported(body)
         if body.template or body.context:
             raise APIError(400, "template and context are not supported: Codestral's prompt "
@@ -142,7 +152,8 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
                                     f"{engine.context_length} tokens; shorten it.")  # fmt: skip
             if state.log_prompts:
                 _log({"event": "raw_prompt", "prompt": body.prompt})
-            submit = partial(engine.submit, engine.tokenizer.encode_raw(body.prompt), **options)
+            def submit():  # tokenized off the event loop, as every prompt is
+                return engine.submit(engine.tokenizer.encode_raw(body.prompt), **options)
         elif body.suffix is not None:
             if state.log_prompts:
                 _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix})
@@ -151,11 +162,11 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
             turn = [{"role": "user", "content": body.prompt}]
             system = [{"role": "system", "content": body.system}] if body.system else []
             submit = partial(engine.chat, system + turn, **options)
-        return await _active(state, _reply(body, _submit(submit), request, started, "response"))
+        return await _active(state, _answer(state, submit, body, request, started, "response"))
 
     async def chat(request: Request) -> Response:
         started = time.perf_counter_ns()
-        body = await _parse(request, ChatBody)
+        body = await parse(request, ChatBody, mistral_fields=False)
         _refuse_unsupported(body)
         if body.tools:
             raise APIError(400, f"{body.model} does not support tools")
@@ -171,14 +182,14 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
         if state.log_prompts:
             _log({"event": "chat_messages", "messages": messages})
-        submitted = _submit(lambda: engine.chat(messages, **options))
-        return await _active(state, _reply(body, submitted, request, started, "message"))
+        submit = partial(engine.chat, messages, **options)
+        return await _active(state, _answer(state, submit, body, request, started, "message"))
 
     async def tags(_request: Request) -> Response:
         return JSONResponse({"models": [_card(state, name) for name in names()]})
 
     async def show(request: Request) -> Response:
-        body = await _parse(request, ShowBody)
+        body = await parse(request, ShowBody, mistral_fields=False)
         name = body.model or body.name
         if not name:
             raise APIError(400, "model is required")
@@ -248,6 +259,14 @@ def _seconds(keep_alive: str | int | float | None) -> float | None:
         float(n) * unit[u] for n, _, u in re.findall(r"(\d+(\.\d*)?)(ns|us|µs|ms|s|m|h)", text)
     )
     return -total if text.startswith("-") else total
+
+
+async def _answer(state: ServerState, submit, body: _Body, http: Request, started: int,
+                  field: str) -> Response:  # fmt: skip
+    """Tokenize and queue the request (off the event loop), then answer it, cut with an error
+    line if the server exits meanwhile."""
+    submitted = await _submit(state, submit)
+    return await track_running(state, submitted, _reply(body, submitted, http, started, field))
 
 
 async def _reply(body: _Body, submitted, http: Request, started: int, field: str) -> Response:

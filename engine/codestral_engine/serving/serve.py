@@ -6,7 +6,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ from ..errors import EngineError
 from ..weights.checkpoint import inspect
 from . import connection
 from .app import create_app
+from .http_limits import GuardedH11Protocol, raise_descriptor_limit
+from .lifecycle import EngineServer, say
 from .server import ServerState
 
 WAIT_FOR_OTHER_SERVER_S = 30
@@ -45,105 +46,134 @@ def serve(
     **load_options: object,
 ) -> int:
     if ollama_no_auth and host not in LOOPBACK_HOSTS:
-        _say(f"--ollama-no-auth is for loopback only (--host {host}); drop one of them.")
+        say(f"--ollama-no-auth is for loopback only (--host {host}); drop one of them.")
         return 2
     try:
-        running = connection.read_live()
+        running = _running_engine()
     except OSError as exc:  # the runtime directory cannot be made or read
-        _say(_runtime_dir_problem(exc))
+        say(_runtime_dir_problem(exc))
         return 1
     if running is not None:
-        _say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
+        say(f"A server is already running at {running.url} (pid {running.pid}, {running.model}).")
         return 0
     try:  # a wrong path or broken checkpoint fails here, in seconds, not after listening
         find_tokenizer_file(inspect(model).path)
     except EngineError as exc:
-        _say(str(exc))
+        say(str(exc))
         return 1
     try:
         lock = connection.ServerLock()
-        acquired = lock.acquire()
+        acquired = _acquire_or_find(lock)
     except OSError as exc:
-        _say(_runtime_dir_problem(exc))
+        say(_runtime_dir_problem(exc))
         return 1
-    if not acquired:  # another serve is starting right now: wait for it to say where
-        deadline = time.monotonic() + WAIT_FOR_OTHER_SERVER_S
-        while time.monotonic() < deadline:
-            if (running := connection.read_live()) is not None:
-                _say(f"A server is already running at {running.url} (pid {running.pid}).")
-                return 0
-            time.sleep(0.2)
-        _say(
-            f"Another serve holds {connection.runtime_dir() / connection.LOCK_FILE} but did "
-            "not start; stop it."
+    if isinstance(acquired, connection.ConnectionInfo):
+        say(f"A server is already running at {acquired.url} (pid {acquired.pid}).")
+        return 0
+    if not acquired:
+        holder = connection.describe_holder(connection.ServerLock.holder())
+        say(
+            f"Another serve ({holder}) holds {connection.ServerLock.path()} but has not "
+            f"written its connection file within {WAIT_FOR_OTHER_SERVER_S} s; stop it."
         )
         return 1
     try:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            _say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
-            return 1
-        sock.listen(128)  # clients that read the connection file early wait in the backlog
-        bound_port = sock.getsockname()[1]
-        url_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
-            host, f"[{host}]" if ":" in host else host
-        )
-        state = ServerState(
-            model_path=model,
-            token=token or secrets.token_urlsafe(32),
-            backend=backend,
-            log_prompts=log_prompts,
-        )
-        info = connection.ConnectionInfo(
-            url=f"http://{url_host}:{bound_port}",
-            token=state.token,
-            pid=os.getpid(),
-            model=str(model),
-            started=connection.process_started(os.getpid()),
-        )
-        try:
-            connection.write(info)
-        except OSError as exc:
-            _say(_runtime_dir_problem(exc))
-            return 1
-        loading = state.load_in_background(**load_options)
-        threading.Thread(
-            target=_exit_after_failed_load, args=(state, loading), daemon=True
-        ).start()
-        _say(f"Serving {model.name} at {info.url}; connection file {connection.connection_path()}")
-        if idle_timeout:  # None or 0: stay
-            threading.Thread(
-                target=_exit_when_idle, args=(state, idle_timeout), daemon=True
-            ).start()
-            _say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
-        if host in ("0.0.0.0", "::"):
-            _say(
-                f"Listening on every network interface (port {bound_port}): anyone who can "
-                "reach this machine and has the token can use the engine."
-            )
-        config = uvicorn.Config(
-            create_app(state, ollama_no_auth=ollama_no_auth, idle_timeout=idle_timeout),
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-        )
-        # uvicorn shuts down gracefully, then re-raises the signal under the previous handler:
-        # make that an ordinary exit so the cleanup below always runs.
-        signal.signal(signal.SIGTERM, _exit_cleanly)
-        try:
-            uvicorn.Server(config).run(sockets=[sock])
-        except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM via _exit_cleanly
-            pass
-        finally:
-            connection.remove(os.getpid())
-            if state.engine is not None:
-                state.engine.close()
-        return 1 if state.state == "error" else 0  # a failed load is a failure for supervisors
+        return _listen_and_serve(lock, model, host, port, token, backend, log_prompts,
+                                 idle_timeout, ollama_no_auth, load_options)  # fmt: skip
     finally:
         lock.release()
+
+
+def _running_engine() -> connection.ConnectionInfo | None:
+    """The engine the connection file names, if it is really one running (a file naming some
+    other process is stale: removed)."""
+    running = connection.read_live()
+    if running is not None and not connection.is_engine(running):
+        connection.remove(running.pid)
+        return None
+    return running
+
+
+def _acquire_or_find(lock: connection.ServerLock) -> bool | connection.ConnectionInfo:
+    """Take the lock (True), or find the server that holds it (its connection info): another
+    serve may be starting right now, or exiting (then the lock frees). False: neither within
+    WAIT_FOR_OTHER_SERVER_S."""
+    deadline = time.monotonic() + WAIT_FOR_OTHER_SERVER_S
+    while not lock.acquire():
+        if (running := _running_engine()) is not None:
+            return running
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle_timeout,
+                      ollama_no_auth, load_options) -> int:  # fmt: skip
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
+        return 1
+    sock.listen(128)  # clients that read the connection file early wait in the backlog
+    bound_port = sock.getsockname()[1]
+    url_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+        host, f"[{host}]" if ":" in host else host
+    )
+    state = ServerState(
+        model_path=model,
+        token=token or secrets.token_urlsafe(32),
+        backend=backend,
+        log_prompts=log_prompts,
+    )
+    info = connection.ConnectionInfo(
+        url=f"http://{url_host}:{bound_port}",
+        token=state.token,
+        pid=os.getpid(),
+        model=str(model),
+        started=connection.process_started(os.getpid()),
+    )
+    try:
+        connection.write(info)
+        lock.record(info.url)
+    except OSError as exc:
+        say(_runtime_dir_problem(exc))
+        return 1
+    loading = state.load_in_background(**load_options)
+    threading.Thread(target=_exit_after_failed_load, args=(state, loading), daemon=True).start()
+    say(
+        f"Serving {model.name} at {info.url} (pid {info.pid}); connection file "
+        f"{connection.connection_path()}"
+    )
+    if idle_timeout:  # None or 0: stay
+        say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
+    if host in ("0.0.0.0", "::"):
+        say(
+            f"Listening on every network interface (port {bound_port}): anyone who can "
+            "reach this machine and has the token can use the engine."
+        )
+    raise_descriptor_limit()
+    config = uvicorn.Config(
+        create_app(state, ollama_no_auth=ollama_no_auth, idle_timeout=idle_timeout),
+        http=GuardedH11Protocol,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+    )
+    # uvicorn re-raises a signal it handled under the previous handler once it has shut down:
+    # make that an ordinary exit so the cleanup below always runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        EngineServer(config, state, info, idle_timeout).run(sockets=[sock])
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM via _exit_cleanly
+        pass
+    finally:
+        connection.remove(os.getpid())
+        if state.engine is not None:
+            state.engine.close()
+    return 1 if state.state == "error" else 0  # a failed load is a failure for supervisors
 
 
 def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> None:
@@ -153,20 +183,9 @@ def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> No
     loading.join()
     if state.state == "error":
         wait = _failed_exit_s()
-        _say(f"The model failed to load: {state.error.rstrip('.')}. Exiting in {wait:.0f} s.")
+        say(f"The model failed to load: {state.error.rstrip('.')}. Exiting in {wait:.0f} s.")
         time.sleep(wait)
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _exit_when_idle(state: ServerState, timeout: float) -> None:
-    """An engine started on demand gives its memory back when nobody uses it."""
-    while True:
-        idle = state.idle_seconds()
-        if idle is not None and idle >= timeout:
-            _say(f"Idle for {idle:.0f} s: exiting (it starts again on the next request).")
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        time.sleep(min(5.0, max(0.2, timeout / 10)))
 
 
 def _runtime_dir_problem(exc: OSError) -> str:
@@ -179,7 +198,3 @@ def _runtime_dir_problem(exc: OSError) -> str:
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
-
-
-def _say(message: str) -> None:
-    print(f"codestral-engine: {message}", file=sys.stderr, flush=True)

@@ -75,6 +75,11 @@ def choose_model(setting: str | os.PathLike | None = None) -> ModelChoice:
     return ModelChoice(TINY, "demo")
 
 
+def is_demo_model(name: str) -> bool:
+    """Whether a served model's name (its directory's) is the built-in demo model's."""
+    return name.startswith(f"{TINY}-")
+
+
 def builtin_tiny_model() -> Path:
     """The demo model: made once in the user's cache directory, then reused."""
     from .tiny import make_tiny
