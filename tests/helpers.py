@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TypeVar
@@ -63,6 +64,15 @@ def start_server(
         what="the server to load its model",
     )
     return SimpleNamespace(proc=proc, env=env, runtime=runtime, conn=conn, **info)
+
+
+@contextmanager
+def engine_http(url: str) -> Iterator[httpx.Client]:
+    """An HTTP client for an engine server at `url`, with the tests' token."""
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    ) as client:
+        yield client
 
 
 def run_cli(

@@ -23,7 +23,7 @@ from codestral_engine.core.tokenizer import codestral_tokenizer
 from codestral_engine.serving import infill_api
 from codestral_engine.serving.infill_api import SNIPPET, InfillBody
 
-from .helpers import TOKEN, start_server
+from .helpers import TOKEN, engine_http, start_server
 
 PREFIX = "import numpy as np\n\n\ndef normalize(v):\n"
 MIDDLE = "    return v / np."
@@ -133,9 +133,7 @@ def server(models, tmp_path_factory):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as c:
+    with engine_http(server.url) as c:
         yield c
 
 

@@ -15,7 +15,7 @@ from codestral_engine.serving.app import create_app
 from codestral_engine.serving.ollama_api import PATHS
 from codestral_engine.serving.server import ServerState
 
-from .helpers import TOKEN, start_server, wait_until
+from .helpers import TOKEN, engine_http, start_server, wait_until
 
 PREFIX, SUFFIX = "def mean(xs):\n    return", "\n\nprint(mean([1, 2, 3]))\n"
 MESSAGES = [{"role": "user", "content": "Write a function that reverses a string."}]
@@ -40,9 +40,7 @@ def client(server):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as c:
+    with engine_http(server.url) as c:
         yield c
 
 

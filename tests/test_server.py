@@ -25,7 +25,7 @@ from codestral_engine.serving.server import ServerState, create_app
 from codestral_engine.weights.checkpoint import inspect
 from jupyter_codestral.errors import CodestralError
 
-from .helpers import TOKEN, start_server, wait_until
+from .helpers import TOKEN, engine_http, start_server, wait_until
 
 PREFIX, SUFFIX = "def mean(xs):\n    return", "\n\nprint(mean([1, 2, 3]))\n"
 MESSAGES = [{"role": "user", "content": "Write a function that reverses a string."}]
@@ -42,9 +42,7 @@ def server(models, tmp_path_factory):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as c:
+    with engine_http(server.url) as c:
         yield c
 
 

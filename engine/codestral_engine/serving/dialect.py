@@ -4,7 +4,6 @@ routes: the error rules, and a non-streaming completion that is cancelled when i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +14,7 @@ from starlette.routing import Route
 
 from ..core.events import Finished
 from .api_schema import validation_json
-from .server import APIError, ValidationFailed, _collect, _disconnected
+from .server import APIError, ValidationFailed, _collect, unless_gone
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,4 @@ class _DialectRoute(Route):
 async def collect_unless_gone(submitted, http: Request) -> tuple[str, Finished] | None:
     """The whole completion of a non-streaming request, or None (and the request cancelled)
     when its client goes away first."""
-    collecting = asyncio.ensure_future(_collect(submitted))
-    watching = asyncio.ensure_future(_disconnected(http))
-    try:
-        await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-    if not collecting.done():
-        submitted.cancel()
-        collecting.cancel()
-        return None
-    return collecting.result()
+    return await unless_gone(_collect(submitted), submitted, http)

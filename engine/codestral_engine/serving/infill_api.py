@@ -29,7 +29,6 @@ cache and the next completion reuses them whatever its prefix and suffix (`token
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -50,10 +49,10 @@ from .server import (
     APIError,
     ServerState,
     _active,
-    _disconnected,
     _log,
     _submit,
     track_running,
+    unless_gone,
 )
 
 _Done = tuple[str, Finished, bool]  # the text, the final event, whether a stop rule cut it
@@ -170,17 +169,10 @@ async def _streamed(body: InfillBody, submitted, engine: Engine) -> Response:
 
 
 async def _complete(body: InfillBody, submitted, http: Request, engine: Engine) -> Response:
-    running = asyncio.ensure_future(_run(body, submitted))
-    watching = asyncio.ensure_future(_disconnected(http))
-    try:
-        await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-    if not running.done():  # the client left: stop generating for no one
-        submitted.cancel()
-        running.cancel()
-        return Response(status_code=499)
-    text, final, cut = running.result()
+    ran = await unless_gone(_run(body, submitted), submitted, http)
+    if ran is None:
+        return Response(status_code=499)  # nobody reads it
+    text, final, cut = ran
     reply = _reply(body, text, final, cut, engine)
     if body.response_fields is not None:
         reply = {path: value for path in body.response_fields

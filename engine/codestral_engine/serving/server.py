@@ -236,18 +236,27 @@ async def _response(body, submitted, http: Request) -> Response:
     completion = ResponseShape(body.model)
     if body.stream:  # sse-starlette stops the generator when the client goes away
         return EventSourceResponse(_sse(completion, submitted), ping=10)
-    collecting = asyncio.ensure_future(_collect(submitted))
+    collected = await unless_gone(_collect(submitted), submitted, http)
+    if collected is None:
+        return Response(status_code=499)  # nobody reads it
+    text, final = collected
+    return JSONResponse(completion.whole(text, final))
+
+
+async def unless_gone(work, submitted, http: Request):
+    """What the coroutine `work` (reading `submitted`'s answer whole) returns, or None, with
+    the engine request cancelled, when the client goes away first: no generating for no one."""
+    running = asyncio.ensure_future(work)
     watching = asyncio.ensure_future(_disconnected(http))
     try:
-        await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watching.cancel()
-    if not collecting.done():  # the client left: stop generating for no one
+    if not running.done():
         submitted.cancel()
-        collecting.cancel()
-        return Response(status_code=499)  # nobody reads it
-    text, final = collecting.result()
-    return JSONResponse(completion.whole(text, final))
+        running.cancel()
+        return None
+    return running.result()
 
 
 async def _collect(submitted) -> tuple[str, Finished]:
