@@ -187,8 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 6])
     parser.add_argument("--quantize", nargs="+", default=["none", "int8", "int4"])
-    parser.add_argument("--static", nargs="+", default=["off", "reduce-overhead"],
-                        help="decode steps: the dynamic one (off) and the compiled static slot")
+    parser.add_argument(
+        "--static",
+        nargs="+",
+        default=["off", "reduce-overhead"],
+        help="decode steps: the dynamic one (off) and the compiled static slot",
+    )
     parser.add_argument("--dir", type=Path, help="where the models go (default: /dev/shm)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # CPU dry run
     args = parser.parse_args()

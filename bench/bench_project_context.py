@@ -547,10 +547,15 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=200, help="call sites per project")
     parser.add_argument("--timed", type=int, default=10, help="sites per project typed into")
     parser.add_argument("--seed", type=int, default=22)
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache/jupyter-codestral/bench-projects")
-    parser.add_argument("--typing-ms", type=float, default=200,
-                        help="time between keystrokes as project_context's clock sees it")
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache/jupyter-codestral/bench-projects"
+    )
+    parser.add_argument(
+        "--typing-ms",
+        type=float,
+        default=200,
+        help="time between keystrokes as project_context's clock sees it",
+    )
     parser.add_argument("--examples", type=int, default=3, help="misses shown per reason")
     parser.add_argument("--prefill-repeats", type=int, default=5,
                         help="cold prefills per budget on the bench model (0: skip)")  # fmt: skip

@@ -187,8 +187,10 @@ def main() -> None:
             print(f"| {block} | {ms:.1f} | {ms / one:.2f}x |")
         expected = len(blocks) and sum(blocks) / len(blocks)
         cost = statistics.mean(costs[min(BLOCKS, key=lambda b: abs(b - n))] for n in blocks)
-        print(f"(c) expected on real code: {per_pass:.2f} tokens per pass at {cost / one:.2f}x a "
-              f"step's cost (mean block {expected:.1f}) = {per_pass * one / cost:.2f}x decode")
+        print(
+            f"(c) expected on real code: {per_pass:.2f} tokens per pass at {cost / one:.2f}x a "
+            f"step's cost (mean block {expected:.1f}) = {per_pass * one / cost:.2f}x decode"
+        )
         print(f"(b) decode tokens/s, {args.tokens} tokens, median of {args.repeats}:")
         print("| drafts right with p | tokens/s | vs plain | drafted | kept | same tokens |")
         print("|---:|---:|---:|---:|---:|:-:|")

@@ -349,9 +349,7 @@ class LabService:
             definitions = self.definitions(body, body.cursor) + self.recent_code(body)
         else:
             definitions = []  # build() says what is wrong
-        return builder.build(
-            cells, body.cell, body.cursor, body.language, body.facts, definitions
-        )
+        return builder.build(cells, body.cell, body.cursor, body.language, body.facts, definitions)
 
     def fix_request(self, body: FixRequest) -> tuple[list[dict[str, str]], int]:
         """The chat messages for a fix and the most tokens its answer may take: the whole cell

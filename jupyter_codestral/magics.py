@@ -101,9 +101,7 @@ class Codestral(Magics, CodestralSettings):
     project_dirs = List(
         Unicode(), help="More directories whose Python files the project context may read."
     ).tag(config=True)
-    project_chars = Integer(2000, help="Budget for the project's definitions.").tag(
-        config=True
-    )
+    project_chars = Integer(2000, help="Budget for the project's definitions.").tag(config=True)
     update_interval = Float(0.25, help="Seconds between display updates.").tag(config=True)
     output = Enum(
         ["auto", "display", "print"],

@@ -321,4 +321,3 @@ class _Memo:
             self._items.move_to_end(key)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-

@@ -153,8 +153,7 @@ LONG_BROKEN_CELLS = [
     + "total = value_1 * undefined_factor",
 ]
 FRAME_CELL = (
-    "import pandas as pd\n"
-    "sales = pd.DataFrame({'region_name_xyz': ['north'], 'amount_eur': [1.5]})"
+    "import pandas as pd\nsales = pd.DataFrame({'region_name_xyz': ['north'], 'amount_eur': [1.5]})"
 )
 SPY_ON_PROBES = """() => {
     const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
@@ -519,7 +518,7 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
     warm-up on entering a cell and typed requests must both split where the cursor is."""
     work = tmp_path / "work"
     work.mkdir()
-    write_notebook(work / "emoji.ipynb", ["x = 1", "s = '\U0001F600'\nx = "])
+    write_notebook(work / "emoji.ipynb", ["x = 1", "s = '\U0001f600'\nx = "])
     warm = SETTINGS | {"warmOnFocus": True}
     proc, url = start_lab(tmp_path, lab.root / "runtime", work, warm)  # the same engine
     try:
@@ -534,7 +533,7 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
         page.keyboard.press("ArrowDown")  # entering the cell again warms it up at its cursor
         wait_until(lambda: len(logged_prompts(lab)) > asked, timeout=15, what="the warm-up")
         warmed = logged_prompts(lab)[asked:]
-        assert warmed and warmed[-1]["prompt"].endswith("s = '\U0001F600'\nx = "), warmed
+        assert warmed and warmed[-1]["prompt"].endswith("s = '\U0001f600'\nx = "), warmed
         assert warmed[-1]["suffix"] == ""
         page.keyboard.press("Enter")  # edit mode again, at the end
         page.keyboard.press("ArrowUp")
@@ -544,12 +543,11 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
         page.keyboard.type("!", delay=20)
         wait_for_ghost_to_settle(page)
         typed = logged_prompts(lab)[asked:]
-        assert typed and typed[-1]["prompt"].endswith("s = '\U0001F600!"), typed
+        assert typed and typed[-1]["prompt"].endswith("s = '\U0001f600!"), typed
         assert typed[-1]["suffix"].startswith("'\nx = ")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-
 
 
 def run_into_the_error(page, lab, name: str, app: str = "lab") -> None:
@@ -698,9 +696,7 @@ def test_no_fix_action_where_the_notebook_turns_codestral_off(page, lab):
     assert page.locator(".jp-codestral-FixableError .jp-RenderedText").is_visible()  # traceback
     assert page.locator(".jp-codestral-FixBar").is_hidden()
     # Turning it back on in the metadata shows the action at once; the command follows too.
-    page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.model.setMetadata('codestral', {})"
-    )
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.model.setMetadata('codestral', {})")
     page.wait_for_selector(".jp-codestral-FixButton", state="visible", timeout=5_000)
     page.evaluate(
         "() => window.jupyterapp.shell.currentWidget.model"
@@ -708,6 +704,4 @@ def test_no_fix_action_where_the_notebook_turns_codestral_off(page, lab):
     )
     page.wait_for_selector(".jp-codestral-FixBar", state="hidden", timeout=5_000)
     page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 1; }")
-    assert not page.evaluate(
-        "() => window.jupyterapp.commands.isEnabled('codestral:fix-cell')"
-    )
+    assert not page.evaluate("() => window.jupyterapp.commands.isEnabled('codestral:fix-cell')")

@@ -135,7 +135,7 @@ def test_a_huge_cursor_line_is_capped_and_the_cut_stays_put_while_typing(tokeniz
     assert len(starts) == 1  # the cut did not move: the prompt cache keeps the prefix
 
 
-@pytest.mark.parametrize("char", ["\U0001F99C", "\u9f98"])  # 4 and 3 tokens each
+@pytest.mark.parametrize("char", ["\U0001f99c", "\u9f98"])  # 4 and 3 tokens each
 def test_a_cursor_line_of_multi_token_characters_stays_inside_the_budget(tokenizer, char):
     source = "label = '" + char * 700
     context = ContextBuilder(tokenizer.count, budget=2048).build([Cell("code", source)], 0,

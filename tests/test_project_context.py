@@ -192,9 +192,7 @@ def test_ranking_current_cell_first_then_nearest_and_the_cell_typed_in_left_out(
     file = ["from more import alpha\nfrom features import build_fe"]
     assert [d.name for d in project.definitions("analysis/mod.py", file, 0, 50)] == ["alpha"]
     # The magic and the fix (no cursor) read the whole cell.
-    assert [d.name for d in project.definitions("analysis/nb.ipynb", typing, 1, None)] == [
-        "alpha"
-    ]
+    assert [d.name for d in project.definitions("analysis/nb.ipynb", typing, 1, None)] == ["alpha"]
 
 
 def test_the_header_stays_put_while_typing(root):
@@ -258,7 +256,9 @@ def test_conditional_definitions_star_reexports_and_a_decorators_file(root):
     write(root / "src" / "kit" / "__init__.py", "from .core import *\n")
     write(root / "src" / "kit" / "deco.py", "def traced(f):\n    def wrapper(*a, **k): ...\n"
           "    return wrapper\n")  # fmt: skip
-    write(root / "src" / "kit" / "core.py", textwrap.dedent("""
+    write(
+        root / "src" / "kit" / "core.py",
+        textwrap.dedent("""
         import sys
         from .deco import traced
         if sys.platform == "win32":
@@ -271,7 +271,8 @@ def test_conditional_definitions_star_reexports_and_a_decorators_file(root):
             def parse(text, strict=True): ...
         @traced
         def fetch(url, timeout=30): ...
-    """))
+    """),
+    )
     cells = ["from kit import console, parse, fetch", "fetch("]
     # functools.wraps copies the name, not the file: the kernel names the decorator's file,
     # where there is no `fetch`; the import still leads to it.

@@ -217,6 +217,7 @@ def test_models_and_status(http, models):
 
 def test_an_abandoned_non_streaming_request_is_cancelled(http, server):
     """Without max_tokens it would run to the context window (minutes on a real model)."""
+
     def cancelled() -> int:
         return http.get("/v1/status").json()["finished_requests"].get("cancelled", 0)
 

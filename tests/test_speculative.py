@@ -249,8 +249,10 @@ def test_the_static_compiled_decode_step_gives_the_dynamic_steps_tokens(static_p
     text = dynamic.tokenizer.decode(list(want.completion_token_ids))
     stop = text[10:12]
     cut = static.fim(prompt, suffix, max_tokens=40, stop=[stop]).result()
-    assert cut.completion_token_ids == dynamic.fim(prompt, suffix, max_tokens=40,
-                                                   stop=[stop]).result().completion_token_ids
+    assert (
+        cut.completion_token_ids
+        == dynamic.fim(prompt, suffix, max_tokens=40, stop=[stop]).result().completion_token_ids
+    )
     request = static.fim(prompt, "", max_tokens=300)
     for event in request:
         if getattr(event, "text", None):
@@ -258,8 +260,10 @@ def test_the_static_compiled_decode_step_gives_the_dynamic_steps_tokens(static_p
             break
     assert request.result().finish_reason == "cancelled"
     longer = static.fim(prompt + "x", suffix, max_tokens=12).result()
-    assert longer.completion_token_ids == dynamic.fim(prompt + "x", suffix,
-                                                      max_tokens=12).result().completion_token_ids
+    assert (
+        longer.completion_token_ids
+        == dynamic.fim(prompt + "x", suffix, max_tokens=12).result().completion_token_ids
+    )
 
 
 def test_static_decode_is_for_cuda_by_default(models):

@@ -152,6 +152,7 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
                                     f"{engine.context_length} tokens; shorten it.")  # fmt: skip
             if state.log_prompts:
                 _log({"event": "raw_prompt", "prompt": body.prompt})
+
             def submit():  # tokenized off the event loop, as every prompt is
                 return engine.submit(engine.tokenizer.encode_raw(body.prompt), **options)
         elif body.suffix is not None:

@@ -231,7 +231,6 @@ async def _submit(state: ServerState, make):
         raise APIError(503, str(exc), retry_after=LOADING_RETRY_AFTER_S) from exc
 
 
-
 async def _response(body, submitted, http: Request) -> Response:
     completion = ResponseShape(body.model)
     if body.stream:  # sse-starlette stops the generator when the client goes away
