@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -334,13 +334,9 @@ class LabService:
         being typed in is not compared, or a chunk would come and go as the user types)."""
         if not self.settings.project_context:
             return []
-        sources = [c.source for i, c in enumerate(body.cells) if i != body.cell]
-        return [
-            Definition("", chunk.path, tuple(chunk.text.rstrip("\n").splitlines()))
-            for chunk in body.recent
-            if chunk.path != body.path and chunk.text.strip()
-            and not any(chunk.text.strip() in source for source in sources)
-        ]  # fmt: skip
+        chunks = tuple((c.path, c.text) for c in body.recent if c.path != body.path)
+        others = tuple(c.source for i, c in enumerate(body.cells) if i != body.cell)
+        return _fresh_chunks(chunks, others)  # the same while the user types: remembered
 
     def context(self, body: CompleteRequest):
         cells = [Cell(c.cell_type, c.source) for c in body.cells]
@@ -392,6 +388,16 @@ class LabService:
         if explain:
             return messages, fix.EXPLAIN_TOKENS
         return messages, min(2 * cell_tokens + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)
+
+
+@lru_cache(maxsize=8)
+def _fresh_chunks(chunks: tuple[tuple[str, str], ...], others: tuple[str, ...]):
+    """The chunks with text that none of `others` already holds, as definitions."""
+    return [
+        Definition("", path, tuple(text.rstrip("\n").splitlines()))
+        for path, text in chunks
+        if text.strip() and not any(text.strip() in source for source in others)
+    ]
 
 
 ROUTES = {
