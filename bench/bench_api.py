@@ -22,8 +22,7 @@ import codestral_engine
 from codestral_engine import connection
 from codestral_engine.core.events import TextDelta
 from codestral_engine.weights.tiny import make_tiny
-from jupyter_codestral.client import EngineClient
-from jupyter_codestral.protocol import piece
+from jupyter_codestral.client.engine_client import EngineClient
 
 PREFIX = "import numpy as np\n\n" + "def f_{i}(x):\n    return np.sqrt(x) + {i}\n\n" * 40
 SUFFIX = "\n\nprint(total)\n"
@@ -47,8 +46,8 @@ def over_http(client: EngineClient, prefix: str, n: int) -> tuple[float, float]:
     start = time.perf_counter()
     arrivals = [
         time.perf_counter()
-        for chunk in client.fim(prefix, SUFFIX, max_tokens=n, stream=True)
-        if piece(chunk).text
+        for piece in client.fim(prefix, SUFFIX, max_tokens=n, stream=True)
+        if piece.text
     ]
     return arrivals[0] - start, rate(arrivals)
 

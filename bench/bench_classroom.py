@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from codestral_engine import codestral_tokenizer
-from jupyter_codestral.client import AsyncEngineClient
-from jupyter_codestral.protocol import piece
+from jupyter_codestral.client.engine_client import AsyncEngineClient
 from tests.helpers import TOKEN, start_server
 from tests.lab_session import LAB_TOKEN, start_lab
 from tests.vllm_server import SERVED_NAME, classroom_env, start_vllm, tiny_model
@@ -61,8 +60,8 @@ class Timer:
 async def direct(client: AsyncEngineClient, model: str, student: int) -> tuple[float, float]:
     timer = Timer()
     params = {"max_tokens": TOKENS, "temperature": 0}
-    async for chunk in client.fim(*cell(student), model, params):
-        if piece(chunk).text:
+    async for piece in client.fim(*cell(student), model, params):
+        if piece.text:
             timer.text()
     return timer.first - timer.sent, time.perf_counter() - timer.sent
 

@@ -26,8 +26,8 @@ import nbformat
 from jupyter_client.manager import start_new_kernel
 
 from codestral_engine import codestral_tokenizer
-from jupyter_codestral.kernel_facts import probe_request
-from jupyter_codestral.notebook_context import Cell, ContextBuilder, TokenCounter
+from jupyter_codestral.context.kernel_facts import probe_request
+from jupyter_codestral.context.notebook import Cell, ContextBuilder, TokenCounter
 from tests.helpers import run_in_kernel
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "data_science.ipynb"

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codestral_engine import codestral_tokenizer
-from jupyter_codestral import fix
-from jupyter_codestral.notebook_context import Cell, ContextBuilder, TokenCounter
+from jupyter_codestral.context import fix
+from jupyter_codestral.context.notebook import Cell, ContextBuilder, TokenCounter
 
 SETUP = (
     "import pandas as pd\n"

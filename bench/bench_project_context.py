@@ -56,10 +56,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codestral_engine import codestral_tokenizer
-from jupyter_codestral import project_context
-from jupyter_codestral.notebook_context import Cell, ContextBuilder, TokenCounter
-from jupyter_codestral.project_context import Import, Origin, ProjectContext
-from jupyter_codestral.project_outline import ProjectFiles, _class, _function, outline_source
+from jupyter_codestral.context import project as project_context
+from jupyter_codestral.context.notebook import Cell, ContextBuilder, TokenCounter
+from jupyter_codestral.context.project import Import, Origin, ProjectContext
+from jupyter_codestral.context.project_outline import (
+    ProjectFiles,
+    _class,
+    _function,
+    outline_source,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECTS = [  # name, version (sdists from PyPI)

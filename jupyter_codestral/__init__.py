@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython) -> None:
-    from .magics import Codestral
+    from .magic.magics import Codestral
 
     ipython.register_magics(Codestral(ipython))
 
@@ -33,7 +33,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    from .handlers import setup_handlers
+    from .lab.handlers import setup_handlers
 
     codestral = setup_handlers(serverapp)
     serverapp.log.info("jupyter_codestral: ghost-text routes at %s", "codestral/")

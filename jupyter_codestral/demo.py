@@ -19,9 +19,9 @@ from jupyter_core.paths import jupyter_data_dir
 
 from codestral_engine import choose_model, connection
 
-from .client import EngineClient
+from .client.engine_client import EngineClient
+from .client.local_engine import stop_local_server
 from .errors import CodestralError
-from .local_engine import stop_local_server
 
 PACKAGE = Path(__file__).resolve().parent
 EXAMPLE_DIRS = (PACKAGE / "examples", PACKAGE.parent / "examples")  # wheel, then checkout

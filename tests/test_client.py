@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 import codestral_engine
 from codestral_engine import codestral_tokenizer
 from codestral_engine.serving.server import ServerState, create_app
-from jupyter_codestral import protocol
-from jupyter_codestral.client import CodestralError, EngineClient
+from jupyter_codestral.client import protocol
+from jupyter_codestral.client.engine_client import CodestralError, EngineClient
 
 from .helpers import TOKEN, start_server, wait_until
 
@@ -49,9 +49,9 @@ def test_local_starts_a_detached_server_with_progress_then_finds_it(
         expected = engine.fim("def f(x):", max_tokens=6).result().text
         whole = again.fim("def f(x):", max_tokens=6)
         assert whole["choices"][0]["message"]["content"] == expected
-        chunks = list(again.fim("def f(x):", max_tokens=6, stream=True))
-        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
-        assert chunks[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+        pieces = list(again.fim("def f(x):", max_tokens=6, stream=True))
+        assert "".join(p.text for p in pieces) == expected
+        assert pieces[-1].usage["prompt_tokens_details"]["cached_tokens"] > 0
     finally:
         stop(json.loads((runtime / "codestral-engine.json").read_text())["pid"])
     assert not (runtime / "codestral-engine.json").exists()

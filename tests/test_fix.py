@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_codestral.fix import (
+from jupyter_codestral.context.fix import (
     ProposalFilter,
     clean_proposal,
     diff,

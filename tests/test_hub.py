@@ -189,7 +189,7 @@ ip.run_line_magic("codestral", "stop")
 LAB_MODEL = """
 import asyncio, logging, os, signal, sys
 from codestral_engine import connection
-from jupyter_codestral.lab_engine import CodestralCompletion, EngineLink
+from jupyter_codestral.lab.engine_link import CodestralCompletion, EngineLink
 logging.basicConfig(stream=sys.stdout)
 
 async def main():

@@ -10,8 +10,8 @@ import os
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from jupyter_codestral.context import variables_header
-from jupyter_codestral.kernel_facts import MAX_LINE, PROBE_MODULE, probe_request
+from jupyter_codestral.context.kernel_facts import MAX_LINE, PROBE_MODULE, probe_request
+from jupyter_codestral.context.kernel_history import variables_header
 
 from .helpers import run_in_kernel
 

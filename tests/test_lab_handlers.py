@@ -13,8 +13,8 @@ import httpx
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_codestral.client import stop_local_server
-from jupyter_codestral.handlers import ROUTES
+from jupyter_codestral.client.engine_client import stop_local_server
+from jupyter_codestral.lab.handlers import ROUTES
 
 from .helpers import TOKEN, start_server
 
@@ -121,7 +121,7 @@ async def test_completion_streams_the_engines_fim_of_the_notebook_context(
 
 
 def codestral_body(body: dict):
-    from jupyter_codestral.lab_wire import CompleteRequest
+    from jupyter_codestral.lab.wire import CompleteRequest
 
     return CompleteRequest.model_validate(body)
 
@@ -310,8 +310,8 @@ async def test_a_cell_too_long_to_fix_whole_is_refused_with_advice_that_can_work
 async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neighbours(
     jp_fetch, codestral, engine_server
 ):
-    from jupyter_codestral.fix import EXPLAIN_TOKENS, clean_proposal
-    from jupyter_codestral.lab_wire import FixRequest
+    from jupyter_codestral.context.fix import EXPLAIN_TOKENS, clean_proposal
+    from jupyter_codestral.lab.wire import FixRequest
 
     got = await fix(jp_fetch, FIX_BODY)
     assert got[-1]["type"] == "done", got[-1]
@@ -395,7 +395,7 @@ async def test_completion_carries_the_projects_signatures(jp_fetch, codestral, j
 
 
 async def test_the_fix_sees_the_signature_a_wrong_keyword_missed(codestral, jp_root_dir):
-    from jupyter_codestral.lab_wire import FixRequest
+    from jupyter_codestral.lab.wire import FixRequest
 
     (jp_root_dir / "shop").mkdir()
     (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)

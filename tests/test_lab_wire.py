@@ -1,5 +1,5 @@
 """The browser's and the server's wire types agree: `labextension/src/wire.ts` mirrors
-`jupyter_codestral/lab_wire.py` field for field (names, which are optional, the event tags)."""
+`jupyter_codestral/lab/wire.py` field for field (names, which are optional, the event tags)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from jupyter_codestral import lab_wire
+from jupyter_codestral.lab import wire as lab_wire
 
 WIRE_TS = Path(__file__).resolve().parent.parent / "labextension" / "src" / "wire.ts"
 MIRRORED = [  # every model the module defines

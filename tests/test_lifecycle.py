@@ -21,7 +21,7 @@ from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
 
 from codestral_engine import connection
-from jupyter_codestral.client import EngineClient, stop_local_server
+from jupyter_codestral.client.engine_client import EngineClient, stop_local_server
 from jupyter_codestral.errors import CodestralError
 
 from .helpers import run_in_kernel, start_server, wait_until
@@ -303,7 +303,7 @@ def test_a_local_token_refusal_gets_local_advice(models, tmp_path, monkeypatch):
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    from jupyter_codestral.magics import Codestral
+    from jupyter_codestral.magic.magics import Codestral
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log")

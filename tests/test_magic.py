@@ -14,8 +14,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from jupyter_client.manager import start_new_kernel
 
-from jupyter_codestral.fix import EXPLAIN_TOKENS
-from jupyter_codestral.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_SYSTEM
+from jupyter_codestral.context.fix import EXPLAIN_TOKENS
+from jupyter_codestral.context.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_SYSTEM
 
 from .helpers import TOKEN, start_server
 from .helpers import run_in_kernel as run
@@ -172,7 +172,7 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing pulled
-    from jupyter_codestral.magics import Codestral
+    from jupyter_codestral.magic.magics import Codestral
 
     magics = Codestral(InteractiveShell.instance())
     magics.model, magics.engine = "", "in-process"  # not what the shared shell was configured with
@@ -187,7 +187,7 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
     magics.url = "http://127.0.0.1:9"  # no key needed to try: a server without auth needs none
     with pytest.raises(UsageError, match="Cannot reach"):
         magics.codestral("", "hello")
-    assert magics._target_for[0] == "remote"
+    assert magics._target_for.remote
 
 
 def test_line_magic_help_and_unknown_command(shell, capsys):
@@ -344,8 +344,8 @@ def test_kernel_settings_take_effect_on_the_next_request(kernel, kernel_server):
 
 
 def test_a_shared_engine_that_exited_when_idle_starts_again(models, monkeypatch, tmp_path):
-    from jupyter_codestral.client import stop_local_server
-    from jupyter_codestral.magics import Codestral
+    from jupyter_codestral.client.engine_client import stop_local_server
+    from jupyter_codestral.magic.magics import Codestral
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     magics = Codestral(InteractiveShell.instance())

@@ -9,7 +9,7 @@ import pytest
 
 from codestral_engine.core.tokenizer import CodestralTokenizer
 from codestral_engine.weights.tiny import tokenizer_path
-from jupyter_codestral.notebook_context import Cell, ContextBuilder, render
+from jupyter_codestral.context.notebook import Cell, ContextBuilder, render
 
 CONTROL_IDS = {1, 2, 11, 12, 13}  # <s>, </s>, [PREFIX], [MIDDLE], [SUFFIX]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_codestral.notebook_context import PROJECT_SHARE, Cell, ContextBuilder
-from jupyter_codestral.project_context import Origin, ProjectContext
-from jupyter_codestral.project_outline import ProjectFiles, outline_source
+from jupyter_codestral.context.notebook import PROJECT_SHARE, Cell, ContextBuilder
+from jupyter_codestral.context.project import Origin, ProjectContext
+from jupyter_codestral.context.project_outline import ProjectFiles, outline_source
 
 FEATURES = '''
 """Feature engineering for the shop."""
@@ -243,7 +243,7 @@ def test_a_class_too_big_for_the_share_keeps_its_head_and_init(root):
 
 
 def test_reading_stops_at_the_time_bound(root, monkeypatch):
-    from jupyter_codestral import project_context
+    from jupyter_codestral.context import project as project_context
 
     cells = ["from features import build_features", "build_features("]
     monkeypatch.setattr(project_context, "TIME_BUDGET_S", 0.0)

@@ -457,7 +457,7 @@ def test_a_server_whose_model_fails_to_load_exits(models, tmp_path):
 
 def test_the_client_replaces_a_failed_engine_and_names_another_model(models, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    from jupyter_codestral.client import EngineClient, stop_local_server
+    from jupyter_codestral.client.engine_client import EngineClient, stop_local_server
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     failed = start_server(broken_model(models, tmp_path), tmp_path, log=tmp_path / "failed.log")
@@ -502,7 +502,7 @@ def test_operator_details(models, tmp_path):
 
 def test_an_idle_engine_exits_and_the_client_starts_it_again(models, tmp_path, monkeypatch):
     """Requests and open streams keep it; status polls do not; the next request starts it."""
-    from jupyter_codestral.client import EngineClient, stop_local_server
+    from jupyter_codestral.client.engine_client import EngineClient, stop_local_server
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     srv = start_server(models["mlx"], tmp_path, "--idle-timeout", "2", log=tmp_path / "idle.log")

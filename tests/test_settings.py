@@ -6,15 +6,15 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from jupyter_codestral.errors import CodestralError
-from jupyter_codestral.lab_engine import CodestralCompletion
-from jupyter_codestral.magics import Codestral
-from jupyter_codestral.settings import (
+from jupyter_codestral.client.settings import (
     CODESTRAL_URL,
     ENV_SETTINGS,
     PLATFORM_URL,
     CodestralSettings,
 )
+from jupyter_codestral.errors import CodestralError
+from jupyter_codestral.lab.engine_link import CodestralCompletion
+from jupyter_codestral.magic.magics import Codestral
 
 
 @pytest.fixture

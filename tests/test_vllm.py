@@ -13,8 +13,8 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import codestral_engine
-from jupyter_codestral import protocol
-from jupyter_codestral.client import AsyncEngineClient, EngineClient
+from jupyter_codestral.client import protocol
+from jupyter_codestral.client.engine_client import AsyncEngineClient, EngineClient
 from jupyter_codestral.errors import CodestralError
 
 from .helpers import TOKEN, run_in_kernel, start_server
@@ -72,9 +72,8 @@ def test_greedy_tokens_equal_our_engines(vllm, vllm_model):
 
 def test_client_streams_fim_and_chat_with_usage(vllm):
     with EngineClient(vllm.url, vllm.key, protocol_name="vllm") as client:
-        chunks = list(client.fim(*PROMPTS[0], stream=True, model=SERVED_NAME, max_tokens=8,
+        pieces = list(client.fim(*PROMPTS[0], stream=True, model=SERVED_NAME, max_tokens=8,
                                  min_tokens=8, temperature=0, random_seed=3))  # fmt: skip
-        pieces = [protocol.piece(c) for c in chunks]
         assert "".join(p.text for p in pieces)
         assert [p.finish_reason for p in pieces if p.finish_reason] == ["length"]
         assert pieces[-1].usage["completion_tokens"] == 8
@@ -86,7 +85,7 @@ def test_client_streams_fim_and_chat_with_usage(vllm):
         assert sampled[0] == sampled[1]
         chat = list(client.chat([{"role": "user", "content": "hi"}], stream=True,
                                 model=SERVED_NAME, max_tokens=4))  # fmt: skip
-        assert "".join(protocol.piece(c).text for c in chat)
+        assert "".join(p.text for p in chat)
 
 
 def test_status_and_each_error_says_what_to_fix(vllm, models, tmp_path):
@@ -187,8 +186,8 @@ def test_a_server_that_goes_away_mid_stream_is_a_clear_error(vllm):
 async def test_async_client_streams_from_vllm(vllm):
     client = AsyncEngineClient(vllm.url, vllm.key, protocol_name="vllm")
     try:
-        chunks = client.fim(*PROMPTS[0], SERVED_NAME, {"max_tokens": 5, "min_tokens": 5})
-        pieces = [protocol.piece(c) async for c in chunks]
+        stream = client.fim(*PROMPTS[0], SERVED_NAME, {"max_tokens": 5, "min_tokens": 5})
+        pieces = [piece async for piece in stream]
         assert pieces[-1].usage["completion_tokens"] == 5
         assert (await client.remote_status(SERVED_NAME))["state"] == "ready"
     finally:

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubAuth
 
-from ..client import AsyncEngineClient
-from ..protocol import DEFAULT_MODEL, PROTOCOLS
+from ..client.engine_client import AsyncEngineClient
+from ..client.protocol import DEFAULT_MODEL, PROTOCOLS
 from .app import Classroom, make_app
 from .fair_share import FairShare
 from .policy import Groups

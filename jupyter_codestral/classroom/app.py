@@ -35,8 +35,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .. import protocol
-from ..client import AsyncEngineClient
+from ..client.engine_client import AsyncEngineClient
 from ..errors import CodestralError
 from . import mistral_api, policy
 from .fair_share import Busy, FairShare
@@ -179,8 +178,7 @@ class _Completion(_Route):
         try:
             stream = self.upstream_call(body, mode)
             async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    piece = protocol.piece(chunk)
+                async for piece in chunks:
                     finish, usage = piece.finish_reason or finish, piece.usage or usage
                     if not piece.text:
                         continue

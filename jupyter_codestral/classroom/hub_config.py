@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..protocol import DEFAULT_MODEL, PROTOCOLS
+from ..client.protocol import DEFAULT_MODEL, PROTOCOLS
 from .policy import HINTS_GROUP, OFF_GROUP
 
 SERVICE = "codestral"

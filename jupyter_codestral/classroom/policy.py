@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from ..context.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_MAX_TOKENS, HINTS_SYSTEM
 from ..errors import CodestralError
-from ..teaching import HINTS_CHAT_MAX_TOKENS, HINTS_MAX_TOKENS, HINTS_SYSTEM
 
 OFF_GROUP = "codestral-off"
 HINTS_GROUP = "codestral-hints"

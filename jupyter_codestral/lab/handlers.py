@@ -30,11 +30,14 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import fix, protocol
-from .errors import CodestralError
-from .kernel_facts import probe_request
-from .lab_engine import CodestralCompletion, EngineLink
-from .lab_wire import (
+from ..context import fix
+from ..context.kernel_facts import probe_request
+from ..context.notebook import Cell, ContextBuilder, TokenCounter
+from ..context.project import Definition, Origin, ProjectContext
+from ..context.project_outline import ProjectFiles
+from ..errors import CodestralError
+from .engine_link import CodestralCompletion, EngineLink
+from .wire import (
     CompleteRequest,
     ContextEvent,
     DeltaEvent,
@@ -43,9 +46,6 @@ from .lab_wire import (
     ErrorInfo,
     FixRequest,
 )
-from .notebook_context import Cell, ContextBuilder, TokenCounter
-from .project_context import Definition, Origin, ProjectContext
-from .project_outline import ProjectFiles
 
 MAX_BODY_BYTES = 8 << 20
 LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (CodeMirror) show as a new line
@@ -211,8 +211,7 @@ class CompleteHandler(_Streaming):
         text, finish, usage = "", None, {}
         try:
             chunks = self.service.link.fim(context.prefix, context.suffix, params, session)
-            async for chunk in chunks:
-                piece = protocol.piece(chunk)
+            async for piece in chunks:
                 delta = piece.text
                 if delta and not body.warm:
                     # The first-line time budget: once spent, end at the next line break.
@@ -255,8 +254,7 @@ class FixHandler(_Streaming):
         try:
             chunks = self.service.link.chat(messages, params)
             async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    piece = protocol.piece(chunk)
+                async for piece in chunks:
                     text = cleaner.feed(piece.text) if cleaner else piece.text
                     if text:
                         await self.send_event(DeltaEvent(text=text))

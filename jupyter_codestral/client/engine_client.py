@@ -21,8 +21,8 @@ from httpx_sse import aconnect_sse, connect_sse
 
 from codestral_engine import ModelChoice, choose_model, connection
 
+from ..errors import CodestralError
 from . import protocol
-from .errors import CodestralError
 from .local_engine import refused_token, serves_model, start_local_server, stop_local_server
 from .settings import DEFAULT_IDLE_TIMEOUT_S
 
@@ -172,13 +172,13 @@ class EngineClient(_Speaking):
                 bar.close()
 
     def fim(self, prompt: str, suffix: str = "", *, stream: bool = False, **params: Any):
-        """A FIM completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
+        """A FIM completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
         self._check(model)
         return self._complete(*self.wire.fim(prompt, suffix, model, params), stream, model)
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
-        """A chat completion: the response JSON, or (stream=True) an iterator of chunk JSON."""
+        """A chat completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
         return self._complete(*self.wire.chat(messages, model, params), stream, model)
 
@@ -195,7 +195,7 @@ class EngineClient(_Speaking):
             raise self._explained(response, model)
         return response.json()
 
-    def _stream(self, path: str, body: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
+    def _stream(self, path: str, body: dict[str, Any], model: str) -> Iterator[protocol.Piece]:
         # Closing this iterator closes the connection, which cancels the generation.
         try:
             with connect_sse(self._http, "POST", path, json=body) as source:
@@ -205,7 +205,7 @@ class EngineClient(_Speaking):
                 for event in source.iter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
-                    yield chunk
+                    yield protocol.piece(chunk)
             raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
@@ -274,21 +274,21 @@ class AsyncEngineClient(_Speaking):
 
     def fim(
         self, prompt: str, suffix: str, model: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed FIM completion; leaving the iteration cancels the generation."""
+    ) -> AsyncIterator[protocol.Piece]:
+        """Pieces of a streamed FIM completion; leaving the iteration cancels the generation."""
         path, body = self.wire.fim(prompt, suffix, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
     def chat(
         self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed chat completion; leaving the iteration cancels the generation."""
+    ) -> AsyncIterator[protocol.Piece]:
+        """Pieces of a streamed chat completion; leaving the iteration cancels the generation."""
         path, body = self.wire.chat(messages, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
     async def _stream(
         self, path: str, body: dict[str, Any], model: str
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[protocol.Piece]:
         if self._needs_check(model):
             await self._run(protocol.check_served(self.wire, self.url, model))
             self._checked.add(model)
@@ -303,7 +303,7 @@ class AsyncEngineClient(_Speaking):
                 async for event in source.aiter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
-                    yield chunk
+                    yield protocol.piece(chunk)
             raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc

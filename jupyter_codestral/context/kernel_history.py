@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .kernel_facts import facts, origins
-from .notebook_context import render_definitions
-from .project_context import Origin, ProjectContext
+from .notebook import render_definitions
+from .project import Origin, ProjectContext
 from .project_outline import ProjectFiles
 
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")

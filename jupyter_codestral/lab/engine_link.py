@@ -19,12 +19,12 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from codestral_engine import choose_model, connection
 
-from . import protocol
-from .client import AsyncEngineClient
-from .errors import CodestralError
-from .local_engine import start_local_server
-from .notebook_context import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
-from .settings import CodestralSettings
+from ..client import protocol
+from ..client.engine_client import AsyncEngineClient
+from ..client.local_engine import start_local_server
+from ..client.settings import CodestralSettings
+from ..context.notebook import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
+from ..errors import CodestralError
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,16 @@ class EngineLink:
     def __init__(self, settings: CodestralCompletion):
         self.settings = settings
         self._client: AsyncEngineClient | None = None
-        self._where: tuple[str, str, str] | None = None
+        self._where: tuple[str, str, str] | None = None  # the client's url, key and protocol
         self._starting: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
         self._start_error: str | None = None
 
     def client(self) -> AsyncEngineClient:
         """The client for where requests go now (settings are read on every request)."""
-        if self.settings.engine == "remote":
-            where = (*self.settings.remote_endpoint(), self.settings.protocol)
+        wanted = self.settings.where()
+        if wanted.remote:
+            where = (wanted.url, wanted.api_key, wanted.protocol)
         else:
             info = connection.read_live()
             if info is None:
@@ -165,10 +166,10 @@ class EngineLink:
                     # stream now, which cancels the engine's request, instead of when it is
                     # garbage-collected.
                     stream = call(self.client(), model, params)
-                    async with contextlib.aclosing(stream) as chunks:
-                        async for chunk in chunks:
+                    async with contextlib.aclosing(stream) as pieces:
+                        async for piece in pieces:
                             answered = True
-                            yield chunk
+                            yield piece
                     return
                 except CodestralError as exc:
                     if not (retry and not answered and self._went_away(exc)):

@@ -14,11 +14,12 @@ $CODESTRAL_URL, $CODESTRAL_PROTOCOL and $CODESTRAL_REMOTE_MODEL (`ENV_SETTINGS`)
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from traitlets import Enum, Float, Unicode, default
 from traitlets.config import Configurable
 
-from .errors import CodestralError
+from ..errors import CodestralError
 from .protocol import PROTOCOLS
 
 # An engine started on demand gives its 12-44 GB back after this long unused. Reloading
@@ -29,6 +30,22 @@ CODESTRAL_URL = "https://codestral.mistral.ai"
 PLATFORM_URL = "https://api.mistral.ai"
 CODESTRAL_KEY_ENV = "CODESTRAL_API_KEY"
 PLATFORM_KEY_ENV = "MISTRAL_API_KEY"
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where requests go, as `CodestralSettings.where` decides it for the magic and the lab
+    alike: a client is made for one `Where`, and any change to it makes a new one."""
+
+    engine: str  # "shared", "remote" or (the magic only) "in-process"
+    model: str  # the local model asked for ("" = the default choice), or the remote name
+    url: str = ""  # remote only: the endpoint and its key, by `remote_endpoint`'s rule
+    api_key: str = ""
+    protocol: str = "mistral"
+
+    @property
+    def remote(self) -> bool:
+        return self.engine == "remote"
 
 
 class CodestralSettings(Configurable):
@@ -91,6 +108,14 @@ class CodestralSettings(Configurable):
     @default("remote_model")
     def _remote_model_from_env(self) -> str:
         return from_env(self, "remote_model", "codestral-latest")
+
+    def where(self) -> Where:
+        """Where requests go now (settings are read on every request); a wrong remote setting
+        is a `CodestralError` that says what to set."""
+        if self.engine == "remote":
+            url, key = self.remote_endpoint()
+            return Where("remote", self.remote_model, url, key, self.protocol)
+        return Where(self.engine, self.model)
 
     def remote_endpoint(self) -> tuple[str, str]:
         """(url, api key) for engine = 'remote', by the rule in this module's docstring; with

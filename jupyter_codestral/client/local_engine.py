@@ -15,7 +15,7 @@ from pathlib import Path
 
 from codestral_engine import ModelChoice, connection
 
-from .errors import CodestralError
+from ..errors import CodestralError
 from .settings import DEFAULT_IDLE_TIMEOUT_S
 
 

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .project_context import Definition
+from .project import Definition
 
 DEFAULT_BUDGET = 2048  # prompt tokens: llama.vim and Tabby use about 1.5-2K for FIM
 DEFAULT_SUFFIX_SHARE = 0.25  # prefix:suffix = 3:1, the split llama.cpp's /infill uses

@@ -21,18 +21,18 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from codestral_engine import EngineError, choose_model, connection
 
-from .client import EngineClient
-from .context import project_header, project_roots
-from .errors import CodestralError
-from .fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
-from .kernel_facts import facts
+from ..client.engine_client import EngineClient
+from ..client.local_engine import stop_local_server
+from ..client.settings import CodestralSettings, Where, from_env
+from ..context.fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
+from ..context.kernel_facts import facts
+from ..context.kernel_history import project_header, project_roots
+from ..context.teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
+from ..errors import CodestralError
 from .live_output import LiveOutput
-from .local_engine import stop_local_server
-from .magic_modes import FILL_MARKER, Notebook, choose
-from .magic_status import describe
-from .settings import CodestralSettings, from_env
+from .modes import FILL_MARKER, Notebook, choose
+from .status import describe
 from .targets import HTTPTarget, InProcessTarget, Target
-from .teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
 
 HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
             [--stop S] [--seed N] [--no-context]
@@ -113,7 +113,7 @@ class Codestral(Magics, CodestralSettings):
     def __init__(self, shell):
         super().__init__(shell=shell)
         self._target: Target | None = None
-        self._target_for: tuple | None = None  # the settings the target was made for
+        self._target_for: Where | None = None  # where the target was made for
         self.failures = FailureRecorder()  # the last cell that raised, for %codestral fix
         shell.events.register("post_run_cell", self.failures)
 
@@ -258,33 +258,26 @@ class Codestral(Magics, CodestralSettings):
 
     # Where the model runs.
 
-    def _wanted(self) -> tuple:
-        """The settings a target is made for: a change to any of them makes a new one."""
-        if self.engine == "remote":
-            return ("remote", *self.remote_endpoint(), self.remote_model, self.protocol)
-        return (self.engine, self.model)
-
     def _connect(self) -> Target:
         """The target for the current settings (a changed setting takes effect right away)."""
         try:
-            wanted = self._wanted()
+            wanted = self.where()
             # (a shared engine that exited when idle is started again)
-            reusable = self.engine != "shared" or _still_running(self._target)
+            reusable = wanted.engine != "shared" or _still_running(self._target)
             if self._target is not None and self._target_for == wanted and reusable:
                 return self._target
             self._drop_target()
-            if self.engine == "remote":
-                url, key = self.remote_endpoint()
-                client = EngineClient(url, key, protocol_name=self.protocol)
+            if wanted.remote:
+                client = EngineClient(wanted.url, wanted.api_key, protocol_name=wanted.protocol)
                 target = HTTPTarget(
-                    client, f"remote server at {url} ({self.protocol} protocol)",
-                    self.remote_model, remote=True,
+                    client, f"remote server at {wanted.url} ({wanted.protocol} protocol)",
+                    wanted.model, remote=True,
                 )  # fmt: skip
             else:
-                choice = choose_model(self.model or None)
-                if choice.note and not (self.engine == "shared" and connection.read_live()):
+                choice = choose_model(wanted.model or None)
+                if choice.note and not (wanted.engine == "shared" and connection.read_live()):
                     print(f"Codestral: {choice.note}")
-                if self.engine == "in-process":
+                if wanted.engine == "in-process":
                     target = InProcessTarget(choice)
                 else:
                     client = EngineClient.local(choice, idle_timeout=self.idle_timeout)
@@ -384,7 +377,7 @@ class Codestral(Magics, CodestralSettings):
 
     def _status(self) -> str:
         try:
-            if self._target is not None and self._target_for != self._wanted():
+            if self._target is not None and self._target_for != self.where():
                 self._drop_target()  # a setting changed: report where the next cell goes
             if self.engine == "shared" and not _still_running(self._target):
                 self._drop_target()  # it exited (idle, or stopped elsewhere)

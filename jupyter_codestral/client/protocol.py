@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .errors import CodestralError
+from ..errors import CodestralError
 
 DEFAULT_MODEL = "codestral-latest"
 FIM_PATH = "/v1/fim/completions"

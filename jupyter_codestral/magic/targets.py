@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from codestral_engine import ModelChoice
 
-from . import protocol
-from .client import EngineClient
-from .errors import CodestralError
-from .local_engine import refused_token
+from ..client import protocol
+from ..client.engine_client import EngineClient
+from ..client.local_engine import refused_token
+from ..errors import CodestralError
 
 
 class Stream:
@@ -95,12 +95,11 @@ class HTTPTarget:
     def close(self) -> None:
         self.client.close()
 
-    def _stream(self, chunks: Iterator[dict[str, Any]]) -> Stream:
+    def _stream(self, chunks: Iterator[protocol.Piece]) -> Stream:
         def deltas() -> Iterator[str]:
             clock = _Clock()
             try:
-                for chunk in chunks:
-                    piece = protocol.piece(chunk)
+                for piece in chunks:
                     if piece.text:
                         clock.text()
                         yield piece.text

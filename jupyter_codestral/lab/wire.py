@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from .kernel_facts import MAX_LINE, MAX_NAMES
-from .notebook_context import LINE_RESERVE
+from ..context.kernel_facts import MAX_LINE, MAX_NAMES
+from ..context.notebook import LINE_RESERVE
 
 MAX_RECENT = 16  # chunks in the browser's ring of recently seen code (llama.vim keeps 16)
 MAX_CHUNK_CHARS = 8_000

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from IPython.core.error import UsageError
 
-from .context import history_code, project_header, variables_header
-from .teaching import HINTS_SYSTEM
+from ..context.kernel_history import history_code, project_header, variables_header
+from ..context.teaching import HINTS_SYSTEM
 
 FILL_MARKER = "<FILL>"
 SYSTEM_PROMPT = (

@@ -1,0 +1,1 @@
+"""How the Jupyter side reaches Codestral: the wire protocol, the clients, where requests go."""

@@ -1,0 +1,1 @@
+"""The %%codestral magic, in the kernel."""
