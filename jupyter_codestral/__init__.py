@@ -20,8 +20,7 @@ def unload_ipython_extension(ipython) -> None:
         return
     if magics.failures in ipython.events.callbacks["post_run_cell"]:
         ipython.events.unregister("post_run_cell", magics.failures)
-    if magics._target is not None and hasattr(magics._target, "engine"):
-        magics._target.engine.close()
+    magics.link.drop()  # closes an in-process engine, or the shared engine's connections
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -317,7 +317,7 @@ def test_a_local_token_refusal_gets_local_advice(models, tmp_path, monkeypatch):
 
         def connect() -> None:
             try:
-                magics._connect()
+                magics.link.connect()
             except UsageError as exc:
                 outcome["error"] = str(exc)
 

@@ -43,7 +43,7 @@ def captured(shell):
 def sent(shell, monkeypatch):
     """The prompts the real engine receives (a spy around Engine.fim / Engine.chat)."""
     shell.run_line_magic("codestral", "start")
-    engine = shell.magics_manager.registry["Codestral"]._target.engine
+    engine = shell.magics_manager.registry["Codestral"].link.target.engine
     calls = []
     for name in ("fim", "chat"):
         real = getattr(engine, name)
@@ -80,7 +80,7 @@ def test_answer_streams_with_progressive_updates(shell, captured):
 
 def test_the_waiting_line_says_what_the_request_waits_behind(shell, captured):
     shell.run_line_magic("codestral", "start")
-    engine = shell.magics_manager.registry["Codestral"]._target.engine
+    engine = shell.magics_manager.registry["Codestral"].link.target.engine
     busy = engine.fim("while True:\n", min_tokens=2000, max_tokens=2000)  # running
     try:
         next(iter(busy))
@@ -144,12 +144,12 @@ def test_default_mode_is_chat_with_the_variables_header(shell, sent):
 def test_bad_options_are_usage_errors(shell, line, cell, fragment):
     magics = shell.magics_manager.registry["Codestral"]
     shell.run_line_magic("codestral", "start")
-    loaded = magics._target
+    loaded = magics.link.target
     with pytest.raises(UsageError, match=fragment):
         shell.run_cell_magic("codestral", line, cell)
     shell.run_cell_magic("codestral", "--max-tokens 2 -o ok", "still working?")
     assert isinstance(shell.user_ns["ok"], str)
-    assert magics._target is loaded  # a bad request keeps the loaded engine
+    assert magics.link.target is loaded  # a bad request keeps the loaded engine
 
 
 def test_pull_mistakes_are_usage_errors(shell, capsys, monkeypatch, tmp_path):
@@ -176,18 +176,18 @@ def test_where_the_model_runs_and_its_errors(monkeypatch, tmp_path, capsys):
 
     magics = Codestral(InteractiveShell.instance())
     magics.model, magics.engine = "", "in-process"  # not what the shared shell was configured with
-    assert "unloaded — starts on the next request" in magics._status()
+    assert "unloaded — starts on the next request" in magics.link.status()
     # No model anywhere: the demo model, said loudly (as serve, the demo and JupyterLab do).
-    magics._connect()
-    assert "tiny-mlx-v1" in magics._status()
-    assert "demo model (random weights)" in magics._status()
-    assert "`%codestral pull`" in magics._status()
+    magics.link.connect()
+    assert "tiny-mlx-v1" in magics.link.status()
+    assert "demo model (random weights)" in magics.link.status()
+    assert "`%codestral pull`" in magics.link.status()
     assert "tiny demo model, whose output is gibberish" in capsys.readouterr().out
     magics.engine = "remote"  # a changed setting takes effect on the next request
     magics.url = "http://127.0.0.1:9"  # no key needed to try: a server without auth needs none
     with pytest.raises(UsageError, match="Cannot reach"):
         magics.codestral("", "hello")
-    assert magics._target_for.remote
+    assert magics.link.made_for.remote
 
 
 def test_line_magic_help_and_unknown_command(shell, capsys):
@@ -352,13 +352,13 @@ def test_a_shared_engine_that_exited_when_idle_starts_again(models, monkeypatch,
     magics.engine, magics.model, magics.idle_timeout = "shared", str(models["mlx"]), 0
     try:
         magics.codestral("--max-tokens 2 -o first", "hi")
-        first = magics._target.client.url
+        first = magics.link.target.client.url
         stop_local_server()  # as an idle engine exits
-        assert "unloaded" in magics._status()
+        assert "unloaded" in magics.link.status()
         magics.codestral("--max-tokens 2 -o second", "hi")  # no error: started again
-        assert magics._target.client.url != first
+        assert magics.link.target.client.url != first
     finally:
-        magics._drop_target()
+        magics.link.drop()
         stop_local_server()
 
 

@@ -19,20 +19,17 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import Markdown, display
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
-from codestral_engine import EngineError, choose_model, connection
+from codestral_engine import EngineError
 
-from ..client.engine_client import EngineClient
-from ..client.local_engine import stop_local_server
-from ..client.settings import CodestralSettings, Where, from_env
+from ..client.settings import CodestralSettings, from_env
 from ..context.fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from ..context.kernel_facts import facts
 from ..context.kernel_history import project_header, project_roots
 from ..context.teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
-from ..errors import CodestralError
 from .live_output import LiveOutput
 from .modes import FILL_MARKER, Notebook, choose
-from .status import describe
-from .targets import HTTPTarget, InProcessTarget, Target
+from .target_link import TargetLink
+from .targets import Target
 
 HELP = """%%codestral [--insert | --replace | --fill] [-o NAME] [--max-tokens N] [--temperature T]
             [--stop S] [--seed N] [--no-context]
@@ -112,8 +109,7 @@ class Codestral(Magics, CodestralSettings):
 
     def __init__(self, shell):
         super().__init__(shell=shell)
-        self._target: Target | None = None
-        self._target_for: Where | None = None  # where the target was made for
+        self.link = TargetLink(self)  # where requests run, kept between cells
         self.failures = FailureRecorder()  # the last cell that raised, for %codestral fix
         shell.events.register("post_run_cell", self.failures)
 
@@ -185,7 +181,7 @@ class Codestral(Magics, CodestralSettings):
                 return target.fim(*ask.fim, params)
             return target.chat(ask.messages, params)
 
-        text, interrupted = self._ask(request, live)
+        text, interrupted = self.link.ask(request, live)
         result = ask.result(text)
         if args.name:
             self.shell.user_ns[args.name] = result
@@ -205,98 +201,6 @@ class Codestral(Magics, CodestralSettings):
         live.waiting()
         return live
 
-    def _ask(self, request, live: LiveOutput) -> tuple[str, bool]:
-        """Send `request(target)` and stream its answer into `live`: (text, interrupted).
-
-        Once, when the shared engine went away before answering (it refused the request
-        because it was exiting after its idle timeout, or it had exited), ask again: the
-        reconnect starts a fresh engine."""
-        retry = True
-        while True:
-            try:
-                target = self._connect()
-                if note := target.waiting_note():  # e.g. "2 requests ahead" on a busy engine
-                    live.waiting(note)
-                stream = request(target)
-            except CodestralError as exc:
-                live.finish("failed")
-                self._forget_broken_target(exc)
-                raise UsageError(str(exc)) from exc
-            except (UsageError, KeyboardInterrupt):
-                live.finish("failed")
-                raise
-            try:
-                return self._show(stream, live)
-            except CodestralError as exc:
-                if not (retry and self._engine_went_away(exc) and not live.text):
-                    live.finish("failed")
-                    self._forget_broken_target(exc)
-                    raise UsageError(str(exc)) from exc
-                retry = False
-                self._drop_target()
-
-    def _engine_went_away(self, exc: CodestralError) -> bool:
-        """Whether the shared engine this request went to exited under it (idle exit)."""
-        if self.engine != "shared":
-            return False
-        gone = exc.kind == "unreachable" and not _still_running(self._target)
-        return exc.kind == "engine_idle_exit" or gone
-
-    def _show(self, stream, live: LiveOutput) -> tuple[str, bool]:
-        interrupted = False
-        try:
-            with stream:  # leaving it cancels the request, also on interrupt
-                for delta in stream:
-                    live.append(delta)
-        except KeyboardInterrupt:
-            interrupted = True
-        note = "interrupted" if interrupted else ""
-        if stream.finish_reason == "length":
-            note = "stopped at max_tokens; raise --max-tokens for more"
-        live.finish(note)
-        return live.text, interrupted
-
-    # Where the model runs.
-
-    def _connect(self) -> Target:
-        """The target for the current settings (a changed setting takes effect right away)."""
-        try:
-            wanted = self.where()
-            # (a shared engine that exited when idle is started again)
-            reusable = wanted.engine != "shared" or _still_running(self._target)
-            if self._target is not None and self._target_for == wanted and reusable:
-                return self._target
-            self._drop_target()
-            if wanted.remote:
-                client = EngineClient(wanted.url, wanted.api_key, protocol_name=wanted.protocol)
-                target = HTTPTarget(
-                    client, f"remote server at {wanted.url} ({wanted.protocol} protocol)",
-                    wanted.model, remote=True,
-                )  # fmt: skip
-            else:
-                choice = choose_model(wanted.model or None)
-                if choice.note and not (wanted.engine == "shared" and connection.read_live()):
-                    print(f"Codestral: {choice.note}")
-                if wanted.engine == "in-process":
-                    target = InProcessTarget(choice)
-                else:
-                    client = EngineClient.local(choice, idle_timeout=self.idle_timeout)
-                    target = HTTPTarget(client, f"shared engine at {client.url}")
-        except (CodestralError, EngineError) as exc:
-            raise UsageError(str(exc)) from exc
-        self._target, self._target_for = target, wanted
-        return target
-
-    def _drop_target(self) -> None:
-        """Close the current target: its HTTP connections, or the in-process engine."""
-        if self._target is not None:
-            self._target.close()
-        self._target = None
-
-    def _forget_broken_target(self, exc: CodestralError) -> None:
-        if exc.status is None:  # unreachable: reconnect (or restart the engine) next time
-            self._drop_target()
-
     def _command(self, words: list[str], replace: bool = False) -> None:
         if replace and words != ["fix"]:
             raise UsageError("--replace goes with %%codestral (a cell) or %codestral fix.")
@@ -305,12 +209,12 @@ class Codestral(Magics, CodestralSettings):
         elif words == ["fix"]:
             self._fix(replace)
         elif words == ["status"]:
-            print(self._status())
+            print(self.link.status())
         elif words == ["start"]:
-            self._connect()
-            print(self._status())
+            self.link.connect()
+            print(self.link.status())
         elif words == ["stop"]:
-            print(self._stop())
+            print(self.link.stop())
         else:
             raise UsageError(f"Unknown command: %codestral {' '.join(words)}\n\n{HELP}")
 
@@ -345,7 +249,7 @@ class Codestral(Magics, CodestralSettings):
             " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
         ) if roots else ""  # fmt: skip
         messages = fix_messages(failed, live_facts, project=project, explain=explain)
-        text, interrupted = self._ask(lambda target: target.chat(messages, params), live)
+        text, interrupted = self.link.ask(lambda target: target.chat(messages, params), live)
         if explain:
             if interrupted:
                 raise KeyboardInterrupt
@@ -362,7 +266,7 @@ class Codestral(Magics, CodestralSettings):
             raise KeyboardInterrupt
 
     def _pull(self, words: list[str]) -> None:
-        from codestral_engine import EngineError, download
+        from codestral_engine import download
 
         parser = _PullParser(prog="%codestral pull")
         download.add_pull_arguments(parser)
@@ -374,47 +278,3 @@ class Codestral(Magics, CodestralSettings):
             download.pull_command(args, ask=input)  # a notebook asks in an input box
         except EngineError as exc:
             raise UsageError(str(exc)) from exc
-
-    def _status(self) -> str:
-        try:
-            if self._target is not None and self._target_for != self.where():
-                self._drop_target()  # a setting changed: report where the next cell goes
-            if self.engine == "shared" and not _still_running(self._target):
-                self._drop_target()  # it exited (idle, or stopped elsewhere)
-        except CodestralError as exc:
-            raise UsageError(str(exc)) from exc
-        if self._target is None:
-            running = connection.read_live() if self.engine == "shared" else None
-            if running is None and self.engine != "remote":
-                return (
-                    "Codestral: unloaded — starts on the next request (`%codestral start` "
-                    "starts it now)."
-                )
-            self._connect()  # remote: only a client, nothing starts
-        try:
-            status = self._target.status()
-        except CodestralError as exc:
-            self._forget_broken_target(exc)
-            raise UsageError(str(exc)) from exc
-        return describe(self._target.description, status)
-
-    def _stop(self) -> str:
-        if isinstance(self._target, InProcessTarget):
-            self._drop_target()
-            return "Codestral: the in-process engine is closed."
-        self._drop_target()
-        try:
-            stopped = stop_local_server()
-        except CodestralError as exc:
-            raise UsageError(str(exc)) from exc
-        if stopped is None:
-            return "Codestral: no shared engine is running."
-        return f"Codestral: stopped the shared engine (pid {stopped.pid})."
-
-
-def _still_running(target: Target) -> bool:
-    """Whether the shared engine a target talks to still runs (it exits when idle)."""
-    info = connection.read_live()
-    if info is None or not isinstance(target, HTTPTarget):
-        return False
-    return (target.client.url, target.client.api_key) == (info.url, info.token)
