@@ -12,7 +12,7 @@ Each call site becomes the notebook the lab would see: `bench.ipynb` in the proj
 cell 1 imports the callee as a user would (`from pkg.module import name`, the calling module's
 import made absolute), cell 2 holds the calling function, split at the call's open
 parenthesis (prefix: the function up to and including `(`; suffix: the rest of it). The
-prompt is built as `LabService.context` builds it: ProjectContext(ProjectFiles([root])) ->
+prompt is built as `LabPrompts.fim_context` builds it: ProjectContext(ProjectFiles([root])) ->
 definitions(path, code cells, 1, cursor, origins, focus) -> ContextBuilder.build, `focus`
 being the cell's names as the extension sends them (`namesToProbe`). "static": no kernel
 origins (the notebook's import statements are resolved by reading files); "kernel": the

@@ -39,4 +39,4 @@ def _load_jupyter_server_extension(serverapp) -> None:
     # Read the tokenizer now, off the event loop, so the first keystroke does not wait for it.
     import threading
 
-    threading.Thread(target=lambda: codestral.counter, daemon=True).start()
+    threading.Thread(target=lambda: codestral.prompts.counter, daemon=True).start()

@@ -109,7 +109,7 @@ async def test_completion_streams_the_engines_fim_of_the_notebook_context(
     assert got[-1]["type"] == "done" and got[-1]["usage"]["completion_tokens"] == 12
 
     # The same prompt straight to the engine gives the same greedy text.
-    context = codestral.context(codestral_body(BODY))
+    context = codestral.prompts.fim_context(codestral_body(BODY))
     assert "radius_cm = 3" in context.prefix and "# Load the data" in context.prefix
     assert context.suffix.startswith("\n\nprint(area(radius_cm))")
     direct = engine_json(
@@ -317,7 +317,7 @@ async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neig
     assert got[-1]["type"] == "done", got[-1]
     proposal = "".join(e["text"] for e in got if e["type"] == "delta")
 
-    messages, max_tokens = codestral.fix_request(FixRequest.model_validate(FIX_BODY))
+    messages, max_tokens = codestral.prompts.fix_request(FixRequest.model_validate(FIX_BODY))
     system, asked = messages[0]["content"], messages[1]["content"]
     assert "whole corrected cell" in system and "no Markdown fences" in system
     assert "ratio = radius_cm / diameter_cm" in asked
@@ -327,7 +327,9 @@ async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neig
     assert "radius_cm = 3" in asked and "# Load the data" in asked  # the cells above
     assert "print(area(radius_cm))" in asked  # and below
     assert "- radius_cm: int" in asked and "unrelated_frame" not in asked  # names it mentions
-    assert max_tokens == 2 * codestral.counter(FAILED["source"]) + 256  # the cell again, and more
+    assert (
+        max_tokens == 2 * codestral.prompts.counter(FAILED["source"]) + 256
+    )  # the cell again, and more
 
     # The route streams the engine's greedy answer to exactly these messages, cleaned.
     direct = engine_json(
@@ -341,7 +343,7 @@ async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neig
     explained = await fix(jp_fetch, dict(FIX_BODY, mode="explain"))
     assert explained[-1]["type"] == "done"
     assert explained[-1]["usage"]["completion_tokens"] <= EXPLAIN_TOKENS
-    messages, max_tokens = codestral.fix_request(
+    messages, max_tokens = codestral.prompts.fix_request(
         FixRequest.model_validate(dict(FIX_BODY, mode="explain"))
     )
     assert "one or two short sentences" in messages[0]["content"]
@@ -384,7 +386,7 @@ async def test_completion_carries_the_projects_signatures(jp_fetch, codestral, j
     (jp_root_dir / "shop" / "pricing.py").write_text(PRICING)
     got = await complete(jp_fetch, PROJECT_BODY)
     assert got[0]["definitions"] == 1 and got[-1]["type"] == "done"
-    prefix = codestral.context(codestral_body(PROJECT_BODY)).prefix
+    prefix = codestral.prompts.fim_context(codestral_body(PROJECT_BODY)).prefix
     assert prefix.startswith("# From the project's own files:\n# shop/pricing.py:\n")
     assert "vat_rate: float = 0.2, *, rounding: int = 2) -> float:" in prefix
     # The user's setting, and the server's, turn it off.
@@ -406,7 +408,7 @@ async def test_the_fix_sees_the_signature_a_wrong_keyword_missed(codestral, jp_r
                            "keyword argument 'vat'"]}  # fmt: skip
     body = {"cells": [PROJECT_CELLS[0], {"cell_type": "code", "source": failed}], "cell": 1,
             "error": error, "path": "shop/prices.ipynb"}  # fmt: skip
-    messages, _ = codestral.fix_request(FixRequest.model_validate(body))
+    messages, _ = codestral.prompts.fix_request(FixRequest.model_validate(body))
     assert "# def net_price(gross: float, vat_rate: float = 0.2" in messages[1]["content"]
 
 
@@ -419,7 +421,7 @@ async def test_recent_code_follows_the_definitions_without_repeats(codestral, jp
         {"path": "third.py", "text": "from pricing import net_price"},  # already in it
         {"path": "fourth.ipynb", "text": "price = net_price("},  # the cell typed in: kept
     ]
-    prefix = codestral.context(codestral_body(dict(PROJECT_BODY, recent=recent))).prefix
+    prefix = codestral.prompts.fim_context(codestral_body(dict(PROJECT_BODY, recent=recent))).prefix
     header = prefix[: prefix.index("from pricing import net_price")]
     assert header.index("# def net_price(") < header.index("# other.ipynb:\n# discount = 0.1\n")
     assert "anything_here" not in prefix and "third.py" not in prefix
