@@ -11,7 +11,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from jupyter_codestral.context.kernel_facts import MAX_LINE, PROBE_MODULE, probe_request
-from jupyter_codestral.context.kernel_history import variables_header
+from jupyter_codestral.magic.modes import Notebook
 
 from .helpers import run_in_kernel
 
@@ -157,7 +157,7 @@ def test_the_magic_header_follows_the_same_rules():
             return 1
 
     namespace = {"trap": Trap(), "df": pd.DataFrame({"a": [1]}), "items": [1, 2]}
-    header = variables_header("use trap, df and items", namespace, 1000)
+    header = Notebook(namespace, 6000, 1000).headers("use trap, df and items")
     assert "# df: pandas.DataFrame, 1 rows x 1 columns: 'a' (int64)" in header
     assert "# items: list of 2 items" in header
     assert "trap" not in header and touched == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 
@@ -104,6 +105,26 @@ def test_insert_prompt_has_history_and_the_dataframe_header(shell, sent):
     assert "# sales: pandas.DataFrame, 2 rows x 2 columns: 'amount' (float64), 'region' (" in prompt
     assert prompt.endswith("# total amount per 12 in sales\n")  # {monthly} interpolated
     assert shell.rl_next_input == shell.user_ns["code"]
+
+
+def test_the_magic_builds_its_prompt_as_the_lab_does(shell, sent):
+    """One context builder: the header first, then the newest cells within the budgets
+    (counted in characters; what the headers leave unused goes to the code), the older ones
+    noted as not shown."""
+    shell.user_ns["prices"] = [1.0, 2.0]
+    for i in range(100):
+        shell.run_cell(f"step_{i} = {i}  # " + "x" * 40, store_history=True)
+    shell.run_line_magic("config", "Codestral.history_chars = 400")
+    try:
+        shell.run_cell_magic("codestral", "--insert --max-tokens 2", "average of prices")
+    finally:
+        shell.run_line_magic("config", "Codestral.history_chars = 6000")
+    _, (prompt, suffix), _ = sent[-1]
+    assert prompt.startswith("# Live objects in the kernel:\n# prices: list of 2 items")
+    assert "step_99 = 99" in prompt and "step_0 = 0 " not in prompt
+    assert re.search(r"# \(\d+ earlier cells not shown\)", prompt)
+    assert prompt.endswith("# average of prices\n") and suffix == ""
+    assert len(prompt) <= 400 + 1200 + 2000  # the history's, live objects' and project's
 
 
 def test_fill_sends_code_before_and_after_the_marker(shell, sent):

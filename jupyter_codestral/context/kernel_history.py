@@ -1,11 +1,11 @@
-"""What the model is told about the notebook: earlier cells' code, the live objects in use and
-the project's own definitions of the names the cell mentions.
+"""The magic's sources of context, from inside the kernel: earlier cells' code (the kernel's
+history), the live objects and the project's definitions of the names a cell mentions.
 
-Budgets are in characters (about 3.5 per token for Python code), so building context never
-needs the tokenizer in the kernel. The newest cells are kept when the history is too long; the
-headers describe only the names the cell mentions, by `kernel_facts`' safe rules (DataFrames and
-arrays first-class; no user code runs); the project's definitions are read from source files
-under the project's root (`project_roots`), never imported.
+`ContextBuilder` (notebook.py) budgets them as it does the lab's notebook, in characters
+(about 3.5 per token for Python code), so building context never needs the tokenizer in the
+kernel. The live objects are described by `kernel_facts`' safe rules (DataFrames and arrays
+first-class; no user code runs); the project's definitions are read from source files under
+the project's root (`project_roots`), never imported.
 """
 
 from __future__ import annotations
@@ -19,54 +19,43 @@ from pathlib import Path
 from typing import Any
 
 from .kernel_facts import facts, origins
-from .notebook import render_definitions
-from .project import Origin, ProjectContext
+from .notebook import Cell
+from .project import Definition, Origin, ProjectContext
 from .project_outline import ProjectFiles
 
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
 MAGIC_PREFIXES = ("%", "!", "?")
-
-
-def history_code(inputs: Iterable[str], budget: int) -> str:
-    """Code of earlier executed cells, newest kept first, within `budget` characters.
-
-    Magics and shell escapes are left out (they are not Python the model should continue).
-    """
-    kept: list[str] = []
-    used = 0
-    for source in reversed([s for s in inputs if s and s.strip()]):
-        code = _python_lines(source)
-        if not code:
-            continue
-        if used + len(code) + 2 > budget:
-            kept.append("# (earlier cells omitted)\n")
-            break
-        kept.append(code.rstrip() + "\n\n")
-        used += len(code) + 2
-    return "".join(reversed(kept))
-
-
-def variables_header(text: str, namespace: Mapping[str, Any], budget: int) -> str:
-    """`# name: description` lines for live objects that `text` mentions, within `budget`."""
-    lines = []
-    for name in dict.fromkeys(_NAME.findall(text)):  # first mention order, no repeats
-        if keyword.iskeyword(name) or name.startswith("_") or name not in namespace:
-            continue
-        described = facts([name], dict(namespace))  # the same safe rules as ghost text's
-        if described:
-            lines.append(f"# {described[0]}\n")
-    header, used = "", 0
-    for line in lines:
-        if used + len(line) > budget:
-            break
-        header += line
-        used += len(line)
-    if header:
-        header = "# Variables in this notebook:\n" + header
-    return header
-
-
 PROJECT_MARKERS = (".git", "pyproject.toml", "setup.py", "setup.cfg")
+
+
+def history_cells(inputs: Iterable[str]) -> list[Cell]:
+    """Earlier executed cells as code cells, oldest first, without their magics and shell
+    escapes (they are not Python the model should continue); empty ones left out."""
+    cells = []
+    for source in inputs:
+        code = "".join(
+            line
+            for line in (source or "").splitlines(keepends=True)
+            if not line.lstrip().startswith(MAGIC_PREFIXES)
+        )
+        if code.strip():
+            cells.append(Cell("code", code.rstrip("\n")))
+    return cells
+
+
+def mentioned(text: str) -> list[str]:
+    """The names `text` mentions, in first-mention order, without keywords or private names."""
+    return [
+        name
+        for name in dict.fromkeys(_NAME.findall(text))
+        if not keyword.iskeyword(name) and not name.startswith("_")
+    ]
+
+
+def live_facts(text: str, namespace: Mapping[str, Any]) -> list[str]:
+    """`name: description` of the live objects `text` mentions (the ghost text's safe rules)."""
+    names = [name for name in mentioned(text) if name in namespace]
+    return facts(names, dict(namespace)) if names else []
 
 
 def project_roots(cwd: str | os.PathLike, extra: Sequence[str] = ()) -> tuple[str, ...]:
@@ -91,24 +80,13 @@ def _project(roots: tuple[str, ...]) -> ProjectContext:
     return ProjectContext(ProjectFiles(roots))
 
 
-def project_header(
-    text: str, namespace: Mapping[str, Any], budget: int, roots: tuple[str, ...]
-) -> str:
+def project_definitions(
+    text: str, namespace: Mapping[str, Any], roots: tuple[str, ...]
+) -> list[Definition]:
     """The project's definitions of the names `text` mentions, found where the kernel got
-    them, as a comment header within `budget` characters."""
-    names = [n for n in dict.fromkeys(_NAME.findall(text))
-             if not keyword.iskeyword(n) and not n.startswith("_")]  # fmt: skip
-    found = [Origin(*o) for o in origins(names, dict(namespace))]
+    them; none without `roots`."""
+    names = mentioned(text)
+    found = [Origin(*o) for o in origins(names, dict(namespace))] if roots else []
     if not found:
-        return ""
-    definitions = _project(roots).definitions(None, [text], 0, None, found, focus=names)
-    header, _, _ = render_definitions(definitions, "#", budget, len)
-    return header
-
-
-def _python_lines(source: str) -> str:
-    return "".join(
-        line
-        for line in source.splitlines(keepends=True)
-        if not line.lstrip().startswith(MAGIC_PREFIXES)
-    )
+        return []
+    return _project(roots).definitions(None, [text], 0, None, found, focus=names)

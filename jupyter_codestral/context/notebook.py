@@ -1,4 +1,6 @@
-"""The FIM prefix and suffix for a cursor in a notebook, under a token budget.
+"""The FIM prefix and suffix for a cursor in a notebook, under a budget: the one context
+builder of the lab (the notebook's cells, counted in tokens) and the magic (the kernel's
+history, counted in characters).
 
 The current cell is split at the cursor; then the nearest cells are added, above to the prefix
 and below to the suffix, while they fit. Markdown becomes comments; cells left out are noted.
@@ -85,11 +87,18 @@ class TokenCounter:
 
 
 class ContextBuilder:
+    """Builds prompts within `budget` as `count` measures it (tokens for ghost text, characters
+    for the magic). The header's parts take at most `facts_budget` and `project_budget` of it
+    (default: FACTS_SHARE and PROJECT_SHARE of the budget)."""
+
     def __init__(
         self,
         count: Callable[[str], int],
         budget: int = DEFAULT_BUDGET,
         suffix_share: float = DEFAULT_SUFFIX_SHARE,
+        *,
+        facts_budget: int | None = None,
+        project_budget: int | None = None,
     ):
         if budget < 2 * LINE_RESERVE:
             raise ValueError(f"The context budget must be at least {2 * LINE_RESERVE} tokens.")
@@ -98,6 +107,10 @@ class ContextBuilder:
         self.count = count if isinstance(count, TokenCounter) else TokenCounter(count)
         self.budget = budget
         self.suffix_share = suffix_share
+        self.facts_budget = int(budget * FACTS_SHARE) if facts_budget is None else facts_budget
+        self.project_budget = (
+            int(budget * PROJECT_SHARE) if project_budget is None else project_budget
+        )
 
     def build(
         self,
@@ -124,9 +137,9 @@ class ContextBuilder:
         suffix_parts, suffix_tokens, below = self._suffix(
             current[cursor:], cells[index + 1 :], suffix_budget, comment
         )
-        project, project_tokens, shown_definitions = self.project_header(definitions, comment)
-        header, header_tokens, shown_facts = self._facts_header(facts, comment)
-        header, header_tokens = project + header, project_tokens + header_tokens
+        header, header_tokens, shown_definitions, shown_facts = self.header(
+            facts, definitions, comment
+        )
         prefix_budget = self.budget - suffix_tokens - header_tokens
         head = current[:cursor]
         line_start = head.rfind("\n") + 1
@@ -156,19 +169,28 @@ class ContextBuilder:
             definitions=shown_definitions,
         )
 
+    def header(
+        self, facts: Sequence[str], definitions: Sequence[Definition], comment: str = "#"
+    ) -> tuple[str, int, int, int]:
+        """The prompt's opening comment: the project's definitions, then the kernel's live
+        objects. Returns the text, its cost and how many definitions and facts it shows."""
+        project, project_cost, shown_definitions = self.project_header(definitions, comment)
+        live, live_cost, shown_facts = self._facts_header(facts, comment)
+        return project + live, project_cost + live_cost, shown_definitions, shown_facts
+
     def project_header(
         self, definitions: Sequence[Definition], comment: str
     ) -> tuple[str, int, int]:
-        """The project's definitions as comment lines within PROJECT_SHARE of the budget."""
+        """The project's definitions as comment lines within the project's budget."""
         return render_definitions(
-            definitions, comment, int(self.budget * PROJECT_SHARE), lambda t: self.count(t) + 1
+            definitions, comment, self.project_budget, lambda t: self.count(t) + 1
         )
 
     def _facts_header(self, facts: Sequence[str], comment: str) -> tuple[str, int, int]:
-        """The kernel's live objects as comment lines, as many as fit FACTS_SHARE."""
+        """The kernel's live objects as comment lines, as many as fit the facts' budget."""
         if not facts:
             return "", 0, 0
-        budget = int(self.budget * FACTS_SHARE)
+        budget = self.facts_budget
         lines = [f"{comment} Live objects in the kernel:\n"]
         used = self.count(lines[0]) + 1
         for fact in facts:

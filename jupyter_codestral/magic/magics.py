@@ -24,7 +24,7 @@ from codestral_engine import EngineError
 from ..client.settings import CodestralSettings, from_env
 from ..context.fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from ..context.kernel_facts import facts
-from ..context.kernel_history import project_header, project_roots
+from ..context.kernel_history import project_roots
 from ..context.teaching import HINTS_CHAT_MAX_TOKENS, NotebookPolicy, kernel_notebook_policy
 from .live_output import LiveOutput
 from .modes import FILL_MARKER, Notebook, choose
@@ -84,9 +84,11 @@ class Codestral(Magics, CodestralSettings):
 
     max_tokens = Integer(512, help="Most tokens per answer.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
-    history_chars = Integer(6000, help="Budget for earlier cells' code as context.").tag(
-        config=True
-    )
+    history_chars = Integer(
+        6000,
+        help="Budget for earlier cells' code as context, in characters; what the live-variables "
+        "and project headers leave of their budgets goes to the code too.",
+    ).tag(config=True)
     variables_chars = Integer(1200, help="Budget for the live-variables header.").tag(config=True)
     project_context = Bool(
         True,
@@ -169,11 +171,7 @@ class Codestral(Magics, CodestralSettings):
         mode, placement = choose(args, hints=policy.hints)
         if policy.hints:
             params["max_tokens"] = min(params["max_tokens"], HINTS_CHAT_MAX_TOKENS)
-        notebook = Notebook(
-            self.shell.user_ns, self.history_chars, self.variables_chars, not args.no_context,
-            self.project_chars, self._project_roots(),
-        )  # fmt: skip
-        ask = mode.build(cell, notebook)
+        ask = mode.build(cell, self._notebook(use_context=not args.no_context))
         live = self._live_output(as_code=mode.as_code, around=ask.around)
 
         def request(target: Target):
@@ -225,11 +223,14 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(refusal)
         return policy
 
-    def _project_roots(self) -> tuple[str, ...]:
-        """Where the project context may read files; () when it is off."""
-        if not self.project_context:
-            return ()
-        return project_roots(os.getcwd(), tuple(self.project_dirs))
+    def _notebook(self, use_context: bool = True) -> Notebook:
+        """What a request may read: the namespace, the history, the budgets and where the
+        project context may read files (nowhere when it is off)."""
+        roots = project_roots(os.getcwd(), tuple(self.project_dirs)) if self.project_context else ()
+        return Notebook(
+            self.shell.user_ns, self.history_chars, self.variables_chars, use_context,
+            self.project_chars, roots,
+        )  # fmt: skip
 
     def _fix(self, replace: bool) -> None:
         """Stream a corrected version of the last failed cell, then show it as a diff (in the
@@ -244,10 +245,7 @@ class Codestral(Magics, CodestralSettings):
         live = self._live_output(as_code=not explain, around=("", ""))
         params = {"max_tokens": EXPLAIN_TOKENS if explain else self.max_tokens, "temperature": 0.0}
         live_facts = facts(failed.names(), dict(self.shell.user_ns))
-        roots = self._project_roots()
-        project = project_header(
-            " ".join(failed.names()), self.shell.user_ns, self.project_chars, roots
-        ) if roots else ""  # fmt: skip
+        project = self._notebook().project_header(" ".join(failed.names()))
         messages = fix_messages(failed, live_facts, project=project, explain=explain)
         text, interrupted = self.link.ask(lambda target: target.chat(messages, params), live)
         if explain:

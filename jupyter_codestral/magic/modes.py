@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from IPython.core.error import UsageError
 
-from ..context.kernel_history import history_code, project_header, variables_header
+from ..context.kernel_history import history_cells, live_facts, project_definitions
+from ..context.notebook import Cell, ContextBuilder
 from ..context.teaching import HINTS_SYSTEM
 
 FILL_MARKER = "<FILL>"
@@ -41,20 +42,44 @@ class Notebook:
     project_chars: int = 0
     project_roots: tuple[str, ...] = ()
 
+    def builder(self) -> ContextBuilder:
+        """The lab's context builder, counting characters within the magic's budgets."""
+        budget = self.history_chars + self.variables_chars + self.project_chars
+        try:
+            return ContextBuilder(
+                len, budget, facts_budget=self.variables_chars, project_budget=self.project_chars
+            )
+        except ValueError as exc:
+            raise UsageError(f"{exc} Raise %config Codestral.history_chars.") from None
+
     def headers(self, text: str) -> str:
         """The project's definitions and the live objects of the names `text` mentions."""
-        project = ""
-        if self.project_roots:
-            project = project_header(text, self.user_ns, self.project_chars, self.project_roots)
-        return project + variables_header(text, self.user_ns, self.variables_chars)
+        header, _, _, _ = self.builder().header(*self._mentions(text))
+        return header
 
-    def code_before(self, text: str) -> str:
-        """Earlier cells' code and the headers for the names `text` mentions."""
+    def project_header(self, text: str) -> str:
+        """Only the project's definitions of the names `text` mentions."""
+        definitions = project_definitions(text, self.user_ns, self.project_roots)
+        return self.builder().project_header(definitions, "#")[0]
+
+    def fim(self, mentions: str, before: str, after: str = "") -> tuple[str, str]:
+        """The FIM prefix and suffix for code written between `before` and `after`: earlier
+        cells' code and the headers for the names `mentions` holds, as the lab builds them."""
         if not self.use_context:
-            return ""
+            return before, after
         # Cell magics (this very cell among them) are not Python to continue from.
-        cells = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
-        return history_code(cells, self.history_chars) + self.headers(text)
+        inputs = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
+        cells = [*history_cells(inputs), Cell("code", before + after)]
+        facts, definitions = self._mentions(mentions)
+        built = self.builder().build(
+            cells, len(cells) - 1, len(before), facts=facts, definitions=definitions
+        )
+        return built.prefix, built.suffix
+
+    def _mentions(self, text: str) -> tuple[list[str], list]:
+        """The live objects' facts and the project's definitions of the names in `text`."""
+        facts = live_facts(text, self.user_ns)
+        return facts, project_definitions(text, self.user_ns, self.project_roots)
 
     def interpolate(self, text: str) -> str:
         """`{name}` / `{name.attr}` replaced by its value; unknown names stay as written."""
@@ -115,14 +140,14 @@ def _hints(cell: str, notebook: Notebook) -> Ask:
 def _code(cell: str, notebook: Notebook) -> Ask:
     instruction = notebook.interpolate(cell.strip())
     comment = "".join(f"# {line}\n" for line in instruction.splitlines())
-    return Ask(fim=(notebook.code_before(instruction) + comment, ""))
+    return Ask(fim=notebook.fim(instruction, comment))
 
 
 def _fill(cell: str, notebook: Notebook) -> Ask:
     if cell.count(FILL_MARKER) != 1:
         raise UsageError(f"--fill needs exactly one {FILL_MARKER} marker in the cell's code.")
     before, after = cell.split(FILL_MARKER)  # code is sent as written: no {name} interpolation
-    return Ask(fim=(notebook.code_before(cell) + before, after), around=(before, after))
+    return Ask(fim=notebook.fim(cell, before, after), around=(before, after))
 
 
 MODES: dict[str, Mode] = {
