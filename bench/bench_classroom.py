@@ -31,6 +31,7 @@ import httpx
 
 from codestral_engine import codestral_tokenizer
 from jupyter_codestral.client.engine_client import AsyncEngineClient
+from jupyter_codestral.client.protocol import Sampling
 from tests.helpers import TOKEN, start_server
 from tests.lab_session import LAB_TOKEN, start_lab
 from tests.vllm_server import SERVED_NAME, classroom_env, start_vllm, tiny_model
@@ -59,7 +60,7 @@ class Timer:
 
 async def direct(client: AsyncEngineClient, model: str, student: int) -> tuple[float, float]:
     timer = Timer()
-    params = {"max_tokens": TOKENS, "temperature": 0}
+    params = Sampling(max_tokens=TOKENS, temperature=0)
     async for piece in client.fim(*cell(student), model, params):
         if piece.text:
             timer.text()

@@ -16,6 +16,7 @@ from jupyter_codestral.classroom.fair_share import Busy, FairShare
 from jupyter_codestral.classroom.hub_config import ACCESS_SCOPE, student_key
 from jupyter_codestral.classroom.policy import HINTS_SYSTEM, chat_request, fim_params
 from jupyter_codestral.classroom.usage import UsageLog, usage_html
+from jupyter_codestral.client.protocol import Sampling
 
 KEY = "sk-class-secret-0123456789"
 
@@ -100,14 +101,14 @@ def test_usage_is_counted_per_student_and_day_and_kept_across_restarts(tmp_path)
 
 
 def test_hints_mode_asks_for_one_short_line_and_explanations():
-    assert fim_params("on", {"max_tokens": 200}) == {"max_tokens": 200}
-    hinted = fim_params("hints", {"max_tokens": 200, "stop": "END"})
-    assert hinted["max_tokens"] <= 48 and hinted["stop"] == ["END", "\n"]
-    messages, params = chat_request("hints", [{"role": "user", "content": "fix it"}], {})
+    assert fim_params("on", Sampling(max_tokens=200)) == Sampling(max_tokens=200)
+    hinted = fim_params("hints", Sampling(max_tokens=200, stop="END"))
+    assert hinted.max_tokens <= 48 and hinted.stop == ["END", "\n"]
+    messages, params = chat_request("hints", [{"role": "user", "content": "fix it"}], Sampling())
     assert messages[0] == {"role": "system", "content": HINTS_SYSTEM}
-    assert params["max_tokens"] <= 200
+    assert params.max_tokens <= 200
     system = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "?"}]
-    merged, _ = chat_request("hints", system, {})
+    merged, _ = chat_request("hints", system, Sampling())
     assert len(merged) == 2 and merged[0]["content"].endswith("Be kind.")
 
 

@@ -51,7 +51,7 @@ def test_local_starts_a_detached_server_with_progress_then_finds_it(
         assert whole["choices"][0]["message"]["content"] == expected
         pieces = list(again.fim("def f(x):", max_tokens=6, stream=True))
         assert "".join(p.text for p in pieces) == expected
-        assert pieces[-1].usage["prompt_tokens_details"]["cached_tokens"] > 0
+        assert pieces[-1].usage.cached_prompt_tokens > 0
     finally:
         stop(json.loads((runtime / "codestral-engine.json").read_text())["pid"])
     assert not (runtime / "codestral-engine.json").exists()

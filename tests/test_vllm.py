@@ -76,9 +76,9 @@ def test_client_streams_fim_and_chat_with_usage(vllm):
                                  min_tokens=8, temperature=0, random_seed=3))  # fmt: skip
         assert "".join(p.text for p in pieces)
         assert [p.finish_reason for p in pieces if p.finish_reason] == ["length"]
-        assert pieces[-1].usage["completion_tokens"] == 8
+        assert pieces[-1].usage.completion_tokens == 8
         ids = codestral_engine.codestral_tokenizer().encode_fim(*PROMPTS[0])
-        assert pieces[-1].usage["prompt_tokens"] == len(ids)  # the token-exact FIM prompt
+        assert pieces[-1].usage.prompt_tokens == len(ids)  # the token-exact FIM prompt
         # A stop string ends it; the seed makes sampling reproducible.
         seeded = {"model": SERVED_NAME, "max_tokens": 12, "temperature": 0.9, "random_seed": 7}
         sampled = [protocol.response_text(client.fim(*PROMPTS[1], **seeded)) for _ in range(2)]
@@ -186,9 +186,9 @@ def test_a_server_that_goes_away_mid_stream_is_a_clear_error(vllm):
 async def test_async_client_streams_from_vllm(vllm):
     client = AsyncEngineClient(vllm.url, vllm.key, protocol_name="vllm")
     try:
-        stream = client.fim(*PROMPTS[0], SERVED_NAME, {"max_tokens": 5, "min_tokens": 5})
+        stream = client.fim(*PROMPTS[0], SERVED_NAME, protocol.Sampling(max_tokens=5, min_tokens=5))
         pieces = [piece async for piece in stream]
-        assert pieces[-1].usage["completion_tokens"] == 5
+        assert pieces[-1].usage.completion_tokens == 5
         assert (await client.remote_status(SERVED_NAME))["state"] == "ready"
     finally:
         await client.aclose()

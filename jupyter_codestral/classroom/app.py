@@ -36,6 +36,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..client.engine_client import AsyncEngineClient
+from ..client.protocol import Usage
 from ..errors import CodestralError
 from . import mistral_api, policy
 from .fair_share import Busy, FairShare
@@ -173,7 +174,7 @@ class _Completion(_Route):
 
     async def _answer(self, body: Any, mode: str) -> None:
         reply = mistral_api.Reply(self.room.model)
-        text, finish, usage = [], None, {}
+        text, finish, usage = [], None, None
         started = False
         try:
             stream = self.upstream_call(body, mode)
@@ -213,12 +214,13 @@ class _Completion(_Route):
         self.write(f"data: {json.dumps(data)}\n\n")
         await self.flush()
 
-    def _count(self, usage: dict[str, Any]) -> None:
+    def _count(self, usage: Usage | None) -> None:
+        usage = usage or Usage()
         self.room.usage.add(
             self.user,
             requests=1,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
         )
 
 

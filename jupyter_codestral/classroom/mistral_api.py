@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
+from ..client.protocol import Sampling, Usage
 from ..errors import CodestralError
 
 MAX_TOKENS = 4096  # most a student may ask for in one request
@@ -39,10 +40,12 @@ class _Body(BaseModel):
     random_seed: StrictInt | None = None
     stream: StrictBool = False
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> Sampling:
         """The sampling parameters, for the client core (None: the upstream's default)."""
-        names = ("max_tokens", "min_tokens", "stop", "temperature", "top_p", "random_seed")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return Sampling(
+            max_tokens=self.max_tokens, min_tokens=self.min_tokens, stop=self.stop,
+            temperature=self.temperature, top_p=self.top_p, random_seed=self.random_seed,
+        )  # fmt: skip
 
 
 class FIMBody(_Body):
@@ -93,7 +96,7 @@ class Reply:
         self.model = model
         self.created = int(time.time())
 
-    def chunk(self, text: str, finish: str | None = None, usage: dict | None = None) -> dict:
+    def chunk(self, text: str, finish: str | None = None, usage: Usage | None = None) -> dict:
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -102,10 +105,10 @@ class Reply:
             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
         }
         if usage:
-            body["usage"] = usage
+            body["usage"] = usage_json(usage)
         return body
 
-    def whole(self, text: str, finish: str | None, usage: dict) -> dict:
+    def whole(self, text: str, finish: str | None, usage: Usage | None) -> dict:
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -118,8 +121,17 @@ class Reply:
                     "finish_reason": finish or "stop",
                 }
             ],
-            "usage": usage,
+            "usage": usage_json(usage or Usage()),
         }
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """Mistral's usage object (the shape the SDKs read) at this HTTP edge."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
 
 
 def models_json(model: str) -> dict[str, Any]:

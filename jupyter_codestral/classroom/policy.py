@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ..client.protocol import Sampling
 from ..context.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_MAX_TOKENS, HINTS_SYSTEM
 from ..errors import CodestralError
 
@@ -82,30 +83,30 @@ class Groups:
         return members
 
 
-def fim_params(mode: str, params: dict[str, Any]) -> dict[str, Any]:
+def fim_params(mode: str, params: Sampling) -> Sampling:
     """FIM parameters in `mode`: hints stop at the end of the line, after a few tokens."""
     if mode != "hints":
         return params
-    stop = params.get("stop") or []
+    stop = params.stop or []
     stop = [stop] if isinstance(stop, str) else list(stop)
-    limit = min(params.get("max_tokens") or HINTS_MAX_TOKENS, HINTS_MAX_TOKENS)
-    return params | {"max_tokens": limit, "stop": [*stop, "\n"]}
+    limit = min(params.max_tokens or HINTS_MAX_TOKENS, HINTS_MAX_TOKENS)
+    return params.replace(max_tokens=limit, stop=[*stop, "\n"])
 
 
 def chat_request(
-    mode: str, messages: list[dict[str, Any]], params: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    mode: str, messages: list[dict[str, Any]], params: Sampling
+) -> tuple[list[dict[str, Any]], Sampling]:
     """Chat messages and parameters in `mode`: hints explain, briefly, without code."""
     if mode != "hints":
         return messages, params
-    limit = min(params.get("max_tokens") or HINTS_CHAT_MAX_TOKENS, HINTS_CHAT_MAX_TOKENS)
+    limit = min(params.max_tokens or HINTS_CHAT_MAX_TOKENS, HINTS_CHAT_MAX_TOKENS)
     first = messages[0] if messages else {}
     if first.get("role") == "system":  # the template takes one system prompt: extend it
         system = {"role": "system", "content": f"{HINTS_SYSTEM}\n\n{first.get('content', '')}"}
         messages = [system, *messages[1:]]
     else:
         messages = [{"role": "system", "content": HINTS_SYSTEM}, *messages]
-    return messages, params | {"max_tokens": limit}
+    return messages, params.replace(max_tokens=limit)
 
 
 def turned_off() -> CodestralError:

@@ -175,12 +175,14 @@ class EngineClient(_Speaking):
         """A FIM completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
         self._check(model)
-        return self._complete(*self.wire.fim(prompt, suffix, model, params), stream, model)
+        request = self.wire.fim(prompt, suffix, model, protocol.sampling(params))
+        return self._complete(*request, stream, model)
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
         """A chat completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
-        return self._complete(*self.wire.chat(messages, model, params), stream, model)
+        request = self.wire.chat(messages, model, protocol.sampling(params))
+        return self._complete(*request, stream, model)
 
     def _check(self, model: str) -> None:
         if self._needs_check(model):
@@ -273,14 +275,14 @@ class AsyncEngineClient(_Speaking):
         return cached[1]
 
     def fim(
-        self, prompt: str, suffix: str, model: str, params: dict[str, Any]
+        self, prompt: str, suffix: str, model: str, params: protocol.Sampling
     ) -> AsyncIterator[protocol.Piece]:
         """Pieces of a streamed FIM completion; leaving the iteration cancels the generation."""
         path, body = self.wire.fim(prompt, suffix, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
     def chat(
-        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
+        self, messages: list[dict[str, Any]], model: str, params: protocol.Sampling
     ) -> AsyncIterator[protocol.Piece]:
         """Pieces of a streamed chat completion; leaving the iteration cancels the generation."""
         path, body = self.wire.chat(messages, model, params)

@@ -14,12 +14,14 @@ Two protocols (the `protocol` setting):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import CodestralError
 
@@ -34,17 +36,46 @@ PROTOCOLS = ("mistral", "vllm")
 TOKENIZER_PROBE = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # Codestral"
 
 
-def fim_body(prompt: str, suffix: str, model: str, params: dict[str, Any]) -> dict[str, Any]:
-    """A Mistral FIM request; parameters left as None are not sent."""
-    return _body({"model": model, "prompt": prompt, "suffix": suffix, **params})
+@dataclass(frozen=True)
+class Sampling:
+    """A request's parameters, typed from the magic's options and the lab's request to the
+    wire, where each protocol spells them (None: the server's default, not sent)."""
+
+    max_tokens: int | None = None
+    min_tokens: int | None = None  # our engine's and vLLM's extension
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    random_seed: int | None = None
+    priority: str | None = None  # our engine's: "interactive" (ghost text) or "batch"
+    session_key: str | None = None  # our engine's: a newer request of the session supersedes
+
+    def replace(self, **changes: Any) -> Sampling:
+        return dataclasses.replace(self, **changes)
+
+    def mistral(self) -> dict[str, Any]:
+        """Under Mistral's names (our engine's too), without the unset ones."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def openai(self) -> dict[str, Any]:
+        """Under OpenAI's (and vLLM's) names."""
+        fields = self.mistral()
+        if "random_seed" in fields:
+            fields["seed"] = fields.pop("random_seed")
+        return fields
 
 
-def chat_body(messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> dict:
-    return _body({"model": model, "messages": messages, **params})
-
-
-def _body(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
+def sampling(params: dict[str, Any]) -> Sampling:
+    """`Sampling` from keyword arguments; an unknown name is a `CodestralError`."""
+    try:
+        return Sampling(**params)
+    except TypeError:
+        known = {f.name for f in dataclasses.fields(Sampling)}
+        raise CodestralError(
+            f"Unknown request parameter(s): {', '.join(sorted(set(params) - known))}.",
+            kind="bad_request",
+            fix=f"Use: {', '.join(sorted(known))}.",
+        ) from None
 
 
 def _tokenizer():
@@ -58,11 +89,11 @@ class Wire:
 
     name = "mistral"
 
-    def fim(self, prompt: str, suffix: str, model: str, params: dict[str, Any]):
-        return FIM_PATH, fim_body(prompt, suffix, model, params)
+    def fim(self, prompt: str, suffix: str, model: str, params: Sampling):
+        return FIM_PATH, {"model": model, "prompt": prompt, "suffix": suffix, **params.mistral()}
 
-    def chat(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]):
-        return CHAT_PATH, chat_body(messages, model, params)
+    def chat(self, messages: list[dict[str, Any]], model: str, params: Sampling):
+        return CHAT_PATH, {"model": model, "messages": messages, **params.mistral()}
 
     def streaming(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, "stream": True}
@@ -73,23 +104,15 @@ class VLLMWire(Wire):
 
     name = "vllm"
 
-    def fim(self, prompt: str, suffix: str, model: str, params: dict[str, Any]):
+    def fim(self, prompt: str, suffix: str, model: str, params: Sampling):
         ids = _tokenizer().encode_fim(prompt, suffix)
-        return COMPLETIONS_PATH, _body({"model": model, "prompt": ids, **openai_params(params)})
+        return COMPLETIONS_PATH, {"model": model, "prompt": ids, **params.openai()}
 
-    def chat(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]):
-        return CHAT_PATH, chat_body(messages, model, openai_params(params))
+    def chat(self, messages: list[dict[str, Any]], model: str, params: Sampling):
+        return CHAT_PATH, {"model": model, "messages": messages, **params.openai()}
 
     def streaming(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, "stream": True, "stream_options": {"include_usage": True}}
-
-
-def openai_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Mistral's sampling parameters under OpenAI's (and vLLM's) names."""
-    mapped = dict(params)
-    if "random_seed" in mapped:
-        mapped["seed"] = mapped.pop("random_seed")
-    return mapped
 
 
 WIRES: dict[str, Wire] = {"mistral": Wire(), "vllm": VLLMWire()}
@@ -146,13 +169,50 @@ def cut_short(url: str) -> CodestralError:
     )
 
 
+class Usage(BaseModel):
+    """A request's token counts and speed: the one shape of usage on the Jupyter side, read
+    from Mistral's (our engine's adds its cache and timings) or OpenAI's (vLLM) by `usage`.
+    None: the server did not say."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = None  # reused from the prompt cache (our engine)
+    draft_tokens: int | None = None  # speculative decoding (our engine)
+    accepted_draft_tokens: int | None = None
+    time_to_first_token_s: float | None = None  # the server's, or measured by the client
+    decode_tokens_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+
+
+def usage(raw: Any) -> Usage | None:
+    """The `Usage` of a response's or chunk's `usage` object, in Mistral's nested shape
+    (`prompt_tokens_details.cached_tokens`, `timings`) or OpenAI's flat one; None for none."""
+    if not isinstance(raw, dict) or not raw:
+        return None
+    details = raw.get("prompt_tokens_details") or {}
+    timings = raw.get("timings") or {}
+    fields = {
+        "prompt_tokens": raw.get("prompt_tokens") or 0,
+        "completion_tokens": raw.get("completion_tokens") or 0,
+        "cached_prompt_tokens": details.get("cached_tokens", raw.get("cached_prompt_tokens")),
+        "draft_tokens": raw.get("draft_tokens"),
+        "accepted_draft_tokens": raw.get("accepted_draft_tokens"),
+        "time_to_first_token_s": timings.get("time_to_first_token_s"),
+        "decode_tokens_per_s": timings.get("decode_tokens_per_s"),
+        "peak_memory_bytes": timings.get("peak_memory_bytes"),
+    }
+    flat = {k: raw[k] for k in ("time_to_first_token_s", "decode_tokens_per_s") if k in raw}
+    return Usage.model_validate(fields | flat)
+
+
 @dataclass
 class Piece:
     """What one chunk (FIM or chat, streamed) carries for a reader."""
 
     text: str = ""
     finish_reason: str | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
 
 
 def piece(chunk: dict[str, Any]) -> Piece:
@@ -164,9 +224,7 @@ def piece(chunk: dict[str, Any]) -> Piece:
     text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
     finish = choice.get("finish_reason")
     return Piece(
-        text=text,
-        finish_reason=FINISH_REASONS.get(finish, finish),
-        usage=chunk.get("usage") or {},
+        text=text, finish_reason=FINISH_REASONS.get(finish, finish), usage=usage(chunk.get("usage"))
     )
 
 

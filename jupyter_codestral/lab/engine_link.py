@@ -135,28 +135,28 @@ class EngineLink:
             return base | {"state": "error", "error": str(exc)}
 
     def fim(
-        self, prompt: str, suffix: str, params: dict[str, Any], session: str | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed FIM completion; leaving the iteration cancels the generation."""
+        self, prompt: str, suffix: str, params: protocol.Sampling, session: str | None
+    ) -> AsyncIterator[protocol.Piece]:
+        """Pieces of a streamed FIM completion; leaving the iteration cancels the generation."""
         return self._stream(lambda client, model, p: client.fim(prompt, suffix, model, p),
                             params, session)  # fmt: skip
 
     def chat(
-        self, messages: list[dict[str, Any]], params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed chat completion (a fix at a traceback), cancelled likewise. It
+        self, messages: list[dict[str, Any]], params: protocol.Sampling
+    ) -> AsyncIterator[protocol.Piece]:
+        """Pieces of a streamed chat completion (a fix at a traceback), cancelled likewise. It
         runs at batch priority on our engine: ghost text typed meanwhile goes first."""
         return self._stream(lambda client, model, p: client.chat(messages, model, p),
                             params, None, priority="batch")  # fmt: skip
 
     async def _stream(
-        self, call, params: dict[str, Any], session: str | None, priority: str = "interactive"
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, call, params: protocol.Sampling, session: str | None, priority: str = "interactive"
+    ) -> AsyncIterator[protocol.Piece]:
         if self.settings.engine == "remote":
             model = self.settings.remote_model
         else:  # our own engine: supersede this browser's previous request, go first
             model = protocol.DEFAULT_MODEL
-            params = params | {"priority": priority, "session_key": session}
+            params = params.replace(priority=priority, session_key=session)
         retry = self.settings.engine == "shared"
         try:
             while True:

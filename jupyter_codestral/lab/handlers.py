@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..client import protocol
 from ..context import fix
 from ..context.kernel_facts import probe_request
 from ..errors import CodestralError
@@ -192,18 +193,16 @@ class CompleteHandler(_Streaming):
                 definitions=context.definitions,
             )
         )
-        params: dict[str, Any] = {
-            "max_tokens": WARM_TOKENS if body.warm else body.max_tokens,
-            "temperature": body.temperature,
-        }
-        if body.seed is not None:
-            params["random_seed"] = body.seed
-        if not body.multiline:
-            params["stop"] = ["\n", "\r"]
+        params = protocol.Sampling(
+            max_tokens=WARM_TOKENS if body.warm else body.max_tokens,
+            temperature=body.temperature,
+            random_seed=body.seed,
+            stop=None if body.multiline else ["\n", "\r"],
+        )
         session = None if body.warm else body.session
         started = time.monotonic()
         budget_s = body.time_budget_ms / 1000 if body.time_budget_ms else None
-        text, finish, usage = "", None, {}
+        text, finish, usage = "", None, None
         try:
             chunks = self.service.link.fim(context.prefix, context.suffix, params, session)
             async for piece in chunks:
@@ -244,9 +243,9 @@ class FixHandler(_Streaming):
         await self.stream_events(self._stream(body, messages, max_tokens))
 
     async def _stream(self, body: FixRequest, messages, max_tokens: int) -> None:
-        params = {"max_tokens": max_tokens, "temperature": 0.0}
+        params = protocol.Sampling(max_tokens=max_tokens, temperature=0.0)
         cleaner = fix.ProposalFilter() if body.mode == "fix" else None
-        finish, usage = None, {}
+        finish, usage = None, None
         try:
             chunks = self.service.link.chat(messages, params)
             async with contextlib.aclosing(chunks):

@@ -6,10 +6,11 @@ models field for field (tests/test_lab_wire.py fails when the two drift apart).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from ..client.protocol import Usage
 from ..context.kernel_facts import MAX_LINE, MAX_NAMES
 from ..context.notebook import LINE_RESERVE
 
@@ -121,7 +122,7 @@ class DoneEvent(BaseModel):
 
     type: Literal["done"] = "done"
     finish_reason: str | None
-    usage: dict[str, Any]
+    usage: Usage | None  # None: the server did not say
 
 
 class ErrorInfo(BaseModel):

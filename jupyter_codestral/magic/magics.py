@@ -21,6 +21,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from codestral_engine import EngineError
 
+from ..client.protocol import Sampling
 from ..client.settings import CodestralSettings, from_env
 from ..context.fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from ..context.kernel_facts import facts
@@ -161,16 +162,16 @@ class Codestral(Magics, CodestralSettings):
             raise UsageError(f"{exc}. {_valid_options(self.codestral.parser, line)}") from None
 
     def _generate(self, args: Any, cell: str) -> None:
-        params = {
-            "max_tokens": args.max_tokens or self.max_tokens,
-            "temperature": self.temperature if args.temperature is None else args.temperature,
-            "stop": args.stop,
-            "random_seed": args.seed,
-        }
+        params = Sampling(
+            max_tokens=args.max_tokens or self.max_tokens,
+            temperature=self.temperature if args.temperature is None else args.temperature,
+            stop=args.stop,
+            random_seed=args.seed,
+        )
         policy = self._notebook_policy()
         mode, placement = choose(args, hints=policy.hints)
         if policy.hints:
-            params["max_tokens"] = min(params["max_tokens"], HINTS_CHAT_MAX_TOKENS)
+            params = params.replace(max_tokens=min(params.max_tokens, HINTS_CHAT_MAX_TOKENS))
         ask = mode.build(cell, self._notebook(use_context=not args.no_context))
         live = self._live_output(as_code=mode.as_code, around=ask.around)
 
@@ -243,7 +244,9 @@ class Codestral(Magics, CodestralSettings):
                 "then `%codestral fix`."
             )
         live = self._live_output(as_code=not explain, around=("", ""))
-        params = {"max_tokens": EXPLAIN_TOKENS if explain else self.max_tokens, "temperature": 0.0}
+        params = Sampling(
+            max_tokens=EXPLAIN_TOKENS if explain else self.max_tokens, temperature=0.0
+        )
         live_facts = facts(failed.names(), dict(self.shell.user_ns))
         project = self._notebook().project_header(" ".join(failed.names()))
         messages = fix_messages(failed, live_facts, project=project, explain=explain)

@@ -23,7 +23,7 @@ class Stream:
     def __init__(self, deltas: Iterator[str]):
         self._deltas = deltas
         self.finish_reason: str | None = None
-        self.usage: dict[str, Any] = {}
+        self.usage: protocol.Usage | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self._deltas
@@ -41,9 +41,9 @@ class Stream:
 class Target(Protocol):
     description: str
 
-    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream: ...
+    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream: ...
 
-    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream: ...
+    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -68,19 +68,22 @@ class HTTPTarget:
         self.description = description
         self.model = model
         self.remote = remote
-        self.last_request: dict[str, Any] = {}
+        self.last_request: protocol.Usage | None = None  # timed here: a remote says nothing
 
-    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
-        chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params)
+    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream:
+        chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params.mistral())
         return self._stream(chunks)
 
-    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream:
-        return self._stream(self.client.chat(messages, stream=True, model=self.model, **params))
+    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream:
+        return self._stream(
+            self.client.chat(messages, stream=True, model=self.model, **params.mistral())
+        )
 
     def status(self) -> dict[str, Any]:
         if not self.remote:
             return self.client.status()
-        return self.client.remote_status(self.model) | {"last_request": self.last_request}
+        last = {} if self.last_request is None else self.last_request.model_dump()
+        return self.client.remote_status(self.model) | {"last_request": last}
 
     def waiting_note(self) -> str:
         """What a new request waits behind on our engine ("" remotely or when nothing)."""
@@ -130,16 +133,17 @@ class _Clock:
         if self.first is None:
             self.first = time.monotonic()
 
-    def timings(self, usage: dict[str, Any]) -> dict[str, Any]:
+    def timings(self, usage: protocol.Usage | None) -> protocol.Usage | None:
+        """The server's usage with the times measured here."""
         if self.first is None:
-            return {}
-        tokens = usage.get("completion_tokens") or 0
+            return None
+        usage = usage or protocol.Usage()
+        tokens = usage.completion_tokens
         decode_s = time.monotonic() - self.first
-        return {
+        return usage.model_copy(update={
             "time_to_first_token_s": self.first - self.sent,
             "decode_tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s else None,
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-        }
+        })  # fmt: skip
 
 
 class InProcessTarget:
@@ -152,11 +156,13 @@ class InProcessTarget:
         self.engine = codestral_engine.load(path)
         self.description = f"in-process engine, {path}"
 
-    def fim(self, prompt: str, suffix: str, params: dict[str, Any]) -> Stream:
-        return self._stream(self._submit(lambda: self.engine.fim(prompt, suffix, **params)))
+    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream:
+        return self._stream(
+            self._submit(lambda: self.engine.fim(prompt, suffix, **params.mistral()))
+        )
 
-    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Stream:
-        return self._stream(self._submit(lambda: self.engine.chat(messages, **params)))
+    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream:
+        return self._stream(self._submit(lambda: self.engine.chat(messages, **params.mistral())))
 
     def status(self) -> dict[str, Any]:
         last = self.engine.last_finished
@@ -193,7 +199,7 @@ class InProcessTarget:
                 for event in request:
                     if isinstance(event, Finished):
                         stream.finish_reason = event.finish_reason
-                        stream.usage = event.usage.as_dict()
+                        stream.usage = protocol.Usage.model_validate(event.usage.as_dict())
                     elif event.text:
                         yield event.text
             except EngineError as exc:
