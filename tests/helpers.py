@@ -3,6 +3,8 @@ drafter whose drafts are right as often as a test asks."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import random
@@ -33,6 +35,22 @@ def wait_until(
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(interval)
     return value
+
+
+async def wait_until_async(
+    condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05, what: str = ""
+):
+    """`wait_until` for a test on an event loop: the pauses let the loop run, and `condition`
+    may be a coroutine function (e.g. one that asks a route)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        await asyncio.sleep(interval)
 
 
 def start_server(
