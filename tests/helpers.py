@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,8 +38,11 @@ def wait_until(
 
 
 async def wait_until_async(
-    condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05, what: str = ""
-):
+    condition: Callable[[], T | Awaitable[T]],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
     """`wait_until` for a test on an event loop: the pauses let the loop run, and `condition`
     may be a coroutine function (e.g. one that asks a route)."""
     deadline = time.monotonic() + timeout

@@ -366,7 +366,8 @@ def test_ghost_text_works_in_notebook_7(page, lab):
     assert len(press_and_wait_for_the_source(page, "Tab")) > len("for region in range(3):")
 
 
-# The licence question on the terminal's screen (xterm's buffer: its canvas has no text).
+# The licence question on the terminal's screen, read from xterm's buffer (the widget's private
+# `_term`): the canvas renderer puts no text in the DOM.
 TERMINAL_ASKS = """() => {
     const term = window.jupyterapp.shell.currentWidget.content._term;
     const buffer = term?.buffer.active;
