@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-import time
 from pathlib import Path
 
 import uvicorn
@@ -18,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from .helpers import wait_until
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LFS_MIN_BYTES = 1024  # files at least this large are "LFS" files with a published sha256
@@ -141,8 +142,7 @@ class FakeHub:
         config = uvicorn.Config(self.app(), log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-        while not self._server.started:
-            time.sleep(0.02)
+        wait_until(lambda: self._server.started, timeout=30, interval=0.02, what="the fake hub")
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     def stop(self) -> None:

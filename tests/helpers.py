@@ -3,6 +3,8 @@ drafter whose drafts are right as often as a test asks."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import random
@@ -10,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +35,25 @@ def wait_until(
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(interval)
     return value
+
+
+async def wait_until_async(
+    condition: Callable[[], T | Awaitable[T]],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """`wait_until` for a test on an event loop: the pauses let the loop run, and `condition`
+    may be a coroutine function (e.g. one that asks a route)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        await asyncio.sleep(interval)
 
 
 def start_server(

@@ -9,11 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import nbformat
+
+from .helpers import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -82,18 +83,17 @@ def start_lab(
     log = (root / "lab.log").open("w")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
+
+    def up() -> bool:
         if proc.poll() is not None:
             raise RuntimeError((root / "lab.log").read_text())
         try:
-            if httpx.get(f"{url}/api/status", params={"token": LAB_TOKEN}).status_code == 200:
-                return proc, url
+            return httpx.get(f"{url}/api/status", params={"token": LAB_TOKEN}).status_code == 200
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("jupyter lab did not start within 120 s")
-        time.sleep(0.3)
+            return False
+
+    wait_until(up, timeout=120, interval=0.3, what="jupyter lab to start")
+    return proc, url
 
 
 def open_notebook(page, url: str, name: str, app: str = "lab") -> None:
@@ -135,10 +135,10 @@ def edit_last_cell(page) -> None:
         const last = notebook.widgets.length - 1;
         notebook.activeCellIndex = last;
         await notebook.scrollToItem(last);
-        for (let i = 0; i < 200 && !notebook.activeCell.editor; i++) {
-            await new Promise(resolve => setTimeout(resolve, 50));
-        }
     }"""
+    )
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.activeCell.editor", timeout=30_000
     )
     cell = page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content")
     cell.wait_for(state="visible", timeout=60_000)
@@ -150,7 +150,13 @@ def edit_last_cell(page) -> None:
         notebook.activeCell.editor.focus();
     }"""
     )
-    page.wait_for_timeout(200)
+    page.wait_for_function(
+        """() => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        return notebook.mode === 'edit' && notebook.activeCell.editor.hasFocus();
+    }""",
+        timeout=30_000,
+    )
 
 
 def wait_for_ghost_to_settle(page, timeout: float = 30_000) -> str:

@@ -262,10 +262,12 @@ def test_typing_on_cancels_the_running_request(page, lab):
     # Each pause is longer than the debounce, shorter than a 200-token suggestion takes.
     for ch in "total = secret_total_xyz * 2":
         page.keyboard.type(ch)
-        page.wait_for_timeout(120)
-    page.wait_for_timeout(500)
-    after = engine_status(lab)["finished_requests"].get("cancelled", 0)
-    assert after > before
+        page.wait_for_timeout(120)  # the typist's pace is the scenario, not a wait
+    wait_until(
+        lambda: engine_status(lab)["finished_requests"].get("cancelled", 0) > before,
+        timeout=30,
+        what="a request cancelled by the typing",
+    )
 
 
 def test_typing_mid_line_brings_a_suggestion_without_invoking(page, lab):
@@ -303,7 +305,7 @@ def test_notebook_metadata_turns_ghost_text_off(page, lab):
     requests_before = sum(engine_status(lab)["finished_requests"].values())
     record_ghost_states(page)
     page.keyboard.type("for i in range(3):", delay=20)
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(1500)  # a window in which nothing may happen: no condition to wait on
     assert page.evaluate("() => window.__ghostStates") == []
     assert sum(engine_status(lab)["finished_requests"].values()) == requests_before
 
@@ -364,6 +366,19 @@ def test_ghost_text_works_in_notebook_7(page, lab):
     assert len(press_and_wait_for_the_source(page, "Tab")) > len("for region in range(3):")
 
 
+# The licence question on the terminal's screen, read from xterm's buffer (the widget's private
+# `_term`): the canvas renderer puts no text in the DOM.
+TERMINAL_ASKS = """() => {
+    const term = window.jupyterapp.shell.currentWidget.content._term;
+    const buffer = term?.buffer.active;
+    const lines = [];
+    for (let i = 0; buffer && i < buffer.length; i++) {
+        lines.push(buffer.getLine(i).translateToString(true));
+    }
+    return lines.join('').includes('Accept the licence and download? [y/N]');
+}"""
+
+
 def test_download_command_runs_pull_in_a_terminal(page, lab):
     """The first-run path from JupyterLab: the command opens a terminal running pull, which
     asks for the licence there; the answer typed into the terminal starts the download."""
@@ -375,18 +390,19 @@ def test_download_command_runs_pull_in_a_terminal(page, lab):
         " === 'connected'",
         timeout=30_000,
     )
-    page.wait_for_timeout(500)  # the command line is sent once the terminal connects
+    # The command line is sent once the terminal connects: answer when pull asks.
+    page.wait_for_function(TERMINAL_ASKS, timeout=60_000)
     page.evaluate(
         "() => window.jupyterapp.shell.currentWidget.content.session"
         ".send({type: 'stdin', content: ['y\\n']})"
     )  # the licence question's answer, read by pull from the terminal
     snapshots = lab.root / "hf" / "hub" / "models--mistralai--Codestral-22B-v0.1" / "snapshots"
-    for _ in range(600):
+
+    def downloaded() -> bool:
         weights = list(snapshots.glob("*/consolidated.safetensors"))
-        if weights and weights[0].stat().st_size:
-            break
-        page.wait_for_timeout(100)
-    assert weights, "pull did not download the weights"
+        return bool(weights and weights[0].stat().st_size)
+
+    wait_until(downloaded, timeout=60, interval=0.1, what="pull to download the weights")
     licences = json.loads((lab.root / "config" / "codestral-engine" / "licenses.json").read_text())
     assert licences["mnpl"]["first_download"] == MISTRAL_RELEASE
 
@@ -443,7 +459,7 @@ def type_in_the_last_cell(page, lab, text: str) -> list[str]:
     edit_last_cell(page)
     for ch in text:
         page.keyboard.type(ch)
-        page.wait_for_timeout(120)
+        page.wait_for_timeout(120)  # the typist's pace is the scenario, not a wait
     wait_for_ghost_to_settle(page)
     prompts = [p["prompt"] for p in logged_prompts(lab)[asked_before:]]
     assert prompts, "no request reached the engine"
@@ -513,6 +529,18 @@ def test_code_edited_in_another_notebook_reaches_the_prompt(page, lab):
     assert prompts[-1].index("recent-a.ipynb") < prompts[-1].index("y = 2")  # the header
 
 
+def warm_up_of(cell: int):
+    """A predicate for Playwright's request events: the lab's warm-up request for `cell`."""
+
+    def matches(request) -> bool:
+        if not request.url.split("?")[0].endswith("/codestral/complete"):
+            return False
+        body = request.post_data_json or {}
+        return bool(body.get("warm")) and body.get("cell") == cell
+
+    return matches
+
+
 def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, tmp_path):
     """The wire counts code points; JavaScript counts UTF-16 units (an emoji is two). The
     warm-up on entering a cell and typed requests must both split where the cursor is."""
@@ -523,12 +551,14 @@ def test_an_emoji_before_the_cursor_splits_the_prompt_at_the_cursor(page, lab, t
     proc, url = start_lab(tmp_path, lab.root / "runtime", work, warm)  # the same engine
     try:
         open_notebook(page, url, "emoji.ipynb")
-        edit_last_cell(page)
-        page.keyboard.press("Control+End")  # the cell's end, after the emoji
-        page.wait_for_timeout(800)
-        page.keyboard.press("Escape")  # command mode; the editor keeps its cursor
-        page.keyboard.press("ArrowUp")
-        page.wait_for_timeout(800)
+        # Each cell entered is warmed up after a pause: wait for that one to be answered
+        # (so logged), so that none lands among the next cell's prompts.
+        with page.expect_request_finished(warm_up_of(1), timeout=30_000):
+            edit_last_cell(page)
+            page.keyboard.press("Control+End")  # the cell's end, after the emoji
+        with page.expect_request_finished(warm_up_of(0), timeout=30_000):
+            page.keyboard.press("Escape")  # command mode; the editor keeps its cursor
+            page.keyboard.press("ArrowUp")
         asked = len(logged_prompts(lab))
         page.keyboard.press("ArrowDown")  # entering the cell again warms it up at its cursor
         wait_until(lambda: len(logged_prompts(lab)) > asked, timeout=15, what="the warm-up")

@@ -16,7 +16,7 @@ from tornado.httpclient import HTTPClientError
 from jupyter_codestral.client.engine_client import stop_local_server
 from jupyter_codestral.lab.handlers import ROUTES
 
-from .helpers import TOKEN, start_server
+from .helpers import TOKEN, start_server, wait_until_async
 
 CELLS = [
     {"cell_type": "markdown", "source": "Load the data"},
@@ -156,21 +156,22 @@ async def test_closing_the_connection_cancels_the_engine_request(
         # A fix's first text may be held back while it could still be a fence: leave while
         # the engine runs it instead; closing the client closes the connection.
         sending = asyncio.ensure_future(client.post(url, json=body)) if route == "fix" else None
-        for _ in range(600 if sending else 0):
-            if engine_json(engine_server, "/v1/status")["running_requests"] or sending.done():
-                break
-            await asyncio.sleep(0.02)
         if sending:
+
+            def running() -> int:
+                return engine_json(engine_server, "/v1/status")["running_requests"]
+
+            await wait_until_async(lambda: sending.done() or running(), 30, 0.02, "the fix to run")
             assert not sending.done(), "the request ended before the test could leave it"
             sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sending
-    for _ in range(100):
+
+    def cancelled() -> dict | None:
         status = engine_json(engine_server, "/v1/status")
-        if status["finished_requests"].get("cancelled", 0) > before:
-            break
-        await asyncio.sleep(0.05)
-    assert status["finished_requests"]["cancelled"] > before
+        return status if status["finished_requests"].get("cancelled", 0) > before else None
+
+    status = await wait_until_async(cancelled, timeout=30, what="the engine request's cancel")
     assert status["last_request"]["completion_tokens"] < 200 * (1 if route == "complete" else 9)
 
 
@@ -253,12 +254,15 @@ async def test_the_shared_engine_starts_on_first_use(jp_fetch, codestral, models
     try:
         first = (await complete(jp_fetch, BODY))[-1]
         assert first["type"] == "error" and first["error"]["kind"] == "engine_starting"
-        for _ in range(600):
+
+        async def settled() -> dict | None:
             status = json.loads((await jp_fetch("codestral", "status")).body)
             if status["state"] in ("ready", "error"):
-                break
+                return status
             assert status["state"] in ("starting", "loading", "stopped")
-            await asyncio.sleep(0.1)
+            return None
+
+        status = await wait_until_async(settled, timeout=90, interval=0.1, what="the engine")
         assert status["state"] == "ready", status
         assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
         log = runtime / "codestral-engine.log"  # this user's only, like the connection file

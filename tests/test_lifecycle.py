@@ -24,7 +24,7 @@ from codestral_engine import connection
 from jupyter_codestral.client.engine_client import EngineClient, stop_local_server
 from jupyter_codestral.errors import CodestralError
 
-from .helpers import run_in_kernel, start_server, wait_until
+from .helpers import run_in_kernel, start_server, wait_until, wait_until_async
 
 ENDLESS = {"prompt": "while True:\n", "min_tokens": 30000, "max_tokens": 30000}
 
@@ -174,8 +174,8 @@ def test_the_magic_retries_once_on_a_fresh_engine_after_an_idle_exit(models, tmp
         reply, _ = run_in_kernel(kc, "%codestral status")  # the magic talks to this engine
         assert reply["status"] == "ok", reply
         srv.proc.send_signal(signal.SIGSTOP)
-        wait_until(lambda: time.monotonic() - ready > idle_s + 1, timeout=idle_s + 30,
-                   what="the idle timeout to pass")  # fmt: skip
+        # A duration on purpose, not a wait for a condition: the idle timeout passes, frozen.
+        time.sleep(max(0.0, ready + idle_s + 1 - time.monotonic()))
         msg_id = kc.execute("%%codestral --max-tokens 3 -o answer\nhello")
 
         def asking() -> bool:  # the magic shows it is waiting, then connects
@@ -239,14 +239,19 @@ async def test_the_lab_retries_once_on_a_fresh_engine_after_an_idle_exit(
     srv.proc.send_signal(signal.SIGSTOP)
     port = int(srv.url.rsplit(":", 1)[1])
     try:
-        while time.monotonic() - ready < idle_s + 1:  # the idle timeout passes, frozen
-            await asyncio.sleep(0.1)
+        # A duration on purpose, not a wait for a condition: the idle timeout passes, frozen.
+        await asyncio.sleep(ready + idle_s + 1 - time.monotonic())
         asking = asyncio.ensure_future(
             jp_fetch("codestral", "complete", method="POST", body=json.dumps(LAB_BODY))
         )
-        while not _connected_to(port):  # the route has reached the frozen engine
+
+        def reached() -> bool:  # the route has reached the frozen engine
+            if _connected_to(port):
+                return True
             assert not asking.done(), asking.result()
-            await asyncio.sleep(0.05)
+            return False
+
+        await wait_until_async(reached, what="the route to reach the frozen engine")
         srv.proc.send_signal(signal.SIGCONT)
         lines = [json.loads(line) for line in (await asking).body.decode().splitlines()]
         last = lines[-1]

@@ -515,16 +515,17 @@ def test_an_idle_engine_exits_and_the_client_starts_it_again(models, tmp_path, m
         started = time.monotonic()
         while time.monotonic() - started < 4:  # an open stream, twice the timeout
             next(lines)
-    assert srv.proc.poll() is None
-    exited = False
-    for _ in range(60):  # a status bar polling every 0.25 s does not keep it loaded
+        assert srv.proc.poll() is None  # checked while the stream is still open
+
+    def gone() -> bool:
         try:
             httpx.get(srv.url + "/v1/status", headers=auth)
         except httpx.TransportError:
-            exited = True
-            break
-        time.sleep(0.25)
-    assert exited
+            return True
+        return False
+
+    # A status bar polling every 0.25 s does not keep it loaded.
+    wait_until(gone, timeout=30, interval=0.25, what="the idle engine to exit")
     srv.proc.wait(timeout=20)
     assert "Idle for" in (tmp_path / "idle.log").read_text()
     assert not srv.conn.exists()

@@ -116,6 +116,7 @@ def test_a_huge_content_parts_body_is_refused_while_health_keeps_answering(serve
 
     poller = threading.Thread(target=poll)
     poller.start()
+    wait_until(lambda: healths, what="the first health answer")  # polling before the post
     try:
         refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120,
                              headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
