@@ -27,6 +27,9 @@ export namespace CommandIDs {
   export const fixCell = 'codestral:fix-cell';
 }
 
+/** What every Codestral command takes: no arguments (its `describedBy`). */
+export const NO_ARGS = { args: { type: 'object', properties: {} } };
+
 export interface CommandContext {
   app: JupyterFrontEnd;
   provider: CodestralProvider;
@@ -76,14 +79,17 @@ export function addCommands({
   };
 
   app.commands.addCommand(CommandIDs.acceptWord, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Accept Next Word of the Suggestion',
     execute: () => acceptPart(firstWord)
   });
   app.commands.addCommand(CommandIDs.acceptLine, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Accept Next Line of the Suggestion',
     execute: () => acceptPart(firstLine)
   });
   app.commands.addCommand(CommandIDs.toggle, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Ghost Text',
     isToggled: () => provider.settings.enabled,
     execute: async () => {
@@ -95,6 +101,7 @@ export function addCommands({
     }
   });
   app.commands.addCommand(CommandIDs.status, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Start the Engine and Show Status',
     execute: async () => {
       await startEngine();
@@ -103,6 +110,7 @@ export function addCommands({
   });
 
   app.commands.addCommand(CommandIDs.pull, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Download the Codestral Weights (in a Terminal)',
     caption: 'Runs `codestral-engine pull`: shows the licence, downloads with progress.',
     execute: async () => {

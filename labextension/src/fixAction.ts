@@ -17,7 +17,7 @@ import { PanelLayout, Widget } from '@lumino/widgets';
 import { Extension } from '@codemirror/state';
 
 import { getStatus, streamFix } from './api';
-import { CommandIDs } from './commands';
+import { CommandIDs, NO_ARGS } from './commands';
 import { FixMode, FixProposal, minimalEdit, readProposal } from './fix';
 import { FixPanel } from './fixPanel';
 import { KernelFacts } from './kernelFacts';
@@ -128,8 +128,7 @@ export class FixController {
   /** The request for the fix. No engine session: a new fix in its place is cancelled by
    * this side (its abort), never by the engine superseding it mid-answer. */
   stream(ref: CellRef, error: nbformat.IError, mode: FixMode, signal: AbortSignal) {
-    const facts =
-      this.useKernelFacts && this.kernelFacts ? this.kernelFacts.get(ref.panel) : [];
+    const facts = this.useKernelFacts && this.kernelFacts ? this.kernelFacts.get(ref.panel) : [];
     const project = this.useProjectContext;
     return streamFix(
       {
@@ -214,8 +213,10 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
     this.node.append(panel.node);
     let at: CellRef | null = ref;
     for (;;) {
-      await readProposal(proposal, this.controller.stream(at, this.error, policy.mode, abort.signal), () =>
-        panel.update()
+      await readProposal(
+        proposal,
+        this.controller.stream(at, this.error, policy.mode, abort.signal),
+        () => panel.update()
       );
       if (proposal.error?.kind !== 'engine_starting' || abort.signal.aborted) {
         break;
@@ -228,11 +229,17 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
       }
       at = this.controller.cellOf(this.node); // cells may have moved while it loaded
       if (!ready) {
-        proposal.fail({ kind: 'engine_error', message: 'the engine failed to load.',
-          fix: 'Click the Codestral status bar item for why.' });
+        proposal.fail({
+          kind: 'engine_error',
+          message: 'the engine failed to load.',
+          fix: 'Click the Codestral status bar item for why.'
+        });
       } else if (!at || at.cell.model.sharedModel.getSource() !== proposal.original) {
-        proposal.fail({ kind: 'changed', message: 'the cell changed while the engine loaded.',
-          fix: 'Ask again.' });
+        proposal.fail({
+          kind: 'changed',
+          message: 'the cell changed while the engine loaded.',
+          fix: 'Ask again.'
+        });
       }
       if (proposal.state !== 'streaming' || !at) {
         panel.update();
@@ -252,8 +259,11 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
     const shared = ref.cell.model.sharedModel;
     if (shared.getSource() !== this.panel?.proposal.original) {
       // Edited since the fix was asked for: the diff no longer says what Accept would do.
-      this.panel?.proposal.fail({ kind: 'changed', message: 'the cell changed since this fix was proposed.',
-        fix: 'Ask again for a fix of the cell as it is now.' });
+      this.panel?.proposal.fail({
+        kind: 'changed',
+        message: 'the cell changed since this fix was proposed.',
+        fix: 'Ask again for a fix of the cell as it is now.'
+      });
       this.panel?.update();
       return;
     }
@@ -288,7 +298,8 @@ export class FixableError extends Widget implements IRenderMime.IRenderer {
     }
     const policy = this.controller.policy(this.ref.panel);
     this.bar.hidden = !policy.allowed;
-    this.action.textContent = policy.mode === 'fix' ? 'Fix with Codestral' : 'Explain with Codestral';
+    this.action.textContent =
+      policy.mode === 'fix' ? 'Fix with Codestral' : 'Explain with Codestral';
     this.action.title = `${
       policy.mode === 'fix' ? 'Propose a corrected cell, as a diff' : 'Explain this error briefly'
     } (Alt+Shift+F)`;
@@ -333,10 +344,13 @@ export function addFixCommand(
     return cell && panel ? { output: controller.errorOf(cell), panel } : null;
   };
   app.commands.addCommand(CommandIDs.fixCell, {
+    describedBy: NO_ARGS,
     label: () => {
       const found = target();
       const explain = found && controller.policy(found.panel).mode === 'explain';
-      return explain ? 'Codestral: Explain the Error in This Cell' : 'Codestral: Fix the Error in This Cell';
+      return explain
+        ? 'Codestral: Explain the Error in This Cell'
+        : 'Codestral: Fix the Error in This Cell';
     },
     caption: () => {
       const found = target();
@@ -365,9 +379,10 @@ export function addFixCommand(
 /** An error output within the route's limits: a deep recursion's traceback, a huge message. */
 function boundedError(error: nbformat.IError) {
   const traceback = error.traceback ?? [];
-  const kept = traceback.length > MAX_TRACEBACK_ENTRIES
-    ? [...traceback.slice(0, 2), ...traceback.slice(-(MAX_TRACEBACK_ENTRIES - 2))]
-    : traceback;
+  const kept =
+    traceback.length > MAX_TRACEBACK_ENTRIES
+      ? [...traceback.slice(0, 2), ...traceback.slice(-(MAX_TRACEBACK_ENTRIES - 2))]
+      : traceback;
   return {
     ename: error.ename.slice(0, MAX_ERROR_CHARS),
     evalue: error.evalue.slice(0, MAX_ERROR_CHARS),

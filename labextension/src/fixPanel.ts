@@ -17,7 +17,12 @@ export interface FixPanelActions {
   close: () => void;
 }
 
-function button(label: string, title: string, action: () => void, accept = false): HTMLButtonElement {
+function button(
+  label: string,
+  title: string,
+  action: () => void,
+  accept = false
+): HTMLButtonElement {
   const element = document.createElement('button');
   element.className = `jp-Button jp-mod-styled ${accept ? 'jp-mod-accept' : 'jp-mod-reject'}`;
   element.textContent = label;

@@ -41,12 +41,12 @@ export class KernelFacts {
 
   /** The facts for a notebook's prompt: as of its last probe. */
   get(panel: NotebookPanel): string[] {
-    return this.describeObjects ? this.facts.get(panel) ?? [] : [];
+    return this.describeObjects ? (this.facts.get(panel) ?? []) : [];
   }
 
   /** Where the notebook's names come from: as of its last probe. */
   originsOf(panel: NotebookPanel): Origin[] {
-    return this.traceOrigins ? this.origins.get(panel) ?? [] : [];
+    return this.traceOrigins ? (this.origins.get(panel) ?? []) : [];
   }
 
   private schedule(panel: NotebookPanel, executed: string): void {
@@ -138,7 +138,10 @@ export class KernelFacts {
       const reply = await future.done;
       const answers = (reply.content as any).user_expressions ?? {};
       const facts = parseAnswer(answers.codestral);
-      this.facts.set(panel, facts.filter(f => typeof f === 'string'));
+      this.facts.set(
+        panel,
+        facts.filter(f => typeof f === 'string')
+      );
       const origins = parseAnswer(answers.codestral_origins)
         .filter(o => Array.isArray(o) && o.length === 3 && o.every(p => typeof p === 'string'))
         .map(([name, file, qualname]) => ({ name, file, qualname }));

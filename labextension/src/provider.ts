@@ -14,7 +14,12 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { streamCompletion } from './api';
 import { KernelFacts } from './kernelFacts';
-import { notebookCells, notebookLanguage, notebookPolicy, NotebookPolicy } from './notebookDocument';
+import {
+  notebookCells,
+  notebookLanguage,
+  notebookPolicy,
+  NotebookPolicy
+} from './notebookDocument';
 import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
 import { DEFAULT_SETTINGS, Settings } from './settings';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
@@ -75,12 +80,27 @@ export function describe(
     const mime = widget.content.model.mimeType;
     const language = MIME_LANGUAGES[mime] ?? mime.replace(/^text\/(x-)?/, '');
     const path = widget.context.localPath;
-    return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {}, path };
+    return {
+      cells: [{ cell_type: 'code', source: request.text }],
+      cell: 0,
+      language,
+      policy: {},
+      path
+    };
   }
-  return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language: 'python', policy: {} };
+  return {
+    cells: [{ cell_type: 'code', source: request.text }],
+    cell: 0,
+    language: 'python',
+    policy: {}
+  };
 }
 
-export function cursorContext(text: string, offset: number, multiline: MultilinePolicy): CursorContext {
+export function cursorContext(
+  text: string,
+  offset: number,
+  multiline: MultilinePolicy
+): CursorContext {
   const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
   let lineEnd = text.indexOf('\n', offset);
   lineEnd = lineEnd < 0 ? text.length : lineEnd;

@@ -27,14 +27,16 @@ export class RecentCode {
     const shell = app.shell as JupyterFrontEnd.IShell & {
       currentChanged?: { connect: (slot: (sender: unknown, args: any) => void) => void };
     };
-    shell.currentChanged?.connect((_, args: { oldValue: Widget | null; newValue: Widget | null }) => {
-      if (args.oldValue && this.enabled) {
-        this.leave(args.oldValue);
+    shell.currentChanged?.connect(
+      (_, args: { oldValue: Widget | null; newValue: Widget | null }) => {
+        if (args.oldValue && this.enabled) {
+          this.leave(args.oldValue);
+        }
+        if (args.newValue) {
+          this.watch(args.newValue);
+        }
       }
-      if (args.newValue) {
-        this.watch(args.newValue);
-      }
-    });
+    );
   }
 
   /** The "Recently seen code in the context" setting: off forgets what the ring holds. */
@@ -83,7 +85,10 @@ export class RecentCode {
       this.ring.add({ key: `${path}#${cell.model.id}`, path, text, edited });
     } else if (widget.content instanceof FileEditor) {
       const editor = widget.content.editor;
-      const { start, text } = chunkAround(editor.model.sharedModel.getSource(), editor.getCursorPosition().line);
+      const { start, text } = chunkAround(
+        editor.model.sharedModel.getSource(),
+        editor.getCursorPosition().line
+      );
       this.ring.add({ key: `${path}:${start}`, path, text, edited });
     }
   }
