@@ -11,24 +11,11 @@ import { IEditorTracker } from '@jupyterlab/fileeditor';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { getStatus, startEngine } from './api';
-import { firstLine, firstWord } from './postprocess';
-import { CodestralProvider } from './provider';
-import { StatusItem } from './status';
-
-export const PLUGIN_ID = 'jupyter-codestral:plugin';
-
-export namespace CommandIDs {
-  export const acceptWord = 'codestral:accept-word';
-  export const acceptLine = 'codestral:accept-line';
-  export const toggle = 'codestral:toggle';
-  export const status = 'codestral:show-status';
-  export const pull = 'codestral:pull';
-  export const fixCell = 'codestral:fix-cell';
-}
-
-/** What every Codestral command takes: no arguments (its `describedBy`). */
-export const NO_ARGS = { args: { type: 'object', properties: {} } };
+import { getStatus, startEngine } from './client/api';
+import { firstLine, firstWord } from './completion/postprocess';
+import { CodestralProvider } from './completion/provider';
+import { CommandIDs, NO_ARGS, PLUGIN_ID } from './ids';
+import { StatusItem } from './status/status';
 
 export interface CommandContext {
   app: JupyterFrontEnd;

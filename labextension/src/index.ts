@@ -13,16 +13,17 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { watchActiveCell } from './activeCell';
-import { addCommands, CommandIDs, PLUGIN_ID } from './commands';
-import { ErrorReporter } from './errorReporter';
-import { addFixCommand, FixController } from './fixAction';
-import { KernelFacts } from './kernelFacts';
-import { RecentCode } from './recentCode';
-import { CodestralProvider } from './provider';
+import { watchActiveCell } from './completion/activeCell';
+import { addCommands } from './commands';
+import { CommandIDs, PLUGIN_ID } from './ids';
+import { ErrorReporter } from './client/errorReporter';
+import { addFixCommand, FixController } from './fix/fixAction';
+import { KernelFacts } from './context/kernelFacts';
+import { RecentCode } from './context/recentCode';
+import { CodestralProvider } from './completion/provider';
 import { Settings } from './settings';
-import { StatusItem } from './status';
-import { CompletionError } from './wire';
+import { StatusItem } from './status/status';
+import { CompletionError } from './client/wire';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,

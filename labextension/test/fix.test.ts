@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { FixProposal, minimalEdit, readProposal } from '../src/fix';
-import { CompletionError, StreamEvent } from '../src/wire';
+import { FixProposal, minimalEdit, readProposal } from '../src/fix/proposal';
+import { CompletionError, StreamEvent } from '../src/client/wire';
 
 const done = (finish_reason = 'stop'): StreamEvent => ({ type: 'done', finish_reason, usage: {} });
 const delta = (text: string): StreamEvent => ({ type: 'delta', text });

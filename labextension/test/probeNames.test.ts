@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { namesToProbe } from '../src/probeNames';
+import { namesToProbe } from '../src/context/probeNames';
 
 describe('names the kernel-facts probe asks about', () => {
   it('puts the cell just run first, then the notebook in order, once each', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { chunkAround, CHUNK_LINES, MAX_CHUNKS, RecentRing } from '../src/recentRing';
+import { chunkAround, CHUNK_LINES, MAX_CHUNKS, RecentRing } from '../src/context/recentRing';
 
 describe('the ring of recently seen code', () => {
   it('puts edited chunks before viewed ones, newest first, without repeats', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { statusRows } from '../src/statusDetails';
+import { statusRows } from '../src/status/statusDetails';
 
 const ready = {
   state: 'ready',

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
-import { ErrorReporter } from '../src/errorReporter';
-import { adaptiveDelay, CompletionRequest, SuggestionSource } from '../src/suggestions';
-import { readEvents, StreamEvent } from '../src/wire';
+import { ErrorReporter } from '../src/client/errorReporter';
+import { adaptiveDelay, CompletionRequest, SuggestionSource } from '../src/completion/suggestions';
+import { readEvents, StreamEvent } from '../src/client/wire';
 
 const request = (before: string, after = ''): CompletionRequest => ({
   before,

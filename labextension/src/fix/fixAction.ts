@@ -16,12 +16,12 @@ import { Signal } from '@lumino/signaling';
 import { PanelLayout, Widget } from '@lumino/widgets';
 import { Extension } from '@codemirror/state';
 
-import { getStatus, streamFix } from './api';
-import { CommandIDs, NO_ARGS } from './commands';
-import { FixMode, FixProposal, minimalEdit, readProposal } from './fix';
+import { getStatus, streamFix } from '../client/api';
+import { CommandIDs, NO_ARGS } from '../ids';
+import { FixMode, FixProposal, minimalEdit, readProposal } from './proposal';
 import { FixPanel } from './fixPanel';
-import { KernelFacts } from './kernelFacts';
-import { notebookCells, notebookLanguage, notebookPolicy } from './notebookDocument';
+import { KernelFacts } from '../context/kernelFacts';
+import { notebookCells, notebookLanguage, notebookPolicy } from '../context/notebookDocument';
 
 /** How a notebook error output reaches renderers (nbformat's error, whole). */
 export const ERROR_MIME = 'application/vnd.jupyter.error';

@@ -12,20 +12,27 @@ import { DocumentWidget } from '@jupyterlab/docregistry';
 import { FileEditor } from '@jupyterlab/fileeditor';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { streamCompletion } from './api';
-import { KernelFacts } from './kernelFacts';
+import { streamCompletion } from '../client/api';
+import { KernelFacts } from '../context/kernelFacts';
 import {
   notebookCells,
   notebookLanguage,
   notebookPolicy,
   NotebookPolicy
-} from './notebookDocument';
-import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
-import { DEFAULT_SETTINGS, Settings } from './settings';
+} from '../context/notebookDocument';
+import { allowsBlock, CursorContext } from './postprocess';
+import { DEFAULT_SETTINGS, MultilinePolicy, Settings } from '../settings';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
-import { namesToProbe } from './probeNames';
-import { RecentCode } from './recentCode';
-import { Cell, CompleteRequest, CompletionError, Origin, ProjectFields, RecentChunk } from './wire';
+import { namesToProbe } from '../context/probeNames';
+import { RecentCode } from '../context/recentCode';
+import {
+  Cell,
+  CompleteRequest,
+  CompletionError,
+  Origin,
+  ProjectFields,
+  RecentChunk
+} from '../client/wire';
 
 const HINT_TOKENS = 24;
 const MAX_PENDING_STREAMS = 32;

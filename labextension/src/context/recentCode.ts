@@ -14,7 +14,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { chunkAround, RecentRing } from './recentRing';
-import { RecentChunk } from './wire';
+import { RecentChunk } from '../client/wire';
 
 /** Watches the shell: a document that loses the focus leaves a chunk in the ring. */
 export class RecentCode {

@@ -4,7 +4,7 @@
  * Free of JupyterLab so it can be unit-tested.
  */
 
-import { Usage } from './wire';
+import { Usage } from '../client/wire';
 
 export type Row = [label: string, value: string];
 

@@ -12,9 +12,9 @@
 import { Kernel } from '@jupyterlab/services';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 
-import { getProbe, Probe } from './api';
+import { getProbe, Probe } from '../client/api';
 import { namesToProbe } from './probeNames';
-import { Origin } from './wire';
+import { Origin } from '../client/wire';
 
 /** After an execution ends, wait this long for the kernel to stay idle (Run All goes on). */
 const SETTLE_MS = 150;

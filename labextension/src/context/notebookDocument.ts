@@ -2,7 +2,7 @@
 
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { Cell } from './wire';
+import { Cell } from '../client/wire';
 
 /** Teaching: `codestral` notebook metadata turns Codestral off, or down to short hints (ghost
  * text of one short line; a fix at a traceback explains instead of rewriting the cell). */

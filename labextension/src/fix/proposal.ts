@@ -3,7 +3,7 @@
  * from `POST codestral/fix`, whether it can be accepted, and the one edit that applies it.
  */
 
-import { CompletionError, ErrorInfo, StreamEvent } from './wire';
+import { CompletionError, ErrorInfo, StreamEvent } from '../client/wire';
 
 export type FixMode = 'fix' | 'explain';
 export type FixState = 'streaming' | 'done' | 'stopped' | 'failed';

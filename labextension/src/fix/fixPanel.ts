@@ -9,7 +9,7 @@ import { ChangeSet, Compartment, EditorState, Extension, StateEffect } from '@co
 import { EditorView } from '@codemirror/view';
 import { jupyterTheme } from '@jupyterlab/codemirror';
 
-import { FixProposal, minimalEdit } from './fix';
+import { FixProposal, minimalEdit } from './proposal';
 
 export interface FixPanelActions {
   accept: (text: string) => void;

@@ -4,7 +4,7 @@
  */
 
 import { CursorContext, postprocess } from './postprocess';
-import { CompletionError, StreamEvent, Usage } from './wire';
+import { CompletionError, StreamEvent, Usage } from '../client/wire';
 
 export interface CompletionRequest {
   /** Text before and after the cursor in the current cell or file. */
