@@ -15,15 +15,16 @@ import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/no
 import { getProbe, Probe } from '../client/api';
 import { namesToProbe } from './probeNames';
 import { Origin } from '../client/wire';
+import { Settings } from '../settings';
 
 /** After an execution ends, wait this long for the kernel to stay idle (Run All goes on). */
 const SETTLE_MS = 150;
 
 export class KernelFacts {
   /** Describe the live objects (the kernel-facts setting). */
-  describeObjects = true;
+  private describeObjects = true;
   /** Ask where names come from (the project-context setting). */
-  traceOrigins = true;
+  private traceOrigins = true;
   private facts = new WeakMap<NotebookPanel, string[]>();
   private origins = new WeakMap<NotebookPanel, Origin[]>();
   private waiting = new WeakSet<NotebookPanel>();
@@ -37,6 +38,12 @@ export class KernelFacts {
         this.schedule(panel, cell.model.sharedModel.getSource());
       }
     });
+  }
+
+  /** What to ask the kernel for: the kernel-facts and project-context settings. */
+  applySettings(settings: Pick<Settings, 'kernelFacts' | 'projectContext'>): void {
+    this.describeObjects = settings.kernelFacts;
+    this.traceOrigins = settings.projectContext;
   }
 
   /** The facts for a notebook's prompt: as of its last probe. */

@@ -15,6 +15,7 @@ import { Widget } from '@lumino/widgets';
 
 import { chunkAround, RecentRing } from './recentRing';
 import { RecentChunk } from '../client/wire';
+import { Settings } from '../settings';
 
 /** Watches the shell: a document that loses the focus leaves a chunk in the ring. */
 export class RecentCode {
@@ -29,7 +30,7 @@ export class RecentCode {
     };
     shell.currentChanged?.connect(
       (_, args: { oldValue: Widget | null; newValue: Widget | null }) => {
-        if (args.oldValue && this.enabled) {
+        if (args.oldValue && this.on) {
           this.leave(args.oldValue);
         }
         if (args.newValue) {
@@ -40,15 +41,11 @@ export class RecentCode {
   }
 
   /** The "Recently seen code in the context" setting: off forgets what the ring holds. */
-  get enabled(): boolean {
-    return this.on;
-  }
-
-  set enabled(on: boolean) {
-    if (!on) {
+  applySettings(settings: Pick<Settings, 'recentFiles'>): void {
+    if (!settings.recentFiles) {
       this.ring = new RecentRing();
     }
-    this.on = on;
+    this.on = settings.recentFiles;
   }
 
   chunksFor(path: string | undefined): RecentChunk[] {
