@@ -17,9 +17,12 @@ export interface FixRun {
   locate(): CellRef | null;
   /** The proposal changed: show it. */
   changed(): void;
+  /** Wait for a loading engine: true once it is ready (the client's poll unless given). */
+  ready?: (signal: AbortSignal) => Promise<boolean>;
 }
 
-export async function runFix({ proposal, ref, signal, request, locate, changed }: FixRun) {
+export async function runFix(run: FixRun): Promise<void> {
+  const { proposal, ref, signal, request, locate, changed, ready = engineReady } = run;
   let at: CellRef | null = ref;
   for (;;) {
     await readProposal(proposal, request(at), changed);
@@ -28,12 +31,12 @@ export async function runFix({ proposal, ref, signal, request, locate, changed }
     }
     proposal.waitForEngine();
     changed();
-    const ready = await engineReady(signal);
+    const loaded = await ready(signal);
     if (signal.aborted) {
       return;
     }
     at = locate();
-    if (!ready) {
+    if (!loaded) {
       proposal.fail({
         kind: 'engine_error',
         message: 'the engine failed to load.',
