@@ -1,4 +1,4 @@
-"""The browser's and the server's wire types agree: `labextension/src/wire.ts` mirrors
+"""The browser's and the server's wire types agree: `labextension/src/client/wire.ts` mirrors
 `jupyter_codestral/lab/wire.py` field for field (names, which are optional, the event tags)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from jupyter_codestral.lab import wire as lab_wire
 
-WIRE_TS = Path(__file__).resolve().parent.parent / "labextension" / "src" / "wire.ts"
+WIRE_TS = Path(__file__).resolve().parent.parent / "labextension" / "src" / "client" / "wire.ts"
 MIRRORED = [  # every model the module defines
     name for name, value in vars(lab_wire).items()
     if isinstance(value, type) and issubclass(value, BaseModel)

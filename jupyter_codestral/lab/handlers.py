@@ -8,7 +8,7 @@ POST start     start the shared engine now (it also starts on the first completi
 POST fix       a failed cell and its error output in, the corrected cell (or, in the teaching
                hints mode, a sentence or two on the error) out, as the same JSON lines.
 GET  probe     the code the extension runs in a kernel after an execution to learn its live
-               objects (kernel_facts.py), whose lines come back as `facts` in complete.
+               objects (context/kernel_facts.py), whose lines come back as `facts` in complete.
 """
 
 from __future__ import annotations

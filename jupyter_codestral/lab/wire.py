@@ -1,6 +1,6 @@
 """The lab routes' wire protocol: what the browser sends to `POST codestral/complete` (ghost
 text) and `POST codestral/fix` (a fix at a traceback), and each newline-delimited JSON line it
-gets back. `labextension/src/wire.ts` mirrors these
+gets back. `labextension/src/client/wire.ts` mirrors these
 models field for field (tests/test_lab_wire.py fails when the two drift apart).
 """
 

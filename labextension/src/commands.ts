@@ -11,21 +11,11 @@ import { IEditorTracker } from '@jupyterlab/fileeditor';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { getStatus, startEngine } from './api';
-import { firstLine, firstWord } from './postprocess';
-import { CodestralProvider } from './provider';
-import { StatusItem } from './status';
-
-export const PLUGIN_ID = 'jupyter-codestral:plugin';
-
-export namespace CommandIDs {
-  export const acceptWord = 'codestral:accept-word';
-  export const acceptLine = 'codestral:accept-line';
-  export const toggle = 'codestral:toggle';
-  export const status = 'codestral:show-status';
-  export const pull = 'codestral:pull';
-  export const fixCell = 'codestral:fix-cell';
-}
+import { getStatus, startEngine } from './client/api';
+import { firstLine, firstWord } from './completion/postprocess';
+import { CodestralProvider } from './completion/provider';
+import { CommandIDs, NO_ARGS, PLUGIN_ID } from './ids';
+import { StatusItem } from './status/status';
 
 export interface CommandContext {
   app: JupyterFrontEnd;
@@ -76,14 +66,17 @@ export function addCommands({
   };
 
   app.commands.addCommand(CommandIDs.acceptWord, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Accept Next Word of the Suggestion',
     execute: () => acceptPart(firstWord)
   });
   app.commands.addCommand(CommandIDs.acceptLine, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Accept Next Line of the Suggestion',
     execute: () => acceptPart(firstLine)
   });
   app.commands.addCommand(CommandIDs.toggle, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Ghost Text',
     isToggled: () => provider.settings.enabled,
     execute: async () => {
@@ -95,6 +88,7 @@ export function addCommands({
     }
   });
   app.commands.addCommand(CommandIDs.status, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Start the Engine and Show Status',
     execute: async () => {
       await startEngine();
@@ -103,6 +97,7 @@ export function addCommands({
   });
 
   app.commands.addCommand(CommandIDs.pull, {
+    describedBy: NO_ARGS,
     label: 'Codestral: Download the Codestral Weights (in a Terminal)',
     caption: 'Runs `codestral-engine pull`: shows the licence, downloads with progress.',
     execute: async () => {

@@ -13,16 +13,18 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { watchActiveCell } from './activeCell';
-import { addCommands, CommandIDs, PLUGIN_ID } from './commands';
-import { ErrorReporter } from './errorReporter';
-import { addFixCommand, FixController } from './fixAction';
-import { KernelFacts } from './kernelFacts';
-import { RecentCode } from './recentCode';
-import { CodestralProvider } from './provider';
+import { watchActiveCell } from './completion/activeCell';
+import { addCommands } from './commands';
+import { CommandIDs, PLUGIN_ID } from './ids';
+import { ErrorReporter } from './client/errorReporter';
+import { addFixCommand } from './fix/command';
+import { FixController } from './fix/controller';
+import { KernelFacts } from './context/kernelFacts';
+import { RecentCode } from './context/recentCode';
+import { CodestralProvider } from './completion/provider';
 import { Settings } from './settings';
-import { StatusItem } from './status';
-import { CompletionError } from './wire';
+import { StatusItem } from './status/status';
+import { CompletionError } from './client/wire';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -55,16 +57,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const errors = new ErrorReporter(({ message, fix }) =>
       Notification.error(`Codestral: ${message}${fix ? ` ${fix}` : ''}`, { autoClose: 10000 })
     );
-    const provider = new CodestralProvider({
-      onFinished: suggestion => {
-        errors.succeeded();
-        status.finished(suggestion);
+    const kernelFacts = notebooks ? new KernelFacts(notebooks) : null;
+    const recentCode = new RecentCode(app);
+    const provider = new CodestralProvider(
+      {
+        onFinished: suggestion => {
+          errors.succeeded();
+          status.finished(suggestion);
+        },
+        onError: (error: CompletionError) => {
+          errors.report(error.info);
+          void status.refresh();
+        }
       },
-      onError: (error: CompletionError) => {
-        errors.report(error.info);
-        void status.refresh();
-      }
-    });
+      { kernelFacts, recentCode }
+    );
     manager.registerInlineProvider(provider);
 
     if (statusBar) {
@@ -79,16 +86,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const services = { notebooks, editors, settingRegistry, editorExtensions, palette };
     addCommands({ app, provider, status, ...services });
 
-    provider.recentCode = new RecentCode(app);
     let fixes: FixController | null = null;
     if (notebooks) {
       watchActiveCell(app, notebooks, provider);
-      provider.kernelFacts = new KernelFacts(notebooks);
       if (rendermime) {
         // "Fix with Codestral" under tracebacks: notebooks opened from now on render their
         // error outputs with it (each notebook clones this registry when it opens).
-        fixes = new FixController(notebooks, languages);
-        fixes.kernelFacts = provider.kernelFacts;
+        fixes = new FixController(notebooks, languages, kernelFacts);
         const factory = fixes.rendererFactory();
         rendermime.addFactory(factory);
         // Notebooks already open cloned the registry before this: they get it too.
@@ -101,20 +105,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void settingRegistry.load(PLUGIN_ID).then(settings => {
         const apply = () => {
           provider.applySettings(settings.composite as unknown as Partial<Settings>);
-          if (provider.kernelFacts) {
-            provider.kernelFacts.describeObjects = provider.settings.kernelFacts;
-            provider.kernelFacts.traceOrigins = provider.settings.projectContext;
-          }
-          if (provider.recentCode) {
-            provider.recentCode.enabled = provider.settings.recentFiles;
-          }
-          status.setEnabled(provider.settings.enabled);
-          if (fixes) {
-            fixes.useKernelFacts = provider.settings.kernelFacts;
-            fixes.useProjectContext = provider.settings.projectContext;
-            fixes.contextTokens = provider.settings.contextTokens;
-            fixes.setEnabled(provider.settings.fixAction);
-          }
+          const current = provider.settings;
+          kernelFacts?.applySettings(current);
+          recentCode.applySettings(current);
+          status.setEnabled(current.enabled);
+          fixes?.applySettings(current);
           app.commands.notifyCommandChanged(CommandIDs.toggle);
         };
         apply();

@@ -1,7 +1,8 @@
 /** The extension's settings (Settings > Codestral) and their defaults, which are the schema's
  * (`schema/plugin.json`; test/settings.test.ts fails when the two differ). */
 
-import { MultilinePolicy } from './postprocess';
+/** Where a suggestion may run over several lines (the `multiline` setting). */
+export type MultilinePolicy = 'auto' | 'always' | 'never';
 
 export interface Settings {
   enabled: boolean;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { FixProposal, minimalEdit, readProposal } from '../src/fix';
-import { CompletionError, StreamEvent } from '../src/wire';
+import { FixProposal, minimalEdit, readProposal } from '../src/fix/proposal';
+import { CompletionError, StreamEvent } from '../src/client/wire';
 
 const done = (finish_reason = 'stop'): StreamEvent => ({ type: 'done', finish_reason, usage: {} });
 const delta = (text: string): StreamEvent => ({ type: 'delta', text });
@@ -19,8 +19,10 @@ describe('a fix proposal', () => {
   it('streams into text with the cell own line ends, then can be accepted', async () => {
     const proposal = new FixProposal('x = 1\ny = x + z', 'fix');
     const seen: string[] = [];
-    await readProposal(proposal, events([delta('\nx = 1\n'), delta('z = 0\ny = x + z\n\n'), done()]), () =>
-      seen.push(proposal.state)
+    await readProposal(
+      proposal,
+      events([delta('\nx = 1\n'), delta('z = 0\ny = x + z\n\n'), done()]),
+      () => seen.push(proposal.state)
     );
     expect(proposal.text).toBe('x = 1\nz = 0\ny = x + z');
     expect(proposal.acceptable).toBe(true);
@@ -82,7 +84,9 @@ describe('a fix proposal', () => {
     const failed = new FixProposal('x', 'fix');
     await readProposal(
       failed,
-      events([{ type: 'error', error: { kind: 'context', message: 'too long', fix: 'Lower it.' } }]),
+      events([
+        { type: 'error', error: { kind: 'context', message: 'too long', fix: 'Lower it.' } }
+      ]),
       () => undefined
     );
     expect([failed.state, failed.summary]).toEqual(['failed', 'could not fix: too long Lower it.']);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { CursorContext, firstLine, firstWord, postprocess } from '../src/postprocess';
+import { CursorContext, firstLine, firstWord, postprocess } from '../src/completion/postprocess';
 
 const at = (lineBefore: string, after = '', multiline: CursorContext['multiline'] = 'auto') => ({
   lineBefore,

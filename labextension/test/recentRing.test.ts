@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { chunkAround, CHUNK_LINES, MAX_CHUNKS, RecentRing } from '../src/recentRing';
+import { chunkAround, CHUNK_LINES, MAX_CHUNKS, RecentRing } from '../src/context/recentRing';
 
 describe('the ring of recently seen code', () => {
   it('puts edited chunks before viewed ones, newest first, without repeats', () => {
@@ -9,7 +9,11 @@ describe('the ring of recently seen code', () => {
     ring.add({ key: 'b#1', path: 'b.ipynb', text: 'beta = 2', edited: true });
     ring.add({ key: 'c.py:0', path: 'c.py', text: 'gamma = 3', edited: false });
     ring.add({ key: 'd#1', path: 'd.ipynb', text: 'beta = 2', edited: false }); // same text
-    expect(ring.chunksFor('x.ipynb').map(c => c.text)).toEqual(['beta = 2', 'gamma = 3', 'alpha = 1']);
+    expect(ring.chunksFor('x.ipynb').map(c => c.text)).toEqual([
+      'beta = 2',
+      'gamma = 3',
+      'alpha = 1'
+    ]);
     // The same place again replaces its chunk; the document asking is left out.
     ring.add({ key: 'a#1', path: 'a.ipynb', text: 'alpha = 10', edited: true });
     expect(ring.chunksFor('c.py').map(c => c.text)).toEqual(['alpha = 10', 'beta = 2']);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { statusRows } from '../src/statusDetails';
+import { statusRows } from '../src/status/statusDetails';
 
 const ready = {
   state: 'ready',
@@ -53,7 +53,9 @@ describe('statusRows', () => {
       statusRows({ state: 'loading', progress: 0.42, stage: 'loading weights (44.1 GB)' }, null)
     );
     expect(loading['State']).toBe('loading the model (42%: loading weights (44.1 GB))');
-    const failed = Object.fromEntries(statusRows({ state: 'error', error: 'truncated file' }, null));
+    const failed = Object.fromEntries(
+      statusRows({ state: 'error', error: 'truncated file' }, null)
+    );
     expect(failed['Error']).toBe('truncated file');
     const demo = Object.fromEntries(statusRows({ ...ready, model: 'tiny-codestral' }, null));
     expect(demo['Model']).toMatch(/demo model \(random weights\)/);

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
-import { ErrorReporter } from '../src/errorReporter';
-import { adaptiveDelay, CompletionRequest, SuggestionSource } from '../src/suggestions';
-import { readEvents, StreamEvent } from '../src/wire';
+import { ErrorReporter } from '../src/client/errorReporter';
+import { adaptiveDelay, CompletionRequest, SuggestionSource } from '../src/completion/suggestions';
+import { readEvents, StreamEvent } from '../src/client/wire';
 
 const request = (before: string, after = ''): CompletionRequest => ({
   before,
@@ -45,7 +45,11 @@ const noSleep = async () => undefined;
 describe('SuggestionSource', () => {
   it('streams the post-processed text and finishes', async () => {
     const server = fakeServer(['1', '23', '\nnext']);
-    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const source = new SuggestionSource({
+      streamer: server.streamer,
+      debounceMs: 0,
+      sleep: noSleep
+    });
     const shown = (await source.fetch(request('x = ')))!;
     const seen: string[] = [];
     const watching = (async () => {
@@ -64,7 +68,11 @@ describe('SuggestionSource', () => {
 
   it('aborts the previous request when a new keystroke arrives', async () => {
     const server = fakeServer(['a', 'b', 'c']);
-    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const source = new SuggestionSource({
+      streamer: server.streamer,
+      debounceMs: 0,
+      sleep: noSleep
+    });
     await source.fetch(request('x = '));
     await tick();
     await source.fetch(request('x = 9'));
@@ -94,7 +102,11 @@ describe('SuggestionSource', () => {
 
   it('reuses the suggestion when the user types what it shows', async () => {
     const server = fakeServer(['range(10)']);
-    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const source = new SuggestionSource({
+      streamer: server.streamer,
+      debounceMs: 0,
+      sleep: noSleep
+    });
     const first = (await source.fetch(request('for i in ')))!;
     await tick();
     server.step();
@@ -137,7 +149,8 @@ describe('adaptiveDelay', () => {
 
 describe('readEvents', () => {
   it('parses newline-delimited JSON split anywhere across chunks', async () => {
-    const text = '{"type":"delta","text":"a"}\n{"type":"delta","text":"é"}\n{"type":"done","finish_reason":"stop","usage":{}}\n';
+    const text =
+      '{"type":"delta","text":"a"}\n{"type":"delta","text":"é"}\n{"type":"done","finish_reason":"stop","usage":{}}\n';
     const bytes = new TextEncoder().encode(text);
     const stream = new ReadableStream<Uint8Array>({
       start(controller) {
@@ -171,7 +184,10 @@ describe('ErrorReporter', () => {
 describe('candidates', () => {
   it('streams one request per candidate, each with its own index', async () => {
     const seen: number[] = [];
-    async function* streamer(_r: CompletionRequest, candidate: number): AsyncGenerator<StreamEvent> {
+    async function* streamer(
+      _r: CompletionRequest,
+      candidate: number
+    ): AsyncGenerator<StreamEvent> {
       seen.push(candidate);
       yield { type: 'delta', text: `option ${candidate}` };
       yield { type: 'done', finish_reason: 'length', usage: {} };
@@ -215,7 +231,11 @@ describe('line breaks', () => {
 describe('superseded', () => {
   it('marks only suggestions that a newer keystroke cut short', async () => {
     const server = fakeServer(['a', 'b']);
-    const source = new SuggestionSource({ streamer: server.streamer, debounceMs: 0, sleep: noSleep });
+    const source = new SuggestionSource({
+      streamer: server.streamer,
+      debounceMs: 0,
+      sleep: noSleep
+    });
     const first = (await source.fetch(request('x = ')))!;
     await tick();
     await source.fetch(request('x = 9'));

@@ -6,7 +6,7 @@
  * what is shown, so the request can stop.
  */
 
-export type MultilinePolicy = 'auto' | 'always' | 'never';
+import { MultilinePolicy } from '../settings';
 
 export interface CursorContext {
   /** Text of the cursor's line before the cursor. */

@@ -3,7 +3,7 @@
  * array shapes, ...), and where the notebook's names come from (the file and qualified name
  * of each function, class or module the project defines: the project context reads their
  * signatures on the server). After an execution, once the kernel is idle, the kernel is asked once:
- * the server's probe (`jupyter_codestral/kernel_facts.py`) runs as a silent request without
+ * the server's probe (`jupyter_codestral/context/kernel_facts.py`) runs as a silent request without
  * history and answers through a user expression. Never while a cell runs, never per keystroke;
  * the facts stay the same until the next execution, so the prompt's header (and the engine's
  * prompt cache) does not change while the user types.
@@ -12,18 +12,19 @@
 import { Kernel } from '@jupyterlab/services';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 
-import { getProbe, Probe } from './api';
+import { getProbe, Probe } from '../client/api';
 import { namesToProbe } from './probeNames';
-import { Origin } from './wire';
+import { Origin } from '../client/wire';
+import { Settings } from '../settings';
 
 /** After an execution ends, wait this long for the kernel to stay idle (Run All goes on). */
 const SETTLE_MS = 150;
 
 export class KernelFacts {
   /** Describe the live objects (the kernel-facts setting). */
-  describeObjects = true;
+  private describeObjects = true;
   /** Ask where names come from (the project-context setting). */
-  traceOrigins = true;
+  private traceOrigins = true;
   private facts = new WeakMap<NotebookPanel, string[]>();
   private origins = new WeakMap<NotebookPanel, Origin[]>();
   private waiting = new WeakSet<NotebookPanel>();
@@ -39,14 +40,20 @@ export class KernelFacts {
     });
   }
 
+  /** What to ask the kernel for: the kernel-facts and project-context settings. */
+  applySettings(settings: Pick<Settings, 'kernelFacts' | 'projectContext'>): void {
+    this.describeObjects = settings.kernelFacts;
+    this.traceOrigins = settings.projectContext;
+  }
+
   /** The facts for a notebook's prompt: as of its last probe. */
   get(panel: NotebookPanel): string[] {
-    return this.describeObjects ? this.facts.get(panel) ?? [] : [];
+    return this.describeObjects ? (this.facts.get(panel) ?? []) : [];
   }
 
   /** Where the notebook's names come from: as of its last probe. */
   originsOf(panel: NotebookPanel): Origin[] {
-    return this.traceOrigins ? this.origins.get(panel) ?? [] : [];
+    return this.traceOrigins ? (this.origins.get(panel) ?? []) : [];
   }
 
   private schedule(panel: NotebookPanel, executed: string): void {
@@ -138,7 +145,10 @@ export class KernelFacts {
       const reply = await future.done;
       const answers = (reply.content as any).user_expressions ?? {};
       const facts = parseAnswer(answers.codestral);
-      this.facts.set(panel, facts.filter(f => typeof f === 'string'));
+      this.facts.set(
+        panel,
+        facts.filter(f => typeof f === 'string')
+      );
       const origins = parseAnswer(answers.codestral_origins)
         .filter(o => Array.isArray(o) && o.length === 3 && o.every(p => typeof p === 'string'))
         .map(([name, file, qualname]) => ({ name, file, qualname }));

@@ -4,7 +4,7 @@
  * Free of JupyterLab so it can be unit-tested.
  */
 
-import { Usage } from './wire';
+import { Usage } from '../client/wire';
 
 export type Row = [label: string, value: string];
 
@@ -71,12 +71,21 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     rows.push(['Model', `${status.model}${demo}`]);
   }
   if (status.backend) {
-    const threads = status.threads ? `${status.threads} thread${status.threads > 1 ? 's' : ''}` : null;
-    const where = [status.backend, status.device, threads, status.layout && `${status.layout} layout`];
+    const threads = status.threads
+      ? `${status.threads} thread${status.threads > 1 ? 's' : ''}`
+      : null;
+    const where = [
+      status.backend,
+      status.device,
+      threads,
+      status.layout && `${status.layout} layout`
+    ];
     rows.push(['Backend', where.filter(Boolean).join(', ')]);
   }
   if (status.memory_bytes) {
-    const cache = status.prompt_cache_bytes ? `, prompt cache ${bytes(status.prompt_cache_bytes)}` : '';
+    const cache = status.prompt_cache_bytes
+      ? `, prompt cache ${bytes(status.prompt_cache_bytes)}`
+      : '';
     rows.push(['Memory', `${bytes(status.memory_bytes)}${cache}`]);
   }
   if (status.context_length) {

@@ -12,15 +12,27 @@ import { DocumentWidget } from '@jupyterlab/docregistry';
 import { FileEditor } from '@jupyterlab/fileeditor';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { streamCompletion } from './api';
-import { KernelFacts } from './kernelFacts';
-import { notebookCells, notebookLanguage, notebookPolicy, NotebookPolicy } from './notebookDocument';
-import { allowsBlock, CursorContext, MultilinePolicy } from './postprocess';
-import { DEFAULT_SETTINGS, Settings } from './settings';
+import { streamCompletion } from '../client/api';
+import { KernelFacts } from '../context/kernelFacts';
+import {
+  notebookCells,
+  notebookLanguage,
+  notebookPolicy,
+  NotebookPolicy
+} from '../context/notebookDocument';
+import { allowsBlock, CursorContext } from './postprocess';
+import { DEFAULT_SETTINGS, MultilinePolicy, Settings } from '../settings';
 import { CompletionRequest, Suggestion, SuggestionSource } from './suggestions';
-import { namesToProbe } from './probeNames';
-import { RecentCode } from './recentCode';
-import { Cell, CompleteRequest, CompletionError, Origin, ProjectFields, RecentChunk } from './wire';
+import { namesToProbe } from '../context/probeNames';
+import { RecentCode } from '../context/recentCode';
+import {
+  Cell,
+  CompleteRequest,
+  CompletionError,
+  Origin,
+  ProjectFields,
+  RecentChunk
+} from '../client/wire';
 
 const HINT_TOKENS = 24;
 const MAX_PENDING_STREAMS = 32;
@@ -75,12 +87,27 @@ export function describe(
     const mime = widget.content.model.mimeType;
     const language = MIME_LANGUAGES[mime] ?? mime.replace(/^text\/(x-)?/, '');
     const path = widget.context.localPath;
-    return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language, policy: {}, path };
+    return {
+      cells: [{ cell_type: 'code', source: request.text }],
+      cell: 0,
+      language,
+      policy: {},
+      path
+    };
   }
-  return { cells: [{ cell_type: 'code', source: request.text }], cell: 0, language: 'python', policy: {} };
+  return {
+    cells: [{ cell_type: 'code', source: request.text }],
+    cell: 0,
+    language: 'python',
+    policy: {}
+  };
 }
 
-export function cursorContext(text: string, offset: number, multiline: MultilinePolicy): CursorContext {
+export function cursorContext(
+  text: string,
+  offset: number,
+  multiline: MultilinePolicy
+): CursorContext {
   const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
   let lineEnd = text.indexOf('\n', offset);
   lineEnd = lineEnd < 0 ? text.length : lineEnd;
@@ -98,6 +125,14 @@ export interface ProviderHooks {
   onError(error: CompletionError): void;
 }
 
+/** Where the context header's parts come from, when this JupyterLab has them. */
+export interface ProviderSources {
+  /** The kernels' live facts and the names' origins (notebooks only). */
+  kernelFacts?: KernelFacts | null;
+  /** Code recently seen in other documents. */
+  recentCode?: RecentCode | null;
+}
+
 /**
  * Our defaults for JupyterLab's per-provider inline-completer settings (Settings > Inline
  * Completer > Codestral provider); a user's own choice there wins. Fill-in-the-middle while
@@ -113,21 +148,24 @@ export class CodestralProvider implements IInlineCompletionProvider {
   readonly identifier = 'codestral';
   readonly name = 'Codestral';
   readonly schema = { default: JUPYTERLAB_DEFAULTS };
-  settings: Settings = { ...DEFAULT_SETTINGS };
+  private current: Settings = { ...DEFAULT_SETTINGS };
   /** JupyterLab's own debounce for this provider, from its inline-completer settings. */
   private hostDelayMs = 0;
   readonly source: SuggestionSource;
   private readonly session = `lab-${Math.random().toString(36).slice(2)}`;
   private tokens = new Map<string, { suggestion: Suggestion; typed: number }>();
   private nextToken = 0;
-  /** Where the kernels' live facts come from (notebooks only). */
-  kernelFacts: KernelFacts | null = null;
-  /** Code recently seen in other documents. */
-  recentCode: RecentCode | null = null;
+  private readonly kernelFacts: KernelFacts | null;
+  private readonly recentCode: RecentCode | null;
   /** Per notebook, the active cell and the names it held when the cursor entered it. */
   private entered = new WeakMap<NotebookPanel, { cell: string; names: string[] }>();
 
-  constructor(private readonly hooks: ProviderHooks) {
+  constructor(
+    private readonly hooks: ProviderHooks,
+    sources: ProviderSources = {}
+  ) {
+    this.kernelFacts = sources.kernelFacts ?? null;
+    this.recentCode = sources.recentCode ?? null;
     this.source = new SuggestionSource({
       debounceMs: this.settings.debounceMs,
       streamer: (request, candidate, signal) =>
@@ -135,9 +173,14 @@ export class CodestralProvider implements IInlineCompletionProvider {
     });
   }
 
+  /** Our own settings (Settings > Codestral), as last applied. */
+  get settings(): Readonly<Settings> {
+    return this.current;
+  }
+
   /** Apply our own settings (Settings > Codestral). */
   applySettings(settings: Partial<Settings>): void {
-    this.settings = { ...this.settings, ...settings };
+    this.current = { ...this.current, ...settings };
     this.updateDebounce();
   }
 
@@ -152,7 +195,7 @@ export class CodestralProvider implements IInlineCompletionProvider {
   }
 
   private updateDebounce(): void {
-    this.source.options.debounceMs = this.hostDelayMs > 0 ? 0 : this.settings.debounceMs;
+    this.source.setDebounce(this.hostDelayMs > 0 ? 0 : this.settings.debounceMs);
   }
 
   async fetch(

@@ -2,7 +2,7 @@
 
 import { NotebookPanel } from '@jupyterlab/notebook';
 
-import { Cell } from './wire';
+import { Cell } from '../client/wire';
 
 /** Teaching: `codestral` notebook metadata turns Codestral off, or down to short hints (ghost
  * text of one short line; a fix at a traceback explains instead of rewriting the cell). */
@@ -13,7 +13,10 @@ export interface NotebookPolicy {
 
 /** The notebook's cells as the wire sends them; `active` replaces one cell's source (the text
  * the completer sees, which may be ahead of the model). */
-export function notebookCells(panel: NotebookPanel, active?: { index: number; source: string }): Cell[] {
+export function notebookCells(
+  panel: NotebookPanel,
+  active?: { index: number; source: string }
+): Cell[] {
   return panel.content.widgets.map((cell, index): Cell => ({
     cell_type: cell.model.type as Cell['cell_type'],
     source: index === active?.index ? active.source : cell.model.sharedModel.getSource()

@@ -3,7 +3,7 @@
  * from `POST codestral/fix`, whether it can be accepted, and the one edit that applies it.
  */
 
-import { CompletionError, ErrorInfo, StreamEvent } from './wire';
+import { CompletionError, ErrorInfo, StreamEvent } from '../client/wire';
 
 export type FixMode = 'fix' | 'explain';
 export type FixState = 'streaming' | 'done' | 'stopped' | 'failed';
@@ -35,7 +35,11 @@ export class FixProposal {
     } else if (event.type === 'done') {
       if (event.finish_reason === 'cancelled' || event.finish_reason === 'error') {
         // The engine ended it early (a restart, another request in its place): not whole.
-        this.fail({ kind: 'cancelled', message: 'the engine stopped the request early.', fix: 'Ask again.' });
+        this.fail({
+          kind: 'cancelled',
+          message: 'the engine stopped the request early.',
+          fix: 'Ask again.'
+        });
       } else {
         this.finishReason = event.finish_reason;
         this.state = 'done';

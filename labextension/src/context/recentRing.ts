@@ -4,7 +4,7 @@
  * same place or the same text.
  */
 
-import { RecentChunk } from './wire';
+import { RecentChunk } from '../client/wire';
 
 export const MAX_CHUNKS = 16;
 export const CHUNK_LINES = 40;

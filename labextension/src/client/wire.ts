@@ -1,5 +1,5 @@
 /**
- * The lab routes' wire protocol, mirroring `jupyter_codestral/lab_wire.py` field for field
+ * The lab routes' wire protocol, mirroring `jupyter_codestral/lab/wire.py` field for field
  * (tests/test_lab_wire.py fails when the two drift apart): the requests the browser sends to
  * `POST codestral/complete` (ghost text) and `POST codestral/fix` (a fix at a traceback), and
  * each newline-delimited JSON line it gets back.

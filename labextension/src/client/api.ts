@@ -87,3 +87,20 @@ export async function getProbe(): Promise<Probe> {
   }
   return response.json();
 }
+
+const ENGINE_POLL_MS = 1000;
+
+/** Wait for the engine to finish loading; false if it failed or the wait was cancelled. */
+export async function engineReady(signal: AbortSignal): Promise<boolean> {
+  while (!signal.aborted) {
+    await new Promise(resolve => setTimeout(resolve, ENGINE_POLL_MS));
+    const state = (await getStatus().catch(() => ({ state: 'error' }))).state;
+    if (state === 'ready') {
+      return true;
+    }
+    if (state === 'error') {
+      return false;
+    }
+  }
+  return false;
+}

@@ -9,7 +9,7 @@ import { ChangeSet, Compartment, EditorState, Extension, StateEffect } from '@co
 import { EditorView } from '@codemirror/view';
 import { jupyterTheme } from '@jupyterlab/codemirror';
 
-import { FixProposal, minimalEdit } from './fix';
+import { FixProposal, minimalEdit } from './proposal';
 
 export interface FixPanelActions {
   accept: (text: string) => void;
@@ -17,7 +17,12 @@ export interface FixPanelActions {
   close: () => void;
 }
 
-function button(label: string, title: string, action: () => void, accept = false): HTMLButtonElement {
+function button(
+  label: string,
+  title: string,
+  action: () => void,
+  accept = false
+): HTMLButtonElement {
   const element = document.createElement('button');
   element.className = `jp-Button jp-mod-styled ${accept ? 'jp-mod-accept' : 'jp-mod-reject'}`;
   element.textContent = label;

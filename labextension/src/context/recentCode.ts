@@ -14,7 +14,8 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { chunkAround, RecentRing } from './recentRing';
-import { RecentChunk } from './wire';
+import { RecentChunk } from '../client/wire';
+import { Settings } from '../settings';
 
 /** Watches the shell: a document that loses the focus leaves a chunk in the ring. */
 export class RecentCode {
@@ -27,26 +28,24 @@ export class RecentCode {
     const shell = app.shell as JupyterFrontEnd.IShell & {
       currentChanged?: { connect: (slot: (sender: unknown, args: any) => void) => void };
     };
-    shell.currentChanged?.connect((_, args: { oldValue: Widget | null; newValue: Widget | null }) => {
-      if (args.oldValue && this.enabled) {
-        this.leave(args.oldValue);
+    shell.currentChanged?.connect(
+      (_, args: { oldValue: Widget | null; newValue: Widget | null }) => {
+        if (args.oldValue && this.on) {
+          this.leave(args.oldValue);
+        }
+        if (args.newValue) {
+          this.watch(args.newValue);
+        }
       }
-      if (args.newValue) {
-        this.watch(args.newValue);
-      }
-    });
+    );
   }
 
   /** The "Recently seen code in the context" setting: off forgets what the ring holds. */
-  get enabled(): boolean {
-    return this.on;
-  }
-
-  set enabled(on: boolean) {
-    if (!on) {
+  applySettings(settings: Pick<Settings, 'recentFiles'>): void {
+    if (!settings.recentFiles) {
       this.ring = new RecentRing();
     }
-    this.on = on;
+    this.on = settings.recentFiles;
   }
 
   chunksFor(path: string | undefined): RecentChunk[] {
@@ -83,7 +82,10 @@ export class RecentCode {
       this.ring.add({ key: `${path}#${cell.model.id}`, path, text, edited });
     } else if (widget.content instanceof FileEditor) {
       const editor = widget.content.editor;
-      const { start, text } = chunkAround(editor.model.sharedModel.getSource(), editor.getCursorPosition().line);
+      const { start, text } = chunkAround(
+        editor.model.sharedModel.getSource(),
+        editor.getCursorPosition().line
+      );
       this.ring.add({ key: `${path}:${start}`, path, text, edited });
     }
   }

@@ -4,7 +4,7 @@
  */
 
 import { CursorContext, postprocess } from './postprocess';
-import { CompletionError, StreamEvent, Usage } from './wire';
+import { CompletionError, StreamEvent, Usage } from '../client/wire';
 
 export interface CompletionRequest {
   /** Text before and after the cursor in the current cell or file. */
@@ -161,9 +161,8 @@ export class SuggestionSource {
   private controller: AbortController | null = null;
   private lastCall: number | null = null;
   private intervals: number[] = [];
-  readonly options: Required<Options>;
-  /** Requests sent to the server (typed-ahead reuse and debounced keys send none). */
-  requests = 0;
+  private readonly options: Required<Options>;
+  private sent = 0;
 
   constructor(options: Options) {
     this.options = {
@@ -171,6 +170,16 @@ export class SuggestionSource {
       sleep: abortableSleep,
       ...options
     };
+  }
+
+  /** The debounce base, in ms (adapted to the typing speed). */
+  setDebounce(ms: number): void {
+    this.options.debounceMs = ms;
+  }
+
+  /** Requests sent to the server (typed-ahead reuse and debounced keys send none). */
+  get requests(): number {
+    return this.sent;
   }
 
   get active(): Suggestion | null {
@@ -250,7 +259,7 @@ export class SuggestionSource {
   }
 
   private async run(request: CompletionRequest, candidate: number, s: Suggestion) {
-    this.requests += 1;
+    this.sent += 1;
     try {
       for await (const event of this.options.streamer(request, candidate, s.controller.signal)) {
         if (!s.push(event, this.options.now())) {

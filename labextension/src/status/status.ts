@@ -3,9 +3,9 @@
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { getStatus } from './api';
+import { getStatus } from '../client/api';
 import { DEMO_NOTE, isDemoModel, statusRows } from './statusDetails';
-import { Suggestion } from './suggestions';
+import { Suggestion } from '../completion/suggestions';
 
 const POLL_BUSY_MS = 1000;
 const POLL_IDLE_MS = 15000;
