@@ -43,7 +43,7 @@ def test_local_starts_a_detached_server_with_progress_then_finds_it(
         assert "Loading Codestral" in capsys.readouterr().err  # the progress bar was drawn
         info = json.loads((runtime / "codestral-engine.json").read_text())
         assert client.url == info["url"]
-        assert client.status()["state"] == "ready"
+        assert client.status().state == "ready"
         again = EngineClient.local(start=False)  # a second kernel finds the same server
         assert again.url == client.url
         expected = engine.fim("def f(x):", max_tokens=6).result().text
@@ -76,7 +76,7 @@ def test_remote_url_with_api_key(models, tmp_path):
             assert missing.value.status == 404 and "codestral-latest" in str(missing.value)
             assert "remote_model" in missing.value.fix
             status = client.remote_status("codestral-latest")
-            assert status["state"] == "ready" and "codestral-latest" in status["served_models"]
+            assert status.state == "ready" and "codestral-latest" in status.served_models
         with (
             EngineClient(srv.url, api_key="wrong") as client,
             pytest.raises(CodestralError) as denied,

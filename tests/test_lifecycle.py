@@ -103,7 +103,7 @@ def test_a_lost_connection_file_is_restored_and_orphans_nothing(models, tmp_path
     else:
         srv.conn.write_text("{not json")
     with EngineClient.local(str(models["mlx"]), progress=False) as client:
-        assert client.status()["pid"] == srv.pid
+        assert client.status().pid == srv.pid
     wait_until(lambda: connection.read_live() is not None, what="the file to be restored")
     assert connection.read_live().pid == srv.pid
     holder = connection.ServerLock.holder()
@@ -277,7 +277,7 @@ def test_the_log_of_an_engine_jupyter_starts_is_rotated(models, tmp_path, monkey
     log = tmp_path / "codestral-engine.log"
     log.write_text("old line\n" * ((11 << 20) // 9))  # over the 10 MB a log may grow to
     with EngineClient.local(str(models["mlx"]), progress=False) as client:
-        assert client.status()["state"] == "ready"
+        assert client.status().state == "ready"
     wait_until(lambda: "Serving" in log.read_text(), what="the engine's first lines")
     assert log.stat().st_size < 1 << 20 and "old line" not in log.read_text()
     assert (tmp_path / "codestral-engine.log.1").read_text().startswith("old line")

@@ -241,7 +241,7 @@ def test_disconnect_mid_stream_cancels_the_generation(http, server):
             assert not json.loads(next(lines))["done"]
 
     def last_cancelled() -> dict | None:
-        last = http.get("/v1/status").json()["last_request"]
+        last = http.get("/v1/status").json()["last_request"] or {}
         return last if last.get("finish_reason") == "cancelled" else None
 
     assert wait_until(last_cancelled, what="cancellation")["completion_tokens"] < 20000

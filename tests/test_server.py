@@ -20,6 +20,7 @@ import pytest
 from mistralai.client import Mistral
 from openai import OpenAI
 
+from codestral_engine import EngineStatus
 from codestral_engine.backends import resolve_backend
 from codestral_engine.serving.server import ServerState, create_app
 from codestral_engine.weights.checkpoint import inspect
@@ -213,6 +214,8 @@ def test_models_and_status(http, models):
     assert status["backend"] == resolve_backend("auto", inspect(models["mlx"]))
     assert status["memory_bytes"] > 0 and status["queue_length"] == 0
     assert status["last_request"]["time_to_first_token_s"] > 0
+    # The one status model: every field the route sends is declared, with its type.
+    assert EngineStatus.model_validate(status).model_dump() == status
 
 
 def test_an_abandoned_non_streaming_request_is_cancelled(http, server):
@@ -247,7 +250,7 @@ def test_disconnect_mid_stream_cancels_the_generation(http):
 
     # Leaving the block closed the connection: the server must stop, not generate 20000 tokens.
     def last_cancelled() -> dict | None:
-        last = http.get("/v1/status").json()["last_request"]
+        last = http.get("/v1/status").json()["last_request"] or {}
         return last if last.get("finish_reason") == "cancelled" else None
 
     last = wait_until(last_cancelled, what="the abandoned request to be cancelled")
@@ -463,7 +466,7 @@ def test_the_client_replaces_a_failed_engine_and_names_another_model(models, tmp
     failed = start_server(broken_model(models, tmp_path), tmp_path, log=tmp_path / "failed.log")
     wait_until(lambda: httpx.get(failed.url + "/health").json()["status"] == "error")
     with EngineClient.local(str(models["mlx"]), progress=False) as client:  # replaced
-        assert client.status()["state"] == "ready"
+        assert client.status().state == "ready"
         assert failed.proc.wait(timeout=30) is not None
     with pytest.raises(CodestralError) as other:
         EngineClient.local(str(models["hf"]), progress=False)
@@ -530,5 +533,5 @@ def test_an_idle_engine_exits_and_the_client_starts_it_again(models, tmp_path, m
     assert "Idle for" in (tmp_path / "idle.log").read_text()
     assert not srv.conn.exists()
     with EngineClient.local(str(models["mlx"]), progress=False, idle_timeout=0) as client:
-        assert client.status()["state"] == "ready"  # started again
+        assert client.status().state == "ready"  # started again
     stop_local_server()

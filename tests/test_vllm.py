@@ -91,9 +91,9 @@ def test_client_streams_fim_and_chat_with_usage(vllm):
 def test_status_and_each_error_says_what_to_fix(vllm, models, tmp_path):
     with EngineClient(vllm.url, vllm.key, protocol_name="vllm") as client:
         status = client.remote_status(SERVED_NAME)
-        assert status["state"] == "ready" and status["served_models"] == [SERVED_NAME]
+        assert status.state == "ready" and status.served_models == [SERVED_NAME]
         wrong = client.remote_status("codestral-22b")
-        assert wrong["state"] == "error" and SERVED_NAME in wrong["error"]
+        assert wrong.state == "error" and SERVED_NAME in wrong.error
         with pytest.raises(CodestralError, match=f"it serves: {SERVED_NAME}") as unknown:
             list(client.fim("x", stream=True, model="codestral-22b"))
         assert unknown.value.kind == "unknown_model" and "remote_model" in unknown.value.fix
@@ -103,7 +103,7 @@ def test_status_and_each_error_says_what_to_fix(vllm, models, tmp_path):
         assert denied.value.status == 401 and "api_key" in denied.value.fix
     # Mistral's protocol against vLLM: the status and the 404 both point at the protocol.
     with EngineClient(vllm.url, vllm.key) as client:
-        assert "protocol = 'vllm'" in client.remote_status(SERVED_NAME)["fix"]
+        assert "protocol = 'vllm'" in client.remote_status(SERVED_NAME).fix
         with pytest.raises(CodestralError) as missing:
             list(client.fim("x", stream=True, model=SERVED_NAME))
         assert missing.value.status == 404 and "protocol = 'vllm'" in missing.value.fix
@@ -112,7 +112,7 @@ def test_status_and_each_error_says_what_to_fix(vllm, models, tmp_path):
             list(client.fim("x = 1\n" * 2000, stream=True, model=SERVED_NAME, max_tokens=8))
         assert too_long.value.kind == "context" and "context budget" in too_long.value.fix
     with EngineClient(f"http://127.0.0.1:{free_port()}", protocol_name="vllm") as client:
-        assert client.remote_status(SERVED_NAME)["kind"] == "unreachable"
+        assert client.remote_status(SERVED_NAME).kind == "unreachable"
     # protocol = "vllm" against our own engine server: told to use "mistral".
     ours = start_server(models["hf"], tmp_path, "--token", TOKEN)
     try:
@@ -189,7 +189,7 @@ async def test_async_client_streams_from_vllm(vllm):
         stream = client.fim(*PROMPTS[0], SERVED_NAME, protocol.Sampling(max_tokens=5, min_tokens=5))
         pieces = [piece async for piece in stream]
         assert pieces[-1].usage.completion_tokens == 5
-        assert (await client.remote_status(SERVED_NAME))["state"] == "ready"
+        assert (await client.remote_status(SERVED_NAME)).state == "ready"
     finally:
         await client.aclose()
 

@@ -29,6 +29,8 @@ _EXPORTS = {
     "Finished": "core.events",
     "TextDelta": "core.events",
     "Usage": "core.events",
+    "EngineStatus": "core.status",
+    "LastRequest": "core.status",
     "GenerationParams": "core.params",
     "codestral_tokenizer": "core.tokenizer",
     "Request": "core.request",
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from .core.events import Completion, Event, Finished, TextDelta, Usage
     from .core.params import GenerationParams
     from .core.request import Request
+    from .core.status import EngineStatus, LastRequest
     from .core.tokenizer import codestral_tokenizer
     from .errors import (
         ContextLengthError,
@@ -83,10 +86,12 @@ __all__ = [
     "Engine",
     "EngineClosedError",
     "EngineError",
+    "EngineStatus",
     "Event",
     "Finished",
     "GenerationParams",
     "InvalidRequestError",
+    "LastRequest",
     "ModelChoice",
     "ModelLoadError",
     "QueueFullError",

@@ -37,6 +37,7 @@ from tornado.iostream import StreamClosedError
 
 from ..client.engine_client import AsyncEngineClient
 from ..client.protocol import Usage
+from ..client.status import ClassroomStatus
 from ..errors import CodestralError
 from . import mistral_api, policy
 from .fair_share import Busy, FairShare
@@ -125,13 +126,13 @@ class ModelsHandler(_Route):
 
 class StatusHandler(_Route):
     async def get(self) -> None:
-        self.send_json({
-            "service": "the course's Codestral service (JupyterHub)",
-            "user": self.user,
-            "mode": await self.room.groups.mode(self.user),
-            "model": self.room.model,
-            "upstream_protocol": self.room.upstream.wire.name,
-        })  # fmt: skip
+        self.send_json(ClassroomStatus(
+            service="the course's Codestral service (JupyterHub)",
+            user=self.user,
+            mode=await self.room.groups.mode(self.user),
+            model=self.room.model,
+            upstream_protocol=self.room.upstream.wire.name,
+        ).model_dump())  # fmt: skip
 
 
 class _Completion(_Route):

@@ -25,6 +25,7 @@ from ..errors import CodestralError
 from . import protocol
 from .local_engine import refused_token, serves_model, start_local_server, stop_local_server
 from .settings import DEFAULT_IDLE_TIMEOUT_S
+from .status import Status
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 STATUS_TTL_S = 10.0  # a remote server's status, asked again at most this often
@@ -87,7 +88,7 @@ class EngineClient(_Speaking):
         if info is not None:
             with cls(info.url, info.token) as probe:
                 try:
-                    failed = probe.status()["state"] == "error"
+                    failed = probe.status().state == "error"
                 except CodestralError as exc:
                     if exc.kind != "auth":
                         raise
@@ -129,15 +130,17 @@ class EngineClient(_Speaking):
             raise self._failure(response)
         return response.json()["status"]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """Our engine's own status route (state, progress, model, memory, timings)."""
-        return self._get("/v1/status")
+        return Status.model_validate(self._get("/v1/status"))
 
-    def remote_status(self, model: str) -> dict[str, Any]:
+    def remote_status(self, model: str) -> Status:
         """Any server in this client's protocol: reachable, serving `model`, what it serves."""
-        return self._run(protocol.remote_status(self.wire, self.url, model))
+        return Status.model_validate(self._run(protocol.remote_status(self.wire, self.url, model)))
 
-    def wait_until_ready(self, *, progress: bool = True, timeout: float = START_TIMEOUT_S) -> dict:
+    def wait_until_ready(
+        self, *, progress: bool = True, timeout: float = START_TIMEOUT_S
+    ) -> Status:
         """Poll the status route until the model is loaded, drawing a progress bar meanwhile."""
         from tqdm import tqdm  # text bar: works in terminals and notebook outputs alike
 
@@ -146,12 +149,12 @@ class EngineClient(_Speaking):
         try:
             while True:
                 status = self.status()
-                if status["state"] == "ready":
+                if status.state == "ready":
                     if bar is not None:
                         bar.update(100 - bar.n)
                     return status
-                if status["state"] == "error":
-                    raise CodestralError(f"The engine could not load the model: {status['error']}")
+                if status.state == "error":
+                    raise CodestralError(f"The engine could not load the model: {status.error}")
                 if progress and bar is None:
                     bar = tqdm(
                         total=100,
@@ -160,8 +163,8 @@ class EngineClient(_Speaking):
                         bar_format="{l_bar}{bar}| {n:.0f}%",
                     )
                 if bar is not None:
-                    bar.set_postfix_str(status["stage"])
-                    bar.update(round(status["progress"] * 100) - bar.n)
+                    bar.set_postfix_str(status.stage or "")
+                    bar.update(round((status.progress or 0.0) * 100) - bar.n)
                 if time.monotonic() > deadline:
                     raise CodestralError(
                         f"The engine did not finish loading within {timeout:.0f} s."
@@ -250,7 +253,7 @@ class AsyncEngineClient(_Speaking):
 
     def __init__(self, url: str, api_key: str | None = None, *, protocol_name: str = "mistral"):
         super().__init__(url, protocol_name)
-        self._status_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._status_cache: dict[str, tuple[float, Status]] = {}
         timeout = httpx.Timeout(10.0, read=None)  # a stream may wait out a long prefill
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_headers(api_key), timeout=timeout
@@ -265,12 +268,14 @@ class AsyncEngineClient(_Speaking):
             raise self._failure(response)
         return response.json()
 
-    async def remote_status(self, model: str) -> dict[str, Any]:
+    async def remote_status(self, model: str) -> Status:
         """As the sync face's, kept for STATUS_TTL_S: every open tab polls it."""
         now = time.monotonic()
         cached = self._status_cache.get(model)
         if cached is None or now - cached[0] > STATUS_TTL_S:
-            status = await self._run(protocol.remote_status(self.wire, self.url, model))
+            status = Status.model_validate(
+                await self._run(protocol.remote_status(self.wire, self.url, model))
+            )
             self._status_cache[model] = cached = (now, status)
         return cached[1]
 

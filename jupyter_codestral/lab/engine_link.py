@@ -23,6 +23,7 @@ from ..client import protocol
 from ..client.engine_client import AsyncEngineClient
 from ..client.local_engine import start_local_server
 from ..client.settings import CodestralSettings
+from ..client.status import Status
 from ..context.notebook import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
 from ..errors import CodestralError
 
@@ -112,27 +113,25 @@ class EngineLink:
         if self._client is not None:
             await self._client.aclose()
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> Status:
         """Engine state for the status bar: stopped | starting | loading | ready | error."""
         try:
-            base = {"engine": self.settings.engine, "enabled": self.settings.enabled}
             if self.settings.engine == "remote":
-                client = self.client()
-                return base | await client.remote_status(self.settings.remote_model)
+                return await self.client().remote_status(self.settings.remote_model)
         except CodestralError as exc:  # a setting (or its environment variable) is wrong
-            return {"state": "error", "error": str(exc), "fix": exc.fix}
+            return Status(state="error", error=str(exc), kind=exc.kind, fix=exc.fix)
         if (running := connection.read_live()) is None:
             if self._start_error:
-                return base | {"state": "error", "error": self._start_error}
+                return Status(state="error", error=self._start_error)
             starting = self._starting is not None and not self._starting.done()
-            return base | {"state": "starting" if starting else "stopped", "progress": 0.0}
+            return Status(state="starting" if starting else "stopped", progress=0.0)
         try:
-            return base | await self.client().get("/v1/status")
+            return Status.model_validate(await self.client().get("/v1/status"))
         except CodestralError as exc:
             if exc.kind == "not_responding":
                 error = f"The engine (pid {running.pid}) is not responding. {exc.fix}"
-                return base | {"state": "not_responding", "error": error, "pid": running.pid}
-            return base | {"state": "error", "error": str(exc)}
+                return Status(state="not_responding", error=error, pid=running.pid)
+            return Status(state="error", error=str(exc), kind=exc.kind)
 
     def fim(
         self, prompt: str, suffix: str, params: protocol.Sampling, session: str | None

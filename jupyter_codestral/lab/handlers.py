@@ -43,6 +43,8 @@ from .wire import (
     ErrorEvent,
     ErrorInfo,
     FixRequest,
+    LabSettings,
+    LabStatus,
 )
 
 MAX_BODY_BYTES = 8 << 20
@@ -74,17 +76,7 @@ class _Base(APIHandler):
 class StatusHandler(_Base):
     @web.authenticated
     async def get(self) -> None:
-        status = await self.service.link.status()
-        settings = self.service.settings
-        # What a terminal runs to download the weights (this server's own Python).
-        status["pull_command"] = f"{shlex.quote(sys.executable)} -m codestral_engine pull"
-        status["settings"] = {
-            "enabled": settings.enabled,
-            "context_tokens": settings.context_tokens,
-            "suffix_share": settings.suffix_share,
-            "max_tokens_limit": settings.max_tokens_limit,
-        }
-        self.finish(json.dumps(status))
+        self.finish(await self.service.status())
 
 
 class ProbeHandler(_Base):
@@ -99,7 +91,7 @@ class StartHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
         self.service.link.start()
-        self.finish(json.dumps(await self.service.link.status()))
+        self.finish(await self.service.status())
 
 
 class _Streaming(_Base):
@@ -282,6 +274,25 @@ class LabService:
         self.prompts = LabPrompts(settings, root_dir)
         # One thread builds prompts, so the builders' token-count caches see one caller.
         self.context_thread = ThreadPoolExecutor(1, thread_name_prefix="codestral-context")
+
+    async def status(self) -> str:
+        """The status route's JSON: the engine's status, where it runs and this server's
+        settings."""
+        status = await self.link.status()
+        settings = self.settings
+        return LabStatus(
+            **status.model_dump(),
+            engine=settings.engine,
+            enabled=settings.enabled,
+            # What a terminal runs to download the weights (this server's own Python).
+            pull_command=f"{shlex.quote(sys.executable)} -m codestral_engine pull",
+            settings=LabSettings(
+                enabled=settings.enabled,
+                context_tokens=settings.context_tokens,
+                suffix_share=settings.suffix_share,
+                max_tokens_limit=settings.max_tokens_limit,
+            ),
+        ).model_dump_json()
 
 
 ROUTES = {

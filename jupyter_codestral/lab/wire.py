@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from ..client.protocol import Usage
+from ..client.status import Status
 from ..context.kernel_facts import MAX_LINE, MAX_NAMES
 from ..context.notebook import LINE_RESERVE
 
@@ -139,3 +140,22 @@ class ErrorEvent(BaseModel):
 
 
 STREAM_EVENTS = (ContextEvent, DeltaEvent, DoneEvent, ErrorEvent)
+
+
+class LabSettings(BaseModel):
+    """The server's settings the browser follows (`c.CodestralCompletion`)."""
+
+    enabled: bool
+    context_tokens: int
+    suffix_share: float
+    max_tokens_limit: int
+
+
+class LabStatus(Status):
+    """`GET codestral/status`: the engine's status (client/status.py), where it runs and
+    the server's settings."""
+
+    engine: str  # shared | remote
+    enabled: bool
+    pull_command: str
+    settings: LabSettings

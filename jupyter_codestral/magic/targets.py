@@ -9,11 +9,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from codestral_engine import ModelChoice
+from codestral_engine import LastRequest, ModelChoice
 
 from ..client import protocol
 from ..client.engine_client import EngineClient
 from ..client.local_engine import refused_token
+from ..client.status import Status
 from ..errors import CodestralError
 
 
@@ -45,7 +46,7 @@ class Target(Protocol):
 
     def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Status: ...
 
     def waiting_note(self) -> str: ...
 
@@ -68,7 +69,7 @@ class HTTPTarget:
         self.description = description
         self.model = model
         self.remote = remote
-        self.last_request: protocol.Usage | None = None  # timed here: a remote says nothing
+        self.last_request: LastRequest | None = None  # timed here: a remote says nothing
 
     def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream:
         chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params.mistral())
@@ -79,11 +80,11 @@ class HTTPTarget:
             self.client.chat(messages, stream=True, model=self.model, **params.mistral())
         )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         if not self.remote:
             return self.client.status()
-        last = {} if self.last_request is None else self.last_request.model_dump()
-        return self.client.remote_status(self.model) | {"last_request": last}
+        status = self.client.remote_status(self.model)
+        return status.model_copy(update={"last_request": self.last_request})
 
     def waiting_note(self) -> str:
         """What a new request waits behind on our engine ("" remotely or when nothing)."""
@@ -93,7 +94,7 @@ class HTTPTarget:
             status = self.client.status()
         except CodestralError:
             return ""
-        return requests_ahead(status.get("queue_length", 0) + status.get("running_requests", 0))
+        return requests_ahead(status.queue_length + status.running_requests)
 
     def close(self) -> None:
         self.client.close()
@@ -116,7 +117,7 @@ class HTTPTarget:
                 raise refused_token(exc, self.client.url) from exc
             finally:
                 chunks.close()  # closes the connection: the server cancels the generation
-                self.last_request = clock.timings(stream.usage)
+                self.last_request = clock.last_request(stream)
 
         stream = Stream(deltas())
         return stream
@@ -133,17 +134,21 @@ class _Clock:
         if self.first is None:
             self.first = time.monotonic()
 
-    def timings(self, usage: protocol.Usage | None) -> protocol.Usage | None:
-        """The server's usage with the times measured here."""
+    def last_request(self, stream: Stream) -> LastRequest | None:
+        """The stream's usage and finish, with the times measured here."""
         if self.first is None:
             return None
-        usage = usage or protocol.Usage()
+        usage = stream.usage or protocol.Usage()
         tokens = usage.completion_tokens
         decode_s = time.monotonic() - self.first
-        return usage.model_copy(update={
-            "time_to_first_token_s": self.first - self.sent,
-            "decode_tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s else None,
-        })  # fmt: skip
+        return LastRequest(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            time_to_first_token_s=self.first - self.sent,
+            decode_tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s else None,
+            finish_reason=stream.finish_reason,
+        )
 
 
 class InProcessTarget:
@@ -164,16 +169,10 @@ class InProcessTarget:
     def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream:
         return self._stream(self._submit(lambda: self.engine.chat(messages, **params.mistral())))
 
-    def status(self) -> dict[str, Any]:
-        last = self.engine.last_finished
-        return {
-            "state": "ready",
-            "model": self.engine.model_path.name,
-            "layout": self.engine.checkpoint.layout,
-            "backend": self.engine.backend.name,
-            "queue_length": self.engine.queue_length,
-            "last_request": {} if last is None else last.usage.as_dict(),
-        }
+    def status(self) -> Status:
+        from codestral_engine import EngineStatus
+
+        return Status.model_validate(EngineStatus.of(self.engine).model_dump())
 
     def waiting_note(self) -> str:
         return requests_ahead(self.engine.queue_length + self.engine.running_requests)

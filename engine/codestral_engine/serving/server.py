@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
 
-import psutil
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +26,7 @@ from starlette.routing import Route
 
 from ..core.engine import Engine
 from ..core.events import Finished, TextDelta
+from ..core.status import EngineStatus
 from ..errors import (
     ContextLengthError,
     EngineClosedError,
@@ -59,32 +58,12 @@ def create_app(state: ServerState) -> Starlette:
         return JSONResponse({"status": state.state}, status_code=code)
 
     async def status(_request: Request) -> Response:
-        engine = state.engine
-        body = {
-            "state": state.state,
-            "progress": state.progress,
-            "stage": state.stage,
-            "error": state.error,
-            "model": state.model_id,
-            "model_path": str(state.model_path),
-            "pid": os.getpid(),
-            "uptime_s": time.time() - state.started,
-            "last_request": _last_request(engine),
-        }
-        if engine is not None:
-            body |= {
-                "layout": engine.checkpoint.layout,
-                "backend": engine.backend.name,
-                "device": engine.backend.device,
-                "threads": getattr(engine.backend, "threads", None),
-                "context_length": engine.context_length,
-                "queue_length": engine.queue_length,
-                "running_requests": engine.running_requests,
-                "memory_bytes": _process_memory(),
-                "prompt_cache_bytes": engine.prompt_cache.nbytes,
-                "finished_requests": engine.finish_counts,
-            }
-        return JSONResponse(body)
+        status = EngineStatus.of(
+            state.engine, state.state, progress=state.progress, stage=state.stage,
+            error=state.error, model=state.model_id, model_path=str(state.model_path),
+            uptime_s=time.time() - state.started,
+        )  # fmt: skip
+        return JSONResponse(status.model_dump())
 
     def card() -> dict[str, Any]:
         context = state.engine.context_length if state.engine else None
@@ -294,29 +273,8 @@ async def _sse(completion: ResponseShape, request):
     yield {"data": "[DONE]"}
 
 
-def _last_request(engine: Engine | None) -> dict[str, Any]:
-    final = engine.last_finished if engine else None
-    if final is None:
-        return {}
-    usage = final.usage
-    return {
-        "time_to_first_token_s": usage.time_to_first_token_s,
-        "decode_tokens_per_s": usage.decode_tokens_per_s,
-        "prompt_tokens": usage.prompt_tokens,
-        "cached_prompt_tokens": usage.cached_prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "draft_tokens": usage.draft_tokens,
-        "accepted_draft_tokens": usage.accepted_draft_tokens,
-        "finish_reason": final.finish_reason,
-    }
-
-
 def _log(record: dict[str, Any]) -> None:
     print(f"codestral-engine: {json.dumps(record)}", file=sys.stderr, flush=True)
-
-
-def _process_memory() -> int:
-    return psutil.Process().memory_info().rss
 
 
 async def _api_error(_request: Request, exc: APIError) -> Response:

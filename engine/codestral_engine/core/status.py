@@ -1,0 +1,93 @@
+"""What the engine says about itself: one typed status, served by `GET /v1/status`, returned by
+an in-process engine, and extended by the Jupyter side (its lab route and the magic read it)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .events import Finished
+
+
+class LastRequest(BaseModel):
+    """The last finished request's usage and how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = None  # only our engine reports its prompt cache
+    draft_tokens: int | None = None
+    accepted_draft_tokens: int | None = None
+    time_to_first_token_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    finish_reason: str | None = None
+
+    @classmethod
+    def of(cls, final: Finished | None) -> LastRequest | None:
+        if final is None:
+            return None
+        usage = final.usage
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            draft_tokens=usage.draft_tokens,
+            accepted_draft_tokens=usage.accepted_draft_tokens,
+            time_to_first_token_s=usage.time_to_first_token_s,
+            decode_tokens_per_s=usage.decode_tokens_per_s,
+            finish_reason=final.finish_reason,
+        )
+
+
+class EngineStatus(BaseModel):
+    """An engine's state (stopped | starting | loading | ready | error | stopping), its load's
+    progress, the model and where it runs, its queue, memory and last request."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str
+    progress: float | None = None  # of a load, 0..1
+    stage: str | None = None  # what the load does now
+    error: str | None = None
+    model: str | None = None
+    model_path: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    last_request: LastRequest | None = None
+    layout: str | None = None
+    backend: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    context_length: int | None = None
+    queue_length: int = 0
+    running_requests: int = 0
+    memory_bytes: int | None = None  # the process's resident memory
+    prompt_cache_bytes: int | None = None
+    finished_requests: dict[str, int] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, engine: Engine | None, state: str = "ready", **fields: Any) -> EngineStatus:
+        """The status of this process's `engine` (None: not loaded yet), with the server's
+        own `fields` (load progress, model id, uptime)."""
+        if engine is None:
+            return cls(state=state, pid=os.getpid(), **fields)
+        return cls(
+            state=state,
+            pid=os.getpid(),
+            last_request=LastRequest.of(engine.last_finished),
+            layout=engine.checkpoint.layout,
+            backend=engine.backend.name,
+            device=engine.backend.device,
+            threads=getattr(engine.backend, "threads", None),
+            context_length=engine.context_length,
+            queue_length=engine.queue_length,
+            running_requests=engine.running_requests,
+            memory_bytes=psutil.Process().memory_info().rss,
+            prompt_cache_bytes=engine.prompt_cache.nbytes,
+            finished_requests=engine.finish_counts,
+            **{"model": engine.model_path.name, **fields},
+        )
