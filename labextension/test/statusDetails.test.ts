@@ -22,8 +22,9 @@ describe('statusRows', () => {
         firstTextMs: 212.4,
         usage: {
           prompt_tokens: 1800,
-          prompt_tokens_details: { cached_tokens: 1782 },
-          timings: { time_to_first_token_s: 0.181, decode_tokens_per_s: 31.26 }
+          cached_prompt_tokens: 1782,
+          time_to_first_token_s: 0.181,
+          decode_tokens_per_s: 31.26
         }
       })
     );

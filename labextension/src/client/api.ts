@@ -3,7 +3,14 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { CompleteRequest, CompletionError, FixRequest, readEvents, StreamEvent } from './wire';
+import {
+  CompleteRequest,
+  CompletionError,
+  FixRequest,
+  LabStatus,
+  readEvents,
+  StreamEvent
+} from './wire';
 
 function url(route: string): [string, ServerConnection.ISettings] {
   const settings = ServerConnection.makeSettings();
@@ -53,7 +60,7 @@ async function* streamEvents(
   yield* readEvents(response.body);
 }
 
-export async function getStatus(): Promise<Record<string, any>> {
+export async function getStatus(): Promise<LabStatus> {
   const [target, settings] = url('status');
   const response = await ServerConnection.makeRequest(target, {}, settings);
   if (!response.ok) {
@@ -62,7 +69,7 @@ export async function getStatus(): Promise<Record<string, any>> {
   return response.json();
 }
 
-export async function startEngine(): Promise<Record<string, any>> {
+export async function startEngine(): Promise<LabStatus> {
   const [target, settings] = url('start');
   const response = await ServerConnection.makeRequest(target, { method: 'POST' }, settings);
   if (!response.ok) {

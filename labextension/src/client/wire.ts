@@ -95,7 +95,8 @@ export interface DeltaEvent {
 export interface DoneEvent {
   type: 'done';
   finish_reason: string | null;
-  usage: Usage;
+  /** null: the server did not say. */
+  usage: Usage | null;
 }
 
 export interface ErrorInfo {
@@ -112,12 +113,92 @@ export interface ErrorEvent {
 
 export type StreamEvent = ContextEvent | DeltaEvent | DoneEvent | ErrorEvent;
 
-/** The engine's usage, as Mistral's API reports it (passed through unchanged). */
+/** A request's token counts and speed: the one usage shape (client/protocol.py's `Usage`,
+ * read from whichever shape the engine's server answered in). null: the server did not say. */
 export interface Usage {
   prompt_tokens?: number;
   completion_tokens?: number;
-  prompt_tokens_details?: { cached_tokens?: number };
-  timings?: { time_to_first_token_s?: number | null; decode_tokens_per_s?: number | null };
+  /** Reused from the prompt cache (only our engine reports it). */
+  cached_prompt_tokens?: number | null;
+  draft_tokens?: number | null;
+  accepted_draft_tokens?: number | null;
+  time_to_first_token_s?: number | null;
+  decode_tokens_per_s?: number | null;
+  peak_memory_bytes?: number | null;
+}
+
+/** The engine's last finished request (codestral_engine's `LastRequest`). */
+export interface LastRequest {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  cached_prompt_tokens?: number | null;
+  draft_tokens?: number | null;
+  accepted_draft_tokens?: number | null;
+  time_to_first_token_s?: number | null;
+  decode_tokens_per_s?: number | null;
+  finish_reason?: string | null;
+}
+
+/** The engine's status (codestral_engine's `EngineStatus`, what `GET /v1/status` serves). */
+export interface EngineStatus {
+  /** stopped | starting | loading | ready | error | not_responding | stopping */
+  state: string;
+  /** Of a load, 0..1. */
+  progress?: number | null;
+  stage?: string | null;
+  error?: string | null;
+  model?: string | null;
+  model_path?: string | null;
+  pid?: number | null;
+  uptime_s?: number | null;
+  last_request?: LastRequest | null;
+  layout?: string | null;
+  backend?: string | null;
+  device?: string | null;
+  threads?: number | null;
+  context_length?: number | null;
+  queue_length?: number;
+  running_requests?: number;
+  memory_bytes?: number | null;
+  prompt_cache_bytes?: number | null;
+  finished_requests?: Record<string, number>;
+}
+
+/** A course's JupyterHub service, of itself and of this student. */
+export interface ClassroomStatus {
+  service: string;
+  user: string;
+  /** on | hints | off */
+  mode: string;
+  model: string;
+  upstream_protocol: string;
+}
+
+/** Any server's status (client/status.py): the engine's, with what a remote server adds. */
+export interface Status extends EngineStatus {
+  url?: string | null;
+  protocol?: string | null;
+  served_models?: string[];
+  classroom?: ClassroomStatus | null;
+  kind?: string | null;
+  fix?: string | null;
+}
+
+/** The server's settings the browser follows (`c.CodestralCompletion`). */
+export interface LabSettings {
+  enabled: boolean;
+  context_tokens: number;
+  suffix_share: number;
+  max_tokens_limit: number;
+}
+
+/** `GET codestral/status`: the engine's status, where it runs and the server's settings. */
+export interface LabStatus extends Status {
+  /** shared | remote */
+  engine: string;
+  enabled: boolean;
+  pull_command: string;
+  settings: LabSettings;
 }
 
 export class CompletionError extends Error {

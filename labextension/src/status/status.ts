@@ -4,6 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { getStatus } from '../client/api';
+import { LabStatus } from '../client/wire';
 import { DEMO_NOTE, isDemoModel, statusRows } from './statusDetails';
 import { Suggestion } from '../completion/suggestions';
 
@@ -11,7 +12,7 @@ const POLL_BUSY_MS = 1000;
 const POLL_IDLE_MS = 15000;
 
 export class StatusItem extends Widget {
-  private status: Record<string, any> = {};
+  private status: Partial<LabStatus> = {};
   private last: Suggestion | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private enabled = true;
@@ -40,7 +41,7 @@ export class StatusItem extends Widget {
       this.status = { state: 'error', error: String(error) };
     }
     this.render();
-    const busy = ['starting', 'loading'].includes(this.status.state);
+    const busy = ['starting', 'loading'].includes(this.status.state ?? '');
     this.timer = setTimeout(() => void this.refresh(), busy ? POLL_BUSY_MS : POLL_IDLE_MS);
   }
 
@@ -92,10 +93,10 @@ export class StatusItem extends Widget {
         ? `Codestral · ${Math.round(first)} ms to text`
         : 'Codestral: ready';
     }
-    const ttft = usage.timings?.time_to_first_token_s;
-    const rate = usage.timings?.decode_tokens_per_s;
+    const ttft = usage.time_to_first_token_s;
+    const rate = usage.decode_tokens_per_s;
     // Only a server that reports its prompt cache (ours; vLLM when configured to) says "cached".
-    const cached = usage.prompt_tokens_details?.cached_tokens;
+    const cached = usage.cached_prompt_tokens;
     const parts = ['Codestral'];
     if (ttft !== null && ttft !== undefined) {
       parts.push(`${Math.round(ttft * 1000)} ms`);

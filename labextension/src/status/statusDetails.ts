@@ -4,7 +4,7 @@
  * Free of JupyterLab so it can be unit-tested.
  */
 
-import { Usage } from '../client/wire';
+import { LabStatus, Usage } from '../client/wire';
 
 export type Row = [label: string, value: string];
 
@@ -35,7 +35,7 @@ const bytes = (n: number): string =>
   n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${Math.round(n / 1e6)} MB`;
 
 /** Rows for the engine state reported by the server's status route and the last suggestion. */
-export function statusRows(status: Record<string, any>, last: LastSuggestion | null): Row[] {
+export function statusRows(status: Partial<LabStatus>, last: LastSuggestion | null): Row[] {
   const rows: Row[] = [];
   const state = String(status.state ?? 'unknown');
   let stateText = STATES[state] ?? state;
@@ -100,15 +100,15 @@ export function statusRows(status: Record<string, any>, last: LastSuggestion | n
     if (last.firstTextMs !== null) {
       parts.push(`first text after ${Math.round(last.firstTextMs)} ms`);
     }
-    const timings = usage?.timings ?? {};
-    if (timings.time_to_first_token_s !== null && timings.time_to_first_token_s !== undefined) {
-      parts.push(`engine's first token after ${ms(timings.time_to_first_token_s)}`);
+    const ttft = usage?.time_to_first_token_s;
+    if (ttft !== null && ttft !== undefined) {
+      parts.push(`engine's first token after ${ms(ttft)}`);
     }
-    if (timings.decode_tokens_per_s) {
-      parts.push(`${timings.decode_tokens_per_s.toFixed(1)} tokens/s`);
+    if (usage?.decode_tokens_per_s) {
+      parts.push(`${usage.decode_tokens_per_s.toFixed(1)} tokens/s`);
     }
     rows.push(['Last suggestion', parts.join(', ')]);
-    const cached = usage?.prompt_tokens_details?.cached_tokens;
+    const cached = usage?.cached_prompt_tokens;
     if (usage?.prompt_tokens && typeof cached === 'number') {
       const share = Math.round((100 * cached) / usage.prompt_tokens);
       rows.push(['Cache reuse', `${cached} of ${usage.prompt_tokens} prompt tokens (${share}%)`]);
