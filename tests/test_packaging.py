@@ -90,13 +90,15 @@ def test_only_backend_modules_import_mlx_or_torch():
         assert heavy <= allowed.get(path, set()), path
 
 
-# The rooms of README's map and which rooms each may import (besides itself and `errors`).
+# The rooms of README's map and which rooms each may import (besides itself and `errors`): a
+# stack, each room above the ones it imports and never below them.
 ROOM_MAP = {
-    "core": {"backends", "weights"},  # requests run on a backend, load reads the weights
-    "weights": {"backends"},  # preflight and pull ask the backend registry
-    "backends": {"core", "weights"},  # the generation contract, checkpoints and their config
-    "serving": {"core", "weights"},  # HTTP knows the engine and the model, never a backend
     "errors": set(),
+    "weights": set(),  # checkpoints as data: imports no other room
+    "core": {"weights"},  # the backend contract and the loop that runs on it; a checkpoint's facts
+    "backends": {"core", "weights"},  # implement core's contract over the checkpoints
+    "assembly": {"backends", "core", "weights"},  # hub, pull, preflight, model choice, `load`
+    "serving": {"assembly", "core", "weights"},  # HTTP knows the engine and `load`, no backend
 }
 ENTRY_POINTS = {"__init__", "__main__", "cli", "commands"}  # may import every room
 
@@ -106,6 +108,10 @@ def engine_imports(path: Path) -> set[str]:
     package = list(path.relative_to(ENGINE.parent).with_suffix("").parts[:-1])
     rooms = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+            rooms |= {name[1] for name in names if name[0] == "codestral_engine" and len(name) > 1}
+            continue
         if not isinstance(node, ast.ImportFrom):
             continue
         if node.level:
@@ -125,13 +131,53 @@ def engine_imports(path: Path) -> set[str]:
 
 def test_each_engine_room_imports_only_what_the_map_allows():
     for path in ENGINE.rglob("*.py"):
-        parts = path.relative_to(ENGINE).parts
-        room = parts[0] if len(parts) > 1 else path.stem
+        room = room_of(path)
         if room in ENTRY_POINTS:
             continue
         assert room in ROOM_MAP, f"{path} is in no room of the map (README's Development section)"
         allowed = ROOM_MAP[room] | {room, "errors"}
         assert engine_imports(path) <= allowed, (path, engine_imports(path) - allowed)
+
+
+def room_of(path: Path) -> str:
+    parts = path.relative_to(ENGINE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def imported_rooms() -> dict[str, set[str]]:
+    """Each room and the other rooms its modules import, lazily imported ones too."""
+    graph: dict[str, set[str]] = {}
+    for path in ENGINE.rglob("*.py"):
+        room = room_of(path)
+        if room not in ENTRY_POINTS:
+            graph.setdefault(room, set()).update(engine_imports(path) - {room})
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A path that comes back to where it started, if the graph has one."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        for target in sorted(graph.get(node, ())):
+            if found := visit(target, [*path, node]):
+                return found
+        done.add(node)
+        return None
+
+    return next(filter(None, (visit(node, []) for node in sorted(graph))), None)
+
+
+def test_the_engine_rooms_stack_one_way():
+    """No room imports a room that imports it back, directly or around a circle, lazily or not:
+    neither in the map nor in the code."""
+    assert cycle(ROOM_MAP) is None, cycle(ROOM_MAP)
+    assert cycle(imported_rooms()) is None, cycle(imported_rooms())
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # it sees one
 
 
 def test_the_jupyter_side_uses_only_the_engines_public_api():

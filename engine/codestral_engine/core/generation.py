@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..backends.base import Backend
+from .backend import Backend
 from .events import (
     FINISH_CANCELLED,
     FINISH_LENGTH,
