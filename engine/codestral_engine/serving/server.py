@@ -76,7 +76,7 @@ def create_app(state: ServerState) -> Starlette:
                 "layout": engine.checkpoint.layout,
                 "backend": engine.backend.name,
                 "device": engine.backend.device,
-                "threads": getattr(engine.backend, "threads", None),
+                "threads": engine.backend.threads,
                 "context_length": engine.context_length,
                 "queue_length": engine.queue_length,
                 "running_requests": engine.running_requests,
