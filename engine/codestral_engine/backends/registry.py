@@ -68,9 +68,9 @@ class BackendSpec:
 
     def accepted(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options given (not None), or an error naming those it does not take and the
-        backend that does."""
+        backend that does, or the value a declared option does not take."""
         given = {k: v for k, v in options.items() if v is not None}
-        takes = {option.name for option in self.options}
+        takes = self.option_names()
         unknown = sorted(set(given) - takes)
         if unknown:
             what = (
@@ -83,6 +83,13 @@ class BackendSpec:
             raise EngineError(
                 f"The {self.label} backend takes no {', '.join(unknown)} option{what}.{hint}"
             )
+        for option in self.options:
+            value = given.get(option.name)
+            if value is not None and option.choices and value not in option.choices:
+                raise ModelLoadError(
+                    f"{option.name} must be None, {' or '.join(map(repr, option.choices))}, got "
+                    f"{value!r}."
+                )
         return given
 
     def option_names(self) -> set[str]:
