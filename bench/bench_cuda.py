@@ -37,7 +37,7 @@ MEASURE = """
 import json, sys, time, torch
 import codestral_engine
 from codestral_engine.weights.checkpoint import inspect
-from codestral_engine.weights.preflight import plan
+from codestral_engine.assembly.preflight import plan
 model, quantize, device = sys.argv[1], (None if sys.argv[2] == "none" else sys.argv[2]), sys.argv[3]
 statics, window = sys.argv[4].split(","), int(sys.argv[5])
 cuda = device.startswith("cuda")
@@ -231,7 +231,7 @@ def main() -> None:
                 runs.append(json.loads(line))
             if out.returncode != 0:
                 print(out.stderr[-3000:], flush=True)
-    from codestral_engine.weights.preflight import codestral_22b_plans
+    from codestral_engine.assembly.preflight import codestral_22b_plans
 
     plans = codestral_22b_plans(WINDOW)  # weight bytes read per token, by format
     print("\n| weights | decode step | ms per token, 56 layers | floor (ms) | of bandwidth |")

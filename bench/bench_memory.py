@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from codestral_engine.assembly.preflight import ACTIVATION_MARGIN, codestral_22b_plans, plan
 from codestral_engine.weights.checkpoint import inspect
-from codestral_engine.weights.preflight import ACTIVATION_MARGIN, codestral_22b_plans, plan
 from codestral_engine.weights.tiny import TinyShape, make_tiny
 
 MID_SHAPE = {

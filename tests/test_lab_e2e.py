@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codestral_engine.weights.hub import MISTRAL_RELEASE
+from codestral_engine.assembly.releases import MISTRAL_RELEASE
 
 from .fake_hub import FakeHub
 from .helpers import TOKEN, start_server, wait_until

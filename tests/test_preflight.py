@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 import codestral_engine
-import codestral_engine.core.engine as engine_module
+import codestral_engine.assembly.loading as loading
 from codestral_engine import ContextLengthError, preflight
+from codestral_engine.assembly.preflight import InsufficientMemoryError, plan
 from codestral_engine.backends import REGISTRY
+from codestral_engine.backends.memory import MEMORY
 from codestral_engine.weights.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint, inspect
-from codestral_engine.weights.preflight import InsufficientMemoryError, plan
 
 
 def test_codestral_22b_estimates_match_its_published_sizes():
@@ -33,14 +34,14 @@ def test_codestral_22b_estimates_match_its_published_sizes():
 def test_the_static_slot_is_counted_where_decoding_uses_it():
     """One rule decides how torch decodes and what the preflight counts: the slot on CUDA
     unless turned off, the dynamic step elsewhere unless asked for."""
-    torch_spec, mlx_spec = REGISTRY["torch"], REGISTRY["mlx"]
+    torch_spec = REGISTRY["torch"]
     assert torch_spec.static_decode(None, "cuda:1") == "reduce-overhead"
     assert torch_spec.static_decode("off", "cuda") is None
     assert torch_spec.static_decode(None, "cpu") is None
     assert torch_spec.static_decode("aot_eager", "cpu") == "aot_eager"
-    assert torch_spec.holds_decode_slot("cuda", None)
-    assert not torch_spec.holds_decode_slot("cpu", None)
-    assert not mlx_spec.holds_decode_slot("gpu", None)
+    assert MEMORY["torch"].holds_decode_slot("cuda", None)
+    assert not MEMORY["torch"].holds_decode_slot("cpu", None)
+    assert not MEMORY["mlx"].holds_decode_slot("gpu", None)
 
 
 def simulate(monkeypatch, available: int) -> None:
@@ -53,7 +54,7 @@ def test_too_little_memory_is_refused_before_loading_with_numbers_and_fixes(mode
     need = plan(inspect(models["mlx"]), "torch", "float32", None, 32768)
     simulate(monkeypatch, int(need.total * 0.9))
     loads = []
-    monkeypatch.setattr(engine_module, "load_backend", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: loads.append(a))
     with pytest.raises(InsufficientMemoryError) as info:
         codestral_engine.load(models["mlx"], "torch")
     message = str(info.value)

@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINE = ROOT / "engine" / "codestral_engine"
 JUPYTER = ROOT / "jupyter_codestral"
+
+# The engine's rooms, stacked one way, and which each may import (besides itself and `errors`).
+ENGINE_ROOMS = {
+    "errors": set(),
+    "weights": set(),  # checkpoints as data: imports no other room
+    "core": {"weights"},  # the backend contract and the loop that runs on it; a checkpoint's facts
+    "backends": {"core", "weights"},  # implement core's contract over the checkpoints
+    "assembly": {"backends", "core", "weights"},  # hub, pull, preflight, model choice, `load`
+    "serving": {"assembly", "core", "weights"},  # HTTP knows the engine and `load`, no backend
+}
+ENGINE_ENTRY_POINTS = {"__init__", "__main__", "cli", "commands"}  # may import every room
 
 # The Jupyter side's rooms and which each may import (besides itself and `errors`).
 JUPYTER_ROOMS = {
@@ -28,6 +40,10 @@ def room_imports(package: Path, path: Path) -> set[str]:
     here = list(path.relative_to(package.parent).with_suffix("").parts[:-1])
     rooms = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+            rooms |= {name[1] for name in names if name[0] == package.name and len(name) > 1}
+            continue
         if not isinstance(node, ast.ImportFrom):
             continue
         if node.level:
@@ -75,9 +91,13 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return next((found for room in sorted(graph) if (found := visit(room, []))), None)
 
 
-@pytest.mark.parametrize(
-    ("package", "rooms", "entry_points"), [(JUPYTER, JUPYTER_ROOMS, JUPYTER_ENTRY_POINTS)]
-)
+SIDES = [
+    (ENGINE, ENGINE_ROOMS, ENGINE_ENTRY_POINTS),
+    (JUPYTER, JUPYTER_ROOMS, JUPYTER_ENTRY_POINTS),
+]
+
+
+@pytest.mark.parametrize(("package", "rooms", "entry_points"), SIDES)
 def test_each_room_imports_only_what_the_map_allows(package, rooms, entry_points):
     for room, imports in import_graph(package, entry_points).items():
         assert room in rooms, f"{package.name}/{room} is in no room of the map (README)"
@@ -85,9 +105,7 @@ def test_each_room_imports_only_what_the_map_allows(package, rooms, entry_points
         assert not extra, f"{package.name}/{room} imports {sorted(extra)}, which the map forbids"
 
 
-@pytest.mark.parametrize(
-    ("package", "rooms", "entry_points"), [(JUPYTER, JUPYTER_ROOMS, JUPYTER_ENTRY_POINTS)]
-)
+@pytest.mark.parametrize(("package", "rooms", "entry_points"), SIDES)
 def test_rooms_import_each_other_one_way(package, rooms, entry_points):
     assert cycle({room: set(allowed) for room, allowed in rooms.items()}) is None
     assert cycle(import_graph(package, entry_points)) is None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 # needs to find a running server) does not pay for the tokenizer and engine imports.
 _EXPORTS = {
     "Engine": "core.engine",
-    "load": "core.engine",
+    "load": "assembly.loading",
     "ContextLengthError": "errors",
     "EngineClosedError": "errors",
     "EngineError": "errors",
@@ -35,13 +35,15 @@ _EXPORTS = {
     "codestral_tokenizer": "core.tokenizer",
     "Request": "core.request",
     "make_tiny": "weights.tiny",
-    "ModelChoice": "weights.model_choice",
-    "choose_model": "weights.model_choice",
-    "is_demo_model": "weights.model_choice",
+    "ModelChoice": "assembly.model_choice",
+    "choose_model": "assembly.model_choice",
+    "is_demo_model": "assembly.model_choice",
 }
 
 if TYPE_CHECKING:
-    from .core.engine import Engine, load
+    from .assembly.loading import load
+    from .assembly.model_choice import ModelChoice, choose_model, is_demo_model
+    from .core.engine import Engine
     from .core.events import Completion, Event, Finished, TextDelta, Usage
     from .core.params import GenerationParams
     from .core.request import Request
@@ -55,16 +57,15 @@ if TYPE_CHECKING:
         ModelLoadError,
         QueueFullError,
     )
-    from .weights.model_choice import ModelChoice, choose_model, is_demo_model
     from .weights.tiny import make_tiny
 
 
 # Modules the Jupyter side and tools use by name (`from codestral_engine import connection`).
 _MODULES = {
     "connection": "serving.connection",
-    "download": "weights.download",
-    "hub": "weights.hub",
-    "preflight": "weights.preflight",
+    "download": "assembly.download",
+    "hub": "assembly.hub",
+    "preflight": "assembly.preflight",
     "tokenizer": "core.tokenizer",
 }
 

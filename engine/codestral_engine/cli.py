@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import commands
-from .backends import BACKENDS, REGISTRY
+from .assembly.download import add_pull_arguments, pull_command
+from .assembly.model_choice import MODEL_ENV
+from .backends import BACKENDS, LOAD_OPTIONS
+from .backends.options import positive_int
+from .backends.registry import MLXSpec
 from .errors import EngineError
-from .weights.download import add_pull_arguments, pull_command
-from .weights.model_choice import MODEL_ENV
 from .weights.tiny import DTYPES, LAYOUTS, TINY_SHAPE_FLAGS, TinyShape
 
 MODEL_HELP = (
@@ -29,16 +31,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="codestral-engine", description="Codestral on this machine.")
     subcommands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_complete, _serve, _pull, _convert, _make_tiny):
+        add(subcommands)
+    return parser
 
+
+def _complete(subcommands) -> None:
     complete = subcommands.add_parser(
         "complete",
         help="stream a fill-in-the-middle completion to stdout",
         description="Fill in the code between --prompt (before the cursor) and --suffix (after).",
     )
-    complete.add_argument(
-        "--model",
-        help=MODEL_HELP,
-    )
+    complete.add_argument("--model", help=MODEL_HELP)
     complete.add_argument("--prompt", required=True, help="code before the cursor")
     complete.add_argument("--suffix", default="", help="code after the cursor")
     complete.add_argument(
@@ -51,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     complete.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0)")
     complete.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    _backend_options(complete)
+    _engine_options(complete)
     complete.add_argument("--json", action="store_true", help="print one JSON object per event")
 
+
+def _serve(subcommands) -> None:
     serve = subcommands.add_parser(
         "serve",
         help="serve the model over Mistral's HTTP API (one server per user)",
@@ -104,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         "machine only (loopback peer and Host, no foreign browser Origin); needs a loopback "
         "--host. Other routes still need the token",
     )
-    _backend_options(serve)
+    _engine_options(serve)
 
+
+def _pull(subcommands) -> None:
     pull = subcommands.add_parser(
         "pull",
         help="download Codestral's weights for this machine (licence shown once)",
@@ -115,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_pull_arguments(pull)
 
+
+def _convert(subcommands) -> None:
     convert = subcommands.add_parser(
         "convert",
         help="convert a local checkpoint to the MLX layout, quantized (mlx-lm)",
@@ -124,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("src", type=Path, help="the checkpoint directory to convert")
     convert.add_argument("dst", type=Path, help="a new directory for the MLX checkpoint")
-    convert.add_argument("--quant", choices=("4bit", "8bit"), required=True)
+    conversions = tuple(f"{bits}bit" for bits in sorted(MLXSpec.conversions))
+    convert.add_argument("--quant", choices=conversions, required=True)
     convert.add_argument("--group-size", type=int, default=64, choices=(32, 64, 128))
 
+
+def _make_tiny(subcommands) -> None:
     tiny = subcommands.add_parser(
         "make-tiny",
         help="write a tiny random-weight model in Codestral's architecture",
@@ -137,12 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--dtype", choices=DTYPES, default="float32")
     tiny.add_argument(
-        "--bits", type=int, choices=(4, 8), default=None, help="quantize (mlx layout)"
-    )
+        "--bits", type=int, choices=sorted(MLXSpec.conversions), default=None,
+        help="quantize (mlx layout)",
+    )  # fmt: skip
     shape = tiny.add_argument_group("shape (default: the small demo shape)")
     for flag, field in TINY_SHAPE_FLAGS.items():
-        shape.add_argument(flag, dest=field, type=_positive, default=getattr(TinyShape, field))
-    return parser
+        shape.add_argument(flag, dest=field, type=positive_int, default=getattr(TinyShape, field))
 
 
 def _not_negative(text: str) -> float:
@@ -152,31 +165,18 @@ def _not_negative(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _backend_options(parser: argparse.ArgumentParser) -> None:
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, a flag for each backend load option (`backends/options.py`), and the
+    engine's own options."""
     parser.add_argument(
         "--backend", choices=("auto", *BACKENDS), default="auto",
         help="auto: MLX on Apple Silicon, else PyTorch (CUDA, or the CPU)",
     )  # fmt: skip
-    parser.add_argument("--device", help="torch: cuda, cuda:N or cpu (default: cuda if present)")
-    parser.add_argument(
-        "--dtype", choices=("bfloat16", "float16", "float32"), help="torch precision"
-    )
-    parser.add_argument(
-        "--quantize", choices=REGISTRY["torch"].quantizers, help="torch: weights held as int8 / "
-        "int4 at load"
-    )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=_positive,
-        help="torch on the CPU: compute threads (default: $CODESTRAL_ENGINE_THREADS, else the "
-        "physical cores but one, left to Jupyter and the browser)",
-    )  # fmt: skip
+    for option in LOAD_OPTIONS:
+        parser.add_argument(
+            option.flag, dest=option.name, type=option.type, choices=option.choices,
+            metavar=option.metavar, help=option.help,
+        )  # fmt: skip
     parser.add_argument(
         "--context-length", type=int, help="cap the context window (and its KV-cache memory)"
     )

@@ -8,9 +8,11 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Literal
 
+from .assembly.model_choice import choose_model
+from .backends.registry import LOAD_OPTIONS
 from .core.events import Finished, TextDelta
-from .weights.model_choice import choose_model
 from .weights.tiny import TINY_SHAPE_FLAGS, TinyShape, make_tiny
 
 
@@ -31,48 +33,54 @@ TOKEN_ENV = "CODESTRAL_ENGINE_TOKEN"
 
 
 def serve(args: argparse.Namespace) -> int:
+    from .serving.serve import ServeOptions
     from .serving.serve import serve as run_server
 
-    token = args.token or None  # then --token-file, then the environment
+    token = _token(args)
+    if token is False:
+        return 2
+    if args.log_file:
+        from .serving.log_file import log_to
+
+        log_to(args.log_file)
+    options = ServeOptions(
+        host=args.host, port=args.port, token=token, backend=args.backend,
+        log_prompts=args.log_prompts, idle_timeout=args.idle_timeout,
+        ollama_no_auth=args.ollama_no_auth,
+        load_options={**_load_options(args), "prompt_cache_entries": args.prompt_cache_entries},
+    )  # fmt: skip
+    return run_server(chosen_model_path(args.model), options)
+
+
+def _token(args: argparse.Namespace) -> str | Literal[False] | None:
+    """serve's API token: --token, else --token-file, else $CODESTRAL_ENGINE_TOKEN, else None
+    (a random one); False when --token-file cannot give one (said on stderr)."""
+    token = args.token or None
     if not token and args.token_file:
         try:
             token = args.token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             print(f"codestral-engine serve: cannot read --token-file: {exc}", file=sys.stderr)
-            return 2
+            return False
         if not token:
             print(f"codestral-engine serve: {args.token_file} is empty", file=sys.stderr)
-            return 2
-    token = token or os.environ.get(TOKEN_ENV) or None
-    if args.log_file:
-        from .serving.log_file import log_to
-
-        log_to(args.log_file)
-    return run_server(
-        chosen_model_path(args.model), args.host, args.port, token, args.backend,
-        log_prompts=args.log_prompts, prompt_cache_entries=args.prompt_cache_entries,
-        idle_timeout=args.idle_timeout, ollama_no_auth=args.ollama_no_auth,
-        **_load_options(args),
-    )  # fmt: skip
+            return False
+    return token or os.environ.get(TOKEN_ENV) or None
 
 
-def _load_options(args: argparse.Namespace) -> dict:
-    return {
-        "device": args.device,
-        "dtype": args.dtype,
-        "quantize": args.quantize,
-        "threads": args.threads,
-        "context_length": args.context_length,
-        "speculative": args.speculative,
-    }
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What `load` takes from the command line: every backend load option (`--device`,
+    `--static-decode`, ...: `backends/options.py`) and the engine's own."""
+    backend = {option.name: getattr(args, option.name) for option in LOAD_OPTIONS}
+    return {**backend, "context_length": args.context_length, "speculative": args.speculative}
 
 
 def convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .assembly.hub import resolve
     from .backends.mlx_convert import convert as quantize_checkpoint
     from .weights.checkpoint import inspect
-    from .weights.hub import resolve
 
     checkpoint = inspect(resolve(args.src))
     bits = int(args.quant[0])
@@ -93,7 +101,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def complete(args: argparse.Namespace) -> int:
-    from .core.engine import load  # the backend import is the slow part; --help stays instant
+    from .assembly.loading import load  # the backend import is the slow part; --help stays instant
 
     with load(chosen_model_path(args.model), backend=args.backend, **_load_options(args)) as engine:
         request = engine.fim(

@@ -1,19 +1,19 @@
-"""Backend selection, through the registry (`registry.py`): a backend module (and mlx or torch
-with it) is imported only when chosen."""
+"""The backends implementing the contract of `core/backend.py`, chosen through the registry
+(`registry.py`): a backend module (and mlx or torch with it) is imported only when chosen."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from ..core.backend import Backend
 from ..weights.checkpoint import Checkpoint
-from .base import Backend, KVState
-from .registry import REGISTRY, BackendSpec, resolve
+from .registry import LOAD_OPTIONS, REGISTRY, BackendSpec, resolve
 
 BACKENDS = tuple(REGISTRY)
 
 __all__ = [
-    "BACKENDS", "REGISTRY", "Backend", "BackendSpec", "KVState", "load_backend", "resolve",
+    "BACKENDS", "LOAD_OPTIONS", "REGISTRY", "BackendSpec", "load_backend", "resolve",
     "resolve_backend",
 ]  # fmt: skip
 
@@ -31,8 +31,8 @@ def load_backend(
 ) -> Backend:
     """Load `checkpoint` on the chosen backend; `progress(fraction, stage)` reports the load.
 
-    `options` (device, dtype, quantize) are those the backend's spec accepts (torch's); MLX
-    takes its precision and quantization from the checkpoint itself.
+    `options` are the load options the backend's spec takes (`options.py`: torch's device,
+    dtype, quantize...); MLX takes its precision and quantization from the checkpoint itself.
     """
     spec = resolve(name, checkpoint)
     return spec.load(checkpoint, progress or (lambda fraction, stage: None), **options)

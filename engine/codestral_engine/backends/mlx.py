@@ -23,11 +23,11 @@ from mlx_lm.models import llama
 from mlx_lm.models.cache import KVCache
 from mlx_lm.sample_utils import apply_top_p
 
+from ..core.backend import PrefillProgress, prefill_passes
 from ..core.params import GenerationParams
 from ..core.speculative import Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
-from .base import PrefillProgress, prefill_passes
 
 # Precomputed RoPE frequencies some Hugging Face exports carry; the model recomputes them.
 _IGNORED_SUFFIX = "rotary_emb.inv_freq"
@@ -70,6 +70,8 @@ class MLXBackend:
     # Off by default: on the CPU, reading 2 tokens in one pass costs 1.8x a step, so drafts do
     # not pay (bench/README.md); on Metal, measure with bench/bench_speculative.py first.
     speculates = False
+    threads = None  # MLX chooses its own
+    slot_limit: int | None = None  # mlx-lm's caches grow as needed: nothing preallocated
 
     def __init__(self, model: nn.Module):
         self.model = model

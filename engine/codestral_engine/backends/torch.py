@@ -16,11 +16,11 @@ import psutil
 import torch
 from safetensors import safe_open
 
+from ..core.backend import PrefillProgress, prefill_passes
 from ..core.params import GenerationParams
 from ..core.speculative import MAX_DRAFT, Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
-from .base import PrefillProgress, prefill_passes
 from .registry import TorchSpec
 from .torch_model import KVCache, StaticDecoder, Transformer, quantize_linears
 

@@ -6,23 +6,19 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backends import load_backend, resolve
-from ..backends.base import Backend
-from ..errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
-from ..weights import preflight as memory
-from ..weights.checkpoint import Checkpoint, inspect
-from ..weights.hub import resolve as resolve_model
+from ..errors import ContextLengthError, EngineError, InvalidRequestError
+from ..weights.checkpoint import Checkpoint
+from .backend import Backend
 from .events import Finished
 from .generation import Runtime, run
 from .params import GenerationParams
 from .prompt_cache import PromptCache
 from .request import Request
 from .scheduler import BATCH, INTERACTIVE, PRIORITIES, Scheduler
-from .tokenizer import CodestralTokenizer, find_tokenizer_file
+from .tokenizer import CodestralTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +27,6 @@ DEFAULT_PREFILL_CHUNK = 512
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_PROMPT_CACHE_ENTRIES = 8
 DEFAULT_MAX_QUEUED = 32
-# (fraction done in [0, 1], what is happening) while a model loads.
-LoadProgress = Callable[[float, str], None]
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -69,8 +63,7 @@ class Engine:
             # None: where the benchmark shows it wins (the backend says; bench/README.md).
             speculative=backend.speculates if speculative is None else speculative,
         )
-        if hasattr(backend, "slot_limit"):  # a static decode slot never outgrows the window
-            backend.slot_limit = self._runtime.context_length
+        backend.slot_limit = self._runtime.context_length  # preallocated caches fit the window
         self._scheduler = Scheduler(max_queued)
         self._lock = threading.Lock()
         self._active: set[Request] = set()  # running, or preempted by a more urgent request
@@ -274,73 +267,6 @@ def _too_long(prompt_tokens: int, context_length: int) -> ContextLengthError:
         prompt_tokens=prompt_tokens,
         context_length=context_length,
     )
-
-
-def load(
-    path: str | Path,
-    backend: str = "auto",
-    *,
-    progress: LoadProgress | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    quantize: str | None = None,
-    threads: int | None = None,
-    static_decode: str | None = None,
-    context_length: int | None = None,
-    preflight: bool = True,
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-    prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
-    prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
-    max_queued: int = DEFAULT_MAX_QUEUED,
-    speculative: bool | None = None,
-) -> Engine:
-    """Load a Codestral model directory (MLX, Hugging Face or Mistral-native layout).
-
-    `progress(fraction, stage)` is called as loading advances. `backend`: "auto" (MLX on Apple
-    Silicon, else PyTorch: CUDA or CPU), "mlx" or "torch"; `device` ("cuda", "cuda:1", "cpu"),
-    `dtype` ("bfloat16", "float16", "float32"), `quantize` ("int8", "int4"), `threads` (CPU
-    compute threads) and `static_decode` (decode through a preallocated KV slot, compiled: on
-    CUDA by default; see `backends.torch.load`) apply to torch.
-    `speculative`: prompt-lookup speculative decoding (drafts from the request's own text,
-    verified in one pass; greedy output unchanged); False decodes one token per step; None
-    (default) uses it where it was measured to win: the torch backend, not MLX on the CPU.
-    `context_length` caps the window (and the memory its KV cache needs). With `preflight`, a
-    model that will not fit in memory is refused before loading, with the numbers and the fix.
-    """
-    report = progress or (lambda fraction, stage: None)
-    report(0.0, "checking the checkpoint")
-    checkpoint = inspect(resolve_model(path))  # a hub id loads from the local cache
-    tokenizer = CodestralTokenizer(find_tokenizer_file(checkpoint.path))
-    if tokenizer.vocab_size != checkpoint.model_config.vocab_size:
-        raise ModelLoadError(
-            f"The tokenizer {tokenizer.path.name} has {tokenizer.vocab_size} tokens but the model "
-            f"in {checkpoint.path} expects {checkpoint.model_config.vocab_size}. Use the tokenizer "
-            "released with these weights."
-        )
-    if context_length is not None and context_length < 2:
-        raise EngineError(f"context_length must be at least 2, got {context_length}.")
-    window = min(context_length or checkpoint.context_length, checkpoint.context_length)
-    spec = resolve(backend, checkpoint)
-    if preflight:
-        target, compute = spec.target(checkpoint, device, dtype)
-        static = spec.holds_decode_slot(target, static_decode)
-        need = memory.plan(checkpoint, spec.name, compute, quantize, window, static)
-        memory.check(checkpoint, spec.name, target, need, quantize)
-    options = {"device": device, "dtype": dtype, "quantize": quantize, "threads": threads,
-               "static_decode": static_decode}  # fmt: skip
-    engine = Engine(
-        load_backend(checkpoint, spec.name, report, **options),
-        tokenizer,
-        checkpoint,
-        prefill_chunk=prefill_chunk,
-        prompt_cache_bytes=prompt_cache_bytes,
-        prompt_cache_entries=prompt_cache_entries,
-        max_queued=max_queued,
-        context_length=window,
-        speculative=speculative,
-    )
-    report(1.0, "ready")
-    return engine
 
 
 @atexit.register

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..backends.base import Backend
+from .backend import Backend
 from .events import (
     FINISH_CANCELLED,
     FINISH_LENGTH,
@@ -56,91 +56,114 @@ class Runtime:
 
 def run(request: Request, rt: Runtime) -> None:
     """Generate `request` to the end, emitting its events; the worker catches what escapes."""
-    ids = list(request.prompt_token_ids)
-    params = request.params
     if request.cancelled:  # cancelled while queued: never touch the model
         rt.record(request, _finished(request, FINISH_CANCELLED))
         return
+    generation = _Generation(request, rt)
+    generation.decode()
+    generation.keep_cache()
+    generation.flush_text()
+    rt.record(request, generation.finished())
 
-    kv, reused = rt.prompt_cache.take(ids)
-    kv = kv if kv is not None else rt.backend.new_cache()
-    room = rt.context_length - len(ids)
-    limit = room if params.max_tokens is None else min(params.max_tokens, room)
-    decoder = StreamDecoder(rt.tokenizer)
-    stops = StopMatcher(params.stop)
-    eos = rt.tokenizer.eos_id
-    sampled: list[int] = []  # every token fed back to the model, end of sequence included
-    completion: list[int] = []
-    first_at = last_at = None
-    finish = (
-        FINISH_LENGTH
-        if params.max_tokens is not None and params.max_tokens <= room
-        else FINISH_MODEL_LENGTH
-    )
 
-    def on_prefill(_done: int, _total: int) -> None:
-        if request.cancelled:
+class _Generation:
+    """One request's pass through the backend: its KV cache, text decoder, stop strings and
+    the tokens and timings its usage reports."""
+
+    def __init__(self, request: Request, rt: Runtime):
+        self.request, self.rt, self.params = request, rt, request.params
+        self.ids = list(request.prompt_token_ids)
+        kv, self.reused = rt.prompt_cache.take(self.ids)
+        self.kv = kv if kv is not None else rt.backend.new_cache()
+        room = rt.context_length - len(self.ids)
+        asked = self.params.max_tokens
+        self.limit = room if asked is None else min(asked, room)
+        self.finish = FINISH_LENGTH if asked is not None and asked <= room else FINISH_MODEL_LENGTH
+        self.decoder = StreamDecoder(rt.tokenizer)
+        self.stops = StopMatcher(self.params.stop)
+        self.sampled: list[int] = []  # every token fed back to the model, end of sequence too
+        self.completion: list[int] = []
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.stopped_by_string = False
+        self.drafter = PromptLookup(self.ids) if rt.speculative else None
+
+    def decode(self) -> None:
+        """Step the backend until a stop, the limit or a cancel; set `finish`."""
+        self.rt.backend.reset_peak_memory()
+        steps = self.rt.backend.generate(
+            self.ids[self.reused :],
+            self.kv,
+            self.params,
+            eos_id=self.rt.tokenizer.eos_id,
+            max_new_tokens=self.limit,
+            prefill_chunk=self.rt.prefill_chunk,
+            on_prefill=self._on_prefill,
+            drafter=self.drafter,
+        )
+        try:
+            for token in steps:
+                if self._take(token):
+                    break
+                self.rt.preempt(self.request)
+        except _Cancelled:
+            self.finish = FINISH_CANCELLED
+        finally:
+            steps.close()
+
+    def _on_prefill(self, _done: int, _total: int) -> None:
+        if self.request.cancelled:
             raise _Cancelled
-        rt.preempt(request)
+        self.rt.preempt(self.request)
 
-    drafter = PromptLookup(ids) if rt.speculative else None
-    rt.backend.reset_peak_memory()
-    steps = rt.backend.generate(
-        ids[reused:],
-        kv,
-        params,
-        eos_id=eos,
-        max_new_tokens=limit,
-        prefill_chunk=rt.prefill_chunk,
-        on_prefill=on_prefill,
-        drafter=drafter,
-    )
-    stopped_by_string = False
-    try:
-        for token in steps:
-            last_at = time.perf_counter()
-            first_at = first_at or last_at
-            sampled.append(token)
-            if token == eos:
-                finish = FINISH_STOP
-                break
-            completion.append(token)
-            check_stops = len(completion) >= params.min_tokens
-            text, stopped_by_string = stops.push(decoder.push(token), check=check_stops)
-            request.emit(TextDelta(text, (token,)))
-            if stopped_by_string:
-                finish = FINISH_STOP
-                break
-            if request.cancelled:
-                finish = FINISH_CANCELLED
-                break
-            rt.preempt(request)
-    except _Cancelled:
-        finish = FINISH_CANCELLED
-    finally:
-        steps.close()
-    # Verified drafts past the last token taken (a stop, a cancel) are not part of this text.
-    kv.trim_to(min(kv.length, len(ids) + len(sampled)))
-    # Keep the cache only after a clean exit: an error mid-step may leave layers uneven.
-    rt.prompt_cache.put((ids + sampled)[: kv.length], kv)
+    def _take(self, token: int) -> bool:
+        """Take one sampled token (emitting its text); True when generation ends here."""
+        self.last_at = time.perf_counter()
+        self.first_at = self.first_at or self.last_at
+        self.sampled.append(token)
+        if token == self.rt.tokenizer.eos_id:
+            self.finish = FINISH_STOP
+            return True
+        self.completion.append(token)
+        check = len(self.completion) >= self.params.min_tokens
+        text, self.stopped_by_string = self.stops.push(self.decoder.push(token), check=check)
+        self.request.emit(TextDelta(text, (token,)))
+        if self.stopped_by_string:
+            self.finish = FINISH_STOP
+            return True
+        if self.request.cancelled:
+            self.finish = FINISH_CANCELLED
+            return True
+        return False
 
-    if not stopped_by_string:
-        text, _ = stops.push(decoder.flush(), check=len(completion) >= params.min_tokens)
-        text += stops.flush()
+    def keep_cache(self) -> None:
+        """Hand the KV cache to the prompt cache for the next request."""
+        # Verified drafts past the last token taken (a stop, a cancel) are not part of this text.
+        self.kv.trim_to(min(self.kv.length, len(self.ids) + len(self.sampled)))
+        # Keep the cache only after a clean exit: an error mid-step may leave layers uneven.
+        self.rt.prompt_cache.put((self.ids + self.sampled)[: self.kv.length], self.kv)
+
+    def flush_text(self) -> None:
+        """Emit the text the decoder and stop matcher still hold back."""
+        if self.stopped_by_string:
+            return
+        check = len(self.completion) >= self.params.min_tokens
+        text, _ = self.stops.push(self.decoder.flush(), check=check)
+        text += self.stops.flush()
         if text:
-            request.emit(TextDelta(text, ()))
-    decode_rate = None
-    if first_at is not None and last_at > first_at and len(sampled) > 1:
-        decode_rate = (len(sampled) - 1) / (last_at - first_at)
-    ttft = None if first_at is None else first_at - request.submitted_at
-    peak = rt.backend.peak_memory()
-    rt.record(
-        request,
-        _finished(
-            request, finish, completion=completion, cached=reused, ttft=ttft,
-            decode_rate=decode_rate, peak=peak, drafts=drafter.stats if drafter else None,
-        ),
-    )  # fmt: skip
+            self.request.emit(TextDelta(text, ()))
+
+    def finished(self) -> Finished:
+        decode_rate = None
+        first, last = self.first_at, self.last_at
+        if first is not None and last > first and len(self.sampled) > 1:
+            decode_rate = (len(self.sampled) - 1) / (last - first)
+        ttft = None if first is None else first - self.request.submitted_at
+        return _finished(
+            self.request, self.finish, completion=self.completion, cached=self.reused,
+            ttft=ttft, decode_rate=decode_rate, peak=self.rt.backend.peak_memory(),
+            drafts=self.drafter.stats if self.drafter else None,
+        )  # fmt: skip
 
 
 def _finished(

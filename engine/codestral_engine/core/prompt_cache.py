@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..backends.base import KVState
+from .backend import KVState
 
 
 def common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:

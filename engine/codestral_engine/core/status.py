@@ -82,7 +82,7 @@ class EngineStatus(BaseModel):
             layout=engine.checkpoint.layout,
             backend=engine.backend.name,
             device=engine.backend.device,
-            threads=getattr(engine.backend, "threads", None),
+            threads=engine.backend.threads,
             context_length=engine.context_length,
             queue_length=engine.queue_length,
             running_requests=engine.running_requests,

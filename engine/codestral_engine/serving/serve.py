@@ -8,7 +8,9 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -34,19 +36,24 @@ def _failed_exit_s() -> float:
         return FAILED_EXIT_S
 
 
-def serve(
-    model: Path,
-    host: str,
-    port: int,
-    token: str | None,
-    backend: str,
-    log_prompts: bool = False,
-    idle_timeout: float | None = None,
-    ollama_no_auth: bool = False,
-    **load_options: object,
-) -> int:
-    if ollama_no_auth and host not in LOOPBACK_HOSTS:
-        say(f"--ollama-no-auth is for loopback only (--host {host}); drop one of them.")
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `serve` listens and what it loads (`load`'s keyword arguments in `load_options`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None  # None: a random one
+    backend: str = "auto"
+    log_prompts: bool = False
+    idle_timeout: float | None = None
+    ollama_no_auth: bool = False
+    load_options: dict[str, Any] = field(default_factory=dict)
+
+
+def serve(model: Path, options: ServeOptions) -> int:
+    """Serve `model` unless a server already runs for this user; the process's exit status."""
+    if options.ollama_no_auth and options.host not in LOOPBACK_HOSTS:
+        say(f"--ollama-no-auth is for loopback only (--host {options.host}); drop one of them.")
         return 2
     try:
         running = _running_engine()
@@ -61,6 +68,11 @@ def serve(
     except EngineError as exc:
         say(str(exc))
         return 1
+    return _serve_holding_the_lock(model, options)
+
+
+def _serve_holding_the_lock(model: Path, options: ServeOptions) -> int:
+    """Take the one-per-user lock (or find who holds it), then serve."""
     try:
         lock = connection.ServerLock()
         acquired = _acquire_or_find(lock)
@@ -78,8 +90,7 @@ def serve(
         )
         return 1
     try:
-        return _listen_and_serve(lock, model, host, port, token, backend, log_prompts,
-                                 idle_timeout, ollama_no_auth, load_options)  # fmt: skip
+        return _listen_and_serve(lock, model, options)
     finally:
         lock.release()
 
@@ -108,28 +119,71 @@ def _acquire_or_find(lock: connection.ServerLock) -> bool | connection.Connectio
     return True
 
 
-def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle_timeout,
-                      ollama_no_auth, load_options) -> int:  # fmt: skip
+def _listen_and_serve(lock: connection.ServerLock, model: Path, options: ServeOptions) -> int:
+    sock = _bind(options.host, options.port)
+    if sock is None:
+        return 1
+    state = ServerState(
+        model_path=model,
+        token=options.token or secrets.token_urlsafe(32),
+        backend=options.backend,
+        log_prompts=options.log_prompts,
+    )
+    info = _announce(lock, model, state, _url(options.host, sock.getsockname()[1]))
+    if info is None:
+        return 1
+    loading = state.load_in_background(**options.load_options)
+    threading.Thread(target=_exit_after_failed_load, args=(state, loading), daemon=True).start()
+    _say_serving(model, info, options, sock.getsockname()[1])
+    raise_descriptor_limit()
+    app = create_app(
+        state, ollama_no_auth=options.ollama_no_auth, idle_timeout=options.idle_timeout
+    )
+    config = uvicorn.Config(
+        app, http=GuardedH11Protocol, log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=3,
+    )  # fmt: skip
+    # uvicorn re-raises a signal it handled under the previous handler once it has shut down:
+    # make that an ordinary exit so the cleanup below always runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        EngineServer(config, state, info, options.idle_timeout).run(sockets=[sock])
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM via _exit_cleanly
+        pass
+    finally:
+        connection.remove(os.getpid())
+        if state.engine is not None:
+            state.engine.close()
+    return 1 if state.state == "error" else 0  # a failed load is a failure for supervisors
+
+
+def _bind(host: str, port: int) -> socket.socket | None:
+    """A listening socket on host:port, or None (said) when it cannot be had."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         say(f"Cannot listen on {host}:{port} ({exc.strerror}). Choose another --port.")
-        return 1
+        return None
     sock.listen(128)  # clients that read the connection file early wait in the backlog
-    bound_port = sock.getsockname()[1]
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    """Where clients on this machine reach a server listening on `host`."""
     url_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
         host, f"[{host}]" if ":" in host else host
     )
-    state = ServerState(
-        model_path=model,
-        token=token or secrets.token_urlsafe(32),
-        backend=backend,
-        log_prompts=log_prompts,
-    )
+    return f"http://{url_host}:{port}"
+
+
+def _announce(
+    lock: connection.ServerLock, model: Path, state: ServerState, url: str
+) -> connection.ConnectionInfo | None:
+    """Write the connection file clients find the server by (None, said, if it cannot be)."""
     info = connection.ConnectionInfo(
-        url=f"http://{url_host}:{bound_port}",
+        url=url,
         token=state.token,
         pid=os.getpid(),
         model=str(model),
@@ -140,40 +194,24 @@ def _listen_and_serve(lock, model, host, port, token, backend, log_prompts, idle
         lock.record(info.url)
     except OSError as exc:
         say(_runtime_dir_problem(exc))
-        return 1
-    loading = state.load_in_background(**load_options)
-    threading.Thread(target=_exit_after_failed_load, args=(state, loading), daemon=True).start()
+        return None
+    return info
+
+
+def _say_serving(
+    model: Path, info: connection.ConnectionInfo, options: ServeOptions, port: int
+) -> None:
     say(
         f"Serving {model.name} at {info.url} (pid {info.pid}); connection file "
         f"{connection.connection_path()}"
     )
-    if idle_timeout:  # None or 0: stay
-        say(f"Exits after {idle_timeout:.0f} s without requests (--idle-timeout).")
-    if host in ("0.0.0.0", "::"):
+    if options.idle_timeout:  # None or 0: stay
+        say(f"Exits after {options.idle_timeout:.0f} s without requests (--idle-timeout).")
+    if options.host in ("0.0.0.0", "::"):
         say(
-            f"Listening on every network interface (port {bound_port}): anyone who can "
+            f"Listening on every network interface (port {port}): anyone who can "
             "reach this machine and has the token can use the engine."
         )
-    raise_descriptor_limit()
-    config = uvicorn.Config(
-        create_app(state, ollama_no_auth=ollama_no_auth, idle_timeout=idle_timeout),
-        http=GuardedH11Protocol,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=3,
-    )
-    # uvicorn re-raises a signal it handled under the previous handler once it has shut down:
-    # make that an ordinary exit so the cleanup below always runs.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    try:
-        EngineServer(config, state, info, idle_timeout).run(sockets=[sock])
-    except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM via _exit_cleanly
-        pass
-    finally:
-        connection.remove(os.getpid())
-        if state.engine is not None:
-            state.engine.close()
-    return 1 if state.state == "error" else 0  # a failed load is a failure for supervisors
 
 
 def _exit_after_failed_load(state: ServerState, loading: threading.Thread) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.engine import Engine, load
+from ..assembly.loading import load
+from ..core.engine import Engine
 from ..errors import EngineError, EngineStoppingError
 from .http_input import APIError
 

@@ -1,2 +1,2 @@
-"""Checkpoints on disk: layouts, the typed config, the hub, memory preflight, tiny models, and
-which model a process serves."""
+"""Checkpoints as data: layouts and their tensors, the typed model config, tiny models. Imports
+no other room of the engine."""

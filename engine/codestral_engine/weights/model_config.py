@@ -53,3 +53,15 @@ class ModelConfig:
     def kv_values_per_token(self) -> int:
         """Keys and values one token adds to the KV cache, all layers."""
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(parameters in Linear layers, all other parameters) of this Mistral-architecture
+        model: what the backends' memory arithmetic (`backends/memory.py`) counts."""
+        h, layers, vocab = self.hidden_size, self.num_hidden_layers, self.vocab_size
+        heads, kv_heads = self.num_attention_heads, self.num_key_value_heads
+        head_dim = self.head_dim
+        attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim  # q, o; k, v
+        per_layer = attention + 3 * h * self.intermediate_size
+        linear = layers * per_layer + h * vocab  # + the output head
+        other = h * vocab + layers * 2 * h + h  # embedding, two norms per layer, final norm
+        return linear, other

@@ -7,15 +7,15 @@ import argparse
 import sys
 
 from ..backends import BACKENDS
+from .releases import QUANTS, quant_help
 
 
 def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", help="a hub id to download instead of the automatic choice")
     parser.add_argument(
         "--quant",
-        choices=("4bit", "8bit", "bf16"),
-        help="4bit / 8bit: MLX conversions (on torch: bf16 held as int4 / int8 at load); "
-        "bf16: Mistral's release. Default: the largest that fits this machine's memory.",
+        choices=QUANTS,
+        help=quant_help(),
     )
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     parser.add_argument("--device", help="torch: the device whose memory counts (default: cuda)")

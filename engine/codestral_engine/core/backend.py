@@ -1,4 +1,5 @@
-"""The narrow contract every backend honours; the engine, prompt cache and tests share the rest.
+"""The narrow contract every backend honours (`backends/` implement it); the engine, prompt cache
+and tests share the rest. Everything the engine and the server ask of a backend is here.
 
 A backend owns the model weights, its KV-cache type and its step loop. It knows nothing of
 requests, text, stop strings or queues. The engine calls it from one worker thread only.
@@ -9,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..core.params import GenerationParams
-from ..core.speculative import PromptLookup
+from .params import GenerationParams
+from .speculative import PromptLookup
 
 # Called after each prefill chunk with (tokens processed, tokens to process); it may raise to
 # abandon the request between chunks.
@@ -56,6 +57,10 @@ class Backend(Protocol):
     name: str  # "mlx", "torch"
     device: str  # "cpu", "gpu", "cuda:0", ...
     speculates: bool  # speculative decoding by default: where bench_speculative shows it wins
+    threads: int | None  # CPU compute threads it runs on; None where it does not set them
+    # Set by the engine: the most tokens one request holds (its context window), so caches
+    # the backend preallocates never outgrow it. None until the engine says.
+    slot_limit: int | None
 
     def new_cache(self) -> KVState:
         """An empty KV cache for this model."""

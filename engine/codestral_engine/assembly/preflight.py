@@ -8,15 +8,14 @@ on Metal), free device memory (CUDA), or available RAM (CPU).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backends.memory import MEMORY, gigabytes, mlx_quantized_bytes
+from ..backends.options import QUANTIZERS
+from ..backends.registry import MLXSpec
 from ..errors import ModelLoadError
-from .checkpoint import CODESTRAL_22B_CONFIG, Checkpoint
-from .model_config import ModelConfig
-
-log = logging.getLogger(__name__)
+from ..weights.checkpoint import CODESTRAL_22B_CONFIG, Checkpoint
 
 ACTIVATION_MARGIN = 0.10  # of the weights: activations, allocator slack, runtime buffers
 
@@ -43,37 +42,16 @@ class MemoryPlan:
         return MemoryPlan(self.weight_bytes, self.kv_bytes_per_token, context_length)
 
 
-def parameter_counts(config: ModelConfig) -> tuple[int, int]:
-    """(parameters in Linear layers, all other parameters) of a Mistral-architecture model."""
-    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    heads, kv_heads, head_dim = (
-        config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    )  # fmt: skip
-    attention = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim  # q, o; k, v
-    per_layer = attention + 3 * h * config.intermediate_size
-    linear = layers * per_layer + h * vocab  # + the output head
-    other = h * vocab + layers * 2 * h + h  # embedding, two norms per layer, final norm
-    return linear, other
-
-
-def mlx_quantized_bytes(config: ModelConfig, bits: int, group_size: int = 64) -> int:
-    """mlx-lm's affine quantization: packed weights plus a bf16 scale and bias per group."""
-    linear, other = parameter_counts(config)
-    embedding = config.hidden_size * config.vocab_size  # quantized too
-    per_param = bits / 8 + 2 * 2 / group_size
-    return int((linear + embedding) * per_param + (other - embedding) * 2)
-
-
 def codestral_22b_plans(context_length: int) -> dict[str, MemoryPlan]:
     """What each published form of Codestral-22B needs, computed before anything is downloaded:
-    "bf16" (torch or MLX), "int8" and "int4" (torch, quantized at load), "mlx-8bit",
-    "mlx-4bit"."""
+    "bf16" (torch or MLX), each torch quantizer's ("int8", "int4": quantized at load) and each
+    MLX conversion's ("mlx-8bit", "mlx-4bit")."""
     checkpoint = Checkpoint(Path("/nowhere"), "hf", CODESTRAL_22B_CONFIG, {})
     bf16 = plan(checkpoint, "torch", "bfloat16", None, context_length)
     plans = {"bf16": bf16}
-    for kind in ("int8", "int4"):
+    for kind in (quantizer.name for quantizer in QUANTIZERS):
         plans[kind] = plan(checkpoint, "torch", "bfloat16", kind, context_length)
-    for bits in (8, 4):
+    for bits in MLXSpec.conversions:
         weights = mlx_quantized_bytes(checkpoint.model_config, bits)
         plans[f"mlx-{bits}bit"] = MemoryPlan(weights, bf16.kv_bytes_per_token, context_length)
     return plans
@@ -90,18 +68,14 @@ def plan(
     """What `backend` will hold for this checkpoint in `dtype` (torch) or as stored (MLX).
     `static_slot` (torch's static decode step): the window's KV twice, the request's cache
     and the slot the step decodes in."""
-    from ..backends.registry import REGISTRY
-
-    weights, element = REGISTRY[backend].weights_in_memory(checkpoint, dtype, quantize)
+    weights, element = MEMORY[backend].weights_in_memory(checkpoint, dtype, quantize)
     kv_per_token = checkpoint.model_config.kv_values_per_token * element
     return MemoryPlan(weights, kv_per_token * (2 if static_slot else 1), context_length)
 
 
 def available_memory(backend: str, device: str) -> tuple[int, str]:
     """(bytes this device can give the model, what that number is)."""
-    from ..backends.registry import REGISTRY
-
-    known = REGISTRY[backend].device_memory(device)
+    known = MEMORY[backend].device_memory(device)
     if known is not None:
         return known
     import psutil
@@ -113,12 +87,10 @@ def check(
     checkpoint: Checkpoint, backend: str, device: str, memory_plan: MemoryPlan, quantize: str | None
 ) -> None:
     """Raise `InsufficientMemoryError`, with the numbers and the fixes, if the plan does not fit."""
-    from ..backends.registry import REGISTRY
-
-    spec = REGISTRY[backend]
+    memory = MEMORY[backend]
     have, what = available_memory(backend, device)
     if memory_plan.total <= have:
-        spec.warn_if_tight(memory_plan.total)
+        memory.warn_if_tight(memory_plan.total)
         return
     fixes = []
     shorter = next(
@@ -132,7 +104,7 @@ def check(
     if shorter:
         needs = gigabytes(memory_plan.with_context(shorter).total)
         fixes.append(f"a shorter context (context_length={shorter}: {needs})")
-    fixes += spec.memory_fixes(checkpoint, quantize)
+    fixes += memory.memory_fixes(checkpoint, quantize)
     fixes.append("closing other programs that hold memory")
     raise InsufficientMemoryError(
         f"The model in {checkpoint.path} needs about {gigabytes(memory_plan.total)} (weights "
@@ -141,7 +113,3 @@ def check(
         f"machine can give {gigabytes(have)} ({what}). Try {'; or '.join(fixes)}. "
         "(preflight=False skips this check.)"
     )
-
-
-def gigabytes(n: int) -> str:
-    return f"{n / 1e9:.1f} GB"

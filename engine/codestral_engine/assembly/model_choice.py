@@ -82,7 +82,7 @@ def is_demo_model(name: str) -> bool:
 
 def builtin_tiny_model() -> Path:
     """The demo model: made once in the user's cache directory, then reused."""
-    from .tiny import make_tiny
+    from ..weights.tiny import make_tiny
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codestral-engine"
     target = cache / TINY_NAME

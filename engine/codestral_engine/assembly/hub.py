@@ -22,13 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backends.registry import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
 from ..backends.registry import REGISTRY
 from ..backends.registry import resolve as resolve_spec
 from ..errors import ModelLoadError
 from .preflight import codestral_22b_plans
+from .releases import MISTRAL_RELEASE as MISTRAL_RELEASE  # pull's default release
+from .releases import RELEASES, releases_for
 
-# The memory each choice needs (the backends' `release_plans`), judged with an 8K window.
+# The memory each choice needs (its release's plan), judged with an 8K window.
 CHOICE_WINDOW = 8192
 NATIVE_FILES = ("params.json", "consolidated.safetensors", "tokenizer.model.v3", "tekken.json")
 HF_PATTERNS = (
@@ -83,27 +84,28 @@ def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
     """The checkpoint to download: `quant` if given, else the largest that fits an 8K window."""
     if backend not in REGISTRY:
         raise HubError(f"Unknown backend {backend!r}; choose {' or '.join(REGISTRY)}.")
-    spec = REGISTRY[backend]
+    releases = releases_for(backend)
     plans = codestral_22b_plans(CHOICE_WINDOW)
 
     def needs(q: str) -> int:
-        return plans[spec.release_plans[q]].total
+        return plans[releases[q].form].total
 
     if quant is None:
-        fits = [q for q in spec.automatic if memory_bytes is None or needs(q) <= memory_bytes]
-        quant = fits[0] if fits else spec.automatic[-1]
-    if quant not in spec.releases:
-        elsewhere = [n for n, other in REGISTRY.items() if quant in other.releases]
+        automatic = [q for q, release in releases.items() if release.automatic]
+        fits = [q for q in automatic if memory_bytes is None or needs(q) <= memory_bytes]
+        quant = fits[0] if fits else automatic[-1]
+    if quant not in releases:
+        elsewhere = [r.backend for r in RELEASES if r.quant == quant]
         raise HubError(
             f"No {quant} checkpoint for the {backend} backend. Choose --quant "
-            f"{' or '.join(spec.releases)}"
+            f"{' or '.join(releases)}"
             + (f" (or --backend {elsewhere[0]} for {quant})." if elsewhere else ".")
         )
-    note = spec.release_note(quant)
+    note = releases[quant].note
     if memory_bytes is not None and needs(quant) > memory_bytes:
         note += (f" Needs about {needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
                  f"can give {memory_bytes / 1e9:.0f} GB.")  # fmt: skip
-    return Choice(spec.releases[quant], quant, backend, note.strip())
+    return Choice(releases[quant].repo, quant, backend, note.strip())
 
 
 def pull(
@@ -235,9 +237,9 @@ def is_hub_id(model: str) -> bool:
 def cached_release() -> str | None:
     """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
     # What pull would choose here (largest first), then anything else this backend runs.
-    spec = resolve_spec("auto")
-    candidates = list(dict.fromkeys([*(spec.releases[q] for q in spec.automatic),
-                                     *spec.releases.values()]))  # fmt: skip
+    releases = releases_for(resolve_spec("auto").name).values()
+    candidates = list(dict.fromkeys([*(r.repo for r in releases if r.automatic),
+                                     *(r.repo for r in releases)]))  # fmt: skip
     for repo in candidates:
         try:
             path = resolve(repo)
