@@ -15,7 +15,7 @@ from transformers import MistralForCausalLM
 import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
 from codestral_engine.backends import resolve_backend
-from codestral_engine.backends.torch_model import (
+from codestral_engine.backends.torch_quant import (
     Int4Linear,
     Int8Linear,
     int4_group,
@@ -126,7 +126,7 @@ def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_fe
 
 INT4_LAYOUT = """
 import torch
-from codestral_engine.backends.torch_model import Int4Linear, cpu_int4_layout
+from codestral_engine.backends.torch_quant import Int4Linear, cpu_int4_layout
 torch.manual_seed(0)
 layer = Int4Linear(1152, 256, 128, on_cuda=False)  # two blocks of unpacked outputs
 layer.load_state_dict(layer.quantized(torch.randn(1152, 256)), assign=True)
