@@ -30,8 +30,8 @@ class Window(NamedTuple):
 
     positions: torch.Tensor  # (T,) where the new tokens' keys and values go
     visible: int  # the pass attends over the cache's positions [0, visible)
-    mask: torch.Tensor | None  # (T, visible) bool, True where a token may attend; None:
-    causal: bool  # plain causal from position 0 (SDPA's fused path), or one token seeing all
+    mask: torch.Tensor | None  # (T, visible) bool, True where a token may attend, or None:
+    causal: bool  # then True: plain causal from position 0 (SDPA's fused path); False: all
 
 
 class Cache(Protocol):
