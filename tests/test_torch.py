@@ -15,7 +15,9 @@ from transformers import MistralForCausalLM
 import codestral_engine
 from codestral_engine import EngineError, ModelLoadError
 from codestral_engine.backends import resolve_backend
-from codestral_engine.backends.torch_model import (
+from codestral_engine.backends.torch import slot_step
+from codestral_engine.backends.torch_cache import StaticSlot
+from codestral_engine.backends.torch_quant import (
     Int4Linear,
     Int8Linear,
     int4_group,
@@ -69,6 +71,38 @@ def test_cached_decode_steps_match_transformers(torch_engine, reference):
     assert cache.length == len(ids) + len(steps)
     for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert relative_error(a, b) < 1e-4, step
+
+
+def test_the_static_slot_and_the_growing_cache_give_the_same_logits(torch_engine):
+    """One forward pass, two caches: the static decode slot (as `static_decode` steps through
+    it) reads and writes the keys and values the growing cache does, position for position."""
+    backend = torch_engine.backend
+    model, device = backend.model, backend.torch_device
+    ids = torch.tensor(torch_engine.tokenizer.encode_fim(PROMPT, SUFFIX))
+    # After the prompt's body: one token, a block of three (a draft with its token), one more.
+    body, feeds = ids[:-5], [ids[-5:-4], ids[-4:-1], ids[-1:]]
+    grown = backend.new_cache()
+    slot = StaticSlot(model.args, len(ids) + 16, backend.dtype, device)
+    slot.keys.fill_(100.0)  # an unwritten position, were it read, would change every logit
+    slot.values.fill_(100.0)
+    step = slot_step(model, slot)
+    with torch.inference_mode():
+        model(body, grown, rows=0)
+        slot.load(grown)
+        start = position = grown.length
+        for feed in feeds:
+            want = model(feed, grown, rows=len(feed))  # (T, vocab)
+            got = step(feed, torch.arange(position, position + len(feed), device=device))
+            position += len(feed)
+            assert got.shape == want.shape == (len(feed), 32768)
+            assert relative_error(got.numpy(), want.numpy()) < 1e-5, position
+        assert position == grown.length == len(ids)
+        # Copied back, the slot's keys and values are the growing cache's.
+        stored = grown.prefix_copy(start)
+        slot.store(stored, start, position)
+        assert stored.length == grown.length
+        for ours, theirs in ((stored.keys, grown.keys), (stored.values, grown.values)):
+            torch.testing.assert_close(ours[:, :, : len(ids)], theirs[:, :, : len(ids)])
 
 
 def test_greedy_tokens_equal_the_mlx_backend(models):
@@ -126,7 +160,7 @@ def test_int4_layers_compute_with_the_weights_they_quantized(out_features, in_fe
 
 INT4_LAYOUT = """
 import torch
-from codestral_engine.backends.torch_model import Int4Linear, cpu_int4_layout
+from codestral_engine.backends.torch_quant import Int4Linear, cpu_int4_layout
 torch.manual_seed(0)
 layer = Int4Linear(1152, 256, 128, on_cuda=False)  # two blocks of unpacked outputs
 layer.load_state_dict(layer.quantized(torch.randn(1152, 256)), assign=True)

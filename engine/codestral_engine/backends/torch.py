@@ -22,7 +22,9 @@ from ..core.speculative import MAX_DRAFT, Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
 from .registry import TorchSpec
-from .torch_model import KVCache, StaticDecoder, Transformer, quantize_linears
+from .torch_cache import KVCache, StaticSlot
+from .torch_model import Transformer
+from .torch_quant import quantize_linears
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIN_SLOT = 1024  # tokens: the static slot's smallest capacity (it doubles as needed)
@@ -47,7 +49,7 @@ class TorchBackend:
         self._peak_rss = 0
         self.threads = torch.get_num_threads() if device.type == "cpu" else None
         self.static_decode = static_decode  # how decode steps run (see `load`)
-        self._slot: StaticDecoder | None = None
+        self._slot: StaticSlot | None = None
         self._step = None
         self.slot_owner: _SlotRun | None = None  # whose tokens the slot holds now
         self.slot_limit: int | None = None  # the engine's context window, when it says
@@ -128,7 +130,7 @@ class TorchBackend:
         finally:
             run.finish()
 
-    def slot(self, capacity: int) -> tuple[StaticDecoder, Callable]:
+    def slot(self, capacity: int) -> tuple[StaticSlot, Callable]:
         """The static slot with room for `capacity` tokens, and its step compiled as
         `static_decode` says. Sizes are powers of two from MIN_SLOT (at most the context
         window), so a growing notebook meets a handful of shapes, each compiled once."""
@@ -138,8 +140,8 @@ class TorchBackend:
                 size *= 2
             if self.slot_limit is not None:
                 size = max(capacity, min(size, self.slot_limit))
-            self._slot = StaticDecoder(self.model, size)
-            self._step = compiled(self._slot, self.static_decode)
+            self._slot = StaticSlot(self.model.args, size, self.dtype, self.torch_device)
+            self._step = compiled(slot_step(self.model, self._slot), self.static_decode)
         return self._slot, self._step
 
     def _verifier(self, cache: KVCache, params: GenerationParams, eos_id: int):
@@ -244,12 +246,23 @@ def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index:
     return logits.argmax(-1).tolist() if greedy else logits.float().cpu().numpy()
 
 
-def compiled(slot: StaticDecoder, how: str) -> Callable:
+def slot_step(model: Transformer, slot: StaticSlot) -> Callable:
+    """The decode step through the static slot: tokens, positions (T,) -> logits (T, vocab),
+    their keys and values written at those positions. Nothing dynamic in it (the positions are
+    a tensor, every shape is fixed by T and the slot's capacity), so each T is one graph."""
+
+    def step(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return model(tokens, slot.at(positions), rows=tokens.shape[0])
+
+    return step
+
+
+def compiled(step: Callable, how: str) -> Callable:
     """The slot's step: as is ("eager"), or through `torch.compile`: "reduce-overhead"
     (inductor with CUDA graphs: the decode path for CUDA), or another compile backend by name
     ("aot_eager" checks the whole graph cheaply in tests)."""
     if how == "eager":
-        return slot
+        return step
     # One graph per slot size (powers of two up to the window) and block length (1 to
     # MAX_DRAFT + 1): room for all of them, instead of dynamo's default of 8.
     graphs = 2 * (MAX_DRAFT + 1) * 16
@@ -258,8 +271,8 @@ def compiled(slot: StaticDecoder, how: str) -> Callable:
         torch._dynamo.config.accumulated_recompile_limit, 4 * graphs
     )
     if how == "reduce-overhead":
-        return torch.compile(slot, mode=how, fullgraph=True, dynamic=False)
-    return torch.compile(slot, backend=how, fullgraph=True, dynamic=False)
+        return torch.compile(step, mode=how, fullgraph=True, dynamic=False)
+    return torch.compile(step, backend=how, fullgraph=True, dynamic=False)
 
 
 def device_memory(device: str) -> tuple[int, str] | None:
@@ -315,7 +328,7 @@ def load(
     float type on CPU, float32 if that is half precision); quantize: None, "int8" or "int4"
     (weight-only, quantized as the weights are read: `quantize_linears`);
     threads: CPU compute threads (default: `cpu_threads()`); static_decode: decode steps
-    through a preallocated KV slot with a graph-safe step (`StaticDecoder`), compiled by
+    through a preallocated KV slot with a graph-safe step (`slot_step`), compiled by
     `torch.compile` as named ("reduce-overhead": inductor and CUDA graphs; "aot_eager"; or
     "eager", not compiled); "off" for the dynamic step. Default: "reduce-overhead" on CUDA,
     off on the CPU (where the dynamic step is as fast: bench/README.md).

@@ -3,64 +3,20 @@
 References: gpt-fast `model.py` (KV cache indexed by position, SDPA, weights assigned from the
 meta device), Hugging Face `modeling_mistral.py` (the numerics to match: RMSNorm in float32,
 half-split RoPE, SwiGLU). Module names follow Hugging Face's so a checkpoint's state dict maps
-one to one. The model knows nothing of quantization: `quantize_linears` swaps its Linear layers
-for int8 or int4 ones.
+one to one. There is one forward pass; the cache it reads and writes is swapped, as in
+Hugging Face's `Cache` classes: a growing `KVCache` or the static decode slot
+(`torch_cache.py`). The model knows nothing of quantization: `torch_quant.quantize_linears`
+swaps its Linear layers for int8 or int4 ones.
 """
 
 from __future__ import annotations
-
-import functools
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..weights.model_config import ModelConfig
-
-CACHE_STEP = 256  # KV capacity grows in steps of this many tokens
-PACKED_MAX_ROWS = 16  # up to this many tokens, int8 matmuls read the packed weights directly
-QUANTIZE_ROWS = 1024  # rows quantized together at load
-
-
-class KVCache:
-    """Keys and values of one token sequence, all layers, written at their positions."""
-
-    def __init__(self, args: ModelConfig, dtype: torch.dtype, device: torch.device):
-        self.shape = (args.num_hidden_layers, args.num_key_value_heads, 0, args.head_dim)
-        self.dtype, self.device = dtype, device
-        self.keys = torch.empty(self.shape, dtype=dtype, device=device)  # (L, n_kv, capacity, hd)
-        self.values = torch.empty_like(self.keys)
-        self.length = 0
-
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.values.nbytes
-
-    def reserve(self, n: int) -> None:
-        """Make room for `n` tokens (grows geometrically, so appends stay amortised O(1))."""
-        capacity = self.keys.shape[2]
-        if n <= capacity:
-            return
-        grown = max(n, 2 * capacity)
-        grown = -(-grown // CACHE_STEP) * CACHE_STEP
-        layers, heads, _, head_dim = self.shape
-        keys = torch.empty((layers, heads, grown, head_dim), dtype=self.dtype, device=self.device)
-        values = torch.empty_like(keys)
-        keys[:, :, : self.length] = self.keys[:, :, : self.length]
-        values[:, :, : self.length] = self.values[:, :, : self.length]
-        self.keys, self.values = keys, values
-
-    def trim_to(self, n: int) -> None:
-        self.length = min(self.length, n)
-
-    def prefix_copy(self, n: int) -> KVCache:
-        copy = KVCache.__new__(KVCache)
-        copy.shape, copy.dtype, copy.device = self.shape, self.dtype, self.device
-        copy.keys = self.keys[:, :, :n].clone()
-        copy.values = self.values[:, :, :n].clone()
-        copy.length = n
-        return copy
+from .torch_cache import Cache, Window
 
 
 class RMSNorm(nn.Module):
@@ -88,22 +44,21 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
 
-    def forward(self, x, rope, cache: KVCache, layer: int, start: int, mask) -> torch.Tensor:
+    def forward(self, x, rope, cache: Cache, layer: int, window: Window) -> torch.Tensor:
+        """x (1, T, D) -> (1, T, D): the attention of the new tokens over the cache's window,
+        whose keys and values they first write at their positions."""
         T = x.shape[1]
         q = self.q_proj(x).view(1, T, self.n_heads, self.head_dim).transpose(1, 2)  # (1, H, T, hd)
         k = self.k_proj(x).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)  # (1, KV, T, hd)
         v = self.v_proj(x).view(1, T, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = _rotate(q, rope), _rotate(k, rope)
-        end = start + T
-        cache.keys[layer, :, start:end] = k[0]
-        cache.values[layer, :, start:end] = v[0]
-        keys = cache.keys[layer, :, :end].unsqueeze(0)  # (1, KV, S, hd)
-        values = cache.values[layer, :, :end].unsqueeze(0)
-        # From position 0 the mask is plain causal: let SDPA use its fused causal path.
-        causal = mask is not None and start == 0
+        cache.keys[layer].index_copy_(1, window.positions, k[0])  # (KV, capacity, hd)
+        cache.values[layer].index_copy_(1, window.positions, v[0])
+        keys = cache.keys[layer, :, : window.visible][None]  # (1, KV, S, hd)
+        values = cache.values[layer, :, : window.visible][None]
         out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=None if causal else mask, is_causal=causal, enable_gqa=True
-        )
+            q, keys, values, attn_mask=window.mask, is_causal=window.causal, enable_gqa=True
+        )  # (1, H, T, hd)
         return self.o_proj(out.transpose(1, 2).reshape(1, T, -1))  # (1, T, D)
 
 
@@ -126,8 +81,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
-    def forward(self, x, rope, cache, layer, start, mask) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, start, mask)
+    def forward(self, x, rope, cache: Cache, layer: int, window: Window) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, window)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -140,8 +95,9 @@ class Body(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens at positions [start, start+T) -> the logits of the last `rows` of them (0: none,
-    the prompt's body only), reading and writing `cache`."""
+    """tokens (T,) at the cache's next positions -> the logits of the last `rows` of them (0:
+    none, the prompt's body only), their keys and values written to `cache`: a growing
+    `KVCache`, or a static slot's `at(positions)` (`torch_cache.py`)."""
 
     def __init__(self, args: ModelConfig):
         super().__init__()
@@ -149,19 +105,14 @@ class Transformer(nn.Module):
         self.model = Body(args)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, rows: int = 1) -> torch.Tensor:
-        T, start = tokens.shape[0], cache.length
-        cache.reserve(start + T)
-        positions = torch.arange(start, start + T, device=tokens.device)
-        rope = _rope(positions, self.args, self.model.embed_tokens.weight.dtype)
-        # Causal within the new block; every cached position is visible. One token needs none.
-        mask = None
-        if T > 1:
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=tokens.device).tril(start)
+    def forward(self, tokens: torch.Tensor, cache: Cache, *, rows: int = 1) -> torch.Tensor:
+        T = tokens.shape[0]
+        window = cache.window(T)
+        rope = _rope(window.positions, self.args, self.model.embed_tokens.weight.dtype)
         x = self.model.embed_tokens(tokens)[None]  # (1, T, D)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, rope, cache, i, start, mask)
-        cache.length = start + T
+            x = layer(x, rope, cache, i, window)
+        cache.advance(T)
         if rows == 0:  # a prompt chunk: no output head
             return x.new_empty((0, self.args.vocab_size))
         x = self.model.norm(x[:, T - rows :])
@@ -171,6 +122,7 @@ class Transformer(nn.Module):
 def _rope(
     positions: torch.Tensor, args: ModelConfig, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, hd) of the rotary angles at `positions` (T,), half-split."""
     half = torch.arange(0, args.head_dim, 2, dtype=torch.int64, device=positions.device).float()
     inv_freq = 1.0 / (args.rope_theta ** (half / args.head_dim))
     freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
@@ -182,284 +134,3 @@ def _rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.T
     cos, sin = rope
     first, second = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-second, first), dim=-1) * sin
-
-
-class Int8Linear(nn.Module):
-    """Weight-only int8 (per output channel, symmetric) in place of an `nn.Linear`.
-
-    On the CPU the matmul reads the int8 weights directly (`_weight_int8pack_mm`, bf16
-    activations): a quarter of float32's bytes per decoded token, which is what decode speed
-    is bound by. Elsewhere the weight is dequantized per call (fused by torch.compile in the
-    static decode step).
-    """
-
-    def __init__(self, out_features: int, in_features: int, dtype: torch.dtype, packed: bool):
-        super().__init__()
-        self.packed = packed
-        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("scales", torch.empty(out_features, dtype=scale_dtype(dtype, packed)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if self.packed and rows <= PACKED_MAX_ROWS:  # decoding: bandwidth-bound
-            flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
-            return out.to(x.dtype).reshape(*x.shape[:-1], -1)
-        # Prefill (many rows) is compute-bound: one dequantization, then a dense matmul.
-        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
-
-    def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """This layer's buffers for the float weight `w` (out, in)."""
-        weight, scales = quantize_weight(w, self.packed)
-        return {"weight": weight, "scales": scales}
-
-
-def scale_dtype(dtype: torch.dtype, packed: bool) -> torch.dtype:
-    return torch.bfloat16 if packed else dtype
-
-
-def quantize_weight(w: torch.Tensor, packed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight, per-row scale) of a float weight (out, in), a block of rows at a time so
-    the float32 temporaries stay small next to the weight itself."""
-    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
-    scales = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
-    for start in range(0, w.shape[0], QUANTIZE_ROWS):
-        block = w[start : start + QUANTIZE_ROWS].float()
-        scale = block.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-        q[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).to(torch.int8)
-        scales[start : start + QUANTIZE_ROWS] = scale
-    return q, scales.to(scale_dtype(w.dtype, packed))
-
-
-class Int4Linear(nn.Module):
-    """Weight-only int4 in place of an `nn.Linear`: asymmetric, one bf16 scale and zero per
-    group of `group` inputs (w = (q - 8) * scale + zero, tinygemm's convention), the weights
-    packed in the layout of PyTorch's own int4 matmul for the device (`_weight_int4pack_mm`,
-    tinygemm, on CUDA: Ampere or newer; its `_for_cpu` twin on the CPU). An eighth of
-    float32's bytes per decoded token: Codestral-22B's weights in 12.1 GB.
-
-    The CPU kernel reads a few rows fast and many rows slowly (6x a bf16 matmul at 512 rows),
-    so prefill there unpacks the weight into bf16 a block of outputs at a time (`_many_rows`),
-    in the layout the running kernel packed (`cpu_int4_layout`).
-    """
-
-    def __init__(self, out_features: int, in_features: int, group: int, on_cuda: bool):
-        super().__init__()
-        self.group, self.on_cuda = group, on_cuda
-        self.tiles = int4_tiles(in_features)
-        if on_cuda:  # tinygemm's tiles (what _convert_weight_to_int4pack returns)
-            shape = (out_features // 8, in_features // (self.tiles * 16), 32, self.tiles // 2)
-            packed = torch.empty(shape, dtype=torch.int32)
-        else:  # two nibbles a byte, in blocks of outputs (see `cpu_int4_layout`)
-            packed = torch.empty(out_features, in_features // 2, dtype=torch.uint8)
-        self.register_buffer("weight", packed)
-        groups = torch.empty(in_features // group, out_features, 2, dtype=torch.bfloat16)
-        self.register_buffer("scales_zeros", groups)
-        self.out_features, self.in_features = out_features, in_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)  # (tokens, in)
-        packed, group, scales = self.weight, self.group, self.scales_zeros
-        if self.on_cuda:
-            out = torch.ops.aten._weight_int4pack_mm(flat, packed, group, scales)
-        elif rows <= PACKED_MAX_ROWS or cpu_int4_layout() is None:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales)
-        else:
-            out = self._many_rows(flat)
-        return out.to(x.dtype).reshape(*x.shape[:-1], -1)
-
-    def _many_rows(self, flat: torch.Tensor) -> torch.Tensor:
-        """flat (rows, in) bf16 @ the weight, unpacked a block of outputs at a time into
-        reused buffers: a bounded working set, and no fresh pages to fault in per pass."""
-        out = flat.new_empty((flat.shape[0], self.out_features))
-        for start in range(0, self.out_features, UNPACK_OUTPUTS):
-            stop = min(start + UNPACK_OUTPUTS, self.out_features)
-            out[:, start:stop] = flat @ self._unpack(start, stop)
-        return out
-
-    def _unpack(self, start: int, stop: int) -> torch.Tensor:
-        """Outputs [start, stop) of the weight in bf16, as (in, stop - start), in this thread's
-        reused buffers. In (in, out) order the unpacking is one copy and the groups' scales
-        and zeros apply without transposing anything."""
-        layout = cpu_int4_layout()
-        k, block, width = self.in_features, layout[0], stop - start
-        packed = self.weight.view(-1, k, block // 2)[start // block : stop // block]
-        levels = _levels(packed, layout, _buffer((width // block, k, block), torch.uint8))
-        weight = _buffer((k, width // block, block), torch.bfloat16)
-        weight.copy_(levels.permute(1, 0, 2))
-        grouped = weight.view(k // self.group, self.group, width)
-        # (groups, width) each, made contiguous: a strided operand takes a far slower path
-        scales, zeros = (t.contiguous() for t in self.scales_zeros[:, start:stop].unbind(-1))
-        torch.addcmul((zeros - 8 * scales)[:, None], grouped, scales[:, None], out=grouped)
-        return weight.view(k, width)
-
-    def quantized(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """This layer's buffers for the float weight `w` (out, in)."""
-        q, scales_zeros = quantize_int4(w, self.group)
-        if self.on_cuda:
-            nibbles = (q[:, ::2] << 4) | q[:, 1::2]
-            packed = torch.ops.aten._convert_weight_to_int4pack(nibbles, self.tiles)
-        else:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
-        return {"weight": packed, "scales_zeros": scales_zeros}
-
-
-INT4_GROUPS = (128, 64, 32)  # the largest that divides a layer's inputs is its group
-UNPACK_OUTPUTS = 1024  # outputs unpacked at a time for a many-row int4 pass on the CPU
-# How PyTorch's CPU int4 packing lays outputs out depends on the kernel it picked for this
-# processor (AVX-512: blocks of 64, AVX2: blocks of 32, its plain kernel: neighbours in blocks
-# of 32): (outputs per block, whether a byte holds two neighbouring outputs).
-_CPU_INT4_LAYOUTS = ((64, False), (32, False), (32, True))
-_scratch = threading.local()  # each engine's worker thread unpacks into its own buffers
-
-
-@functools.cache
-def cpu_int4_layout() -> tuple[int, bool] | None:
-    """The running CPU kernel's int4 layout, found by packing a probe and reading it back with
-    each known layout; None if none matches (many-row passes then use the kernel itself)."""
-    probe = torch.randint(0, 16, (128, 256), dtype=torch.int32, generator=torch.Generator())
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
-    for block, paired in _CPU_INT4_LAYOUTS:
-        view = packed.view(-1, 256, block // 2)
-        levels = torch.empty((*view.shape[:2], block), dtype=torch.uint8)
-        _levels(view, (block, paired), levels)
-        if torch.equal(levels.permute(0, 2, 1).reshape(128, 256), probe.to(torch.uint8)):
-            return block, paired
-    return None
-
-
-def _levels(packed: torch.Tensor, layout: tuple[int, bool], out: torch.Tensor) -> torch.Tensor:
-    """Packed bytes (blocks, in, block/2) -> `out` (blocks, in, block): each output's level."""
-    if layout[1]:  # outputs 2j and 2j + 1 of a block share byte j
-        torch.stack((packed & 0xF, packed >> 4), dim=3, out=out.view(*packed.shape, 2))
-    else:  # outputs j and j + block/2 share byte j
-        torch.cat((packed & 0xF, packed >> 4), dim=2, out=out)
-    return out
-
-
-def _buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A tensor of `shape`, a view of this thread's reused buffer, grown as needed (made outside
-    inference mode, so passes inside and outside it can both write to it)."""
-    numel = shape[0] * shape[1] * shape[2]
-    buffers = _scratch.__dict__.setdefault("buffers", {})
-    if dtype not in buffers or buffers[dtype].numel() < numel:
-        with torch.inference_mode(False):
-            buffers[dtype] = torch.empty(numel, dtype=dtype)
-    return buffers[dtype][:numel].view(shape)
-
-
-def int4_tiles(in_features: int) -> int:
-    """tinygemm's inner K tiles for this many inputs (it needs in % (tiles * 16) == 0)."""
-    return next(t for t in (8, 4, 2) if in_features % (t * 16) == 0)
-
-
-def int4_group(out_features: int, in_features: int) -> int | None:
-    """The group size for an int4 layer of this shape, or None where the kernels cannot take
-    it (outputs in blocks of 64, inputs in groups of 32 or more): it then stays float."""
-    if out_features % 64:
-        return None
-    return next((g for g in INT4_GROUPS if in_features % g == 0), None)
-
-
-def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q (out, in) uint8 in 0..15, scales and zeros (in/group, out, 2) bf16) of a float weight:
-    each group's range mapped onto 16 levels, a block of rows at a time."""
-    n, k = w.shape
-    q = torch.empty(n, k, dtype=torch.uint8, device=w.device)
-    scales_zeros = torch.empty(k // group, n, 2, dtype=torch.bfloat16, device=w.device)
-    for start in range(0, n, QUANTIZE_ROWS):
-        block = w[start : start + QUANTIZE_ROWS].float().view(-1, k // group, group)
-        low, high = block.amin(-1), block.amax(-1)
-        scale = ((high - low) / 15).clamp(min=1e-6)
-        levels = ((block - low[..., None]) / scale[..., None]).round().clamp(0, 15)
-        q[start : start + QUANTIZE_ROWS] = levels.view(-1, k).to(torch.uint8)
-        rows = slice(start, start + QUANTIZE_ROWS)
-        scales_zeros[:, rows, 0] = scale.t().to(torch.bfloat16)
-        scales_zeros[:, rows, 1] = (low + 8 * scale).t().to(torch.bfloat16)
-    return q, scales_zeros
-
-
-def quantize_linears(module: nn.Module, kind: str, dtype: torch.dtype, device: torch.device):
-    """Swap every Linear below `module` for an empty quantized layer of `kind` ("int8" or
-    "int4"), in place (on the meta device before loading, so the float weights never all
-    exist at once); returns the quantized layers by name. A layer the int4 kernels cannot
-    take stays float."""
-    swapped: dict[str, nn.Module] = {}
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            out_features, in_features = child.out_features, child.in_features
-            if kind == "int8":
-                layer = Int8Linear(out_features, in_features, dtype, device.type == "cpu")
-            elif (group := int4_group(out_features, in_features)) is not None:
-                layer = Int4Linear(out_features, in_features, group, device.type == "cuda")
-            else:
-                continue
-            setattr(module, name, layer)
-            swapped[name] = layer
-        else:
-            inner = quantize_linears(child, kind, dtype, device)
-            swapped.update({f"{name}.{key}": layer for key, layer in inner.items()})
-    return swapped
-
-
-class StaticDecoder(nn.Module):
-    """A decode step with nothing dynamic in it, for CUDA graphs or `torch.compile`: one KV slot
-    preallocated at a fixed capacity (module buffers, so a captured graph keeps their
-    addresses), RoPE tables as buffers, positions as a tensor, attention over the whole slot
-    with a mask, and the next token chosen on the device. Reading T tokens (1, or a
-    speculative draft of k with its current token) is one call with a fixed T, so each T is one
-    graph. The slot is filled from a request's KV cache before decoding and copied back after,
-    so the prompt cache keeps exact-length entries (what it counts in `prompt_cache_bytes`).
-    """
-
-    def __init__(self, model: Transformer, capacity: int):
-        super().__init__()
-        args, weight = model.args, model.model.embed_tokens.weight
-        self.model, self.capacity = model, capacity
-        shape = (args.num_hidden_layers, args.num_key_value_heads, capacity, args.head_dim)
-        self.register_buffer("keys", torch.zeros(shape, dtype=weight.dtype, device=weight.device))
-        self.register_buffer("values", torch.zeros_like(self.keys))
-        cos, sin = _rope(torch.arange(capacity, device=weight.device), args, weight.dtype)
-        self.register_buffer("cos", cos)  # (capacity, hd)
-        self.register_buffer("sin", sin)
-        self.register_buffer("slots", torch.arange(capacity, device=weight.device))
-
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.values.nbytes
-
-    def load(self, cache: KVCache) -> None:
-        """Copy a request's cached keys and values into the slot."""
-        n = cache.length
-        self.keys[:, :, :n] = cache.keys[:, :, :n]
-        self.values[:, :, :n] = cache.values[:, :, :n]
-
-    def store(self, cache: KVCache, start: int, end: int) -> None:
-        """Copy positions [start, end) back into the request's cache, which then ends there."""
-        cache.reserve(end)
-        cache.keys[:, :, start:end] = self.keys[:, :, start:end]
-        cache.values[:, :, start:end] = self.values[:, :, start:end]
-        cache.length = end
-
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens, positions (T,) -> logits (T, vocab); writes their keys and values."""
-        model, body = self.model, self.model.model
-        T = tokens.shape[0]
-        cos, sin = self.cos[positions], self.sin[positions]
-        mask = self.slots[None, :] <= positions[:, None]  # (T, capacity): causal, and no
-        x = body.embed_tokens(tokens)[None]  # unwritten slot is ever seen
-        for i, block in enumerate(body.layers):
-            attn, h = block.self_attn, block.input_layernorm(x)
-            q = attn.q_proj(h).view(1, T, attn.n_heads, attn.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(1, T, attn.n_kv, attn.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(1, T, attn.n_kv, attn.head_dim).transpose(1, 2)
-            q, k = _rotate(q, (cos, sin)), _rotate(k, (cos, sin))
-            self.keys[i].index_copy_(1, positions, k[0])
-            self.values[i].index_copy_(1, positions, v[0])
-            out = F.scaled_dot_product_attention(
-                q, self.keys[i][None], self.values[i][None], attn_mask=mask, enable_gqa=True
-            )
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(1, T, -1))
-            x = x + block.mlp(block.post_attention_layernorm(x))
-        return model.lm_head(body.norm(x))[0]
