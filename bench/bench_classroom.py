@@ -31,7 +31,7 @@ import httpx
 
 from codestral_engine import codestral_tokenizer
 from jupyter_codestral.client.engine_client import AsyncEngineClient
-from jupyter_codestral.client.protocol import Sampling
+from jupyter_codestral.client.shapes import Sampling
 from tests.helpers import TOKEN, start_server
 from tests.lab_session import LAB_TOKEN, start_lab
 from tests.vllm_server import SERVED_NAME, classroom_env, start_vllm, tiny_model
@@ -103,9 +103,11 @@ async def load(send, clients: int, rounds: int, first_student: int) -> dict:
     return {
         "requests": len(results),
         "rps": len(results) / wall,
-        "ttft_p50": statistics.median(ttft), "ttft_p95": p95(ttft),
-        "lat_p50": statistics.median(latency), "lat_p95": p95(latency),
-    }  # fmt: skip
+        "ttft_p50": statistics.median(ttft),
+        "ttft_p95": p95(ttft),
+        "lat_p50": statistics.median(latency),
+        "lat_p95": p95(latency),
+    }
 
 
 async def run_levels(make_send, levels: list[int], rounds: int) -> dict[int, dict]:
@@ -159,15 +161,21 @@ def main() -> None:
             results["vllm"] = asyncio.run(run_levels(straight, levels, args.rounds))
             (root / "lab" / "runtime").mkdir(parents=True)
             (root / "lab" / "work").mkdir()
-            lab, url = start_lab(root / "lab", root / "lab" / "runtime", root / "lab" / "work",
-                                 {}, extra_env=classroom_env(vllm))  # fmt: skip
+            lab, url = start_lab(
+                root / "lab",
+                root / "lab" / "runtime",
+                root / "lab" / "work",
+                {},
+                extra_env=classroom_env(vllm),
+            )
             try:
 
                 async def route():
                     http = httpx.AsyncClient(
-                        base_url=url, timeout=None,
+                        base_url=url,
+                        timeout=None,
                         headers={"Authorization": f"token {LAB_TOKEN}"},
-                    )  # fmt: skip
+                    )
                     return (lambda s: via_route(http, s)), http.aclose
 
                 results["route"] = asyncio.run(run_levels(route, levels, args.rounds))
@@ -190,8 +198,10 @@ def main() -> None:
     for clients in levels:
         added = results["route"][clients]["ttft_p50"] - results["vllm"][clients]["ttft_p50"]
         ratio = results["vllm"][clients]["rps"] / results["ours"][clients]["rps"]
-        print(f"{clients} clients: route adds {added * 1000:+.1f} ms p50 TTFT over vLLM direct; "
-              f"vLLM serves {ratio:.2f}x our engine's requests/s")  # fmt: skip
+        print(
+            f"{clients} clients: route adds {added * 1000:+.1f} ms p50 TTFT over vLLM direct; "
+            f"vLLM serves {ratio:.2f}x our engine's requests/s"
+        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from codestral_engine.weights.tiny import make_tiny
-from jupyter_codestral.client.protocol import piece, stream_chunk
+from jupyter_codestral.client.shapes import piece, stream_chunk
 from tests import test_classroom_hub as hub_test
 from tests.helpers import start_server, wait_until
 
@@ -49,8 +49,9 @@ async def ttft(http: httpx.AsyncClient, url: str, key: str, student: int, tokens
     sent = time.perf_counter()
     first = None
     headers = {"Authorization": f"Bearer {key}"}
-    async with aconnect_sse(http, "POST", f"{url}/v1/fim/completions", json=body,
-                            headers=headers) as source:  # fmt: skip
+    async with aconnect_sse(
+        http, "POST", f"{url}/v1/fim/completions", json=body, headers=headers
+    ) as source:
         if source.response.status_code != 200:
             await source.response.aread()
             raise Refused(source.response.status_code)
@@ -144,18 +145,27 @@ def main() -> None:
             "|---|---:|---:|---:|---:|",
         ]
         for students in (1, 16):
-            for label, url, k in (("upstream", upstream.url, [upstream.token] * students),
-                                  ("service", hub.service, keys[:students])):  # fmt: skip
+            for label, url, k in (
+                ("upstream", upstream.url, [upstream.token] * students),
+                ("service", hub.service, keys[:students]),
+            ):
                 times = asyncio.run(concurrent(url, k, args.rounds))
                 lines.append(row(f"{label} | {students}", times))
-        lines += ["", "| typist, while another student floods 8 concurrent | requests | "
-                  "TTFT p50 (ms) | TTFT p95 (ms) | flood requests refused |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "| typist, while another student floods 8 concurrent | requests | "
+            "TTFT p50 (ms) | TTFT p95 (ms) | flood requests refused |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for label, url, flooder, typist in (
-            ("straight to the upstream (no fairness)", upstream.url, upstream.token,
-             upstream.token),
+            (
+                "straight to the upstream (no fairness)",
+                upstream.url,
+                upstream.token,
+                upstream.token,
+            ),
             ("through the service (fair share)", hub.service, keys[0], keys[1]),
-        ):  # fmt: skip
+        ):
             times, refused = asyncio.run(flood_and_type(url, flooder, typist, args.typed))
             lines.append(row(label, times) + f" {refused} |")
         print("\n".join(lines))

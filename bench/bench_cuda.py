@@ -101,8 +101,12 @@ def write_model(out: Path, config: dict, device: str, shard_bytes: int = 4 << 30
     import torch
     from safetensors.torch import save_file
 
-    config = dict(config, architectures=["MistralForCausalLM"], torch_dtype="bfloat16",
-                  tie_word_embeddings=False)  # fmt: skip
+    config = dict(
+        config,
+        architectures=["MistralForCausalLM"],
+        torch_dtype="bfloat16",
+        tie_word_embeddings=False,
+    )
     out.mkdir(parents=True, exist_ok=True)
     shapes = hf_shapes(config)
     shards: list[list[str]] = [[]]
@@ -134,8 +138,9 @@ def write_model(out: Path, config: dict, device: str, shard_bytes: int = 4 << 30
     )
     (out / "config.json").write_text(json.dumps(config, indent=2))
     data = Path(mistral_common.__file__).parent / "data"
-    shutil.copyfile(next(data.glob("mistral_instruct_tokenizer_240323.model.v3")),
-                    out / "tokenizer.model.v3")  # fmt: skip
+    shutil.copyfile(
+        next(data.glob("mistral_instruct_tokenizer_240323.model.v3")), out / "tokenizer.model.v3"
+    )
 
 
 def scratch(need: int) -> Path:
@@ -150,8 +155,9 @@ def bandwidth(device: str) -> float:
     """Bytes per second a large device-to-device copy moves (read + write)."""
     import torch
 
-    a = torch.empty(4 << 30 if device.startswith("cuda") else 1 << 28, dtype=torch.uint8,
-                    device=device)  # fmt: skip
+    a = torch.empty(
+        4 << 30 if device.startswith("cuda") else 1 << 28, dtype=torch.uint8, device=device
+    )
     b = torch.empty_like(a)
     for _ in range(3):
         b.copy_(a)
@@ -203,8 +209,13 @@ def main() -> None:
     device = "cpu" if args.tiny else "cuda"
     shape = dict(CODESTRAL_22B_CONFIG)
     if args.tiny:  # the plumbing on the CPU: small layers, the real vocabulary
-        shape |= dict(hidden_size=128, intermediate_size=256, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=32)  # fmt: skip
+        shape |= dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+        )
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
     bw = bandwidth(device)
@@ -217,14 +228,26 @@ def main() -> None:
         if not (model / "config.json").exists():
             t = time.perf_counter()
             write_model(model, config, device)
-            print(f"wrote {layers} layers ({need / 1e9:.1f} GB) to {model} in "
-                  f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"wrote {layers} layers ({need / 1e9:.1f} GB) to {model} in "
+                f"{time.perf_counter() - t:.0f} s",
+                flush=True,
+            )
         for q in args.quantize:
             out = subprocess.run(
-                [sys.executable, "-c", MEASURE, str(model), q, device, ",".join(args.static),
-                 str(WINDOW)],
-                capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-c",
+                    MEASURE,
+                    str(model),
+                    q,
+                    device,
+                    ",".join(args.static),
+                    str(WINDOW),
+                ],
+                capture_output=True,
+                text=True,
+            )
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
             for line in lines:
                 print(line, flush=True)

@@ -89,10 +89,21 @@ def main() -> None:
     model = make_tiny(root / "tiny", "mlx")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model),
-         "--token", TOKEN, "--backend", args.backend],
-        env=env, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "codestral_engine",
+            "serve",
+            "--model",
+            str(model),
+            "--token",
+            TOKEN,
+            "--backend",
+            args.backend,
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     conn = root / "runtime" / "codestral-engine.json"
     try:
         deadline = time.monotonic() + 120
@@ -119,8 +130,10 @@ def main() -> None:
         server.terminate()
         server.wait()
 
-    print(f"Machine: {platform.platform()}, {platform.machine()}; tiny model, "
-          f"backend {args.backend}, {args.repeats} runs each\n")  # fmt: skip
+    print(
+        f"Machine: {platform.platform()}, {platform.machine()}; tiny model, "
+        f"backend {args.backend}, {args.repeats} runs each\n"
+    )
     print("| route | first streamed text (ms, p50) | one-token round trip (ms, p50) |")
     print("|---|---:|---:|")
     for name in bodies("", 1, False):
@@ -129,10 +142,12 @@ def main() -> None:
     base_first = statistics.median(streamed["Mistral /v1/fim/completions"])
     base_whole = statistics.median(whole["Mistral /v1/fim/completions"])
     ollama_first = statistics.median(streamed["Ollama /api/generate"]) - base_first
-    print(f"\nAdded vs the Mistral route: Ollama {ollama_first:+.2f} ms to the first text, "
-          f"{statistics.median(whole['Ollama /api/generate']) - base_whole:+.2f} ms round trip; "
-          f"/infill {statistics.median(whole['llama.cpp /infill']) - base_whole:+.2f} ms "
-          "round trip")  # fmt: skip
+    print(
+        f"\nAdded vs the Mistral route: Ollama {ollama_first:+.2f} ms to the first text, "
+        f"{statistics.median(whole['Ollama /api/generate']) - base_whole:+.2f} ms round trip; "
+        f"/infill {statistics.median(whole['llama.cpp /infill']) - base_whole:+.2f} ms "
+        "round trip"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,12 @@ def probe_ms(kc, names: list[str]) -> tuple[float, list[str]]:
     request = probe_request()
     expression = request["expression"].replace("NAMES", json.dumps(names))
     start = time.perf_counter()
-    kc.execute(request["setup"], silent=True, store_history=False,
-               user_expressions={"codestral": expression})  # fmt: skip
+    kc.execute(
+        request["setup"],
+        silent=True,
+        store_history=False,
+        user_expressions={"codestral": expression},
+    )
     reply = kc.get_shell_msg(timeout=60)
     elapsed = (time.perf_counter() - start) * 1000
     facts = json.loads(reply["content"]["user_expressions"]["codestral"]["data"]["text/plain"])
@@ -82,11 +86,15 @@ def main() -> None:
     print(f"example notebook: {len(names)} names asked, {len(facts)} facts:")
     for line in facts:
         print(f"  # {line}")
-    print(f"probe round trip (ms): first {first:.1f} (defines it), then median "
-          f"{statistics.median(times):.1f}, max {max(times):.1f} over {args.repeats}")  # fmt: skip
+    print(
+        f"probe round trip (ms): first {first:.1f} (defines it), then median "
+        f"{statistics.median(times):.1f}, max {max(times):.1f} over {args.repeats}"
+    )
     print(f"with 200 DataFrames of 10,000 columns: median {statistics.median(wide):.1f} ms")
-    print(f"header: {with_facts.facts} facts, {extra} extra prompt tokens "
-          f"({len(tokenizer.encode_fim(plain.prefix, plain.suffix))} without)")  # fmt: skip
+    print(
+        f"header: {with_facts.facts} facts, {extra} extra prompt tokens "
+        f"({len(tokenizer.encode_fim(plain.prefix, plain.suffix))} without)"
+    )
 
 
 if __name__ == "__main__":

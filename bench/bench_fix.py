@@ -76,8 +76,9 @@ def failing_line(cell: str) -> tuple[int, BaseException]:
 def fim_can_express(cell: str, fixed: str, line: int) -> bool:
     """Whether the fix only rewrites the failing line (all FIM over that line can do)."""
     before, after = cell.splitlines(), fixed.splitlines()
-    changes = [op for op in difflib.SequenceMatcher(None, before, after).get_opcodes()
-               if op[0] != "equal"]  # fmt: skip
+    changes = [
+        op for op in difflib.SequenceMatcher(None, before, after).get_opcodes() if op[0] != "equal"
+    ]
     return all(op[0] == "replace" and op[1] == line and op[2] == line + 1 for op in changes)
 
 
@@ -110,21 +111,34 @@ def main() -> None:
         source = cell.splitlines(keepends=True)
         prefix = around.prefix + "".join(source[:line])
         suffix = "".join(source[line + 1 :])
-        rows.append((what, type(error).__name__, fim_can_express(cell, fixed, line),
-                     instruct, count(prefix) + count(suffix)))  # fmt: skip
+        rows.append(
+            (
+                what,
+                type(error).__name__,
+                fim_can_express(cell, fixed, line),
+                instruct,
+                count(prefix) + count(suffix),
+            )
+        )
 
     print(f"machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()}")
     print(f"{'failure':24} {'error':18} {'FIM can':>8} {'instruct':>9} {'FIM':>5}  (tokens)")
     for what, error, fim, instruct, fim_tokens in rows:
         print(f"{what:24} {error:18} {'yes' if fim else 'no':>8} {instruct:>9} {fim_tokens:>5}")
     expressible = sum(r[2] for r in rows)
-    print(f"FIM over the failing line can express {expressible} of {len(rows)} fixes; "
-          f"the instruct request all {len(rows)}.")  # fmt: skip
-    print(f"prompt tokens, median: instruct {statistics.median(r[3] for r in rows):.0f}, "
-          f"FIM {statistics.median(r[4] for r in rows):.0f}")  # fmt: skip
-    print(f"building the instruct request (context, traceback, messages): median "
-          f"{statistics.median(cold_ms):.2f} ms with a fresh token-count cache, "
-          f"{statistics.median(build_ms):.3f} ms warm")  # fmt: skip
+    print(
+        f"FIM over the failing line can express {expressible} of {len(rows)} fixes; "
+        f"the instruct request all {len(rows)}."
+    )
+    print(
+        f"prompt tokens, median: instruct {statistics.median(r[3] for r in rows):.0f}, "
+        f"FIM {statistics.median(r[4] for r in rows):.0f}"
+    )
+    print(
+        f"building the instruct request (context, traceback, messages): median "
+        f"{statistics.median(cold_ms):.2f} ms with a fresh token-count cache, "
+        f"{statistics.median(build_ms):.3f} ms warm"
+    )
 
 
 if __name__ == "__main__":

@@ -80,9 +80,14 @@ def measure(model: Path, root: Path, cache_entries: int, keys: int, facts: bool 
     work.mkdir()
     write_notebook(work / "bench.ipynb", context_cells())
     engine = start_server(
-        model, runtime, "--token", TOKEN, "--prompt-cache-entries", str(cache_entries),
+        model,
+        runtime,
+        "--token",
+        TOKEN,
+        "--prompt-cache-entries",
+        str(cache_entries),
         log=root / "engine.log",
-    )  # fmt: skip
+    )
     lab, url = start_lab(root, runtime, work, SETTINGS | {"kernelFacts": facts})
     latencies, reused = [], 0
     try:
@@ -92,8 +97,9 @@ def measure(model: Path, root: Path, cache_entries: int, keys: int, facts: bool 
             open_notebook(page, url, "bench.ipynb")
             page.wait_for_function(
                 "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
-                "?.status === 'idle'", timeout=60_000,
-            )  # fmt: skip
+                "?.status === 'idle'",
+                timeout=60_000,
+            )
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_timeout(5000)  # the cells run, then the probe (with facts on)
             edit_last_cell(page)
@@ -141,9 +147,11 @@ def main() -> None:
     for name, r in (("on", on), ("off", off)):
         print(f"| {name} | {r['n']} | {r['p50']:.0f} | {r['p95']:.0f} |")
     print(f"off/on: p50 {off['p50'] / on['p50']:.2f}x, p95 {off['p95'] / on['p95']:.2f}x")
-    print(f"kernel facts off (cache on): {no_facts['n']} keys, p50 {no_facts['p50']:.0f} ms, "
-          f"p95 {no_facts['p95']:.0f} ms; facts on minus off: p50 "
-          f"{on['p50'] - no_facts['p50']:+.0f} ms")  # fmt: skip
+    print(
+        f"kernel facts off (cache on): {no_facts['n']} keys, p50 {no_facts['p50']:.0f} ms, "
+        f"p95 {no_facts['p95']:.0f} ms; facts on minus off: p50 "
+        f"{on['p50'] - no_facts['p50']:+.0f} ms"
+    )
 
 
 if __name__ == "__main__":

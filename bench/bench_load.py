@@ -36,10 +36,21 @@ def start(model: Path, runtime: Path, engine_src: Path | None) -> tuple[subproce
     if engine_src:
         env["PYTHONPATH"] = str(engine_src)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "codestral_engine", "serve", "--model", str(model),
-         "--token", TOKEN, "--backend", "torch"],
-        env=env, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "codestral_engine",
+            "serve",
+            "--model",
+            str(model),
+            "--token",
+            TOKEN,
+            "--backend",
+            "torch",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     conn = runtime / "codestral-engine.json"
     while not conn.exists():
         assert proc.poll() is None, "the server exited at start"
@@ -160,26 +171,33 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-        print(f"engine from {args.engine_src or 'here'}: a 4-token FIM after an abandoned "
-              f"non-streaming request without max_tokens waited {waited:.2f} s")  # fmt: skip
+        print(
+            f"engine from {args.engine_src or 'here'}: a 4-token FIM after an abandoned "
+            f"non-streaming request without max_tokens waited {waited:.2f} s"
+        )
         return
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny(Path(tmp) / "model", "hf", seed=0)
         proc, url = start(model, Path(tmp), args.engine_src)
         try:
             loaded, load_memory = load(url, proc.pid, args.clients, args.seconds)
-            drained = httpx.get(url + "/v1/status",
-                                headers={"Authorization": f"Bearer {TOKEN}"}).json()  # fmt: skip
+            drained = httpx.get(
+                url + "/v1/status", headers={"Authorization": f"Bearer {TOKEN}"}
+            ).json()
             soaked, soak_memory = soak(url, proc.pid, args.soak)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     mb = [f"{m / 1e6:.0f}" for m in load_memory]
     print(f"{platform.platform()}, {os.cpu_count()} CPUs; engine from {args.engine_src or 'here'}")
-    print(f"load: {args.clients} clients for {args.seconds:.0f} s: {dict(loaded)}; "
-          f"queue afterwards {drained['queue_length']}; RSS MB {' '.join(mb)}")  # fmt: skip
-    print(f"soak: {args.soak} requests: {dict(soaked)}; "
-          f"RSS MB {' '.join(f'{m / 1e6:.0f}' for m in soak_memory)}")  # fmt: skip
+    print(
+        f"load: {args.clients} clients for {args.seconds:.0f} s: {dict(loaded)}; "
+        f"queue afterwards {drained['queue_length']}; RSS MB {' '.join(mb)}"
+    )
+    print(
+        f"soak: {args.soak} requests: {dict(soaked)}; "
+        f"RSS MB {' '.join(f'{m / 1e6:.0f}' for m in soak_memory)}"
+    )
 
 
 if __name__ == "__main__":

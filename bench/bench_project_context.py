@@ -93,10 +93,21 @@ def fetch(cache: Path, name: str, version: str) -> Path:
     archive = next(cache.glob(f"{name}-{version}.tar.gz"), None)
     if archive is None:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-q", "-d", str(cache), f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-q",
+                "-d",
+                str(cache),
+                f"{name}=={version}",
+            ],
             check=True,
-        )  # fmt: skip
+        )
         archive = next(cache.glob(f"{name}-{version}.tar.gz"))
     with tarfile.open(archive) as tar:
         tar.extractall(cache, filter="data")
@@ -120,8 +131,11 @@ def packages(root: Path) -> list[Path]:
     found = []
     for base in (root / "src", root):
         if base.is_dir():
-            found += [d for d in sorted(base.iterdir()) if (d / "__init__.py").is_file()
-                      and d.name not in NOT_PACKAGES]  # fmt: skip
+            found += [
+                d
+                for d in sorted(base.iterdir())
+                if (d / "__init__.py").is_file() and d.name not in NOT_PACKAGES
+            ]
     return found
 
 
@@ -173,8 +187,9 @@ def modules_of(package: Path) -> dict[str, Module]:
         except (SyntaxError, UnicodeDecodeError):
             continue
         module = Module(".".join(parts), path, tree, source.splitlines(keepends=True))
-        package_name = module.dotted if path.name == "__init__.py" else module.dotted.rpartition(
-            ".")[0]  # fmt: skip
+        package_name = (
+            module.dotted if path.name == "__init__.py" else module.dotted.rpartition(".")[0]
+        )
         for node, inside in _top(tree.body):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 if node.name not in module.defs:
@@ -328,14 +343,28 @@ def call_sites(project: str, root: Path, package_dirs: list[Path]) -> list[Site]
             package_line = None
             if public is not None and (public.module, public.name) == (truth.module, truth.name):
                 package_line = _import_lines({local: (top, imports[local][1])})
-            project_names = {n: i for n, i in imports.items() if i[0].split(".")[0] in
-                             {m.split(".")[0] for m in modules}}  # fmt: skip
-            sites.append(Site(
-                project, root, f"{module.dotted}:{func.name}", local,
-                _import_lines({local: imports[local]}), _import_lines(project_names), package_line,
-                text[:offset], text[offset:], truth.module.path, truth.name,
-                truth.module.defs[truth.name], truth,
-            ))  # fmt: skip
+            project_names = {
+                n: i
+                for n, i in imports.items()
+                if i[0].split(".")[0] in {m.split(".")[0] for m in modules}
+            }
+            sites.append(
+                Site(
+                    project,
+                    root,
+                    f"{module.dotted}:{func.name}",
+                    local,
+                    _import_lines({local: imports[local]}),
+                    _import_lines(project_names),
+                    package_line,
+                    text[:offset],
+                    text[offset:],
+                    truth.module.path,
+                    truth.name,
+                    truth.module.defs[truth.name],
+                    truth,
+                )
+            )
     return sites
 
 
@@ -428,8 +457,10 @@ def why(site, context, definitions, builder, wanted, kernel, cell) -> tuple[str,
     header, _, shown = builder.project_header(mine, "#")
     if not shown:
         cost = sum(builder.count(f"# {line}\n") for line in mine[0].lines)
-        return (f"budget: the {site.kind}'s outline alone is over the {share}-token share",
-                f"{cost} tokens, {len(mine[0].lines)} lines")  # fmt: skip
+        return (
+            f"budget: the {site.kind}'s outline alone is over the {share}-token share",
+            f"{cost} tokens, {len(mine[0].lines)} lines",
+        )
     if wanted not in header:
         return "shown, but a different definition or line", mine[0].lines[0][:60]
     return f"budget: definitions ranked before it fill the {share}-token share", ""
@@ -477,7 +508,8 @@ def keystrokes(site: Site, count, first: str, pace_s: float):
 
     def cells_at(k: int) -> tuple[list[Cell], int]:
         return [Cell("code", first), Cell("code", site.head + typed[:k] + after)], (
-            len(site.head) + k)  # fmt: skip
+            len(site.head) + k
+        )
 
     cells, cursor = cells_at(0)  # warm: the outlines, the header's token counts
     warm = context.definitions(NOTEBOOK, [c.source for c in cells], 1, cursor, (), focus)
@@ -562,9 +594,13 @@ def main() -> None:
         help="time between keystrokes as project_context's clock sees it",
     )
     parser.add_argument("--examples", type=int, default=3, help="misses shown per reason")
-    parser.add_argument("--prefill-repeats", type=int, default=5,
-                        help="cold prefills per budget on the bench model (0: skip)")  # fmt: skip
-    args = parser.parse_args()  # fmt: skip
+    parser.add_argument(
+        "--prefill-repeats",
+        type=int,
+        default=5,
+        help="cold prefills per budget on the bench model (0: skip)",
+    )
+    args = parser.parse_args()
     started = time.perf_counter()
     project_context.time = CLOCK  # typing pace for its caches (see TypingClock)
     count = codestral_tokenizer().count
@@ -589,8 +625,10 @@ def main() -> None:
                 defs_ms = statistics.median(t["defs"] for t, _ in rows) * 1000
                 lines = (site.head + site.rest).count("\n")
                 slowest.append((defs_ms, f"{cell1}: {site.caller} ({lines} lines)"))
-        print(f"{label}: {licence(root)}; packages {', '.join(d.name for d in dirs)}; "
-              f"{len(sites)} call sites, {len(sample)} sampled")  # fmt: skip
+        print(
+            f"{label}: {licence(root)}; packages {', '.join(d.name for d in dirs)}; "
+            f"{len(sites)} call sites, {len(sample)} sampled"
+        )
 
     names = [label for label, _ in projects]
     variants = list(dict.fromkeys(v for r in results for v in r.recalled))
@@ -601,8 +639,7 @@ def main() -> None:
         for group in [[r for r in results if r.site.project == n] for n in names] + [results]:
             group = [r for r in group if variant in r.recalled]
             hits = sum(r.recalled[variant] for r in group)
-            cells.append(f"{100 * hits / len(group):.0f}% ({hits}/{len(group)})" if group
-                         else "-")  # fmt: skip
+            cells.append(f"{100 * hits / len(group):.0f}% ({hits}/{len(group)})" if group else "-")
         print(f"| {variant} | " + " | ".join(cells) + " |")
 
     print("\ndistinct callees (static 2048): a callee counts as recalled where all its sites are")
@@ -624,32 +661,40 @@ def main() -> None:
             print(f"  {n:4d}  {reason}")
             for r in [r for r in misses if r.reasons[variant] == reason][: args.examples]:
                 s = r.site
-                print(f"          {s.project.split()[0]} {s.caller} -> {s.import_line.strip()}"
-                      f" ({s.def_path.relative_to(s.root)}:{s.def_name}) "
-                      f"{r.details[variant]}")  # fmt: skip
+                print(
+                    f"          {s.project.split()[0]} {s.caller} -> {s.import_line.strip()}"
+                    f" ({s.def_path.relative_to(s.root)}:{s.def_name}) "
+                    f"{r.details[variant]}"
+                )
 
     for cell1, rows in timed.items():
         plain = [t["plain"] * 1000 for t, _ in rows]
         defs = [t["defs"] * 1000 for t, _ in rows]
         with_ = [t["with"] * 1000 for t, _ in rows]
         added = [(t["defs"] + t["with"] - t["plain"]) * 1000 for t, _ in rows]
-        print(f"\nkeystrokes, cell 1 {cell1}: {len(rows)} ({len(rows) // KEYSTROKES} sites x "
-              f"{KEYSTROKES})")  # fmt: skip
+        print(
+            f"\nkeystrokes, cell 1 {cell1}: {len(rows)} ({len(rows) // KEYSTROKES} sites x "
+            f"{KEYSTROKES})"
+        )
         for what, values in (
             ("build without project context", plain),
             ("definitions() + header render", defs),
             ("build with the definitions", with_),
             ("added: definitions + build with - build without", added),
         ):
-            print(f"  {what}: p50 {percentile(values, 0.5):.3f} ms, "
-                  f"p95 {percentile(values, 0.95):.3f} ms")  # fmt: skip
+            print(
+                f"  {what}: p50 {percentile(values, 0.5):.3f} ms, "
+                f"p95 {percentile(values, 0.95):.3f} ms"
+            )
         for label in ("plain", "project"):
             pairs = [reuse[label] for _, reuse in rows if reuse]
             kept = sum(ok for ok, _ in pairs)
-            print(f"  prompt cache, {label}: {kept}/{len(pairs)} keystrokes "
-                  f"({100 * kept / len(pairs):.1f}%) share the previous prompt's start; "
-                  f"mean share of the previous prompt's tokens "
-                  f"{statistics.mean(s for _, s in pairs):.3f}")  # fmt: skip
+            print(
+                f"  prompt cache, {label}: {kept}/{len(pairs)} keystrokes "
+                f"({100 * kept / len(pairs):.1f}%) share the previous prompt's start; "
+                f"mean share of the previous prompt's tokens "
+                f"{statistics.mean(s for _, s in pairs):.3f}"
+            )
     print("\nslowest sites, median definitions() + header (ms):")
     for ms, what in sorted(slowest, reverse=True)[:5]:
         print(f"  {ms:.2f}  {what}")

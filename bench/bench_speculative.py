@@ -104,8 +104,9 @@ def oracle_curve(model: Path, backend: str, options: dict, args) -> tuple[dict, 
             rates["baseline"].append(decode_rate(engine, prefix, suffix, args.tokens)[0])
             runtime.speculative = True
             for p in PROBABILITIES:
-                oracle = OracleDrafter(list(reference.prompt_token_ids),
-                                       list(reference.completion_token_ids), p)  # fmt: skip
+                oracle = OracleDrafter(
+                    list(reference.prompt_token_ids), list(reference.completion_token_ids), p
+                )
                 generation.PromptLookup = oracle.restarted
                 try:
                     rate, done = decode_rate(engine, prefix, suffix, args.tokens)
@@ -154,8 +155,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=["torch", "mlx"])
-    parser.add_argument("--torch-formats", nargs="+", default=["float32", "bfloat16"],
-                        choices=("float32", "bfloat16", "int8", "int4"))  # fmt: skip
+    parser.add_argument(
+        "--torch-formats",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=("float32", "bfloat16", "int8", "int4"),
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
     setups = []
@@ -171,12 +176,16 @@ def main() -> None:
 
     import torch
 
-    print(f"machine: {platform.machine()}, {platform.system()}, Python "
-          f"{platform.python_version()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {platform.system()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     rate, per_pass, blocks = lookup_on_real_code(args.tokens)
-    print(f"\n(c) prompt lookup on real code, teacher-forced: {rate:.0%} of drafted tokens kept, "
-          f"{per_pass:.2f} tokens per verification pass")  # fmt: skip
+    print(
+        f"\n(c) prompt lookup on real code, teacher-forced: {rate:.0%} of drafted tokens kept, "
+        f"{per_pass:.2f} tokens per verification pass"
+    )
     for name, model, backend, options in setups:
         rates, costs, kept = oracle_curve(model, backend, options, args)
         one = costs[1]
@@ -197,8 +206,10 @@ def main() -> None:
         print(f"| plain (speculative=False) | {rates['baseline']:.1f} | 1.00x | | | |")
         for p in PROBABILITIES:
             drafted, accepted, same = kept[p]
-            print(f"| {p} | {rates[p]:.1f} | {rates[p] / rates['baseline']:.2f}x | {drafted} "
-                  f"| {accepted} | {'yes' if same else 'no'} |")  # fmt: skip
+            print(
+                f"| {p} | {rates[p]:.1f} | {rates[p] / rates['baseline']:.2f}x | {drafted} "
+                f"| {accepted} | {'yes' if same else 'no'} |"
+            )
 
 
 if __name__ == "__main__":

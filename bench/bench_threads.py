@@ -29,8 +29,14 @@ from codestral_engine.backends.torch import cpu_threads
 from codestral_engine.core.events import TextDelta
 from codestral_engine.weights.tiny import TinyShape, make_tiny
 
-SHAPE = TinyShape(hidden_size=768, num_hidden_layers=8, intermediate_size=2048,
-                  num_attention_heads=12, num_key_value_heads=4, head_dim=64)  # fmt: skip
+SHAPE = TinyShape(
+    hidden_size=768,
+    num_hidden_layers=8,
+    intermediate_size=2048,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    head_dim=64,
+)
 PREFIX = "import numpy as np\n\n" + "".join(
     f"def f_{i}(x):\n    return np.sqrt(x) + {i}\n\n" for i in range(20)
 )
@@ -70,8 +76,10 @@ def main() -> None:
         for load in ("idle", "busy"):
             spinners = []
             if load == "busy":
-                spinners = [multiprocessing.Process(target=spin, daemon=True)
-                            for _ in range(args.busy_cores)]  # fmt: skip
+                spinners = [
+                    multiprocessing.Process(target=spin, daemon=True)
+                    for _ in range(args.busy_cores)
+                ]
                 for p in spinners:
                     p.start()
             try:

@@ -79,9 +79,13 @@ class Ours:
         # The same thread count as the transformers reference (torch's default), not our rule
         # of one core left free: a like-for-like comparison of the two implementations.
         self.engine = codestral_engine.load(
-            model_dir, "torch", dtype="bfloat16" if quantize else dtype, quantize=quantize,
-            threads=torch.get_num_threads(), **options,
-        )  # fmt: skip
+            model_dir,
+            "torch",
+            dtype="bfloat16" if quantize else dtype,
+            quantize=quantize,
+            threads=torch.get_num_threads(),
+            **options,
+        )
         self.timed(WARM_UP, 2)  # first-call costs (of any long prompt) are not "cold"
 
     def timed(self, prefix: str, n: int) -> tuple[float, float]:
@@ -132,8 +136,9 @@ class Transformers:
         ids = torch.tensor([self.tokenizer.encode_fim(request).tokens])
         start = time.perf_counter()
         with torch.no_grad():
-            self.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                streamer=streamer)  # fmt: skip
+            self.model.generate(
+                ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer
+            )
         return time.perf_counter() - start
 
     def cold(self) -> float:  # a streamer slows the prefill down: time the whole call
@@ -182,8 +187,9 @@ def alternate(model_dir: str, dtype: str, rounds: int) -> dict[str, list[dict]]:
     for round_ in range(rounds):
         for name in sorted(sides, reverse=bool(round_ % 2)):
             runner = sides[name]
-            results[name].append({"cold": runner.cold(), "warm": runner.warm(),
-                                  "tps": runner.decode()})  # fmt: skip
+            results[name].append(
+                {"cold": runner.cold(), "warm": runner.warm(), "tps": runner.decode()}
+            )
     for runner in sides.values():
         runner.close()
     return results
@@ -224,8 +230,9 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8", "int4"])
     parser.add_argument("--rounds", type=int, default=3, help="processes per side and dtype")
     parser.add_argument("--alternate", type=int, default=8, help="rounds in one process")
-    parser.add_argument("--side", choices=("ours", "transformers", "alternate"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--side", choices=("ours", "transformers", "alternate"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side == "alternate":  # both sides, turn about, in this process
@@ -267,8 +274,10 @@ def rows(dtype: str, results: dict[str, list[dict]], metrics) -> None:
         # Ratios pair the two sides of one round: they ran next to each other.
         pairs = zip(ours, theirs, strict=True)
         ratios = [b / a if better == "lower" else a / b for a, b in pairs]
-        print(f"| {dtype} | {name} | {spread(ours, digits)} | {spread(theirs, digits)} | "
-              f"{spread(ratios, '.2f')}x |")  # fmt: skip
+        print(
+            f"| {dtype} | {name} | {spread(ours, digits)} | {spread(theirs, digits)} | "
+            f"{spread(ratios, '.2f')}x |"
+        )
 
 
 if __name__ == "__main__":

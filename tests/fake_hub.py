@@ -53,9 +53,15 @@ class FakeHub:
                 sibling["lfs"] = {**e["lfs"], "pointerSize": 134}
             siblings.append(sibling)
         return JSONResponse(
-            {"id": self.repo, "modelId": self.repo, "sha": COMMIT, "private": False,
-             "gated": "manual" if self.gated else False, "siblings": siblings}
-        )  # fmt: skip
+            {
+                "id": self.repo,
+                "modelId": self.repo,
+                "sha": COMMIT,
+                "private": False,
+                "gated": "manual" if self.gated else False,
+                "siblings": siblings,
+            }
+        )
 
     async def tree(self, request: Request) -> Response:
         items = []
@@ -95,9 +101,10 @@ class FakeHub:
         if self.interrupt and e["lfs"] and start == 0 and name not in self._interrupted:
             self._interrupted.add(name)
             return StreamingResponse(
-                _broken(body[: len(body) // 2]), status_code=status,
+                _broken(body[: len(body) // 2]),
+                status_code=status,
                 headers={**headers, "Content-Length": str(len(body))},
-            )  # fmt: skip
+            )
         return Response(body, status_code=status, headers=headers)
 
     def app(self) -> Starlette:
@@ -116,10 +123,13 @@ class FakeHub:
                     )
                     if hub.gated:
                         response = Response(
-                            "Access to this model is restricted.", status_code=401,
-                            headers={"X-Error-Code": "GatedRepo",
-                                     "X-Error-Message": "Access to this model is restricted."},
-                        )  # fmt: skip
+                            "Access to this model is restricted.",
+                            status_code=401,
+                            headers={
+                                "X-Error-Code": "GatedRepo",
+                                "X-Error-Message": "Access to this model is restricted.",
+                            },
+                        )
                         await response(scope, receive, send)
                         return
                 await self.app(scope, receive, send)

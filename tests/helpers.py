@@ -102,9 +102,12 @@ def run_cli(
     """`codestral-engine ARGS` in a subprocess; `env` adds to (or replaces) this environment."""
     return subprocess.run(
         [sys.executable, "-m", "codestral_engine", *args],
-        capture_output=True, text=True, input=input_text, timeout=timeout,
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def run_in_kernel(kc, code: str, timeout: float = 120) -> tuple[dict, list[dict]]:

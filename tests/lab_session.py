@@ -36,10 +36,11 @@ def write_notebook(path: Path, cells: list[str], metadata: dict | None = None) -
     """Code cells, or markdown for sources starting with 'md:'."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_markdown_cell(src[3:]) if src.startswith("md:")
+        nbformat.v4.new_markdown_cell(src[3:])
+        if src.startswith("md:")
         else nbformat.v4.new_code_cell(src)
         for src in cells
-    ]  # fmt: skip
+    ]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -181,6 +182,7 @@ def press_and_wait_for_the_source(page, key: str, timeout: float = 10_000) -> st
     source = "() => window.jupyterapp.shell.currentWidget.content.activeCell.model.sharedModel"
     before = page.evaluate(f"{source}.getSource()")
     page.keyboard.press(key)
-    page.wait_for_function(f"(before) => ({source}.getSource()) !== before", arg=before,
-                           timeout=timeout)  # fmt: skip
+    page.wait_for_function(
+        f"(before) => ({source}.getSource()) !== before", arg=before, timeout=timeout
+    )
     return page.evaluate(f"{source}.getSource()")

@@ -74,15 +74,25 @@ class Hub:
         self.url = f"http://127.0.0.1:{ports['public']}"
         self.service = f"http://127.0.0.1:{ports['service']}/services/codestral"
         singleuser = str(Path(sys.executable).parent / "jupyterhub-singleuser")
-        config = CONFIG.format(**ports, chp=str(CHP), tmp=str(tmp), singleuser=singleuser,
-                               admin_token=self.admin_token, upstream=upstream,
-                               key_file=str(key_file), model=MODEL)  # fmt: skip
+        config = CONFIG.format(
+            **ports,
+            chp=str(CHP),
+            tmp=str(tmp),
+            singleuser=singleuser,
+            admin_token=self.admin_token,
+            upstream=upstream,
+            key_file=str(key_file),
+            model=MODEL,
+        )
         (tmp / "jupyterhub_config.py").write_text(config)
         self.log = (tmp / "hub.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],
-            cwd=tmp, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=tmp,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.api = httpx.Client(
             base_url=f"{self.url}/hub/api/",
             headers={"Authorization": f"token {self.admin_token}"},
@@ -128,15 +138,26 @@ class Hub:
         ws = websocket.create_connection(
             f"ws://{self.url.removeprefix('http://')}/user/{user}/api/kernels/"
             f"{self.kernels[user]}/channels",
-            header=[f"Authorization: token {self.admin_token}"], timeout=timeout,
-        )  # fmt: skip
+            header=[f"Authorization: token {self.admin_token}"],
+            timeout=timeout,
+        )
         msg_id, texts = uuid.uuid4().hex, []
         header = {"msg_id": msg_id, "msg_type": "execute_request", "username": user,
                   "session": uuid.uuid4().hex, "version": "5.3"}  # fmt: skip
         content = {"code": code, "silent": False, "store_history": True,
                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
-        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                            "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
+        ws.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
         try:
             while True:
                 msg = json.loads(ws.recv())
@@ -180,8 +201,9 @@ def upstream(models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub(upstream, tmp_path_factory):
     if not CHP.exists():
-        pytest.fail("configurable-http-proxy is missing: run `npm ci --prefix tests/hub`.",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            "configurable-http-proxy is missing: run `npm ci --prefix tests/hub`.", pytrace=False
+        )
     tmp = tmp_path_factory.mktemp("hub")
     key_file = tmp / "class-key"
     key_file.write_text(upstream.token)
@@ -221,16 +243,21 @@ def test_the_class_key_is_in_no_students_server_or_kernel(hub):
             assert hub.class_key not in env
             assert "intro-python" in env  # the admin's own spawner environment is kept
             assert "/services/codestral" in env and "CODESTRAL_PROTOCOL" in env
-        own = hub.run(user, "import os\nprint(os.environ['CODESTRAL_API_KEY'] == "
-                      "os.environ['JUPYTERHUB_API_TOKEN'])")  # fmt: skip
+        own = hub.run(
+            user,
+            "import os\nprint(os.environ['CODESTRAL_API_KEY'] == "
+            "os.environ['JUPYTERHUB_API_TOKEN'])",
+        )
         assert own.strip() == "True"
 
 
 def chat_requests(upstream) -> list[list[dict]]:
     """The chat messages the upstream model was given, in order (its --log-prompts)."""
-    records = [json.loads(line.removeprefix("codestral-engine: "))
-               for line in upstream.log.read_text().splitlines()
-               if line.startswith("codestral-engine: {")]  # fmt: skip
+    records = [
+        json.loads(line.removeprefix("codestral-engine: "))
+        for line in upstream.log.read_text().splitlines()
+        if line.startswith("codestral-engine: {")
+    ]
     return [r["messages"] for r in records if r.get("event") == "chat_messages"]
 
 
@@ -275,14 +302,22 @@ def test_moving_a_student_into_codestral_off_refuses_within_15_s(hub):
     assert moved.status_code == 200, moved.text
     started = time.monotonic()
     try:
-        wait_until(lambda: hub.complete("alice", max_tokens=4)[-1]["type"] == "error", 20, 0.5,
-                   "alice to be refused")  # fmt: skip
+        wait_until(
+            lambda: hub.complete("alice", max_tokens=4)[-1]["type"] == "error",
+            20,
+            0.5,
+            "alice to be refused",
+        )
         assert time.monotonic() - started <= 15
         assert OFF_MESSAGE in hub.complete("alice", max_tokens=4)[-1]["error"]["message"]
     finally:
         hub.api.request("DELETE", "groups/codestral-off/users", json={"users": ["alice"]})
-    wait_until(lambda: hub.complete("alice", max_tokens=4)[-1]["type"] == "done", 20, 0.5,
-               "alice to be served again")  # fmt: skip
+    wait_until(
+        lambda: hub.complete("alice", max_tokens=4)[-1]["type"] == "done",
+        20,
+        0.5,
+        "alice to be served again",
+    )
 
 
 def test_a_flood_from_one_student_gets_429_while_another_is_served(hub):
@@ -294,8 +329,12 @@ def test_a_flood_from_one_student_gets_429_while_another_is_served(hub):
         body = {"model": MODEL, "prompt": "def f(x):\n", "suffix": "", "max_tokens": tokens,
                 "min_tokens": tokens, "temperature": 0}  # fmt: skip
         barrier.wait()
-        answer = httpx.post(f"{hub.service}/v1/fim/completions", json=body, timeout=120,
-                            headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        answer = httpx.post(
+            f"{hub.service}/v1/fim/completions",
+            json=body,
+            timeout=120,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         results.append((user, answer.status_code, time.monotonic(), answer))
 
     threads = [threading.Thread(target=ask, args=("alice", alice, 300)) for _ in range(8)]

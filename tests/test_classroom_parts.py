@@ -16,7 +16,7 @@ from jupyter_codestral.classroom.fair_share import Busy, FairShare
 from jupyter_codestral.classroom.hub_config import ACCESS_SCOPE, student_key
 from jupyter_codestral.classroom.policy import HINTS_SYSTEM, chat_request, fim_params
 from jupyter_codestral.classroom.usage import UsageLog, usage_html
-from jupyter_codestral.client.protocol import Sampling
+from jupyter_codestral.client.shapes import Sampling
 
 KEY = "sk-class-secret-0123456789"
 
@@ -91,9 +91,14 @@ def test_usage_is_counted_per_student_and_day_and_kept_across_restarts(tmp_path)
     log = UsageLog(tmp_path / "usage.sqlite")
     alice = log.rows("alice")
     assert len(alice) == 1
-    assert alice[0] | {"day": None} == {"day": None, "user": "alice", "requests": 2,
-                                        "prompt_tokens": 13, "completion_tokens": 7,
-                                        "refusals": 0}  # fmt: skip
+    assert alice[0] | {"day": None} == {
+        "day": None,
+        "user": "alice",
+        "requests": 2,
+        "prompt_tokens": 13,
+        "completion_tokens": 7,
+        "refusals": 0,
+    }
     assert {r["user"] for r in log.rows()} == {"alice", "carol"}
     assert "<td>carol</td>" in usage_html(log.rows())
     with pytest.raises(ValueError):
@@ -115,8 +120,15 @@ def test_hints_mode_asks_for_one_short_line_and_explanations():
 def _configured(c: Config, tmp_path) -> Config:
     key_file = tmp_path / "key"
     key_file.write_text(KEY)
-    configure_hub(c, url="http://gpu:8000", protocol="vllm", api_key_file=key_file,
-                  model="codestral-22b", port=10400, data_dir=tmp_path)  # fmt: skip
+    configure_hub(
+        c,
+        url="http://gpu:8000",
+        protocol="vllm",
+        api_key_file=key_file,
+        model="codestral-22b",
+        port=10400,
+        data_dir=tmp_path,
+    )
     return c
 
 
@@ -143,8 +155,12 @@ def test_configure_hub_appends_to_the_admins_settings(tmp_path):
     assert hub.load_groups["codestral-off"] == {"users": ["carol"]}
     assert roles["user"]["scopes"] == ["self", "read:users:name", ACCESS_SCOPE]
     elsewhere = Config()
-    configure_hub(elsewhere, url="http://gpu:8000", ip="10.0.0.5",
-                  student_url="http://proxy-public/services/codestral/")  # fmt: skip
+    configure_hub(
+        elsewhere,
+        url="http://gpu:8000",
+        ip="10.0.0.5",
+        student_url="http://proxy-public/services/codestral/",
+    )
     env = LocalProcessSpawner(config=elsewhere).environment
     assert env["CODESTRAL_URL"] == "http://proxy-public/services/codestral"
     assert JupyterHub(config=elsewhere).services[0]["url"].startswith("http://10.0.0.5:")
@@ -155,11 +171,15 @@ def test_configure_hub_on_a_fresh_config_keeps_the_hubs_defaults_and_no_key(tmp_
     hub = JupyterHub(config=c)
     spawner = LocalProcessSpawner(config=c)
     roles = {r["name"]: r for r in hub.load_roles}
-    assert set(roles["server"]["scopes"]) >= {"users:activity!user", "access:servers!server",
-                                             ACCESS_SCOPE}  # fmt: skip
+    assert set(roles["server"]["scopes"]) >= {
+        "users:activity!user",
+        "access:servers!server",
+        ACCESS_SCOPE,
+    }
     assert roles["codestral-service"]["scopes"] == [
-        "read:groups!group=codestral-off", "read:groups!group=codestral-hints"
-    ]  # fmt: skip
+        "read:groups!group=codestral-off",
+        "read:groups!group=codestral-hints",
+    ]
     assert set(hub.load_groups) >= {"codestral-off", "codestral-hints", "codestral-teachers"}
     assert ACCESS_SCOPE in hub.extra_user_scopes and "user" not in roles
     env = spawner.environment

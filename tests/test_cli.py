@@ -13,9 +13,17 @@ from .helpers import run_cli
 def test_complete_json_events(models, reference_tokenizer, mlx_lm_greedy):
     prompt, suffix = "def square(x):\n    return", "\n\nprint(square(3))"
     result = run_cli(
-        "complete", "--model", str(models["mistral"]), "--prompt", prompt, "--suffix", suffix,
-        "--max-tokens", "7", "--json",
-    )  # fmt: skip
+        "complete",
+        "--model",
+        str(models["mistral"]),
+        "--prompt",
+        prompt,
+        "--suffix",
+        suffix,
+        "--max-tokens",
+        "7",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     texts, final = events[:-1], events[-1]
@@ -35,16 +43,36 @@ def test_complete_reports_drafts_and_turns_speculation_off(models):
     it writes was seen before and lookup drafts what followed it; --no-speculative does not
     draft; both give the same tokens."""
     head = "import math\nradius = 3\narea = math.pi * radius"
-    seen = run_cli("complete", "--model", str(models["hf"]), "--backend", "torch", "--prompt",
-                   head, "--max-tokens", "12", "--no-speculative", "--json")  # fmt: skip
+    seen = run_cli(
+        "complete",
+        "--model",
+        str(models["hf"]),
+        "--backend",
+        "torch",
+        "--prompt",
+        head,
+        "--max-tokens",
+        "12",
+        "--no-speculative",
+        "--json",
+    )
     text = "".join(json.loads(line).get("text", "") for line in seen.stdout.splitlines())
     prompt = text + "\n" + head
     finals = {}
     for flag in ("--speculative", "--no-speculative"):
         result = run_cli(
-            "complete", "--model", str(models["hf"]), "--backend", "torch", "--prompt", prompt,
-            "--max-tokens", "12", "--json", flag,
-        )  # fmt: skip
+            "complete",
+            "--model",
+            str(models["hf"]),
+            "--backend",
+            "torch",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "12",
+            "--json",
+            flag,
+        )
         assert result.returncode == 0, result.stderr
         finals[flag] = json.loads(result.stdout.splitlines()[-1])
     on, off = finals["--speculative"], finals["--no-speculative"]

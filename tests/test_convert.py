@@ -47,10 +47,20 @@ def test_conversions_load_generate_and_stay_close_to_the_original(converted, mod
 
 def test_cli_reports_the_error_and_refuses_bad_targets(models, converted, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "codestral_engine", "convert", str(models["hf"]),
-         str(tmp_path / "q8"), "--quant", "8bit"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "codestral_engine",
+            "convert",
+            str(models["hf"]),
+            str(tmp_path / "q8"),
+            "--quant",
+            "8bit",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "relative error" in out.stdout and "same top token" in out.stdout
     with pytest.raises(ModelLoadError, match="not empty"):

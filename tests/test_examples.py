@@ -17,8 +17,11 @@ def test_engine_quickstart_runs(tmp_path):
     env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "engine_quickstart.py")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     reused = re.search(r"reused (\d+) of (\d+) prompt tokens", result.stdout)
     assert reused and 0 < int(reused.group(2)) - int(reused.group(1)) <= 4
@@ -35,8 +38,11 @@ def demo_env(tmp_path) -> dict:
 def test_headless_demo_runs_the_data_science_notebook(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "jupyter_codestral.demo", "demo", "--headless"],
-        capture_output=True, text=True, timeout=600, env=demo_env(tmp_path),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=demo_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "tiny demo model" in out
@@ -103,15 +109,19 @@ def test_the_project_example_shows_its_signatures_to_the_magic_and_the_fix(model
     old = dict(os.environ)
     os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)  # the kernel finds that engine
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(EXAMPLES)}}).execute()  # fmt: skip
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=30)
-    records = [json.loads(line.split(": ", 1)[1]) for line in log.read_text().splitlines()
-               if line.startswith("codestral-engine: {")]  # fmt: skip
+    records = [
+        json.loads(line.split(": ", 1)[1])
+        for line in log.read_text().splitlines()
+        if line.startswith("codestral-engine: {")
+    ]
     signature = "# def net_price(gross: float, vat_rate: float = DEFAULT_VAT_RATE, *, rounding"
     fim = [r["prompt"] for r in records if r["event"] == "fim_prompt"]
     chats = [json.dumps(r) for r in records if r["event"] == "chat_messages"]

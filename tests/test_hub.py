@@ -68,8 +68,9 @@ def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
     for name in ("params.json", "consolidated.safetensors", "tokenizer.model.v3"):
         with open(snapshot_file(env, name), "rb") as f:
             assert f.read() == (tiny_release / name).read_bytes()
-    licences = json.loads((Path(env["XDG_CONFIG_HOME"]) / "codestral-engine" / "licenses.json")
-                          .read_text())  # fmt: skip
+    licences = json.loads(
+        (Path(env["XDG_CONFIG_HOME"]) / "codestral-engine" / "licenses.json").read_text()
+    )
     assert licences["mnpl"]["first_download"] == REPO  # accepted once, for every Codestral
 
     again = run_cli("pull", "--repo", REPO, env=env)  # accepted before: no licence, no question
@@ -77,8 +78,17 @@ def test_pull_shows_the_licence_once_downloads_with_progress_and_loads_offline(
 
     fake_hub.stop()  # offline: the hub id resolves from the cache
     offline = {**env, "HF_HUB_OFFLINE": "1"}
-    out = run_cli("complete", "--model", REPO, "--prompt", "def f(", "--max-tokens", "3",
-                  "--json", env=offline)  # fmt: skip
+    out = run_cli(
+        "complete",
+        "--model",
+        REPO,
+        "--prompt",
+        "def f(",
+        "--max-tokens",
+        "3",
+        "--json",
+        env=offline,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["usage"]["completion_tokens"] == 3
 
@@ -123,8 +133,14 @@ def test_a_gated_repository_says_what_to_do(env, fake_hub):
 
 
 def test_a_hub_id_not_in_the_cache_says_to_pull(env):
-    out = run_cli("complete", "--model", "someone/Codestral-x",
-                  "--prompt", "x", env={**env, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    out = run_cli(
+        "complete",
+        "--model",
+        "someone/Codestral-x",
+        "--prompt",
+        "x",
+        env={**env, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 1
     assert "not downloaded yet" in out.stderr and "codestral-engine pull" in out.stderr
 
@@ -169,10 +185,20 @@ def test_without_a_model_setting_all_four_serve_the_pulled_release(env, tiny_rel
     notebook = tmp_path / "which.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(DEMO_CELL)]), notebook)
     demo = subprocess.run(
-        [sys.executable, "-m", "jupyter_codestral.demo", "demo", "--headless",
-         "--notebook", str(notebook)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jupyter_codestral.demo",
+            "demo",
+            "--headless",
+            "--notebook",
+            str(notebook),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert demo.returncode == 0, demo.stderr[-2000:]
     assert snapshot in demo.stdout.split("--- Out:")[-1], demo.stdout
 

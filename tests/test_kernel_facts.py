@@ -96,8 +96,9 @@ def probe(kc, names: list[str], answer: str = "expression") -> tuple[list, dict]
     names' `origins`) and the reply."""
     request = probe_request()
     expression = request[answer].replace("NAMES", json.dumps(names))
-    msg_id = kc.execute(request["setup"], silent=True, store_history=False,
-                        user_expressions={answer: expression})  # fmt: skip
+    msg_id = kc.execute(
+        request["setup"], silent=True, store_history=False, user_expressions={answer: expression}
+    )
     reply = kc.get_shell_msg(timeout=60)
     assert reply["parent_header"]["msg_id"] == msg_id
     found = reply["content"]["user_expressions"][answer]
@@ -136,9 +137,10 @@ def test_the_probe_leaves_no_trace_and_is_bounded(kernel):
     many, _ = probe(kernel, [f"number_{i}" for i in range(60)] + NAMES)  # bounded in names
     assert len(many) == 40 and many[0] == "number_0: int = 0"
     check, _ = run_in_kernel(
-        kernel, f"assert len(In) == n_before + 1, len(In)\n"
-        f"assert [n for n in globals() if 'codestral' in n] == [{PROBE_MODULE!r}]"
-    )  # fmt: skip
+        kernel,
+        f"assert len(In) == n_before + 1, len(In)\n"
+        f"assert [n for n in globals() if 'codestral' in n] == [{PROBE_MODULE!r}]",
+    )
     assert check["status"] == "ok", check
 
 

@@ -679,8 +679,9 @@ def test_stop_cancels_the_fix_while_it_streams(page, lab):
     run_into_the_error(page, lab, "broken-long.ipynb")  # a long cell: a long answer
     cancelled = engine_status(lab)["finished_requests"].get("cancelled", 0)
     page.locator(".jp-codestral-FixButton").click()
-    page.wait_for_selector(".jp-codestral-FixPanel[data-state='streaming'] .cm-line",
-                           timeout=60_000)  # fmt: skip
+    page.wait_for_selector(
+        ".jp-codestral-FixPanel[data-state='streaming'] .cm-line", timeout=60_000
+    )
     page.locator(".jp-codestral-FixPanel button", has_text="Stop").click()
     page.wait_for_selector(".jp-codestral-FixPanel[data-state='stopped']")
     assert page.locator(".jp-codestral-FixPanel button", has_text="Accept").is_hidden()

@@ -91,9 +91,12 @@ async def test_every_route_refuses_unauthenticated_requests(jp_fetch):
         for method in ("GET", "POST"):
             with pytest.raises(HTTPClientError) as info:
                 await jp_fetch(
-                    "codestral", name, method=method, headers={"Authorization": ""},
+                    "codestral",
+                    name,
+                    method=method,
+                    headers={"Authorization": ""},
                     body=json.dumps(BODY) if method == "POST" else None,
-                )  # fmt: skip
+                )
             assert info.value.code in (401, 403, 405)
             if method == ("GET" if name == "status" else "POST"):
                 assert info.value.code in (401, 403)
@@ -113,10 +116,15 @@ async def test_completion_streams_the_engines_fim_of_the_notebook_context(
     assert "radius_cm = 3" in context.prefix and "# Load the data" in context.prefix
     assert context.suffix.startswith("\n\nprint(area(radius_cm))")
     direct = engine_json(
-        engine_server, "/v1/fim/completions",
-        json={"model": "codestral-latest", "prompt": context.prefix, "suffix": context.suffix,
-              "max_tokens": 12},
-    )  # fmt: skip
+        engine_server,
+        "/v1/fim/completions",
+        json={
+            "model": "codestral-latest",
+            "prompt": context.prefix,
+            "suffix": context.suffix,
+            "max_tokens": 12,
+        },
+    )
     assert "".join(deltas) == direct["choices"][0]["message"]["content"]
 
 
@@ -128,8 +136,11 @@ def codestral_body(body: dict):
 
 async def test_second_request_reuses_the_prompt_cache(jp_fetch):
     await complete(jp_fetch, BODY)
-    typed = dict(BODY, cells=[*CELLS[:2], {"cell_type": "code", "source": CELLS[2]["source"] + "m"},
-                              CELLS[3]], cursor=BODY["cursor"] + 1)  # fmt: skip
+    typed = dict(
+        BODY,
+        cells=[*CELLS[:2], {"cell_type": "code", "source": CELLS[2]["source"] + "m"}, CELLS[3]],
+        cursor=BODY["cursor"] + 1,
+    )
     done = (await complete(jp_fetch, typed))[-1]
     usage = done["usage"]
     assert usage["cached_prompt_tokens"] >= usage["prompt_tokens"] - 3
@@ -245,8 +256,9 @@ async def test_remote_api_with_a_wrong_key_reports_how_to_fix_it(
     assert (await complete(jp_fetch, BODY))[-1]["type"] == "done"
 
 
-async def test_the_shared_engine_starts_on_first_use(jp_fetch, codestral, models, tmp_path,
-                                                      monkeypatch):  # fmt: skip
+async def test_the_shared_engine_starts_on_first_use(
+    jp_fetch, codestral, models, tmp_path, monkeypatch
+):
     runtime = tmp_path / "fresh-runtime"
     runtime.mkdir()
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
@@ -337,10 +349,15 @@ async def test_fix_streams_the_engines_answer_to_the_cell_its_traceback_and_neig
 
     # The route streams the engine's greedy answer to exactly these messages, cleaned.
     direct = engine_json(
-        engine_server, "/v1/chat/completions",
-        json={"model": "codestral-latest", "messages": messages, "max_tokens": max_tokens,
-              "temperature": 0},
-    )  # fmt: skip
+        engine_server,
+        "/v1/chat/completions",
+        json={
+            "model": "codestral-latest",
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+    )
     answer = direct["choices"][0]["message"]["content"]
     assert proposal.strip("\n") == clean_proposal(answer).strip("\n")
 

@@ -36,8 +36,12 @@ def auth(srv) -> dict[str, str]:
 def test_sigterm_mid_stream_is_an_error_the_mistral_sdk_raises(models, tmp_path):
     """A stream still running when the grace period ends is cut with Mistral's error shape
     in the stream: the SDK raises, never returning the partial text as an answer."""
-    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
-                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "1"})  # fmt: skip
+    srv = start_server(
+        models["mlx"],
+        tmp_path,
+        log=tmp_path / "engine.log",
+        extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "1"},
+    )
     mistral = Mistral(api_key=srv.token, server_url=srv.url)
     stream = iter(mistral.fim.stream(model="codestral-latest", **ENDLESS))
     next(stream)  # decoding
@@ -55,18 +59,27 @@ def test_sigterm_mid_stream_is_an_error_the_mistral_sdk_raises(models, tmp_path)
 def test_sigterm_lets_running_requests_finish_and_refuses_new_ones(models, tmp_path):
     """Within the grace period a running stream ends normally ([DONE]); a request that
     arrives meanwhile is refused with a retryable 503; then the server exits."""
-    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
-                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "300"})  # fmt: skip
+    srv = start_server(
+        models["mlx"],
+        tmp_path,
+        log=tmp_path / "engine.log",
+        extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "300"},
+    )
     body = {"model": "codestral-latest", "prompt": "def f(x):\n", "stream": True,
             "min_tokens": 200, "max_tokens": 200}  # fmt: skip
-    with httpx.stream("POST", srv.url + "/v1/fim/completions", json=body, headers=auth(srv),
-                      timeout=120) as stream:  # fmt: skip
+    with httpx.stream(
+        "POST", srv.url + "/v1/fim/completions", json=body, headers=auth(srv), timeout=120
+    ) as stream:
         lines = stream.iter_lines()
         assert next(lines).startswith("data: ")
         srv.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: not srv.conn.exists(), what="the server to start exiting")
-        refused = httpx.post(srv.url + "/v1/fim/completions", headers=auth(srv), timeout=60,
-                             json={"model": "codestral-latest", "prompt": "x"})  # fmt: skip
+        refused = httpx.post(
+            srv.url + "/v1/fim/completions",
+            headers=auth(srv),
+            timeout=60,
+            json={"model": "codestral-latest", "prompt": "x"},
+        )
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["type"] == "engine_stopped", refused.text
         assert f"pid {srv.pid}" in refused.json()["message"]
@@ -78,8 +91,12 @@ def test_sigterm_lets_running_requests_finish_and_refuses_new_ones(models, tmp_p
 
 def test_the_client_reports_a_cut_stream_as_an_error(models, tmp_path):
     """Our own client (the magic's and the lab's): a cut is a CodestralError naming it."""
-    srv = start_server(models["mlx"], tmp_path, log=tmp_path / "engine.log",
-                       extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "0"})  # fmt: skip
+    srv = start_server(
+        models["mlx"],
+        tmp_path,
+        log=tmp_path / "engine.log",
+        extra_env={"CODESTRAL_ENGINE_SHUTDOWN_GRACE_S": "0"},
+    )
     with EngineClient(srv.url, srv.token) as client:
         chunks = client.fim(ENDLESS["prompt"], stream=True, min_tokens=30000, max_tokens=30000)
         next(chunks)
@@ -92,8 +109,9 @@ def test_the_client_reports_a_cut_stream_as_an_error(models, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["delete", "garbage"])
-def test_a_lost_connection_file_is_restored_and_orphans_nothing(models, tmp_path, monkeypatch,
-                                                                damage):  # fmt: skip
+def test_a_lost_connection_file_is_restored_and_orphans_nothing(
+    models, tmp_path, monkeypatch, damage
+):
     """The running engine writes its file again; a client that looks meanwhile reaches the
     same engine (the serve it starts finds it) instead of waiting and failing."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
@@ -156,8 +174,7 @@ def test_serve_starts_over_a_file_naming_an_unrelated_process(models, tmp_path, 
         assert stranger.poll() is None
 
 
-def test_the_magic_retries_once_on_a_fresh_engine_after_an_idle_exit(models, tmp_path,
-                                                                    monkeypatch):  # fmt: skip
+def test_the_magic_retries_once_on_a_fresh_engine_after_an_idle_exit(models, tmp_path, monkeypatch):
     """The engine, frozen past its idle timeout, wakes with the magic's request at its door:
     it decides to exit (refusing or no longer taking the request), and the magic asks once
     more, on a fresh engine, instead of failing."""
@@ -168,8 +185,9 @@ def test_the_magic_retries_once_on_a_fresh_engine_after_an_idle_exit(models, tmp
     try:
         run_in_kernel(kc, "%load_ext jupyter_codestral")
         idle_s = 8  # time enough to connect the magic first, even on a busy machine
-        srv = start_server(models["mlx"], tmp_path, "--idle-timeout", str(idle_s),
-                           log=tmp_path / "idle.log")  # fmt: skip
+        srv = start_server(
+            models["mlx"], tmp_path, "--idle-timeout", str(idle_s), log=tmp_path / "idle.log"
+        )
         ready = time.monotonic()
         reply, _ = run_in_kernel(kc, "%codestral status")  # the magic talks to this engine
         assert reply["status"] == "ok", reply
@@ -233,8 +251,14 @@ async def test_the_lab_retries_once_on_a_fresh_engine_after_an_idle_exit(
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(jp_runtime_dir))
     jp_serverapp.web_app.settings["codestral"].settings.model = str(models["mlx"])
     idle_s = 3
-    srv = await asyncio.to_thread(start_server, models["mlx"], jp_runtime_dir, "--idle-timeout",
-                                  str(idle_s), log=jp_runtime_dir / "idle.log")  # fmt: skip
+    srv = await asyncio.to_thread(
+        start_server,
+        models["mlx"],
+        jp_runtime_dir,
+        "--idle-timeout",
+        str(idle_s),
+        log=jp_runtime_dir / "idle.log",
+    )
     ready = time.monotonic()
     srv.proc.send_signal(signal.SIGSTOP)
     port = int(srv.url.rsplit(":", 1)[1])
@@ -289,8 +313,9 @@ async def test_the_lab_status_says_a_frozen_engine_is_not_responding(
     jp_fetch, jp_runtime_dir, models, monkeypatch
 ):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(jp_runtime_dir))
-    srv = await asyncio.to_thread(start_server, models["mlx"], jp_runtime_dir,
-                                  log=jp_runtime_dir / "engine.log")  # fmt: skip
+    srv = await asyncio.to_thread(
+        start_server, models["mlx"], jp_runtime_dir, log=jp_runtime_dir / "engine.log"
+    )
     srv.proc.send_signal(signal.SIGSTOP)
     try:
         status = json.loads((await jp_fetch("codestral", "status")).body)

@@ -430,8 +430,10 @@ def test_the_magic_and_the_fix_carry_the_projects_signatures(
     (project / "src" / "magicshop" / "pricing.py").write_text(PRICING)
     (project / "notebooks").mkdir()
     monkeypatch.chdir(project / "notebooks")
-    shell.run_cell(f"import sys\nsys.path.insert(0, {str(project / 'src')!r})\n"
-                   "from magicshop.pricing import net_price")  # fmt: skip
+    shell.run_cell(
+        f"import sys\nsys.path.insert(0, {str(project / 'src')!r})\n"
+        "from magicshop.pricing import net_price"
+    )
     signature = "# def net_price(gross: float, vat_rate: float = 0.2, *, rounding: int = 2)"
 
     shell.run_cell_magic("codestral", "--insert --max-tokens 2", "net_price of 120 at 10 %")
@@ -472,8 +474,11 @@ def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
         assert reply["status"] == "ok", reply
         payload = [p for p in reply["payload"] if p["source"] == "set_next_input"]
         assert len(payload) == 1 and payload[0]["replace"] is True
-        shown = [m["content"]["data"]["text/markdown"] for m in messages
-                 if m["msg_type"] == "display_data"]  # fmt: skip
+        shown = [
+            m["content"]["data"]["text/markdown"]
+            for m in messages
+            if m["msg_type"] == "display_data"
+        ]
         assert any(s.startswith("```diff\n--- failed cell") for s in shown), shown
     finally:
         run(kc, "%config Codestral.max_tokens = 512")
@@ -481,21 +486,28 @@ def test_kernel_fix_replace_puts_the_fixed_code_in_the_cell(kernel):
 
 def test_fix_in_terminal_ipython_prints_the_diff_and_fills_the_next_prompt(kernel_env):
     """A real `ipython` (the terminal shell), on the shared engine the kernels use."""
-    script = "\n".join([
-        "%load_ext jupyter_codestral",
-        "%codestral fix",  # nothing failed yet
-        "%config Codestral.max_tokens = 8",
-        "value = missing_name + 1",
-        "%codestral fix",
-        "%codestral fix --replace",
-        "print('NEXT:' + repr(get_ipython().rl_next_input))",
-    ])  # fmt: skip
+    script = "\n".join(
+        [
+            "%load_ext jupyter_codestral",
+            "%codestral fix",  # nothing failed yet
+            "%config Codestral.max_tokens = 8",
+            "value = missing_name + 1",
+            "%codestral fix",
+            "%codestral fix --replace",
+            "print('NEXT:' + repr(get_ipython().rl_next_input))",
+        ]
+    )
     ipython = [sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner",
                "--colors=NoColor", "--HistoryManager.enabled=False"]  # fmt: skip
     out = subprocess.run(
-        ipython, input=script + "\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=kernel_env, timeout=300,
-    ).stdout  # fmt: skip
+        ipython,
+        input=script + "\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=kernel_env,
+        timeout=300,
+    ).stdout
     assert "UsageError: No cell has failed in this kernel yet" in out
     assert out.count("--- failed cell\n+++ proposed fix\n") == 2, out
     assert "-value = missing_name + 1" in out and "```diff" not in out  # plain text
@@ -503,8 +515,9 @@ def test_fix_in_terminal_ipython_prints_the_diff_and_fills_the_next_prompt(kerne
     assert next_input not in ("None", "''") and next_input.endswith("\\n'"), out
 
 
-def test_the_notebooks_teaching_metadata_reaches_the_magic(shell, sent, captured, tmp_path,
-                                                           monkeypatch):  # fmt: skip
+def test_the_notebooks_teaching_metadata_reaches_the_magic(
+    shell, sent, captured, tmp_path, monkeypatch
+):
     """jupyter_server tells a kernel its notebook's path ($JPY_SESSION_NAME); the magic reads
     the notebook's saved `codestral` metadata: off refuses, hints explains without code."""
     import nbformat

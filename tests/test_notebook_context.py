@@ -22,8 +22,13 @@ def tokenizer() -> CodestralTokenizer:
 def notebook(n: int = 40) -> list[Cell]:
     cells = [Cell("markdown", "# Sales report\nTotals per *region*.")]
     for i in range(n):
-        cells.append(Cell("code", f"import pandas as pd\nframe_{i} = pd.DataFrame({{'a': [{i}]}})\n"
-                                  f"print(frame_{i}.describe())"))  # fmt: skip
+        cells.append(
+            Cell(
+                "code",
+                f"import pandas as pd\nframe_{i} = pd.DataFrame({{'a': [{i}]}})\n"
+                f"print(frame_{i}.describe())",
+            )
+        )
     return cells
 
 
@@ -112,8 +117,9 @@ def test_control_token_lookalikes_stay_text(tokenizer):
 
 def test_a_huge_current_cell_keeps_its_last_lines(tokenizer):
     source = "".join(f"row_{i} = {i} * 2\n" for i in range(2000)) + "answer = "
-    context = ContextBuilder(tokenizer.count, budget=512).build([Cell("code", source)], 0,
-                                                                 len(source))  # fmt: skip
+    context = ContextBuilder(tokenizer.count, budget=512).build(
+        [Cell("code", source)], 0, len(source)
+    )
     assert context.prefix.endswith("row_1999 = 1999 * 2\nanswer = ")
     assert "row_0 = " not in context.prefix
     assert len(tokenizer.encode_fim(context.prefix, context.suffix)) <= 514
@@ -138,21 +144,25 @@ def test_a_huge_cursor_line_is_capped_and_the_cut_stays_put_while_typing(tokeniz
 @pytest.mark.parametrize("char", ["\U0001f99c", "\u9f98"])  # 4 and 3 tokens each
 def test_a_cursor_line_of_multi_token_characters_stays_inside_the_budget(tokenizer, char):
     source = "label = '" + char * 700
-    context = ContextBuilder(tokenizer.count, budget=2048).build([Cell("code", source)], 0,
-                                                                 len(source))  # fmt: skip
+    context = ContextBuilder(tokenizer.count, budget=2048).build(
+        [Cell("code", source)], 0, len(source)
+    )
     assert len(tokenizer.encode_fim(context.prefix, context.suffix)) - 2 <= 2048
 
 
 def test_kernel_facts_open_the_prefix_within_their_share_and_stay_put(tokenizer):
-    facts = [f"frame_{i}: pandas.DataFrame, 10 rows x 3 columns: 'a' (int64), 'b' (str)"
-             for i in range(40)]  # fmt: skip
+    facts = [
+        f"frame_{i}: pandas.DataFrame, 10 rows x 3 columns: 'a' (int64), 'b' (str)"
+        for i in range(40)
+    ]
     builder = ContextBuilder(tokenizer.count, budget=2048)
     cells = notebook(10)
     starts = set()
     for typed in ("", "t", "to", "tot"):
         source = cells[-1].source + "\n" + typed
-        context = builder.build([*cells[:-1], Cell("code", source)], len(cells) - 1,
-                                len(source), facts=facts)  # fmt: skip
+        context = builder.build(
+            [*cells[:-1], Cell("code", source)], len(cells) - 1, len(source), facts=facts
+        )
         header = context.prefix.split("\n\n")[0]
         assert header.startswith("# Live objects in the kernel:\n# frame_0: pandas.DataFrame")
         assert 0 < context.facts < 40  # cut to its share, whole lines

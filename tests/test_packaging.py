@@ -46,10 +46,22 @@ def test_editable_install_imports_both_packages(tmp_path):
 
 def test_built_wheel_holds_and_imports_both_packages(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True, env=VENV_ENV,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        env=VENV_ENV,
+    )
     wheel = next((tmp_path / "dist").glob("jupyter_codestral-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "codestral_engine/__init__.py" in names
@@ -59,15 +71,26 @@ def test_built_wheel_holds_and_imports_both_packages(tmp_path):
     data = "jupyter_codestral-0.1.0.data/data/"
     # The prebuilt JupyterLab extension and the server extension's enabling config.
     assert f"{data}share/jupyter/labextensions/jupyter-codestral/package.json" in names
-    assert any(n.startswith(f"{data}share/jupyter/labextensions/jupyter-codestral/static/")
-               for n in names)  # fmt: skip
+    assert any(
+        n.startswith(f"{data}share/jupyter/labextensions/jupyter-codestral/static/") for n in names
+    )
     assert f"{data}etc/jupyter/jupyter_server_config.d/jupyter_codestral.json" in names
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert where_imported(tmp_path, extra_path=target).startswith(str(target))
 
 
@@ -116,9 +139,12 @@ def test_importing_the_engine_does_not_import_mlx():
 def test_jupyter_lists_both_extensions_enabled_and_ok():
     def listing(*args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "jupyter", *args, "list"], capture_output=True, text=True,
-            env=VENV_ENV, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-m", "jupyter", *args, "list"],
+            capture_output=True,
+            text=True,
+            env=VENV_ENV,
+            timeout=120,
+        )
         return re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # drop colours
 
     lab = listing("labextension")

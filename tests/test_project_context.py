@@ -81,8 +81,10 @@ def context(root: Path, *extra: Path) -> ProjectContext:
 def test_the_outline_shows_signatures_as_written():
     outline = outline_source(FEATURES)
     function = "\n".join(outline.definitions["build_features"])
-    assert ("def build_features(frame: pd.DataFrame, window: int = 7, *, dropna: bool = True)"
-            " -> pd.DataFrame:") in function  # fmt: skip
+    assert (
+        "def build_features(frame: pd.DataFrame, window: int = 7, *, dropna: bool = True)"
+        " -> pd.DataFrame:"
+    ) in function
     assert '"""Rolling means of every numeric column."""' in function
     assert "More text" not in function
     scaler = "\n".join(outline.definitions["Scaler"])
@@ -203,8 +205,7 @@ def test_the_header_stays_put_while_typing(root):
     for typed in ["o", "out = ", "out = build_", "out = build_features(df, "]:
         cells[2] = typed
         found = project.definitions("analysis/nb.ipynb", cells, 2, len(typed), focus=[])
-        context_ = builder.build([Cell("code", c) for c in cells], 2, len(typed),
-                                 definitions=found)  # fmt: skip
+        context_ = builder.build([Cell("code", c) for c in cells], 2, len(typed), definitions=found)
         assert context_.definitions == 2
         prefixes.append(context_.prefix)
     header = prefixes[0].split("\n\n")[0]
@@ -254,8 +255,10 @@ def test_reading_stops_at_the_time_bound(root, monkeypatch):
 
 def test_conditional_definitions_star_reexports_and_a_decorators_file(root):
     write(root / "src" / "kit" / "__init__.py", "from .core import *\n")
-    write(root / "src" / "kit" / "deco.py", "def traced(f):\n    def wrapper(*a, **k): ...\n"
-          "    return wrapper\n")  # fmt: skip
+    write(
+        root / "src" / "kit" / "deco.py",
+        "def traced(f):\n    def wrapper(*a, **k): ...\n    return wrapper\n",
+    )
     write(
         root / "src" / "kit" / "core.py",
         textwrap.dedent("""

@@ -227,8 +227,12 @@ def test_an_abandoned_non_streaming_request_is_cancelled(http, server):
     before = cancelled()
     body = {"model": "codestral-latest", "prompt": "while True:\n", "min_tokens": 30000}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/fim/completions", json=body, timeout=1.0,
-                   headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        httpx.post(
+            server.url + "/v1/fim/completions",
+            json=body,
+            timeout=1.0,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
     wait_until(lambda: cancelled() > before, timeout=10, what="the abandoned request's end")
     last = http.get("/v1/status").json()["last_request"]
     assert last["finish_reason"] == "cancelled" and last["completion_tokens"] < 30000
@@ -342,8 +346,11 @@ def test_twenty_clients_with_random_disconnects(server, http):
 def test_second_serve_finds_the_running_one(server, models):
     again = subprocess.run(
         [sys.executable, "-m", "codestral_engine", "serve", "--model", str(models["mlx"])],
-        env=server.env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0
     assert f"already running at {server.url}" in again.stderr
     assert json.loads(server.conn.read_text())["pid"] == server.pid
@@ -426,8 +433,11 @@ def test_a_reused_pid_is_not_trusted(tmp_path, monkeypatch):
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     started = connection.process_started(os.getpid())
-    connection.write(connection.ConnectionInfo("http://127.0.0.1:1", "t", os.getpid(), "m",
-                                               started=started - 1000))  # fmt: skip
+    connection.write(
+        connection.ConnectionInfo(
+            "http://127.0.0.1:1", "t", os.getpid(), "m", started=started - 1000
+        )
+    )
     assert connection.read_live() is None
     assert not (tmp_path / "codestral-engine.json").exists()
     mine = connection.ConnectionInfo("http://127.0.0.1:1", "t", os.getpid(), "m", started)
@@ -450,16 +460,24 @@ def test_a_server_whose_model_fails_to_load_exits(models, tmp_path):
     runtime.mkdir()
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "CODESTRAL_ENGINE_FAILED_EXIT_S": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "codestral_engine", "serve", "--model",
-         str(broken_model(models, tmp_path))],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "codestral_engine",
+            "serve",
+            "--model",
+            str(broken_model(models, tmp_path)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "failed to load" in proc.stderr, proc.stderr
     assert not (runtime / "codestral-engine.json").exists()  # the slot is free again
 
 
-def test_the_client_replaces_a_failed_engine_and_names_another_model(models, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
+def test_the_client_replaces_a_failed_engine_and_names_another_model(models, tmp_path, monkeypatch):
     from jupyter_codestral.client.engine_client import EngineClient, stop_local_server
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
@@ -480,15 +498,20 @@ def test_operator_details(models, tmp_path):
     runtime directory is a clear error with nothing left behind."""
     runtime = tmp_path / "runtime"
     runtime.mkdir()
-    srv = start_server(models["mlx"], runtime, log=tmp_path / "a.log",
-                       extra_env={"CODESTRAL_ENGINE_TOKEN": "from-env"})  # fmt: skip
+    srv = start_server(
+        models["mlx"],
+        runtime,
+        log=tmp_path / "a.log",
+        extra_env={"CODESTRAL_ENGINE_TOKEN": "from-env"},
+    )
     assert srv.token == "from-env"
     assert "from-env" not in " ".join(psutil.Process(srv.proc.pid).cmdline())
     srv.proc.terminate()
     srv.proc.wait(timeout=30)
     (tmp_path / "token").write_text("from-file\n")
-    srv = start_server(models["mlx"], runtime, "--token-file", str(tmp_path / "token"),
-                       log=tmp_path / "b.log")  # fmt: skip
+    srv = start_server(
+        models["mlx"], runtime, "--token-file", str(tmp_path / "token"), log=tmp_path / "b.log"
+    )
     assert srv.token == "from-file"
     srv.proc.terminate()
     srv.proc.wait(timeout=30)
@@ -497,8 +520,10 @@ def test_operator_details(models, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "codestral_engine", "serve", "--model", str(models["mlx"])],
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(blocked / "runtime")},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "JUPYTER_RUNTIME_DIR" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -512,8 +537,9 @@ def test_an_idle_engine_exits_and_the_client_starts_it_again(models, tmp_path, m
     auth = {"Authorization": f"Bearer {srv.token}"}
     body = {"model": "codestral-latest", "prompt": "while True:\n", "stream": True,
             "min_tokens": 30000, "max_tokens": 30000}  # fmt: skip
-    with httpx.stream("POST", srv.url + "/v1/fim/completions", json=body, headers=auth,
-                      timeout=30) as stream:  # fmt: skip
+    with httpx.stream(
+        "POST", srv.url + "/v1/fim/completions", json=body, headers=auth, timeout=30
+    ) as stream:
         lines = stream.iter_lines()
         started = time.monotonic()
         while time.monotonic() - started < 4:  # an open stream, twice the timeout

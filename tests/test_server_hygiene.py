@@ -66,8 +66,11 @@ def test_silent_and_slow_connections_are_closed_and_a_real_request_gets_through(
         assert int(first.headers["Retry-After"]) > 0 and first.json()["object"] == "error"
     for sock in silent + slow:
         sock.setblocking(False)
-    wait_until(lambda: all(closed_by_server(s) for s in silent + slow), timeout=60,
-               what="the server to close connections that sent no complete request")  # fmt: skip
+    wait_until(
+        lambda: all(closed_by_server(s) for s in silent + slow),
+        timeout=60,
+        what="the server to close connections that sent no complete request",
+    )
     served = httpx.post(server.url + "/v1/fim/completions", json=body, headers=headers, timeout=60)
     assert served.status_code == 200, served.text
     for sock in silent + slow:
@@ -95,8 +98,9 @@ def test_a_client_that_leaves_mid_body_costs_one_log_line(server):
     before = server.log.read_text()
     with socket.create_connection(address(server), timeout=60) as sock:
         sock.sendall(raw_request(b"x" * 1000)[:-990])  # headers and 10 bytes of 1000
-    wait_until(lambda: "client_gone" in server.log.read_text()[len(before) :],
-               what="the server to notice")  # fmt: skip
+    wait_until(
+        lambda: "client_gone" in server.log.read_text()[len(before) :], what="the server to notice"
+    )
     added = server.log.read_text()[len(before) :]
     assert len(added.splitlines()) == 1 and "Traceback" not in added, added
 
@@ -118,8 +122,12 @@ def test_a_huge_content_parts_body_is_refused_while_health_keeps_answering(serve
     poller.start()
     wait_until(lambda: healths, what="the first health answer")  # polling before the post
     try:
-        refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120,
-                             headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        refused = httpx.post(
+            server.url + "/v1/chat/completions",
+            json=body,
+            timeout=120,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
     finally:
         done.set()
         poller.join()
@@ -192,8 +200,9 @@ def test_the_mistral_sdk_gets_its_validation_error_for_n(server):
 
     mistral = Mistral(api_key=TOKEN, server_url=server.url)
     with pytest.raises(HTTPValidationError) as refused:
-        mistral.chat.complete(model="codestral-latest", n=2, max_tokens=2,
-                              messages=[{"role": "user", "content": "x"}])  # fmt: skip
+        mistral.chat.complete(
+            model="codestral-latest", n=2, max_tokens=2, messages=[{"role": "user", "content": "x"}]
+        )
     assert refused.value.data.detail[0].loc == ["body", "n"]
 
 
@@ -201,12 +210,16 @@ def test_json_only_no_redirects_and_one_framing(server):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     body = json.dumps({"model": "codestral-latest", "prompt": "x", "max_tokens": 1})
     for media_type in ("text/plain", "application/x-www-form-urlencoded"):
-        refused = httpx.post(server.url + "/v1/fim/completions", content=body,
-                             headers=headers | {"Content-Type": media_type})  # fmt: skip
+        refused = httpx.post(
+            server.url + "/v1/fim/completions",
+            content=body,
+            headers=headers | {"Content-Type": media_type},
+        )
         assert refused.status_code == 415 and media_type in refused.json()["message"]
     for path in ("/v1/status/", "/v1/models/", "/v1/fim/completions/"):
-        answer = httpx.request("GET" if "fim" not in path else "POST", server.url + path,
-                               headers=headers, content=body)  # fmt: skip
+        answer = httpx.request(
+            "GET" if "fim" not in path else "POST", server.url + path, headers=headers, content=body
+        )
         assert answer.status_code == 404 and "location" not in answer.headers, path
     with socket.create_connection(address(server), timeout=60) as sock:
         sock.sendall(

@@ -166,7 +166,9 @@ def test_stops_and_limits_inside_a_draft_end_where_plain_decoding_ends(
         cut = fresh_engine.fim(prompt, "", max_tokens=40, stop=[stop]).result()
         ref = plain.fim(prompt, "", max_tokens=40, stop=[stop]).result()
         assert (cut.finish_reason, cut.completion_token_ids) == (
-            ref.finish_reason, ref.completion_token_ids)  # fmt: skip
+            ref.finish_reason,
+            ref.completion_token_ids,
+        )
         assert cut.usage.accepted_draft_tokens > 0
         again, done = tokens(fresh_engine, prompt, max_tokens=40)
         assert again == want
@@ -235,8 +237,12 @@ def test_the_static_compiled_decode_step_gives_the_dynamic_steps_tokens(static_p
     static, dynamic = static_pair
     assert static.backend.static_decode == "aot_eager" and dynamic.backend.static_decode is None
     prompt, suffix = CODE, "\nprint(mean([1, 2]))\n"
-    for options in ({"max_tokens": 1}, {"max_tokens": 7}, {"max_tokens": 1100},  # the slot grows
-                    {"max_tokens": 40, "temperature": 0.8, "random_seed": 3}):  # fmt: skip
+    for options in (
+        {"max_tokens": 1},
+        {"max_tokens": 7},
+        {"max_tokens": 1100},  # the slot grows
+        {"max_tokens": 40, "temperature": 0.8, "random_seed": 3},
+    ):
         for spec in (False, True):
             static.speculative = dynamic.speculative = spec
             got = static.fim(prompt, suffix, **options).result()

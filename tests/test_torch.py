@@ -198,8 +198,7 @@ def test_int4_on_a_gpu_older_than_ampere_is_refused_with_the_fix(models, monkeyp
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
     with pytest.raises(ModelLoadError, match=r"Ampere or newer.*Tesla T4 is 7\.5.*int8"):
-        torch_backend.load(inspect(models["hf"]), lambda f, s: None, device="cuda",
-                           quantize="int4")  # fmt: skip
+        torch_backend.load(inspect(models["hf"]), lambda f, s: None, device="cuda", quantize="int4")
 
 
 def test_int4_keeps_float_where_its_kernels_cannot_go(models):
@@ -239,9 +238,13 @@ print(json.dumps({"before": before, "peak": max(samples), "weights": checkpoint.
 
 def test_loading_does_not_hold_two_copies_of_the_weights(tmp_path):
     shape = TinyShape(
-        hidden_size=512, num_hidden_layers=4, intermediate_size=1536,
-        num_attention_heads=8, num_key_value_heads=2, head_dim=64,
-    )  # fmt: skip
+        hidden_size=512,
+        num_hidden_layers=4,
+        intermediate_size=1536,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+    )
     path = make_tiny(tmp_path / "m", "hf", shape=shape)
     out = subprocess.run(
         [sys.executable, "-c", LOAD_MEMORY, str(path)], capture_output=True, text=True

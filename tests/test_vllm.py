@@ -13,7 +13,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import codestral_engine
-from jupyter_codestral.client import protocol
+from jupyter_codestral.client import protocol, shapes
 from jupyter_codestral.client.engine_client import AsyncEngineClient, EngineClient
 from jupyter_codestral.errors import CodestralError
 
@@ -22,8 +22,9 @@ from .lab_session import free_port
 from .vllm_server import SERVED_NAME, classroom_env
 
 # FIM prompts of a few sizes; the last one ~1,000 tokens of real-looking notebook code.
-NOTEBOOK = "".join(f"def metric_{i}(frame):\n    return frame['col_{i}'].mean() * {i}\n\n"
-                   for i in range(60))  # fmt: skip
+NOTEBOOK = "".join(
+    f"def metric_{i}(frame):\n    return frame['col_{i}'].mean() * {i}\n\n" for i in range(60)
+)
 PROMPTS = [
     ("def area(r):\n    return ", "\n\nprint(area(2))\n"),
     ("import numpy as np\nrng = np.random.default_rng(", ")\nx = rng.normal(size=10)\n"),
@@ -40,9 +41,11 @@ def vllm_greedy(vllm, ids: list[int], n: int) -> tuple[list[int], list[dict]]:
         "logprobs": 2, "return_tokens_as_token_ids": True,
     }  # fmt: skip
     answer = httpx.post(
-        f"{vllm.url}/v1/completions", json=body, timeout=120,
+        f"{vllm.url}/v1/completions",
+        json=body,
+        timeout=120,
         headers={"Authorization": f"Bearer {vllm.key}"},
-    )  # fmt: skip
+    )
     assert answer.status_code == 200, answer.text
     logprobs = answer.json()["choices"][0]["logprobs"]
     tokens = [int(t.removeprefix("token_id:")) for t in logprobs["tokens"]]
@@ -72,8 +75,17 @@ def test_greedy_tokens_equal_our_engines(vllm, vllm_model):
 
 def test_client_streams_fim_and_chat_with_usage(vllm):
     with EngineClient(vllm.url, vllm.key, protocol_name="vllm") as client:
-        pieces = list(client.fim(*PROMPTS[0], stream=True, model=SERVED_NAME, max_tokens=8,
-                                 min_tokens=8, temperature=0, random_seed=3))  # fmt: skip
+        pieces = list(
+            client.fim(
+                *PROMPTS[0],
+                stream=True,
+                model=SERVED_NAME,
+                max_tokens=8,
+                min_tokens=8,
+                temperature=0,
+                random_seed=3,
+            )
+        )
         assert "".join(p.text for p in pieces)
         assert [p.finish_reason for p in pieces if p.finish_reason] == ["length"]
         assert pieces[-1].usage.completion_tokens == 8
@@ -83,8 +95,11 @@ def test_client_streams_fim_and_chat_with_usage(vllm):
         seeded = {"model": SERVED_NAME, "max_tokens": 12, "temperature": 0.9, "random_seed": 7}
         sampled = [protocol.response_text(client.fim(*PROMPTS[1], **seeded)) for _ in range(2)]
         assert sampled[0] == sampled[1]
-        chat = list(client.chat([{"role": "user", "content": "hi"}], stream=True,
-                                model=SERVED_NAME, max_tokens=4))  # fmt: skip
+        chat = list(
+            client.chat(
+                [{"role": "user", "content": "hi"}], stream=True, model=SERVED_NAME, max_tokens=4
+            )
+        )
         assert "".join(p.text for p in chat)
 
 
@@ -152,8 +167,11 @@ class CutProxy:
                 for w in (writer, up_writer):
                     w.close()
 
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, self.cut_after),
-                                 return_exceptions=True)  # fmt: skip
+            await asyncio.gather(
+                pipe(reader, up_writer),
+                pipe(up_reader, writer, self.cut_after),
+                return_exceptions=True,
+            )
 
         async def serve():
             await asyncio.start_server(handle, "127.0.0.1", self.port)
@@ -173,8 +191,9 @@ def test_a_server_that_goes_away_mid_stream_is_a_clear_error(vllm):
         with EngineClient(url, vllm.key, protocol_name="vllm") as client:
             got = []
             with pytest.raises(CodestralError, match=r"connection to Codestral .* broke") as cut:
-                for chunk in client.fim(*PROMPTS[0], stream=True, model=SERVED_NAME,
-                                        max_tokens=400, min_tokens=400):  # fmt: skip
+                for chunk in client.fim(
+                    *PROMPTS[0], stream=True, model=SERVED_NAME, max_tokens=400, min_tokens=400
+                ):
                     got.append(chunk)
             assert got and cut.value.kind == "unreachable"
         with EngineClient(vllm.url, vllm.key, protocol_name="vllm") as client:  # still serving
@@ -186,7 +205,7 @@ def test_a_server_that_goes_away_mid_stream_is_a_clear_error(vllm):
 async def test_async_client_streams_from_vllm(vllm):
     client = AsyncEngineClient(vllm.url, vllm.key, protocol_name="vllm")
     try:
-        stream = client.fim(*PROMPTS[0], SERVED_NAME, protocol.Sampling(max_tokens=5, min_tokens=5))
+        stream = client.fim(*PROMPTS[0], SERVED_NAME, shapes.Sampling(max_tokens=5, min_tokens=5))
         pieces = [piece async for piece in stream]
         assert pieces[-1].usage.completion_tokens == 5
         assert (await client.remote_status(SERVED_NAME)).state == "ready"
@@ -260,9 +279,10 @@ def test_magic_fill_insert_and_answer_against_vllm(kernel):
     reply, _ = run_in_kernel(kernel, f"%%codestral --fill --max-tokens 6 -o filled\n{cell}")
     assert reply["status"] == "ok", reply
     reply, _ = run_in_kernel(
-        kernel, "assert filled.startswith('def area(r):\\n    return ') and "
-        "filled.endswith('\\n\\nprint(area(2))\\n') and len(filled) > len(" + repr(cell) + ") - 6"
-    )  # fmt: skip
+        kernel,
+        "assert filled.startswith('def area(r):\\n    return ') and "
+        "filled.endswith('\\n\\nprint(area(2))\\n') and len(filled) > len(" + repr(cell) + ") - 6",
+    )
     assert reply["status"] == "ok", reply
     reply, _ = run_in_kernel(kernel, "%%codestral --insert --max-tokens 6 -o generated\nload it")
     payload = [p for p in reply["payload"] if p["source"] == "set_next_input"]

@@ -150,9 +150,12 @@ def _make_tiny(subcommands) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--dtype", choices=DTYPES, default="float32")
     tiny.add_argument(
-        "--bits", type=int, choices=sorted(MLXSpec.conversions), default=None,
+        "--bits",
+        type=int,
+        choices=sorted(MLXSpec.conversions),
+        default=None,
         help="quantize (mlx layout)",
-    )  # fmt: skip
+    )
     shape = tiny.add_argument_group("shape (default: the small demo shape)")
     for flag, field in TINY_SHAPE_FLAGS.items():
         shape.add_argument(flag, dest=field, type=positive_int, default=getattr(TinyShape, field))
@@ -169,23 +172,31 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     """--backend, a flag for each backend load option (`backends/options.py`), and the
     engine's own options."""
     parser.add_argument(
-        "--backend", choices=("auto", *BACKENDS), default="auto",
+        "--backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
         help="auto: MLX on Apple Silicon, else PyTorch (CUDA, or the CPU)",
-    )  # fmt: skip
+    )
     for option in LOAD_OPTIONS:
         parser.add_argument(
-            option.flag, dest=option.name, type=option.type, choices=option.choices,
-            metavar=option.metavar, help=option.help,
-        )  # fmt: skip
+            option.flag,
+            dest=option.name,
+            type=option.type,
+            choices=option.choices,
+            metavar=option.metavar,
+            help=option.help,
+        )
     parser.add_argument(
         "--context-length", type=int, help="cap the context window (and its KV-cache memory)"
     )
     parser.add_argument(
-        "--speculative", action=argparse.BooleanOptionalAction, default=None,
+        "--speculative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="prompt-lookup speculative decoding: drafts from the prompt's own text, verified "
         "in one pass; the same greedy output in float32 (default: on where measured to win: "
         "torch on a CPU)",
-    )  # fmt: skip
+    )
 
 
 COMMANDS = {

@@ -44,11 +44,15 @@ def serve(args: argparse.Namespace) -> int:
 
         log_to(args.log_file)
     options = ServeOptions(
-        host=args.host, port=args.port, token=token, backend=args.backend,
-        log_prompts=args.log_prompts, idle_timeout=args.idle_timeout,
+        host=args.host,
+        port=args.port,
+        token=token,
+        backend=args.backend,
+        log_prompts=args.log_prompts,
+        idle_timeout=args.idle_timeout,
         ollama_no_auth=args.ollama_no_auth,
         load_options={**_load_options(args), "prompt_cache_entries": args.prompt_cache_entries},
-    )  # fmt: skip
+    )
     return run_server(chosen_model_path(args.model), options)
 
 

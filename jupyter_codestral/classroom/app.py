@@ -36,7 +36,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..client.engine_client import AsyncEngineClient
-from ..client.protocol import Usage
+from ..client.shapes import Usage
 from ..client.status import ClassroomStatus
 from ..errors import CodestralError
 from . import mistral_api, policy
@@ -80,16 +80,20 @@ class _Route(HubAuthenticated, web.RequestHandler):
         model = await self.hub_auth.get_user(self, sync=False)
         if model is None:
             raise CodestralError(
-                "This service needs your JupyterHub API token.", 401, kind="auth",
+                "This service needs your JupyterHub API token.",
+                401,
+                kind="auth",
                 fix="Send it as `Authorization: Bearer $JUPYTERHUB_API_TOKEN`.",
-            )  # fmt: skip
+            )
         try:
             self._hub_auth_user_cache = self.check_hub_user(model)
         except UserNotAllowed as exc:
             raise CodestralError(
-                f"{model['name']} may not use this course's Codestral.", 403, kind="forbidden",
+                f"{model['name']} may not use this course's Codestral.",
+                403,
+                kind="forbidden",
                 fix="The token lacks the access:services!service=codestral scope.",
-            ) from exc  # fmt: skip
+            ) from exc
 
     def send_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -126,13 +130,15 @@ class ModelsHandler(_Route):
 
 class StatusHandler(_Route):
     async def get(self) -> None:
-        self.send_json(ClassroomStatus(
-            service="the course's Codestral service (JupyterHub)",
-            user=self.user,
-            mode=await self.room.groups.mode(self.user),
-            model=self.room.model,
-            upstream_protocol=self.room.upstream.wire.name,
-        ).model_dump())  # fmt: skip
+        self.send_json(
+            ClassroomStatus(
+                service="the course's Codestral service (JupyterHub)",
+                user=self.user,
+                mode=await self.room.groups.mode(self.user),
+                model=self.room.model,
+                upstream_protocol=self.room.upstream.wire.name,
+            ).model_dump()
+        )
 
 
 class _Completion(_Route):
@@ -149,9 +155,11 @@ class _Completion(_Route):
         body = mistral_api.parse(self.body_model, self.request.body)
         if body.model != self.room.model:
             raise CodestralError(
-                f"This course serves {self.room.model!r}, not {body.model!r}.", 404,
-                kind="unknown_model", fix=f"Set remote_model to {self.room.model!r}.",
-            )  # fmt: skip
+                f"This course serves {self.room.model!r}, not {body.model!r}.",
+                404,
+                kind="unknown_model",
+                fix=f"Set remote_model to {self.room.model!r}.",
+            )
         # One task from here on: the student leaving cancels it, waiting or answering.
         self._task = asyncio.ensure_future(self._serve(body))
         with contextlib.suppress(asyncio.CancelledError, StreamClosedError):
@@ -268,9 +276,11 @@ def _visible_rows(handler: Any) -> list[dict[str, Any]]:
     asked = handler.get_query_argument("user", None)
     if not teacher and asked not in (None, user["name"]):
         raise CodestralError(
-            f"{user['name']} may read only their own use.", 403, kind="forbidden",
+            f"{user['name']} may read only their own use.",
+            403,
+            kind="forbidden",
             fix="Hub admins and the codestral-teachers group read everyone's.",
-        )  # fmt: skip
+        )
     return room.usage.rows(asked if teacher else user["name"])
 
 
@@ -287,8 +297,10 @@ def _for_students(error: CodestralError) -> CodestralError:
         return CodestralError(
             "The course's Codestral server is unreachable or failing: tell your teacher "
             f"({error.message})",
-            status, kind="unreachable", fix="Tell your teacher.",
-        )  # fmt: skip
+            status,
+            kind="unreachable",
+            fix="Tell your teacher.",
+        )
     return error
 
 

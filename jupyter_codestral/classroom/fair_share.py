@@ -24,9 +24,11 @@ class Busy(CodestralError):
 
     def __init__(self, user: str, retry_after: int = RETRY_AFTER_S):
         super().__init__(
-            f"{user} has too many Codestral requests at once.", 429, kind="busy",
+            f"{user} has too many Codestral requests at once.",
+            429,
+            kind="busy",
             fix="Wait for the running ones; the class shares one server.",
-        )  # fmt: skip
+        )
         self.retry_after = retry_after
 
 

@@ -73,18 +73,29 @@ def configure_hub(
     if api_key_file is not None:
         # The path, never the key: command lines are visible to every local user.
         command += ["--api-key-file", str(Path(api_key_file).resolve())]
-    _append(c.JupyterHub, "services", {
-        "name": SERVICE, "url": service_url, "command": command, "display": False,
-        "oauth_no_confirm": True,
-        # A teacher's browser login (usage.html) carries the usage scope, when they hold it.
-        "oauth_client_allowed_scopes": [USAGE_SCOPE],
-    })  # fmt: skip
-    _append(c.JupyterHub, "load_roles", {
-        "name": f"{SERVICE}-service",
-        "description": "The Codestral classroom service: reads the policy groups",
-        "scopes": service_scopes(),
-        "services": [SERVICE],
-    })  # fmt: skip
+    _append(
+        c.JupyterHub,
+        "services",
+        {
+            "name": SERVICE,
+            "url": service_url,
+            "command": command,
+            "display": False,
+            "oauth_no_confirm": True,
+            # A teacher's browser login (usage.html) carries the usage scope, when they hold it.
+            "oauth_client_allowed_scopes": [USAGE_SCOPE],
+        },
+    )
+    _append(
+        c.JupyterHub,
+        "load_roles",
+        {
+            "name": f"{SERVICE}-service",
+            "description": "The Codestral classroom service: reads the policy groups",
+            "scopes": service_scopes(),
+            "services": [SERVICE],
+        },
+    )
     _merge(
         c.JupyterHub,
         "custom_scopes",
@@ -94,12 +105,16 @@ def configure_hub(
             }
         },
     )
-    _append(c.JupyterHub, "load_roles", {
-        "name": f"{SERVICE}-teacher",
-        "description": "Read every student's use at the Codestral classroom service",
-        "scopes": [USAGE_SCOPE],
-        "groups": [TEACHERS_GROUP],
-    })  # fmt: skip
+    _append(
+        c.JupyterHub,
+        "load_roles",
+        {
+            "name": f"{SERVICE}-teacher",
+            "description": "Read every student's use at the Codestral classroom service",
+            "scopes": [USAGE_SCOPE],
+            "groups": [TEACHERS_GROUP],
+        },
+    )
     # Every user may use the service; their servers' tokens (and so their kernels) too. The
     # hub ignores extra_user_scopes where the admin redefines the user role: extend theirs.
     if _defines_role(c.JupyterHub, "user"):
@@ -109,13 +124,17 @@ def configure_hub(
     _extend_role(c.JupyterHub, "server", [ACCESS_SCOPE])
     groups = {name: {"users": []} for name in (OFF_GROUP, HINTS_GROUP, TEACHERS_GROUP)}
     _merge(c.JupyterHub, "load_groups", groups)
-    _merge(c.Spawner, "environment", {
-        "CODESTRAL_ENGINE": "remote",
-        "CODESTRAL_URL": (student_url or f"{service_url}/services/{SERVICE}").rstrip("/"),
-        "CODESTRAL_PROTOCOL": "mistral",
-        "CODESTRAL_REMOTE_MODEL": model,
-        "CODESTRAL_API_KEY": student_key,
-    })  # fmt: skip
+    _merge(
+        c.Spawner,
+        "environment",
+        {
+            "CODESTRAL_ENGINE": "remote",
+            "CODESTRAL_URL": (student_url or f"{service_url}/services/{SERVICE}").rstrip("/"),
+            "CODESTRAL_PROTOCOL": "mistral",
+            "CODESTRAL_REMOTE_MODEL": model,
+            "CODESTRAL_API_KEY": student_key,
+        },
+    )
 
 
 def student_key(spawner: Any) -> str:

@@ -1,6 +1,6 @@
 """Mistral's API as the classroom service speaks it to students: request bodies (what the
 official SDK and this project's client send), and the replies rebuilt from the upstream's
-chunks as read by `protocol.piece` (Mistral's or OpenAI's shape, whichever the upstream
+chunks as read by `shapes.piece` (Mistral's or OpenAI's shape, whichever the upstream
 speaks), so students always get Mistral's shape.
 """
 
@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ..client.protocol import Sampling, Usage
+from ..client.shapes import Sampling, Usage
 from ..errors import CodestralError
 
 MAX_TOKENS = 4096  # most a student may ask for in one request
@@ -43,9 +43,13 @@ class _Body(BaseModel):
     def params(self) -> Sampling:
         """The sampling parameters, for the client core (None: the upstream's default)."""
         return Sampling(
-            max_tokens=self.max_tokens, min_tokens=self.min_tokens, stop=self.stop,
-            temperature=self.temperature, top_p=self.top_p, random_seed=self.random_seed,
-        )  # fmt: skip
+            max_tokens=self.max_tokens,
+            min_tokens=self.min_tokens,
+            stop=self.stop,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            random_seed=self.random_seed,
+        )
 
 
 class FIMBody(_Body):
@@ -71,8 +75,9 @@ def parse(model: type[_Body], raw: bytes) -> Any:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "body"
-        raise CodestralError(f"Invalid field '{where}': {error['msg']}.", 422,
-                             kind="bad_request") from exc  # fmt: skip
+        raise CodestralError(
+            f"Invalid field '{where}': {error['msg']}.", 422, kind="bad_request"
+        ) from exc
 
 
 def error_json(error: CodestralError) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ..client.protocol import Sampling
+from ..client.shapes import Sampling
 from ..context.teaching import HINTS_CHAT_MAX_TOKENS, HINTS_MAX_TOKENS, HINTS_SYSTEM
 from ..errors import CodestralError
 
@@ -62,9 +62,11 @@ class Groups:
         except (CodestralError, httpx.HTTPError) as exc:
             if self._members is None:  # never known: refuse rather than guess
                 raise CodestralError(
-                    f"The classroom service cannot read the course's groups: {exc}", 503,
-                    kind="unreachable", fix="Tell your teacher.",
-                ) from exc  # fmt: skip
+                    f"The classroom service cannot read the course's groups: {exc}",
+                    503,
+                    kind="unreachable",
+                    fix="Tell your teacher.",
+                ) from exc
             log.warning("codestral: group lookup failed, using the last known: %s", exc)
             return self._members
         self._members, self._fetched_at = members, time.monotonic()

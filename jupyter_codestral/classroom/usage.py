@@ -70,10 +70,11 @@ def usage_html(rows: list[dict[str, Any]]) -> str:
     """The rows as a small HTML page (a teacher opens it in the browser)."""
     head = "".join(f"<th>{html.escape(name)}</th>" for name in ("day", "user", *COLUMNS))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(row[k]))}</td>" for k in ("day", "user", *COLUMNS))
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(row[k]))}</td>" for k in ("day", "user", *COLUMNS))
         + "</tr>"
         for row in rows
-    )  # fmt: skip
+    )
     return (
         "<!doctype html><meta charset='utf-8'><title>Codestral use per student</title>"
         "<style>td,th{padding:2px 8px;text-align:right}td:nth-child(-n+2){text-align:left}"

@@ -22,7 +22,7 @@ from httpx_sse import aconnect_sse, connect_sse
 from codestral_engine import ModelChoice, choose_model, connection
 
 from ..errors import CodestralError
-from . import protocol
+from . import protocol, shapes
 from .local_engine import refused_token, serves_model, start_local_server, stop_local_server
 from .settings import DEFAULT_IDLE_TIMEOUT_S
 from .status import Status
@@ -178,13 +178,13 @@ class EngineClient(_Speaking):
         """A FIM completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
         self._check(model)
-        request = self.wire.fim(prompt, suffix, model, protocol.sampling(params))
+        request = self.wire.fim(prompt, suffix, model, shapes.sampling(params))
         return self._complete(*request, stream, model)
 
     def chat(self, messages: list[dict[str, Any]], *, stream: bool = False, **params: Any):
         """A chat completion: the response JSON, or (stream=True) its `Piece`s."""
         model = params.pop("model", protocol.DEFAULT_MODEL)
-        request = self.wire.chat(messages, model, protocol.sampling(params))
+        request = self.wire.chat(messages, model, shapes.sampling(params))
         return self._complete(*request, stream, model)
 
     def _check(self, model: str) -> None:
@@ -200,7 +200,7 @@ class EngineClient(_Speaking):
             raise self._explained(response, model)
         return response.json()
 
-    def _stream(self, path: str, body: dict[str, Any], model: str) -> Iterator[protocol.Piece]:
+    def _stream(self, path: str, body: dict[str, Any], model: str) -> Iterator[shapes.Piece]:
         # Closing this iterator closes the connection, which cancels the generation.
         try:
             with connect_sse(self._http, "POST", path, json=body) as source:
@@ -210,7 +210,7 @@ class EngineClient(_Speaking):
                 for event in source.iter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
-                    yield protocol.piece(chunk)
+                    yield shapes.piece(chunk)
             raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
@@ -280,22 +280,22 @@ class AsyncEngineClient(_Speaking):
         return cached[1]
 
     def fim(
-        self, prompt: str, suffix: str, model: str, params: protocol.Sampling
-    ) -> AsyncIterator[protocol.Piece]:
+        self, prompt: str, suffix: str, model: str, params: shapes.Sampling
+    ) -> AsyncIterator[shapes.Piece]:
         """Pieces of a streamed FIM completion; leaving the iteration cancels the generation."""
         path, body = self.wire.fim(prompt, suffix, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
     def chat(
-        self, messages: list[dict[str, Any]], model: str, params: protocol.Sampling
-    ) -> AsyncIterator[protocol.Piece]:
+        self, messages: list[dict[str, Any]], model: str, params: shapes.Sampling
+    ) -> AsyncIterator[shapes.Piece]:
         """Pieces of a streamed chat completion; leaving the iteration cancels the generation."""
         path, body = self.wire.chat(messages, model, params)
         return self._stream(path, self.wire.streaming(body), model)
 
     async def _stream(
         self, path: str, body: dict[str, Any], model: str
-    ) -> AsyncIterator[protocol.Piece]:
+    ) -> AsyncIterator[shapes.Piece]:
         if self._needs_check(model):
             await self._run(protocol.check_served(self.wire, self.url, model))
             self._checked.add(model)
@@ -310,7 +310,7 @@ class AsyncEngineClient(_Speaking):
                 async for event in source.aiter_sse():
                     if (chunk := protocol.stream_chunk(event.data)) is None:
                         return
-                    yield protocol.piece(chunk)
+                    yield shapes.piece(chunk)
             raise protocol.cut_short(self.url)
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc

@@ -114,12 +114,14 @@ def trim_traceback(lines: Sequence[str], error: str) -> str:
     name = error.split(":", 1)[0]
     if entries:  # the error line(s) at the end: added back once, below
         last = entries[-1].splitlines()
-        while last and (last[-1].strip() == error.strip() or last[-1].startswith(f"{name}:")
-                        or last[-1].strip() == name):  # fmt: skip
+        while last and (
+            last[-1].strip() == error.strip()
+            or last[-1].startswith(f"{name}:")
+            or last[-1].strip() == name
+        ):
             last.pop()
         entries[-1:] = ["\n".join(last)] if "".join(last).strip() else []
-    kept = [e for e in entries
-            if _USER_FRAME.match(e.lstrip()) or _CHAINED.match(e.strip())]  # fmt: skip
+    kept = [e for e in entries if _USER_FRAME.match(e.lstrip()) or _CHAINED.match(e.strip())]
     if entries and entries[-1] not in kept:
         kept.append(entries[-1])  # where it raised: inside a library, or a syntax error's line
     text = "\n".join(kept).splitlines()[-MAX_TRACEBACK_LINES:]
@@ -184,9 +186,12 @@ def clean_proposal(text: str) -> str:
 def diff(before: str, after: str) -> str:
     """A unified diff of the cell, for the output."""
     lines = difflib.unified_diff(
-        before.rstrip("\n").splitlines(), after.rstrip("\n").splitlines(),
-        "failed cell", "proposed fix", lineterm="",
-    )  # fmt: skip
+        before.rstrip("\n").splitlines(),
+        after.rstrip("\n").splitlines(),
+        "failed cell",
+        "proposed fix",
+        lineterm="",
+    )
     return "\n".join(lines) or "(no change proposed)"
 
 

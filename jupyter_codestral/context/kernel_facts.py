@@ -153,8 +153,9 @@ def _dtype(dtype: object) -> str:
     of a user's class) as "?"."""
     numpy_dtype = _class("numpy", "dtype")
     meta = type(numpy_dtype)
-    if numpy_dtype is not None and (type(dtype) is numpy_dtype or
-                                    (meta is not type and type(type(dtype)) is meta)):  # fmt: skip
+    if numpy_dtype is not None and (
+        type(dtype) is numpy_dtype or (meta is not type and type(type(dtype)) is meta)
+    ):
         return str(dtype)  # numpy's own classes (numpy >= 1.20 has a metaclass for them)
     kind = type(dtype)
     home = _own(kind).get("__module__")

@@ -172,8 +172,9 @@ class ProjectContext:
         if outline.note:
             return Definition(name, where, (f"({outline.note})",))
         if not qualname:  # a module: the names the code uses first, as one-line signatures
-            names = [*dict.fromkeys([n for n in used if n in outline.definitions]
-                                    + outline.public())][:MAX_MODULE_NAMES]  # fmt: skip
+            names = [
+                *dict.fromkeys([n for n in used if n in outline.definitions] + outline.public())
+            ][:MAX_MODULE_NAMES]
             lines = [_signature(outline.definitions[n]) for n in names]
             return Definition(name, where, tuple(lines)) if lines else None
         lines = outline.member(qualname)
@@ -228,8 +229,9 @@ class ProjectContext:
     def _module_file(self, base: Path, dotted: str) -> Path | None:
         parts = [p for p in dotted.split(".") if p]
         stem = base.joinpath(*parts)
-        candidates = [stem / "__init__.py"] if not parts else [stem.with_suffix(".py"),
-                                                                stem / "__init__.py"]  # fmt: skip
+        candidates = (
+            [stem / "__init__.py"] if not parts else [stem.with_suffix(".py"), stem / "__init__.py"]
+        )
         for candidate in candidates:
             real = self.files.allowed(candidate)
             if real is not None and real.is_file():
@@ -277,14 +279,22 @@ def _parse(source: str) -> _Parsed:
     imports: list[Import] = []
     for node in statements:
         if isinstance(node, ast.ImportFrom):
-            imports += [Import(a.asname or a.name, node.module or "", a.name, node.level)
-                        for a in node.names if a.name != "*"]  # fmt: skip
+            imports += [
+                Import(a.asname or a.name, node.module or "", a.name, node.level)
+                for a in node.names
+                if a.name != "*"
+            ]
         elif isinstance(node, ast.Import):
-            imports += [Import(a.asname or a.name.split(".")[0],
-                               a.name if a.asname else a.name.split(".")[0])
-                        for a in node.names]  # fmt: skip
-    edits = [(m.group(1).startswith("insert"), posixpath.normpath(m.group(3)))
-             for m in SYS_PATH.finditer(code)]  # fmt: skip
+            imports += [
+                Import(
+                    a.asname or a.name.split(".")[0], a.name if a.asname else a.name.split(".")[0]
+                )
+                for a in node.names
+            ]
+    edits = [
+        (m.group(1).startswith("insert"), posixpath.normpath(m.group(3)))
+        for m in SYS_PATH.finditer(code)
+    ]
     return _Parsed(
         tuple(imports),
         tuple(d for first, d in edits if first),

@@ -205,8 +205,7 @@ def _top_level(body: list[ast.stmt]):
             yield from _top_level(node.body)
             yield from _top_level(getattr(node, "orelse", []))
         elif isinstance(node, _TRY):
-            for part in (node.body, *(h.body for h in node.handlers), node.orelse,
-                         node.finalbody):  # fmt: skip
+            for part in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
                 yield from _top_level(part)
 
 
@@ -231,8 +230,11 @@ def _parameters(args: ast.arguments) -> str:
     def one(arg: ast.arg, default: ast.expr | None, star: str = "") -> str:
         text = star + arg.arg + (f": {ast.unparse(arg.annotation)}" if arg.annotation else "")
         if default is not None:
-            text += f" = {_short(ast.unparse(default))}" if arg.annotation else (
-                f"={_short(ast.unparse(default))}")  # fmt: skip
+            text += (
+                f" = {_short(ast.unparse(default))}"
+                if arg.annotation
+                else (f"={_short(ast.unparse(default))}")
+            )
         return text
 
     positional = [*args.posonlyargs, *args.args]
@@ -262,9 +264,11 @@ def _class(node: ast.ClassDef) -> list[str]:
     if doc and (first := doc.strip().splitlines()[0].strip()):
         lines.append(f'    """{first}"""')
     methods = [
-        item for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+        item
+        for item in node.body
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
         and (not item.name.startswith("_") or item.name in ("__init__", "__call__"))
-    ]  # fmt: skip
+    ]
     methods.sort(key=lambda item: item.name != "__init__")  # stable: source order otherwise
     for item in node.body:
         if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):

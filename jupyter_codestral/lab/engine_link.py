@@ -19,7 +19,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from codestral_engine import choose_model, connection
 
-from ..client import protocol
+from ..client import protocol, shapes
 from ..client.engine_client import AsyncEngineClient
 from ..client.local_engine import start_local_server
 from ..client.settings import CodestralSettings
@@ -134,23 +134,25 @@ class EngineLink:
             return Status(state="error", error=str(exc), kind=exc.kind)
 
     def fim(
-        self, prompt: str, suffix: str, params: protocol.Sampling, session: str | None
-    ) -> AsyncIterator[protocol.Piece]:
+        self, prompt: str, suffix: str, params: shapes.Sampling, session: str | None
+    ) -> AsyncIterator[shapes.Piece]:
         """Pieces of a streamed FIM completion; leaving the iteration cancels the generation."""
-        return self._stream(lambda client, model, p: client.fim(prompt, suffix, model, p),
-                            params, session)  # fmt: skip
+        return self._stream(
+            lambda client, model, p: client.fim(prompt, suffix, model, p), params, session
+        )
 
     def chat(
-        self, messages: list[dict[str, Any]], params: protocol.Sampling
-    ) -> AsyncIterator[protocol.Piece]:
+        self, messages: list[dict[str, Any]], params: shapes.Sampling
+    ) -> AsyncIterator[shapes.Piece]:
         """Pieces of a streamed chat completion (a fix at a traceback), cancelled likewise. It
         runs at batch priority on our engine: ghost text typed meanwhile goes first."""
-        return self._stream(lambda client, model, p: client.chat(messages, model, p),
-                            params, None, priority="batch")  # fmt: skip
+        return self._stream(
+            lambda client, model, p: client.chat(messages, model, p), params, None, priority="batch"
+        )
 
     async def _stream(
-        self, call, params: protocol.Sampling, session: str | None, priority: str = "interactive"
-    ) -> AsyncIterator[protocol.Piece]:
+        self, call, params: shapes.Sampling, session: str | None, priority: str = "interactive"
+    ) -> AsyncIterator[shapes.Piece]:
         if self.settings.engine == "remote":
             model = self.settings.remote_model
         else:  # our own engine: supersede this browser's previous request, go first

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..client import protocol
+from ..client import shapes
 from ..context import fix
 from ..context.kernel_facts import probe_request
 from ..errors import CodestralError
@@ -167,9 +167,10 @@ class CompleteHandler(_Streaming):
     async def respond(self, body: CompleteRequest) -> None:
         if body.max_tokens > self.service.settings.max_tokens_limit:
             raise web.HTTPError(
-                400, f"max_tokens is above this server's limit of "
-                f"{self.service.settings.max_tokens_limit}; lower 'Max tokens' in the settings."
-            )  # fmt: skip
+                400,
+                f"max_tokens is above this server's limit of "
+                f"{self.service.settings.max_tokens_limit}; lower 'Max tokens' in the settings.",
+            )
         context = await self.in_context_thread(self.service.prompts.fim_context, body)
         await self.stream_events(self._stream(body, context))
 
@@ -185,7 +186,7 @@ class CompleteHandler(_Streaming):
                 definitions=context.definitions,
             )
         )
-        params = protocol.Sampling(
+        params = shapes.Sampling(
             max_tokens=WARM_TOKENS if body.warm else body.max_tokens,
             temperature=body.temperature,
             random_seed=body.seed,
@@ -235,7 +236,7 @@ class FixHandler(_Streaming):
         await self.stream_events(self._stream(body, messages, max_tokens))
 
     async def _stream(self, body: FixRequest, messages, max_tokens: int) -> None:
-        params = protocol.Sampling(max_tokens=max_tokens, temperature=0.0)
+        params = shapes.Sampling(max_tokens=max_tokens, temperature=0.0)
         cleaner = fix.ProposalFilter() if body.mode == "fix" else None
         finish, usage = None, None
         try:

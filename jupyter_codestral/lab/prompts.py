@@ -87,8 +87,9 @@ class LabPrompts:
         """The chat messages for a fix and the most tokens its answer may take: the whole cell
         again, with room to grow; a sentence or two to explain."""
         if body.cell >= len(body.cells):
-            raise ValueError(f"Cell index {body.cell} is outside the notebook's "
-                             f"{len(body.cells)} cells.")  # fmt: skip
+            raise ValueError(
+                f"Cell index {body.cell} is outside the notebook's {len(body.cells)} cells."
+            )
         source = body.cells[body.cell].source
         cell_tokens = self.counter(source)
         if cell_tokens + FIX_SPARE_TOKENS > FIX_MAX_TOKENS:
@@ -118,9 +119,13 @@ class LabPrompts:
         definitions = [d for d in self.definitions(body, None) if d.name in names]
         project, _, _ = builder.project_header(definitions, "#")
         messages = fix.fix_messages(
-            failed, facts, above=around.prefix, below=around.suffix, explain=explain,
+            failed,
+            facts,
+            above=around.prefix,
+            below=around.suffix,
+            explain=explain,
             project=project,
-        )  # fmt: skip
+        )
         if explain:
             return messages, fix.EXPLAIN_TOKENS
         return messages, min(2 * cell_tokens + FIX_SPARE_TOKENS, FIX_MAX_TOKENS)

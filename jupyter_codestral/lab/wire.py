@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from ..client.protocol import Usage
+from ..client.shapes import Usage
 from ..client.status import Status
 from ..context.kernel_facts import MAX_LINE, MAX_NAMES
 from ..context.notebook import LINE_RESERVE

@@ -21,8 +21,8 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from codestral_engine import EngineError
 
-from ..client.protocol import Sampling
 from ..client.settings import CodestralSettings, from_env
+from ..client.shapes import Sampling
 from ..context.fix import EXPLAIN_TOKENS, FailureRecorder, clean_proposal, diff, fix_messages
 from ..context.kernel_facts import facts
 from ..context.kernel_history import project_roots
@@ -123,10 +123,12 @@ class Codestral(Magics, CodestralSettings):
         "--fill", action="store_true", help=f"fill the {FILL_MARKER} marker in the cell's code"
     )
     @argument(
-        "-o", "--output-var", dest="name",
+        "-o",
+        "--output-var",
+        dest="name",
         help="also store the text shown in this variable (for --fill: the code with its gap "
         "filled, ready to run)",
-    )  # fmt: skip
+    )
     @argument("--max-tokens", type=int, help="most tokens to generate")
     @argument("--temperature", type=float, help="sampling temperature")
     @argument("--stop", action="append", help="stop string (repeatable)")
@@ -229,9 +231,13 @@ class Codestral(Magics, CodestralSettings):
         project context may read files (nowhere when it is off)."""
         roots = project_roots(os.getcwd(), tuple(self.project_dirs)) if self.project_context else ()
         return Notebook(
-            self.shell.user_ns, self.history_chars, self.variables_chars, use_context,
-            self.project_chars, roots,
-        )  # fmt: skip
+            self.shell.user_ns,
+            self.history_chars,
+            self.variables_chars,
+            use_context,
+            self.project_chars,
+            roots,
+        )
 
     def _fix(self, replace: bool) -> None:
         """Stream a corrected version of the last failed cell, then show it as a diff (in the

@@ -35,9 +35,11 @@ class TargetLink:
             if wanted.remote:
                 client = EngineClient(wanted.url, wanted.api_key, protocol_name=wanted.protocol)
                 target = HTTPTarget(
-                    client, f"remote server at {wanted.url} ({wanted.protocol} protocol)",
-                    wanted.model, remote=True,
-                )  # fmt: skip
+                    client,
+                    f"remote server at {wanted.url} ({wanted.protocol} protocol)",
+                    wanted.model,
+                    remote=True,
+                )
             else:
                 choice = choose_model(wanted.model or None)
                 if choice.note and not (wanted.engine == "shared" and connection.read_live()):

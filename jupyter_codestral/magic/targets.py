@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from codestral_engine import LastRequest, ModelChoice
 
-from ..client import protocol
+from ..client import protocol, shapes
 from ..client.engine_client import EngineClient
 from ..client.local_engine import refused_token
 from ..client.status import Status
@@ -24,7 +24,7 @@ class Stream:
     def __init__(self, deltas: Iterator[str]):
         self._deltas = deltas
         self.finish_reason: str | None = None
-        self.usage: protocol.Usage | None = None
+        self.usage: shapes.Usage | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self._deltas
@@ -42,9 +42,9 @@ class Stream:
 class Target(Protocol):
     description: str
 
-    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream: ...
+    def fim(self, prompt: str, suffix: str, params: shapes.Sampling) -> Stream: ...
 
-    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream: ...
+    def chat(self, messages: list[dict[str, Any]], params: shapes.Sampling) -> Stream: ...
 
     def status(self) -> Status: ...
 
@@ -71,11 +71,11 @@ class HTTPTarget:
         self.remote = remote
         self.last_request: LastRequest | None = None  # timed here: a remote says nothing
 
-    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream:
+    def fim(self, prompt: str, suffix: str, params: shapes.Sampling) -> Stream:
         chunks = self.client.fim(prompt, suffix, stream=True, model=self.model, **params.mistral())
         return self._stream(chunks)
 
-    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream:
+    def chat(self, messages: list[dict[str, Any]], params: shapes.Sampling) -> Stream:
         return self._stream(
             self.client.chat(messages, stream=True, model=self.model, **params.mistral())
         )
@@ -99,7 +99,7 @@ class HTTPTarget:
     def close(self) -> None:
         self.client.close()
 
-    def _stream(self, chunks: Iterator[protocol.Piece]) -> Stream:
+    def _stream(self, chunks: Iterator[shapes.Piece]) -> Stream:
         def deltas() -> Iterator[str]:
             clock = _Clock()
             try:
@@ -138,7 +138,7 @@ class _Clock:
         """The stream's usage and finish, with the times measured here."""
         if self.first is None:
             return None
-        usage = stream.usage or protocol.Usage()
+        usage = stream.usage or shapes.Usage()
         tokens = usage.completion_tokens
         decode_s = time.monotonic() - self.first
         return LastRequest(
@@ -161,12 +161,12 @@ class InProcessTarget:
         self.engine = codestral_engine.load(path)
         self.description = f"in-process engine, {path}"
 
-    def fim(self, prompt: str, suffix: str, params: protocol.Sampling) -> Stream:
+    def fim(self, prompt: str, suffix: str, params: shapes.Sampling) -> Stream:
         return self._stream(
             self._submit(lambda: self.engine.fim(prompt, suffix, **params.mistral()))
         )
 
-    def chat(self, messages: list[dict[str, Any]], params: protocol.Sampling) -> Stream:
+    def chat(self, messages: list[dict[str, Any]], params: shapes.Sampling) -> Stream:
         return self._stream(self._submit(lambda: self.engine.chat(messages, **params.mistral())))
 
     def status(self) -> Status:
@@ -198,7 +198,7 @@ class InProcessTarget:
                 for event in request:
                     if isinstance(event, Finished):
                         stream.finish_reason = event.finish_reason
-                        stream.usage = protocol.Usage.model_validate(event.usage.as_dict())
+                        stream.usage = shapes.Usage.model_validate(event.usage.as_dict())
                     elif event.text:
                         yield event.text
             except EngineError as exc:

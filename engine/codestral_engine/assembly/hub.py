@@ -103,8 +103,10 @@ def choose(backend: str, quant: str | None, memory_bytes: int | None) -> Choice:
         )
     note = releases[quant].note
     if memory_bytes is not None and needs(quant) > memory_bytes:
-        note += (f" Needs about {needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
-                 f"can give {memory_bytes / 1e9:.0f} GB.")  # fmt: skip
+        note += (
+            f" Needs about {needs(quant) / 1e9:.0f} GB with an 8K window; this machine "
+            f"can give {memory_bytes / 1e9:.0f} GB."
+        )
     return Choice(releases[quant].repo, quant, backend, note.strip())
 
 
@@ -140,11 +142,16 @@ def pull(
         info = api.model_info(repo, files_metadata=True)
         names = [s.rfilename for s in info.siblings or []]
         patterns = _patterns(names)
-        files = list(filter_repo_objects(info.siblings or [], allow_patterns=patterns,
-                                         key=lambda s: s.rfilename))  # fmt: skip
+        files = list(
+            filter_repo_objects(
+                info.siblings or [], allow_patterns=patterns, key=lambda s: s.rfilename
+            )
+        )
         total = sum(s.size or 0 for s in files)
-        say(f"Downloading {repo} ({len(files)} files, {total / 1e9:.1f} GB) into the Hugging "
-            "Face cache; an interrupted download resumes where it stopped.")  # fmt: skip
+        say(
+            f"Downloading {repo} ({len(files)} files, {total / 1e9:.1f} GB) into the Hugging "
+            "Face cache; an interrupted download resumes where it stopped."
+        )
         path = Path(snapshot_download(repo, allow_patterns=patterns))
     except HfHubHTTPError as exc:
         raise _http_error(repo, exc) from exc
@@ -177,8 +184,14 @@ def corrupted(path: Path, files) -> list[str]:
 
     lfs = [s for s in files if s.lfs is not None]
     bad = []
-    with tqdm(total=sum(s.lfs.size for s in lfs), unit="B", unit_scale=True,
-              desc="Verifying", disable=not lfs, file=sys.stderr) as bar:  # fmt: skip
+    with tqdm(
+        total=sum(s.lfs.size for s in lfs),
+        unit="B",
+        unit_scale=True,
+        desc="Verifying",
+        disable=not lfs,
+        file=sys.stderr,
+    ) as bar:
         for s in lfs:
             digest = hashlib.sha256()
             with open(path / s.rfilename, "rb") as f:
@@ -213,9 +226,11 @@ def _http_error(repo: str, exc: Exception) -> HubError:
     page = f"{constants.ENDPOINT}/{repo}"
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, GatedRepoError) or status in (401, 403):
-        step = ("your token is set, so accept the licence on the model page"
-                if get_token() else
-                "log in first: `hf auth login` (or set HF_TOKEN to a read token)")  # fmt: skip
+        step = (
+            "your token is set, so accept the licence on the model page"
+            if get_token()
+            else "log in first: `hf auth login` (or set HF_TOKEN to a read token)"
+        )
         return HubError(
             f"{repo} is a gated repository and the hub refused the download ({status}): "
             f"{step}. The model page is {page}; accepting its licence there is needed once "
@@ -238,8 +253,9 @@ def cached_release() -> str | None:
     """The Codestral release `pull` downloaded, if one is in the local cache (no network)."""
     # What pull would choose here (largest first), then anything else this backend runs.
     releases = releases_for(resolve_spec("auto").name).values()
-    candidates = list(dict.fromkeys([*(r.repo for r in releases if r.automatic),
-                                     *(r.repo for r in releases)]))  # fmt: skip
+    candidates = list(
+        dict.fromkeys([*(r.repo for r in releases if r.automatic), *(r.repo for r in releases)])
+    )
     for repo in candidates:
         try:
             path = resolve(repo)

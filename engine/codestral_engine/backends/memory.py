@@ -86,8 +86,10 @@ class MLXMemory(BackendMemory):
                 "The model needs %s, close to macOS's default GPU memory limit (%s): generation "
                 "may be slow. Raise the limit until the next reboot with: "
                 "sudo sysctl iogpu.wired_limit_mb=%d",
-                gigabytes(total), gigabytes(recommended[0]), limit_mb,
-            )  # fmt: skip
+                gigabytes(total),
+                gigabytes(recommended[0]),
+                limit_mb,
+            )
 
 
 class TorchMemory(BackendMemory):
@@ -108,8 +110,10 @@ class TorchMemory(BackendMemory):
     def memory_fixes(self, checkpoint, quantize):
         names = [q.name for q in QUANTIZERS]
         smaller = names.index(quantize) + 1 if quantize else 0
-        return [f"{q.name} weights (quantize='{q.name}' / --quantize {q.name}: {q.share} of bf16)"
-                for q in QUANTIZERS[smaller:]]  # fmt: skip
+        return [
+            f"{q.name} weights (quantize='{q.name}' / --quantize {q.name}: {q.share} of bf16)"
+            for q in QUANTIZERS[smaller:]
+        ]
 
 
 MEMORY: dict[str, BackendMemory] = {memory.name: memory for memory in (MLXMemory(), TorchMemory())}

@@ -108,8 +108,14 @@ class MLXBackend:
             if drafter is not None:
                 verify = self._verifier(layers, params, eos_id)
                 acceptor = Acceptor(params, eos_id)
-                yield from decode(verify, lambda n: cache.trim_to(cache.length - n),
-                                  tokens[done:], drafter, acceptor, max_new_tokens)  # fmt: skip
+                yield from decode(
+                    verify,
+                    lambda n: cache.trim_to(cache.length - n),
+                    tokens[done:],
+                    drafter,
+                    acceptor,
+                    max_new_tokens,
+                )
                 return
             # Decode one step ahead: the next token is computed while this one is handed out.
             y = sample(self._head(self.model.model(prompt[None, done:], cache=layers), 1), 0)

@@ -21,8 +21,10 @@ from ..errors import ModelLoadError
 from ..weights.checkpoint import Checkpoint
 from .mlx import load
 
-PROBE = ("import numpy as np\n\ndef moving_average(values, window):\n"
-         "    \"\"\"Mean of each run of `window` values.\"\"\"\n")  # fmt: skip
+PROBE = (
+    "import numpy as np\n\ndef moving_average(values, window):\n"
+    '    """Mean of each run of `window` values."""\n'
+)
 
 
 @dataclass(frozen=True)

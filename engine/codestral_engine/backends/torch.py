@@ -86,15 +86,22 @@ class TorchBackend:
             self._note_memory()
             on_prefill(done, total)
         if self.static_decode:
-            yield from self._static(tokens[done:], cache, params, sample, eos_id,
-                                    max_new_tokens, drafter)  # fmt: skip
+            yield from self._static(
+                tokens[done:], cache, params, sample, eos_id, max_new_tokens, drafter
+            )
             self._note_memory()
             return
         if drafter is not None:
             verify = self._verifier(cache, params, eos_id)
             acceptor = Acceptor(params, eos_id)
-            yield from decode(verify, lambda n: cache.trim_to(cache.length - n), tokens[done:],
-                              drafter, acceptor, max_new_tokens)  # fmt: skip
+            yield from decode(
+                verify,
+                lambda n: cache.trim_to(cache.length - n),
+                tokens[done:],
+                drafter,
+                acceptor,
+                max_new_tokens,
+            )
             self._note_memory()
             return
         logits = self.model(prompt[done:], cache)  # (1, vocab)
@@ -105,8 +112,16 @@ class TorchBackend:
                 logits = self.model(torch.tensor([token], device=self.torch_device), cache)
         self._note_memory()
 
-    def _static(self, last: list[int], cache: KVCache, params, sample, eos_id: int,
-                max_new_tokens: int, drafter: PromptLookup | None) -> Iterator[int]:  # fmt: skip
+    def _static(
+        self,
+        last: list[int],
+        cache: KVCache,
+        params,
+        sample,
+        eos_id: int,
+        max_new_tokens: int,
+        drafter: PromptLookup | None,
+    ) -> Iterator[int]:
         """Decode through the static slot: the request's cache is copied in, every step reads
         and writes the slot, and what was fed is copied back at the end (also when the caller
         stops early). Plain decoding runs one step ahead: the next step is queued on the
@@ -117,8 +132,9 @@ class TorchBackend:
         try:
             if drafter is not None:
                 acceptor = Acceptor(params, eos_id)
-                yield from decode(run.verifier(params, eos_id), run.trim, last, drafter,
-                                  acceptor, max_new_tokens)  # fmt: skip
+                yield from decode(
+                    run.verifier(params, eos_id), run.trim, last, drafter, acceptor, max_new_tokens
+                )
                 return
             token = sample(run.step(last)[-1], 0)
             for index in range(max_new_tokens):
@@ -236,8 +252,7 @@ class _SlotRun:
             self.backend.slot_owner = None
 
 
-def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index: int,
-             greedy: bool):  # fmt: skip
+def _verdict(logits: torch.Tensor, params: GenerationParams, eos_id: int, index: int, greedy: bool):
     """What speculative decoding reads of the logits rows of a verified block (the first row's
     token is number `index`): argmaxes, or float32 rows for sampling."""
     masked = params.min_tokens - index  # rows whose token may not end the sequence

@@ -160,10 +160,15 @@ class _Generation:
             decode_rate = (len(self.sampled) - 1) / (last - first)
         ttft = None if first is None else first - self.request.submitted_at
         return _finished(
-            self.request, self.finish, completion=self.completion, cached=self.reused,
-            ttft=ttft, decode_rate=decode_rate, peak=self.rt.backend.peak_memory(),
+            self.request,
+            self.finish,
+            completion=self.completion,
+            cached=self.reused,
+            ttft=ttft,
+            decode_rate=decode_rate,
+            peak=self.rt.backend.peak_memory(),
             drafts=self.drafter.stats if self.drafter else None,
-        )  # fmt: skip
+        )
 
 
 def _finished(

@@ -85,13 +85,15 @@ UNSUPPORTED: dict[str, tuple[Any, ...]] = {
 def unsupported(data: dict[str, Any]) -> list[dict[str, Any]]:
     """A 422's detail for each field of `data` that asks for what the engine does not do."""
     return [
-        {"loc": ["body", name],
-         "msg": "not implemented by this engine; leave it out (or send "
-                f"{' or '.join(json.dumps(v) for v in accepted)})",
-         "type": "unsupported"}
+        {
+            "loc": ["body", name],
+            "msg": "not implemented by this engine; leave it out (or send "
+            f"{' or '.join(json.dumps(v) for v in accepted)})",
+            "type": "unsupported",
+        }
         for name, accepted in UNSUPPORTED.items()
         if name in data and not any(_same(data[name], v) for v in accepted)
-    ]  # fmt: skip
+    ]
 
 
 def _same(value: Any, accepted: Any) -> bool:

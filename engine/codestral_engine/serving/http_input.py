@@ -78,9 +78,9 @@ async def parse(request: Request, model: type[BaseModel], *, mistral_fields: boo
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and not (media_type == "application/json" or media_type.endswith("+json")):
         raise APIError(
-            415, f"The request body must be JSON (Content-Type: application/json), not "
-            f"{media_type}.",
-        )  # fmt: skip
+            415,
+            f"The request body must be JSON (Content-Type: application/json), not {media_type}.",
+        )
     raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
@@ -93,9 +93,10 @@ async def parse(request: Request, model: type[BaseModel], *, mistral_fields: boo
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise APIError(
-            400, "The request body has text that is not valid Unicode (a lone UTF-16 "
+            400,
+            "The request body has text that is not valid Unicode (a lone UTF-16 "
             "surrogate, e.g. a string cut in the middle of an emoji); send whole characters.",
-        ) from exc  # fmt: skip
+        ) from exc
     except RecursionError as exc:
         raise APIError(400, "The request body's JSON is nested too deeply.") from exc
     except ValueError as exc:  # malformed JSON, or a number too long to read
@@ -108,9 +109,11 @@ async def parse(request: Request, model: type[BaseModel], *, mistral_fields: boo
         return model.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(
-            [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-             for e in exc.errors(include_url=False, include_input=False)]
-        ) from exc  # fmt: skip
+            [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from exc
 
 
 class ClientGone(Exception):

@@ -115,8 +115,14 @@ def routes(state: ServerState) -> list[Route]:
             ids = _prompt_ids(engine, body)
             if state.log_prompts:
                 extra = len(ids) - _fim_length(engine, body)
-                _log({"event": "infill_prompt", "prompt": body.input_prefix + body.prompt,
-                      "suffix": body.input_suffix, "extra_tokens": extra})  # fmt: skip
+                _log(
+                    {
+                        "event": "infill_prompt",
+                        "prompt": body.input_prefix + body.prompt,
+                        "suffix": body.input_suffix,
+                        "extra_tokens": extra,
+                    }
+                )
             return engine.submit(ids, **options)
 
         async def answer() -> Response:
@@ -131,27 +137,34 @@ def routes(state: ServerState) -> list[Route]:
 
     async def props(_request: Request) -> Response:
         engine = state.engine
-        return JSONResponse({
-            "default_generation_settings": {
-                "n_ctx": engine.context_length if engine else None,
-                "params": {"n_predict": -1, "temperature": 0.0, "top_p": 1.0, "n_indent": 0},
-            },
-            "total_slots": 1,
-            "model_path": str(state.model_path),
-            "modalities": {"vision": False, "audio": False},
-            "build_info": "codestral-engine",
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "default_generation_settings": {
+                    "n_ctx": engine.context_length if engine else None,
+                    "params": {"n_predict": -1, "temperature": 0.0, "top_p": 1.0, "n_indent": 0},
+                },
+                "total_slots": 1,
+                "model_path": str(state.model_path),
+                "modalities": {"vision": False, "audio": False},
+                "build_info": "codestral-engine",
+            }
+        )
 
-    return [dialect_route("/infill", infill, ["POST"], error_body),
-            dialect_route("/props", props, ["GET"], error_body)]  # fmt: skip
+    return [
+        dialect_route("/infill", infill, ["POST"], error_body),
+        dialect_route("/props", props, ["GET"], error_body),
+    ]
 
 
 def _prompt_ids(engine: Engine, body: InfillBody) -> list[int]:
     tokenizer, window = engine.tokenizer, engine.context_length
     limit = window * tokenizer.max_token_chars  # no prompt longer than this can fit
     if len(body.input_prefix) + len(body.prompt) + len(body.input_suffix) > limit:
-        raise APIError(413, f"The prefix and suffix cannot fit the model's context window of "
-                            f"{window} tokens; shorten them.")  # fmt: skip
+        raise APIError(
+            413,
+            f"The prefix and suffix cannot fit the model's context window of "
+            f"{window} tokens; shorten them.",
+        )
     fim = tokenizer.encode_fim(body.input_prefix + body.prompt, body.input_suffix)
     extra_text = "".join(SNIPPET + chunk.text for chunk in body.input_extra)[-limit:]
     extra = tokenizer.encode(extra_text) if extra_text else []
@@ -175,8 +188,11 @@ async def _complete(body: InfillBody, submitted, http: Request, engine: Engine) 
     text, final, cut = ran
     reply = _reply(body, text, final, cut, engine)
     if body.response_fields is not None:
-        reply = {path: value for path in body.response_fields
-                 if (value := _nested(reply, path)) is not _MISSING}  # fmt: skip
+        reply = {
+            path: value
+            for path in body.response_fields
+            if (value := _nested(reply, path)) is not _MISSING
+        }
     return JSONResponse(reply)
 
 

@@ -72,8 +72,13 @@ class _Options(BaseModel):
         if self.num_predict is not None and (self.num_predict == 0 or self.num_predict < -2):
             raise APIError(422, "options.num_predict must be >= 1, or -1 for no limit.")
         limit = self.num_predict if self.num_predict and self.num_predict > 0 else None
-        return {"max_tokens": limit, "temperature": self.temperature, "top_p": self.top_p,
-                "random_seed": self.seed, "stop": self.stop or None}  # fmt: skip
+        return {
+            "max_tokens": limit,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "random_seed": self.seed,
+            "stop": self.stop or None,
+        }
 
 
 class _Body(BaseModel):
@@ -128,8 +133,11 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
 
     def engine_for(model: str) -> Engine:
         if _tagged(model) not in {*names(), *map(_tagged, MODEL_ALIASES)}:
-            raise APIError(404, f"model '{model}' not found; this server serves "
-                                f"{', '.join(names())} (also {_served(state)}).")  # fmt: skip
+            raise APIError(
+                404,
+                f"model '{model}' not found; this server serves "
+                f"{', '.join(names())} (also {_served(state)}).",
+            )
         return state.ready_engine()
 
     async def generate(request: Request) -> Response:
@@ -137,8 +145,11 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
         body = await parse(request, GenerateBody, mistral_fields=False)
         _refuse_unsupported(body)
         if body.template or body.context:
-            raise APIError(400, "template and context are not supported: Codestral's prompt "
-                                "is built by the engine (or send raw: true).")  # fmt: skip
+            raise APIError(
+                400,
+                "template and context are not supported: Codestral's prompt "
+                "is built by the engine (or send raw: true).",
+            )
         engine, options = engine_for(body.model), body.options.engine_options()
         if not body.prompt and body.suffix is None:  # Ollama's "load the model" request
             state.begin()
@@ -148,8 +159,11 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
             return _one_or_stream(body.stream, done)
         if body.raw:
             if len(body.prompt) > engine.context_length * engine.tokenizer.max_token_chars:
-                raise APIError(413, f"The prompt cannot fit the model's context window of "
-                                    f"{engine.context_length} tokens; shorten it.")  # fmt: skip
+                raise APIError(
+                    413,
+                    f"The prompt cannot fit the model's context window of "
+                    f"{engine.context_length} tokens; shorten it.",
+                )
             if state.log_prompts:
                 _log({"event": "raw_prompt", "prompt": body.prompt})
 
@@ -197,21 +211,23 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
         engine = engine_for(name)
         config = engine.checkpoint.config
         arch = ARCHITECTURE
-        return JSONResponse({
-            "modelfile": f"FROM {engine.model_path}\n",
-            "parameters": "",
-            "template": "[SUFFIX]{{ .Suffix }}[PREFIX] {{ .Prompt }}",
-            "details": _details(state),
-            "model_info": {
-                "general.architecture": arch,
-                "general.parameter_count": _parameters(config),
-                f"{arch}.context_length": engine.context_length,
-                f"{arch}.embedding_length": config.get("hidden_size"),
-                f"{arch}.block_count": config.get("num_hidden_layers"),
-            },
-            "capabilities": ["completion", "insert"],  # insert: FIM with a suffix
-            "modified_at": _iso(_modified(state)),
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "modelfile": f"FROM {engine.model_path}\n",
+                "parameters": "",
+                "template": "[SUFFIX]{{ .Suffix }}[PREFIX] {{ .Prompt }}",
+                "details": _details(state),
+                "model_info": {
+                    "general.architecture": arch,
+                    "general.parameter_count": _parameters(config),
+                    f"{arch}.context_length": engine.context_length,
+                    f"{arch}.embedding_length": config.get("hidden_size"),
+                    f"{arch}.block_count": config.get("num_hidden_layers"),
+                },
+                "capabilities": ["completion", "insert"],  # insert: FIM with a suffix
+                "modified_at": _iso(_modified(state)),
+            }
+        )
 
     async def ps(_request: Request) -> Response:
         if state.state != "ready":
@@ -219,9 +235,15 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
         idle = state.idle_seconds() or 0.0
         left = timedelta(seconds=max(0.0, (idle_timeout or 0) - idle))
         expires = datetime.now(timezone.utc) + left if idle_timeout else _FOREVER
-        running = [{**_card(state, name), "expires_at": _iso(expires), "size_vram": 0,
-                    "context_length": state.ready_engine().context_length}
-                   for name in names()[:1]]  # fmt: skip
+        running = [
+            {
+                **_card(state, name),
+                "expires_at": _iso(expires),
+                "size_vram": 0,
+                "context_length": state.ready_engine().context_length,
+            }
+            for name in names()[:1]
+        ]
         return JSONResponse({"models": running})
 
     async def version(_request: Request) -> Response:
@@ -262,8 +284,9 @@ def _seconds(keep_alive: str | int | float | None) -> float | None:
     return -total if text.startswith("-") else total
 
 
-async def _answer(state: ServerState, submit, body: _Body, http: Request, started: int,
-                  field: str) -> Response:  # fmt: skip
+async def _answer(
+    state: ServerState, submit, body: _Body, http: Request, started: int, field: str
+) -> Response:
     """Tokenize and queue the request (off the event loop), then answer it, cut with an error
     line if the server exits meanwhile."""
     submitted = await _submit(state, submit)

@@ -140,9 +140,12 @@ def _listen_and_serve(lock: connection.ServerLock, model: Path, options: ServeOp
         state, ollama_no_auth=options.ollama_no_auth, idle_timeout=options.idle_timeout
     )
     config = uvicorn.Config(
-        app, http=GuardedH11Protocol, log_level="warning", lifespan="off",
+        app,
+        http=GuardedH11Protocol,
+        log_level="warning",
+        lifespan="off",
         timeout_graceful_shutdown=3,
-    )  # fmt: skip
+    )
     # uvicorn re-raises a signal it handled under the previous handler once it has shut down:
     # make that an ordinary exit so the cleanup below always runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)

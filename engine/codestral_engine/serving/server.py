@@ -59,10 +59,15 @@ def create_app(state: ServerState) -> Starlette:
 
     async def status(_request: Request) -> Response:
         status = EngineStatus.of(
-            state.engine, state.state, progress=state.progress, stage=state.stage,
-            error=state.error, model=state.model_id, model_path=str(state.model_path),
+            state.engine,
+            state.state,
+            progress=state.progress,
+            stage=state.stage,
+            error=state.error,
+            model=state.model_id,
+            model_path=str(state.model_path),
             uptime_s=time.time() - state.started,
-        )  # fmt: skip
+        )
         return JSONResponse(status.model_dump())
 
     def card() -> dict[str, Any]:

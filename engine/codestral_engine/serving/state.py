@@ -53,9 +53,11 @@ class ServerState:
         idle decision: a request is counted before the server decides to exit, or refused."""
         if self.closing is not None:
             raise APIError(
-                503, self.stopping_message("is exiting"),
-                retry_after=1, kind=STOPPING_TYPES[self.closing],
-            )  # fmt: skip
+                503,
+                self.stopping_message("is exiting"),
+                retry_after=1,
+                kind=STOPPING_TYPES[self.closing],
+            )
         self.open_requests += 1
         self.last_activity = time.monotonic()
 
