@@ -73,6 +73,23 @@ def configure_hub(
     if api_key_file is not None:
         # The path, never the key: command lines are visible to every local user.
         command += ["--api-key-file", str(Path(api_key_file).resolve())]
+    _register_service(c, service_url, command)
+    _grant_scopes(c)
+    _merge(
+        c.Spawner,
+        "environment",
+        {
+            "CODESTRAL_ENGINE": "remote",
+            "CODESTRAL_URL": (student_url or f"{service_url}/services/{SERVICE}").rstrip("/"),
+            "CODESTRAL_PROTOCOL": "mistral",
+            "CODESTRAL_REMOTE_MODEL": model,
+            "CODESTRAL_API_KEY": student_key,
+        },
+    )
+
+
+def _register_service(c: Any, service_url: str, command: list[str]) -> None:
+    """The managed service, and the role that lets it read the policy groups."""
     _append(
         c.JupyterHub,
         "services",
@@ -96,6 +113,11 @@ def configure_hub(
             "services": [SERVICE],
         },
     )
+
+
+def _grant_scopes(c: Any) -> None:
+    """Teachers read the usage; every user, and their servers' tokens, may use the service;
+    the policy groups exist from the start."""
     _merge(
         c.JupyterHub,
         "custom_scopes",
@@ -124,17 +146,6 @@ def configure_hub(
     _extend_role(c.JupyterHub, "server", [ACCESS_SCOPE])
     groups = {name: {"users": []} for name in (OFF_GROUP, HINTS_GROUP, TEACHERS_GROUP)}
     _merge(c.JupyterHub, "load_groups", groups)
-    _merge(
-        c.Spawner,
-        "environment",
-        {
-            "CODESTRAL_ENGINE": "remote",
-            "CODESTRAL_URL": (student_url or f"{service_url}/services/{SERVICE}").rstrip("/"),
-            "CODESTRAL_PROTOCOL": "mistral",
-            "CODESTRAL_REMOTE_MODEL": model,
-            "CODESTRAL_API_KEY": student_key,
-        },
-    )
 
 
 def student_key(spawner: Any) -> str:

@@ -92,40 +92,13 @@ class ProjectContext:
         root = self.files.roots[0]
         here = (root / path).parent if path else root
         is_module = bool(path) and path.endswith(".py")
-        current = sources[index]
-        if cursor is not None and not is_module:
-            current = ""  # a notebook's cell being typed in: its names come as `focus`
-        elif cursor is not None:  # a file is one cell: all but the line being typed
-            line_start = current.rfind("\n", 0, cursor) + 1
-            line_end = current.find("\n", cursor)
-            current = current[:line_start] + (current[line_end + 1 :] if line_end >= 0 else "")
+        current = _without_typing(sources[index], cursor, is_module)
         parsed = [
             self._parsed.get(current if i == index else source, _parse)
             for i, source in enumerate(sources)
         ]
-
-        # Each name's possible homes, the kernel's first: a decorated function's origin may
-        # be its decorator's file, where the outline has no such name; its import still leads.
-        targets: dict[str, list[tuple[Path, str]]] = {}
-        for origin in origins:
-            (real,) = self._resolved.get(("origin", origin.file), self._allowed)
-            if real is not None and origin.name not in targets:
-                targets[origin.name] = [(real, origin.qualname)]
-        # Python's order: folders put first on sys.path, the notebook's (the kernel's working
-        # folder), then the root and its src/ (where a project's package usually lies), then
-        # folders appended to sys.path.
-        front = [here / d for p in reversed(parsed) for d in reversed(p.sys_path_front)]
-        back = [here / d for p in parsed for d in p.sys_path_back]
-        search = [*front, here, *self.files.roots, *(r / "src" for r in self.files.roots), *back]
-        for p in reversed(parsed):  # a later cell's import wins, as it would when run
-            for imp in p.imports:
-                if imp.level and not is_module:
-                    continue
-                found = self._resolve_cached(imp, search, here, time.monotonic() < deadline)
-                if found is not None and found not in targets.setdefault(imp.local, []):
-                    targets[imp.local].append(found)
+        targets = self._targets(parsed, origins, here, is_module, deadline)
         order = [name for name, homes in targets.items() if homes]
-
         rank = self._rank(order, parsed, index, set(focus))
         attributes = {
             (owner, attr) for p in parsed for owner, attr in p.attributes if owner in targets
@@ -144,6 +117,32 @@ class ProjectContext:
                     shown.append(definition)
                     break
         return shown
+
+    def _targets(
+        self, parsed, origins: Iterable[Origin], here: Path, is_module: bool, deadline: float
+    ) -> dict[str, list[tuple[Path, str]]]:
+        """Each name's possible homes (file, qualname), the kernel's first: a decorated
+        function's origin may be its decorator's file, where the outline has no such name;
+        its import still leads."""
+        targets: dict[str, list[tuple[Path, str]]] = {}
+        for origin in origins:
+            (real,) = self._resolved.get(("origin", origin.file), self._allowed)
+            if real is not None and origin.name not in targets:
+                targets[origin.name] = [(real, origin.qualname)]
+        # Python's order: folders put first on sys.path, the notebook's (the kernel's working
+        # folder), then the root and its src/ (where a project's package usually lies), then
+        # folders appended to sys.path.
+        front = [here / d for p in reversed(parsed) for d in reversed(p.sys_path_front)]
+        back = [here / d for p in parsed for d in p.sys_path_back]
+        search = [*front, here, *self.files.roots, *(r / "src" for r in self.files.roots), *back]
+        for p in reversed(parsed):  # a later cell's import wins, as it would when run
+            for imp in p.imports:
+                if imp.level and not is_module:
+                    continue
+                found = self._resolve_cached(imp, search, here, time.monotonic() < deadline)
+                if found is not None and found not in targets.setdefault(imp.local, []):
+                    targets[imp.local].append(found)
+        return targets
 
     def _allowed(self, key: tuple[str, str]) -> tuple[Path | None]:
         return (self.files.allowed(key[1]),)
@@ -331,3 +330,16 @@ class _Memo:
             self._items.move_to_end(key)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
+
+
+def _without_typing(source: str, cursor: int | None, is_module: bool) -> str:
+    """What of the current cell is read: nothing of a notebook's cell being typed in (its
+    names come as `focus`), all but the cursor's line of a file (one cell), all of it without
+    a cursor (the magic, the fix)."""
+    if cursor is None:
+        return source
+    if not is_module:
+        return ""
+    line_start = source.rfind("\n", 0, cursor) + 1
+    line_end = source.find("\n", cursor)
+    return source[:line_start] + (source[line_end + 1 :] if line_end >= 0 else "")
