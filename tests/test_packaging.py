@@ -108,6 +108,7 @@ def test_only_backend_modules_import_mlx_or_torch():
         ENGINE / "backends" / "torch_cache.py": {"torch"},
         ENGINE / "backends" / "torch_model.py": {"torch"},
         ENGINE / "backends" / "torch_quant.py": {"torch"},
+        ENGINE / "backends" / "torch_weights.py": {"torch"},
         ENGINE / "weights" / "tiny.py": {"mlx"},  # writes tiny models; imported when it does
     }
     for path in [*ENGINE.rglob("*.py"), *JUPYTER.rglob("*.py")]:

@@ -267,8 +267,10 @@ def test_backend_selection(models):
         assert resolve_backend("auto", inspect(models["hf"])) == "torch"
     with pytest.raises(EngineError, match="MLX backend takes no dtype"):
         codestral_engine.load(models["mlx"], "mlx", dtype="float16")
-    with pytest.raises(ModelLoadError, match="quantize must be"):
+    with pytest.raises(ModelLoadError, match=r"quantize must be 'int8' or 'int4'.*got 'int2'"):
         codestral_engine.load(models["mlx"], "torch", quantize="int2")
+    with pytest.raises(ModelLoadError, match="dtype must be 'bfloat16', 'float16' or 'float32'"):
+        codestral_engine.load(models["mlx"], "torch", dtype="float8")
 
 
 def test_cpu_threads_follow_a_rule_and_a_setting(models, monkeypatch):

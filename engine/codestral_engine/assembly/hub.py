@@ -123,20 +123,8 @@ def pull(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub.utils import filter_repo_objects
 
-    licensed = "Codestral" in repo
-    if licensed and not license_accepted():
-        say(LICENSE_SUMMARY)
-        if not accept_license:
-            try:
-                answer = ask("Accept the licence and download? [y/N] ") if ask else ""
-            except Exception:  # no way to ask here (a kernel without stdin, a closed pipe)
-                answer = ""
-            if answer.strip().lower() not in ("y", "yes"):
-                raise HubError(
-                    f"The {LICENSE_NAME} was not accepted, so nothing was downloaded. Run again "
-                    "and answer y, or pass --accept-license."
-                )
-        record_license(repo)
+    if "Codestral" in repo and not license_accepted():
+        _ask_license(repo, accept_license, ask, say)
     api = HfApi()
     try:
         info = api.model_info(repo, files_metadata=True)
@@ -161,21 +149,47 @@ def pull(
             "HF_ENDPOINT if you use a mirror."
         ) from exc
     if verify:
-        bad = corrupted(path, files)
-        if bad:
-            for name in bad:  # fetch each again once, then check again
-                say(f"{name} does not match its published sha256; downloading it again.")
-                _forget(path / name)
-            snapshot_download(repo, allow_patterns=bad)
-            still = corrupted(path, [s for s in files if s.rfilename in bad])
-            if still:
-                raise HubError(
-                    f"{', '.join(still)} in {path} still does not match its published sha256 "
-                    "after a second download: the mirror or the disk corrupts it. Delete "
-                    f"{path} and run pull again, or check the disk."
-                )
+        _repair_corrupted(repo, path, files, say)
     say(f"Ready: {path}")
     return path
+
+
+def _ask_license(
+    repo: str, accept_license: bool, ask: Callable[[str], str] | None, say: Callable[[str], None]
+) -> None:
+    """Show the licence's summary and record its acceptance, or refuse to download."""
+    say(LICENSE_SUMMARY)
+    if not accept_license:
+        try:
+            answer = ask("Accept the licence and download? [y/N] ") if ask else ""
+        except Exception:  # no way to ask here (a kernel without stdin, a closed pipe)
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            raise HubError(
+                f"The {LICENSE_NAME} was not accepted, so nothing was downloaded. Run again "
+                "and answer y, or pass --accept-license."
+            )
+    record_license(repo)
+
+
+def _repair_corrupted(repo: str, path: Path, files: list, say: Callable[[str], None]) -> None:
+    """Fetch each file that does not match its published sha256 once more, then refuse."""
+    from huggingface_hub import snapshot_download
+
+    bad = corrupted(path, files)
+    if not bad:
+        return
+    for name in bad:  # fetch each again once, then check again
+        say(f"{name} does not match its published sha256; downloading it again.")
+        _forget(path / name)
+    snapshot_download(repo, allow_patterns=bad)
+    still = corrupted(path, [s for s in files if s.rfilename in bad])
+    if still:
+        raise HubError(
+            f"{', '.join(still)} in {path} still does not match its published sha256 "
+            "after a second download: the mirror or the disk corrupts it. Delete "
+            f"{path} and run pull again, or check the disk."
+        )
 
 
 def corrupted(path: Path, files) -> list[str]:

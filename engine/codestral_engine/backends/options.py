@@ -4,7 +4,7 @@ weight quantizers (`quantize=`, `--quantize`, preflight's arithmetic and advice,
 
 Adding a load option: declare it here and list it in the specs that take it (`registry.py`);
 the backend's `load` receives it by name. Adding a quantizer: declare it in `QUANTIZERS` and
-implement it in `torch_model.quantize_linears`.
+implement it in `torch_quant.quantize_linears`.
 """
 
 from __future__ import annotations

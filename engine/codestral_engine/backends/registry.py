@@ -86,9 +86,10 @@ class BackendSpec:
         for option in self.options:
             value = given.get(option.name)
             if value is not None and option.choices and value not in option.choices:
+                *most, last = map(repr, option.choices)
                 raise ModelLoadError(
-                    f"{option.name} must be None, {' or '.join(map(repr, option.choices))}, got "
-                    f"{value!r}."
+                    f"{option.name} must be {', '.join(most)} or {last} (or None: the default), "
+                    f"got {value!r}."
                 )
         return given
 

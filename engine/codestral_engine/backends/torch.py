@@ -1,32 +1,30 @@
 """PyTorch backend: CUDA GPUs, and the fast CPU fallback on machines without MLX's Metal.
 
 Weights are created on the meta device and loaded by assignment, tensor by tensor, from the
-same three checkpoint layouts as the MLX backend, so loading never holds two copies. The step
-loop mirrors the MLX one (chunked prefill with cancellation points, then one token at a time).
+same three checkpoint layouts as the MLX backend, so loading never holds two copies
+(`torch_weights.py`). The step loop mirrors the MLX one (chunked prefill with cancellation
+points, then one token at a time).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
-from safetensors import safe_open
 
 from ..core.backend import PrefillProgress, prefill_passes
 from ..core.params import GenerationParams
 from ..core.speculative import MAX_DRAFT, Acceptor, PromptLookup, decode
 from ..errors import ModelLoadError
-from ..weights.checkpoint import Checkpoint, check_tensors, hf_tensors
+from ..weights.checkpoint import Checkpoint
 from .registry import TorchSpec
 from .torch_cache import KVCache, StaticSlot
 from .torch_model import Transformer
-from .torch_quant import quantize_linears
+from .torch_weights import DTYPES, build_model
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIN_SLOT = 1024  # tokens: the static slot's smallest capacity (it doubles as needed)
 SLOT_SLACK = 64  # room for this many new tokens before the slot must grow
 
@@ -337,7 +335,8 @@ def load(
     threads: int | None = None,
     static_decode: str | None = None,
 ) -> TorchBackend:
-    """Build the model on the meta device, check every tensor, then assign them one by one.
+    """The backend running `checkpoint` (built by `torch_weights.build_model`). The options
+    are those `TorchSpec.accepted` has let through (`options.py` declares their values).
 
     dtype: float32 / float16 / bfloat16 (default: bfloat16 on CUDA, the checkpoint's own
     float type on CPU, float32 if that is half precision); quantize: None, "int8" or "int4"
@@ -348,59 +347,12 @@ def load(
     "eager", not compiled); "off" for the dynamic step. Default: "reduce-overhead" on CUDA,
     off on the CPU (where the dynamic step is as fast: bench/README.md).
     """
-    if checkpoint.quantization:
-        raise ModelLoadError(
-            f"{checkpoint.path} is quantized in MLX's format, which only the MLX backend runs. "
-            "For the torch backend use the bf16 release (add quantize='int8' or 'int4' to save "
-            "memory)."
-        )
-    spec = TorchSpec()
-    device, dtype = spec.target(checkpoint, device, dtype)
-    target = torch.device(device)
+    device, dtype = TorchSpec().target(checkpoint, device, dtype)
+    target, chosen = torch.device(device), DTYPES[dtype]
     if target.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
-    chosen = DTYPES.get(dtype)
-    if chosen is None:
-        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
-    if quantize not in (None, *spec.quantizers):
-        raise ModelLoadError(
-            f"quantize must be None, {' or '.join(map(repr, spec.quantizers))}, got {quantize!r}."
-        )
-    args = checkpoint.model_config
-    with torch.device("meta"):
-        model = Transformer(args)
-    expected = {name: (tuple(p.shape), "float") for name, p in model.state_dict().items()}
-    check_tensors(checkpoint, expected)
-    if quantize == "int4" and target.type == "cuda":
-        capability = torch.cuda.get_device_capability(target)
-        if capability < (8, 0):  # PyTorch builds its int4 kernels (tinygemm) for sm_80 up
-            raise ModelLoadError(
-                f"int4 weights on CUDA need an Ampere or newer GPU (compute capability 8.0+); "
-                f"{torch.cuda.get_device_name(target)} is {capability[0]}.{capability[1]}. "
-                "Use quantize='int8' (--quantize int8) instead."
-            )
-    with torch.device("meta"):  # empty quantized layers: the loop below fills them
-        quantized = quantize_linears(model, quantize, chosen, target) if quantize else {}
-
-    def read_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
-        with safe_open(file, framework="pt", device="cpu") as handle:
-            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                yield name, handle.get_tensor(name)
-
-    state, total = {}, len(checkpoint.tensors)
-    for loaded, (hf_name, stored) in enumerate(hf_tensors(checkpoint, read_file), start=1):
-        tensor = stored.contiguous().to(device=target, dtype=chosen)
-        layer = hf_name.removesuffix(".weight")
-        if layer in quantized:  # quantized as read: one float tensor at a time
-            buffers = quantized[layer].quantized(tensor)
-            state.update({f"{layer}.{key}": value for key, value in buffers.items()})
-        else:
-            state[hf_name] = tensor
-        progress(loaded / total, f"loading weights ({checkpoint.weight_bytes / 1e9:.1f} GB)")
-    model.load_state_dict(state, strict=True, assign=True)
-    del state
-    model.eval()
-    static = spec.static_decode(static_decode, device)
+    model = build_model(checkpoint, target, chosen, quantize, progress)
+    static = TorchSpec.static_decode(static_decode, device)
     return TorchBackend(model, target, chosen, static, quantize)
 
 

@@ -17,20 +17,18 @@ POST /api/show, GET /api/ps, GET /api/version, and GET / ("Ollama is running").
   last request whatever keep_alive says, one started by hand stays. keep_alive 0 with an empty
   prompt answers done_reason "unload" and leaves the model loaded. /api/ps says when it expires.
 - Errors: {"error": message}, with the status the Mistral routes give the same problem.
+
+The request and reply bodies are `ollama_shapes.py`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -40,6 +38,21 @@ from ..core.events import Finished, TextDelta
 from ..errors import EngineError
 from .dialect import collect_unless_gone, dialect_route
 from .http_input import parse
+from .ollama_shapes import (
+    Body,
+    ChatBody,
+    GenerateBody,
+    ShowBody,
+    assistant,
+    card,
+    done_fields,
+    head,
+    iso,
+    line,
+    seconds,
+    shown,
+    tagged,
+)
 from .server import (
     MODEL_ALIASES,
     APIError,
@@ -53,72 +66,8 @@ from .server import (
 
 OLLAMA_VERSION = "0.12.0"  # what /api/version reports: clients gate features on it
 OLLAMA_NAMES = ("codestral:latest", "codestral:22b")  # what users put in their tool's config
-ARCHITECTURE = "llama"  # what Ollama reports for Codestral (its GGUF architecture)
 PATHS = ("/", "/api/generate", "/api/chat", "/api/tags", "/api/show", "/api/ps", "/api/version")
-_DURATION = re.compile(r"-?(\d+(\.\d*)?(ns|us|µs|ms|s|m|h))+|-?\d+(\.\d*)?")
 _FOREVER = datetime(2318, 1, 1, tzinfo=timezone.utc)  # Ollama's "never expires"
-
-
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    num_predict: StrictInt | None = None
-    temperature: StrictFloat | StrictInt | None = None
-    top_p: StrictFloat | StrictInt | None = None
-    seed: StrictInt | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-
-    def engine_options(self) -> dict[str, Any]:
-        if self.num_predict is not None and (self.num_predict == 0 or self.num_predict < -2):
-            raise APIError(422, "options.num_predict must be >= 1, or -1 for no limit.")
-        limit = self.num_predict if self.num_predict and self.num_predict > 0 else None
-        return {
-            "max_tokens": limit,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "random_seed": self.seed,
-            "stop": self.stop or None,
-        }
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # think, truncate, ...: nothing to do here
-
-    model: StrictStr
-    stream: StrictBool = True
-    options: _Options = _Options()
-    keep_alive: StrictStr | StrictInt | StrictFloat | None = None
-    format: StrictStr | dict[str, Any] | None = None
-    images: list[Any] | None = None
-
-
-class GenerateBody(_Body):
-    prompt: StrictStr = ""
-    suffix: StrictStr | None = None
-    system: StrictStr | None = None
-    template: StrictStr | None = None
-    raw: StrictBool = False
-    context: list[StrictInt] | None = None
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: StrictStr
-    content: StrictStr = ""
-    images: list[Any] | None = None
-
-
-class ChatBody(_Body):
-    messages: list[_Message] = []
-    tools: list[Any] | None = None
-
-
-class ShowBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: StrictStr | None = None
-    name: StrictStr | None = None  # the older field name clients still send
 
 
 def error_body(_status: int, message: str) -> dict[str, Any]:
@@ -127,36 +76,55 @@ def error_body(_status: int, message: str) -> dict[str, Any]:
 
 def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
     """Ollama's routes on `state`'s engine."""
+    ollama = _Ollama(state, idle_timeout)
+    handlers = [("/", ollama.root, ["GET"]), ("/api/generate", ollama.generate, ["POST"]),
+                ("/api/chat", ollama.chat, ["POST"]), ("/api/tags", ollama.tags, ["GET"]),
+                ("/api/show", ollama.show, ["POST"]), ("/api/ps", ollama.ps, ["GET"]),
+                ("/api/version", ollama.version, ["GET"])]  # fmt: skip
+    return [dialect_route(path, fn, methods, error_body) for path, fn, methods in handlers]
 
-    def names() -> list[str]:
-        return [*OLLAMA_NAMES, _tagged(state.model_id)]
 
-    def engine_for(model: str) -> Engine:
-        if _tagged(model) not in {*names(), *map(_tagged, MODEL_ALIASES)}:
+class _Ollama:
+    """Ollama's handlers on one server's state; `idle_timeout` is what /api/ps reports."""
+
+    def __init__(self, state: ServerState, idle_timeout: float | None):
+        self.state, self.idle_timeout = state, idle_timeout
+
+    def names(self) -> list[str]:
+        return [*OLLAMA_NAMES, tagged(self.state.model_id)]
+
+    def engine_for(self, model: str) -> Engine:
+        if tagged(model) not in {*self.names(), *map(tagged, MODEL_ALIASES)}:
             raise APIError(
                 404,
                 f"model '{model}' not found; this server serves "
-                f"{', '.join(names())} (also {_served(state)}).",
+                f"{', '.join(self.names())} (also {_served(self.state)}).",
             )
-        return state.ready_engine()
+        return self.state.ready_engine()
 
-    async def generate(request: Request) -> Response:
+    async def generate(self, request: Request) -> Response:
         started = time.perf_counter_ns()
         body = await parse(request, GenerateBody, mistral_fields=False)
-        _refuse_unsupported(body)
+        body.refuse_unsupported()
         if body.template or body.context:
             raise APIError(
                 400,
                 "template and context are not supported: Codestral's prompt "
                 "is built by the engine (or send raw: true).",
             )
-        engine, options = engine_for(body.model), body.options.engine_options()
+        engine, options = self.engine_for(body.model), body.options.engine_options()
         if not body.prompt and body.suffix is None:  # Ollama's "load the model" request
-            state.begin()
-            state.end()
-            reason = "unload" if _seconds(body.keep_alive) == 0 else "load"
-            done = {**_head(body.model), "response": "", "done": True, "done_reason": reason}
+            self._touch()
+            reason = "unload" if seconds(body.keep_alive) == 0 else "load"
+            done = {**head(body.model), "response": "", "done": True, "done_reason": reason}
             return _one_or_stream(body.stream, done)
+        submit = self._generation(engine, body, options)
+        answer = _answer(self.state, submit, body, request, started, "response")
+        return await _active(self.state, answer)
+
+    def _generation(self, engine: Engine, body: GenerateBody, options: dict[str, Any]):
+        """What tokenizes and queues a /api/generate request: raw, FIM or an instruct turn."""
+        log = self.state.log_prompts
         if body.raw:
             if len(body.prompt) > engine.context_length * engine.tokenizer.max_token_chars:
                 raise APIError(
@@ -164,72 +132,59 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
                     f"The prompt cannot fit the model's context window of "
                     f"{engine.context_length} tokens; shorten it.",
                 )
-            if state.log_prompts:
+            if log:
                 _log({"event": "raw_prompt", "prompt": body.prompt})
 
             def submit():  # tokenized off the event loop, as every prompt is
                 return engine.submit(engine.tokenizer.encode_raw(body.prompt), **options)
-        elif body.suffix is not None:
-            if state.log_prompts:
-                _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix})
-            submit = partial(engine.fim, body.prompt, body.suffix, **options)
-        else:
-            turn = [{"role": "user", "content": body.prompt}]
-            system = [{"role": "system", "content": body.system}] if body.system else []
-            submit = partial(engine.chat, system + turn, **options)
-        return await _active(state, _answer(state, submit, body, request, started, "response"))
 
-    async def chat(request: Request) -> Response:
+            return submit
+        if body.suffix is not None:
+            if log:
+                _log({"event": "fim_prompt", "prompt": body.prompt, "suffix": body.suffix})
+            return partial(engine.fim, body.prompt, body.suffix, **options)
+        turn = [{"role": "user", "content": body.prompt}]
+        system = [{"role": "system", "content": body.system}] if body.system else []
+        return partial(engine.chat, system + turn, **options)
+
+    async def chat(self, request: Request) -> Response:
         started = time.perf_counter_ns()
         body = await parse(request, ChatBody, mistral_fields=False)
-        _refuse_unsupported(body)
+        body.refuse_unsupported()
         if body.tools:
             raise APIError(400, f"{body.model} does not support tools")
         if any(m.images for m in body.messages):
             raise APIError(400, "Codestral reads text only; send messages without images.")
-        engine, options = engine_for(body.model), body.options.engine_options()
+        engine, options = self.engine_for(body.model), body.options.engine_options()
         if not body.messages:  # a load request, as in Ollama
-            state.begin()
-            state.end()
-            done = {**_head(body.model), "message": _message(""), "done": True,
+            self._touch()
+            done = {**head(body.model), "message": assistant(""), "done": True,
                     "done_reason": "load"}  # fmt: skip
             return _one_or_stream(body.stream, done)
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        if state.log_prompts:
+        if self.state.log_prompts:
             _log({"event": "chat_messages", "messages": messages})
         submit = partial(engine.chat, messages, **options)
-        return await _active(state, _answer(state, submit, body, request, started, "message"))
+        answer = _answer(self.state, submit, body, request, started, "message")
+        return await _active(self.state, answer)
 
-    async def tags(_request: Request) -> Response:
-        return JSONResponse({"models": [_card(state, name) for name in names()]})
+    def _touch(self) -> None:
+        """A load request counts as activity (it keeps an idle-timed engine up)."""
+        self.state.begin()
+        self.state.end()
 
-    async def show(request: Request) -> Response:
+    async def tags(self, _request: Request) -> Response:
+        return JSONResponse({"models": [card(self.state, name) for name in self.names()]})
+
+    async def show(self, request: Request) -> Response:
         body = await parse(request, ShowBody, mistral_fields=False)
         name = body.model or body.name
         if not name:
             raise APIError(400, "model is required")
-        engine = engine_for(name)
-        config = engine.checkpoint.config
-        arch = ARCHITECTURE
-        return JSONResponse(
-            {
-                "modelfile": f"FROM {engine.model_path}\n",
-                "parameters": "",
-                "template": "[SUFFIX]{{ .Suffix }}[PREFIX] {{ .Prompt }}",
-                "details": _details(state),
-                "model_info": {
-                    "general.architecture": arch,
-                    "general.parameter_count": _parameters(config),
-                    f"{arch}.context_length": engine.context_length,
-                    f"{arch}.embedding_length": config.get("hidden_size"),
-                    f"{arch}.block_count": config.get("num_hidden_layers"),
-                },
-                "capabilities": ["completion", "insert"],  # insert: FIM with a suffix
-                "modified_at": _iso(_modified(state)),
-            }
-        )
+        return JSONResponse(shown(self.state, self.engine_for(name)))
 
-    async def ps(_request: Request) -> Response:
+    async def ps(self, _request: Request) -> Response:
+        state, idle_timeout = self.state, self.idle_timeout
         if state.state != "ready":
             return JSONResponse({"models": []})
         idle = state.idle_seconds() or 0.0
@@ -237,55 +192,24 @@ def routes(state: ServerState, idle_timeout: float | None) -> list[Route]:
         expires = datetime.now(timezone.utc) + left if idle_timeout else _FOREVER
         running = [
             {
-                **_card(state, name),
-                "expires_at": _iso(expires),
+                **card(state, name),
+                "expires_at": iso(expires),
                 "size_vram": 0,
                 "context_length": state.ready_engine().context_length,
             }
-            for name in names()[:1]
+            for name in self.names()[:1]
         ]
         return JSONResponse({"models": running})
 
-    async def version(_request: Request) -> Response:
+    async def version(self, _request: Request) -> Response:
         return JSONResponse({"version": OLLAMA_VERSION})
 
-    async def root(_request: Request) -> Response:
+    async def root(self, _request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
-
-    handlers = [("/", root, ["GET"]), ("/api/generate", generate, ["POST"]),
-                ("/api/chat", chat, ["POST"]), ("/api/tags", tags, ["GET"]),
-                ("/api/show", show, ["POST"]), ("/api/ps", ps, ["GET"]),
-                ("/api/version", version, ["GET"])]  # fmt: skip
-    return [dialect_route(path, fn, methods, error_body) for path, fn, methods in handlers]
-
-
-def _refuse_unsupported(body: _Body) -> None:
-    if body.images:
-        raise APIError(400, "Codestral reads text only; send the request without images.")
-    if body.format:
-        raise APIError(400, "format (JSON output) is not supported by this engine.")
-    if body.keep_alive is not None and _seconds(body.keep_alive) is None:
-        raise APIError(400, f"keep_alive {body.keep_alive!r} is not a duration (e.g. '5m', 300).")
-
-
-def _seconds(keep_alive: str | int | float | None) -> float | None:
-    """keep_alive in seconds (a number, or a Go duration such as '5m' or '1h30m')."""
-    if keep_alive is None or isinstance(keep_alive, (int, float)):
-        return keep_alive
-    text = keep_alive.strip()
-    if not _DURATION.fullmatch(text):
-        return None
-    if re.fullmatch(r"-?\d+(\.\d*)?", text):
-        return float(text)
-    unit = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    total = sum(
-        float(n) * unit[u] for n, _, u in re.findall(r"(\d+(\.\d*)?)(ns|us|µs|ms|s|m|h)", text)
-    )
-    return -total if text.startswith("-") else total
 
 
 async def _answer(
-    state: ServerState, submit, body: _Body, http: Request, started: int, field: str
+    state: ServerState, submit, body: Body, http: Request, started: int, field: str
 ) -> Response:
     """Tokenize and queue the request (off the event loop), then answer it, cut with an error
     line if the server exits meanwhile."""
@@ -293,7 +217,7 @@ async def _answer(
     return await track_running(state, submitted, _reply(body, submitted, http, started, field))
 
 
-async def _reply(body: _Body, submitted, http: Request, started: int, field: str) -> Response:
+async def _reply(body: Body, submitted, http: Request, started: int, field: str) -> Response:
     if body.stream:
         return StreamingResponse(
             _ndjson(body.model, submitted, started, field), media_type="application/x-ndjson"
@@ -302,107 +226,24 @@ async def _reply(body: _Body, submitted, http: Request, started: int, field: str
     if collected is None:
         return Response(status_code=499)  # nobody reads it
     text, final = collected
-    content = text if field == "response" else _message(text)
-    return JSONResponse({**_head(body.model), field: content, **_done(final, started, field)})
+    content = text if field == "response" else assistant(text)
+    return JSONResponse({**head(body.model), field: content, **done_fields(final, started, field)})
 
 
 async def _ndjson(model: str, submitted, started: int, field: str) -> AsyncIterator[str]:
-    empty = "" if field == "response" else _message("")
+    empty = "" if field == "response" else assistant("")
     try:
         async for event in submitted.events():  # leaving early (disconnect) cancels it
             if isinstance(event, TextDelta) and event.text:
-                content = event.text if field == "response" else _message(event.text)
-                yield _line({**_head(model), field: content, "done": False})
+                content = event.text if field == "response" else assistant(event.text)
+                yield line({**head(model), field: content, "done": False})
             elif isinstance(event, Finished):
-                yield _line({**_head(model), field: empty, **_done(event, started, field)})
+                yield line({**head(model), field: empty, **done_fields(event, started, field)})
     except EngineError as exc:
-        yield _line({"error": str(exc)})
-
-
-def _done(final: Finished, started: int, field: str) -> dict[str, Any]:
-    usage = final.usage
-    total = time.perf_counter_ns() - started
-    prompt_ns = int((usage.time_to_first_token_s or 0) * 1e9)
-    done = {
-        "done": True,
-        "done_reason": {"model_length": "length"}.get(final.finish_reason, final.finish_reason),
-        "total_duration": total,
-        "load_duration": 0,
-        "prompt_eval_count": usage.prompt_tokens,
-        "prompt_eval_duration": prompt_ns,
-        "eval_count": usage.completion_tokens,
-        "eval_duration": max(0, total - prompt_ns),
-    }
-    if field == "response":
-        done["context"] = [*final.prompt_token_ids, *final.completion_token_ids]
-    return done
+        yield line({"error": str(exc)})
 
 
 def _one_or_stream(stream: bool, body: dict[str, Any]) -> Response:
     if stream:
-        return StreamingResponse(iter([_line(body)]), media_type="application/x-ndjson")
+        return StreamingResponse(iter([line(body)]), media_type="application/x-ndjson")
     return JSONResponse(body)
-
-
-def _head(model: str) -> dict[str, Any]:
-    return {"model": model, "created_at": _iso(datetime.now(timezone.utc))}
-
-
-def _message(content: str) -> dict[str, str]:
-    return {"role": "assistant", "content": content}
-
-
-def _line(body: dict[str, Any]) -> str:
-    return json.dumps(body) + "\n"
-
-
-def _tagged(name: str) -> str:
-    return name if ":" in name else f"{name}:latest"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _modified(state: ServerState) -> datetime:
-    return datetime.fromtimestamp(state.model_path.stat().st_mtime, timezone.utc)
-
-
-def _card(state: ServerState, name: str) -> dict[str, Any]:
-    files = list(state.model_path.glob("*.safetensors"))
-    return {
-        "name": name,
-        "model": name,
-        "modified_at": _iso(_modified(state)),
-        "size": sum(f.stat().st_size for f in files),
-        "digest": hashlib.sha256(str(state.model_path.resolve()).encode()).hexdigest(),
-        "details": _details(state),
-    }
-
-
-def _details(state: ServerState) -> dict[str, Any]:
-    engine = state.engine
-    quantization = engine.checkpoint.quantization if engine else None
-    bits = (quantization or {}).get("bits")
-    return {
-        "parent_model": "",
-        "format": "safetensors",
-        "family": ARCHITECTURE,  # model_info's keys start with it (clients look them up so)
-        "families": [ARCHITECTURE],
-        "parameter_size": _billions(_parameters(engine.checkpoint.config)) if engine else "",
-        "quantization_level": f"Q{bits}" if bits else "BF16",
-    }
-
-
-def _parameters(config: dict[str, Any]) -> int:
-    """Parameters from the architecture (quantized files do not say it by their sizes)."""
-    hidden, layers = config.get("hidden_size", 0), config.get("num_hidden_layers", 0)
-    heads, kv_heads = config.get("num_attention_heads", 1), config.get("num_key_value_heads", 1)
-    head_dim = config.get("head_dim") or hidden // max(heads, 1)
-    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    mlp = 3 * hidden * config.get("intermediate_size", 0)
-    return 2 * config.get("vocab_size", 0) * hidden + layers * (attention + mlp)
-
-
-def _billions(count: int) -> str:
-    return f"{count / 1e9:.1f}B" if count >= 1e8 else f"{count / 1e6:.1f}M"

@@ -51,6 +51,20 @@ MODEL_ALIASES = ("codestral-latest", "codestral-2405", "codestral-22b")
 
 
 def create_app(state: ServerState) -> Starlette:
+    """Mistral's routes on `state`'s engine, behind the token check, errors in Mistral's shape."""
+    app = Starlette(
+        routes=[*_info_routes(state), *_completion_routes(state)],
+        exception_handlers=_exception_handlers(),
+        middleware=[Middleware(RequireToken, token=state.token)],
+    )
+    # "/v1/status/" is a 404, not a 307 to the client's own Host header.
+    app.router.redirect_slashes = False
+    return app
+
+
+def _info_routes(state: ServerState) -> list[Route]:
+    """What the server is and holds: /health, /v1/status, /v1/models."""
+
     async def health(_request: Request) -> Response:
         # 200 only when requests can be served: a client that waits for /health may then call.
         # No details here (no auth): the status route says why a load failed.
@@ -93,6 +107,17 @@ def create_app(state: ServerState) -> Starlette:
             raise APIError(404, f"Unknown model '{name}'. This server serves: {_served(state)}.")
         return JSONResponse(card())
 
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/status", status, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+    ]
+
+
+def _completion_routes(state: ServerState) -> list[Route]:
+    """FIM and chat completions, each counted as activity until its answer is sent."""
+
     async def fim(request: Request) -> Response:
         return await _active(state, _fim(request))
 
@@ -119,26 +144,21 @@ def create_app(state: ServerState) -> Starlette:
         )
         return await _respond_running(state, body, submitted, request)
 
-    routes = [
-        Route("/health", health, methods=["GET"]),
-        Route("/v1/status", status, methods=["GET"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+    return [
         Route("/v1/fim/completions", fim, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
     ]
-    handlers = {
+
+
+def _exception_handlers() -> dict:
+    """Every failure answered in Mistral's error shape with the status it deserves."""
+    return {
         APIError: _api_error,
         ClientGone: _client_gone,
         ValidationFailed: _validation_error,
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    middleware = [Middleware(RequireToken, token=state.token)]
-    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
-    # "/v1/status/" is a 404, not a 307 to the client's own Host header.
-    app.router.redirect_slashes = False
-    return app
 
 
 async def _active(state: ServerState, handling) -> _Counted:

@@ -168,37 +168,53 @@ def make_tiny(
     if layout == "mlx":
         if bits:
             arrays, config["quantization"] = _quantize(arrays, shape, bits)
-        _write_json(out / "config.json", config)
-        mx.save_safetensors(str(out / "model.safetensors"), arrays, metadata={"format": "mlx"})
-        shutil.copyfile(tokenizer_path(), out / "tokenizer.model")  # as mlx-community names it
+        _write_mlx(out, arrays, config)
     elif layout == "hf":
-        _write_json(out / "config.json", config)
-        names = sorted(arrays)
-        shards = [names[: len(names) // 2], names[len(names) // 2 :]]
-        weight_map = {}
-        for i, shard in enumerate(shards, start=1):
-            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            mx.save_safetensors(
-                str(out / file), {n: arrays[n] for n in shard}, metadata={"format": "pt"}
-            )
-            weight_map |= dict.fromkeys(shard, file)
-        _write_json(
-            out / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map}
-        )
-        shutil.copyfile(tokenizer_path(), out / "tokenizer.model.v3")
+        _write_hf(out, arrays, config)
     else:
-        _write_json(out / "params.json", shape.native_params())
-        native, typed = {}, ModelConfig.from_dict(config)
-        for name, array in arrays.items():
-            heads = rope_heads(name, typed)
-            native[hf_to_native_name(name)] = (
-                hf_rope_rows_to_native(array, heads) if heads else array
-            )
-        mx.save_safetensors(
-            str(out / "consolidated.safetensors"), native, metadata={"format": "pt"}
-        )
-        shutil.copyfile(tokenizer_path(), out / "tokenizer.model.v3")
+        _write_mistral(out, arrays, config, shape)
     return out
+
+
+def _write_mlx(out: Path, arrays: dict, config: dict) -> None:
+    """One file, as mlx-community publishes: config.json, model.safetensors, tokenizer.model."""
+    import mlx.core as mx
+
+    _write_json(out / "config.json", config)
+    mx.save_safetensors(str(out / "model.safetensors"), arrays, metadata={"format": "mlx"})
+    shutil.copyfile(tokenizer_path(), out / "tokenizer.model")  # as mlx-community names it
+
+
+def _write_hf(out: Path, arrays: dict, config: dict) -> None:
+    """Hugging Face's layout: two shards and their index."""
+    import mlx.core as mx
+
+    _write_json(out / "config.json", config)
+    names = sorted(arrays)
+    shards = [names[: len(names) // 2], names[len(names) // 2 :]]
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        mx.save_safetensors(
+            str(out / file), {n: arrays[n] for n in shard}, metadata={"format": "pt"}
+        )
+        weight_map |= dict.fromkeys(shard, file)
+    _write_json(out / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map})
+    shutil.copyfile(tokenizer_path(), out / "tokenizer.model.v3")
+
+
+def _write_mistral(out: Path, arrays: dict, config: dict, shape: TinyShape) -> None:
+    """Mistral's native layout: params.json and consolidated.safetensors, native names and
+    rotary rows."""
+    import mlx.core as mx
+
+    _write_json(out / "params.json", shape.native_params())
+    native, typed = {}, ModelConfig.from_dict(config)
+    for name, array in arrays.items():
+        heads = rope_heads(name, typed)
+        native[hf_to_native_name(name)] = hf_rope_rows_to_native(array, heads) if heads else array
+    mx.save_safetensors(str(out / "consolidated.safetensors"), native, metadata={"format": "pt"})
+    shutil.copyfile(tokenizer_path(), out / "tokenizer.model.v3")
 
 
 def _quantize(arrays: dict, shape: TinyShape, bits: int) -> tuple[dict, dict]:
