@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 class LastRequest(BaseModel):
     """The last finished request's usage and how it ended."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A reader ignores fields it does not know (a shared engine may outlive an upgrade of the
+    # Jupyter side); tests/test_server.py holds the route to exactly these fields.
+    model_config = ConfigDict(extra="ignore")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int | None = None  # only our engine reports its prompt cache
@@ -48,7 +50,7 @@ class EngineStatus(BaseModel):
     """An engine's state (stopped | starting | loading | ready | error | stopping), its load's
     progress, the model and where it runs, its queue, memory and last request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # as LastRequest's
     state: str
     progress: float | None = None  # of a load, 0..1
     stage: str | None = None  # what the load does now
