@@ -30,7 +30,8 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from codestral_engine.weights.tiny import make_tiny
-from jupyter_codestral.client.shapes import piece, stream_chunk
+from jupyter_codestral.client.protocol import stream_chunk
+from jupyter_codestral.client.shapes import piece
 from tests import test_classroom_hub as hub_test
 from tests.helpers import start_server, wait_until
 

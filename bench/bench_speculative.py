@@ -43,7 +43,7 @@ CONTEXT_TOKENS = 600
 
 
 def fim_prompt(tokenizer) -> tuple[str, str]:
-    code = (ROOT / "jupyter_codestral" / "notebook_context.py").read_text()
+    code = (ROOT / "jupyter_codestral" / "context" / "notebook.py").read_text()
     ids = tokenizer.encode(code)
     after = ids[CONTEXT_TOKENS:][:200]
     return tokenizer.decode(ids[:CONTEXT_TOKENS]), "\n" + tokenizer.decode(after)
@@ -122,7 +122,8 @@ def lookup_on_real_code(max_tokens: int) -> tuple[float, float, list[int]]:
     """Teacher-forced: the true continuation as the model's output. Returns the acceptance
     rate, tokens per verification pass, and the draft lengths verified."""
     tokenizer = codestral_tokenizer()
-    files = sorted((ROOT / "jupyter_codestral").glob("*.py")) + sorted(
+    jupyter = (ROOT / "jupyter_codestral").rglob("*.py")  # the modules once flat in it
+    files = sorted(p for p in jupyter if "classroom" not in p.parts) + sorted(
         (ROOT / "engine" / "codestral_engine" / "core").glob("*.py")
     )
     drafted = accepted = produced = passes = 0

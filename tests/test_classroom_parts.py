@@ -14,9 +14,10 @@ from traitlets.config import Config
 from jupyter_codestral.classroom import configure_hub
 from jupyter_codestral.classroom.fair_share import Busy, FairShare
 from jupyter_codestral.classroom.hub_config import ACCESS_SCOPE, student_key
+from jupyter_codestral.classroom.mistral_api import usage_json
 from jupyter_codestral.classroom.policy import HINTS_SYSTEM, chat_request, fim_params
 from jupyter_codestral.classroom.usage import UsageLog, usage_html
-from jupyter_codestral.client.shapes import Sampling
+from jupyter_codestral.client.shapes import Sampling, usage
 
 KEY = "sk-class-secret-0123456789"
 
@@ -187,3 +188,21 @@ def test_configure_hub_on_a_fresh_config_keeps_the_hubs_defaults_and_no_key(tmp_
     (service,) = hub.services
     everything = repr((dict(env), service, hub.load_roles))
     assert KEY not in everything and str(tmp_path / "key") in service["command"]
+
+
+def test_usage_keeps_the_cache_and_timings_through_the_classroom():
+    """Our engine's usage (Mistral's shape, with its cache and timings) is read into the one
+    Usage and written back whole at the classroom's edge; vLLM's flat usage stays plain."""
+    ours = {
+        "prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13,
+        "prompt_tokens_details": {"cached_tokens": 8}, "draft_tokens": 0,
+        "accepted_draft_tokens": 0,
+        "timings": {"time_to_first_token_s": 0.2, "decode_tokens_per_s": 30.0,
+                    "peak_memory_bytes": 1},
+    }  # fmt: skip
+    read = usage(ours)
+    assert (read.cached_prompt_tokens, read.time_to_first_token_s) == (8, 0.2)
+    again = usage(usage_json(read))
+    assert (again.cached_prompt_tokens, again.decode_tokens_per_s) == (8, 30.0)
+    flat = usage({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7})  # vLLM's
+    assert usage_json(flat) == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}

@@ -14,6 +14,7 @@ from codestral_engine import codestral_tokenizer
 from codestral_engine.serving.server import ServerState, create_app
 from jupyter_codestral.client import protocol
 from jupyter_codestral.client.engine_client import CodestralError, EngineClient
+from jupyter_codestral.client.status import read_status
 
 from .helpers import TOKEN, start_server, wait_until
 
@@ -196,3 +197,12 @@ def test_a_mistral_server_that_lists_no_models_is_not_an_error():
     answers = {"/v1/models": httpx.Response(401, json={"message": "no"})}  # vLLM: a real 401
     steps = protocol.remote_status(protocol.wire("vllm"), "http://gpu-box", "codestral-latest")
     assert run_steps(steps, answers)["kind"] == "auth"
+
+
+def test_a_status_this_version_cannot_read_says_what_to_do():
+    """Fields it does not know are ignored (an engine of another version); a field of another
+    type is a CodestralError with the fix, never a crash of the status display."""
+    assert read_status({"state": "ready", "newer_field": 1}, "http://h").state == "ready"
+    with pytest.raises(CodestralError, match=r"cannot read \(pid\)") as bad:
+        read_status({"state": "ready", "pid": "many"}, "http://h")
+    assert bad.value.kind == "protocol" and "%codestral stop" in bad.value.fix

@@ -108,23 +108,30 @@ def test_insert_prompt_has_history_and_the_dataframe_header(shell, sent):
 
 
 def test_the_magic_builds_its_prompt_as_the_lab_does(shell, sent):
-    """One context builder: the header first, then the newest cells within the budgets
-    (counted in characters; what the headers leave unused goes to the code), the older ones
-    noted as not shown."""
+    """One context builder: the header first, then the newest cells within history_chars
+    (counted in characters), the older ones noted as not shown; the cell itself whole."""
     shell.user_ns["prices"] = [1.0, 2.0]
     for i in range(100):
         shell.run_cell(f"step_{i} = {i}  # " + "x" * 40, store_history=True)
+    long_tail = "\n".join(f"print({i})" for i in range(2000))
     shell.run_line_magic("config", "Codestral.history_chars = 400")
     try:
         shell.run_cell_magic("codestral", "--insert --max-tokens 2", "average of prices")
+        _, (prompt, suffix), _ = sent[-1]
+        shell.run_cell_magic("codestral", "--fill --max-tokens 2", f"x = <FILL>\n{long_tail}")
+        _, (_, fill_suffix), _ = sent[-1]
+        shell.run_line_magic("config", "Codestral.history_chars = 0")
+        shell.run_cell_magic("codestral", "--insert --max-tokens 2", "average of prices")
+        _, (private, _), _ = sent[-1]
     finally:
         shell.run_line_magic("config", "Codestral.history_chars = 6000")
-    _, (prompt, suffix), _ = sent[-1]
-    assert prompt.startswith("# Live objects in the kernel:\n# prices: list of 2 items")
+    header = "# Live objects in the kernel:\n# prices: list of 2 items\n\n"
+    assert prompt.startswith(header) and prompt.endswith("# average of prices\n")
     assert "step_99 = 99" in prompt and "step_0 = 0 " not in prompt
     assert re.search(r"# \(\d+ earlier cells not shown\)", prompt)
-    assert prompt.endswith("# average of prices\n") and suffix == ""
-    assert len(prompt) <= 400 + 1200 + 2000  # the history's, live objects' and project's
+    assert len(prompt) - len(header) - len("# average of prices\n") <= 400
+    assert suffix == "" and fill_suffix == "\n" + long_tail  # the user's code is not cut
+    assert private == header + "# average of prices\n"  # history_chars = 0: no earlier cell
 
 
 def test_fill_sends_code_before_and_after_the_marker(shell, sent):

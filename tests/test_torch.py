@@ -271,6 +271,8 @@ def test_backend_selection(models):
         codestral_engine.load(models["mlx"], "torch", quantize="int2")
     with pytest.raises(ModelLoadError, match="dtype must be 'bfloat16', 'float16' or 'float32'"):
         codestral_engine.load(models["mlx"], "torch", dtype="float8")
+    with pytest.raises(ModelLoadError, match="static_decode 'reduce-overhed' is not a way"):
+        codestral_engine.load(models["hf"], "torch", static_decode="reduce-overhed")
 
 
 def test_cpu_threads_follow_a_rule_and_a_setting(models, monkeypatch):

@@ -25,7 +25,7 @@ from ..errors import CodestralError
 from . import protocol, shapes
 from .local_engine import refused_token, serves_model, start_local_server, stop_local_server
 from .settings import DEFAULT_IDLE_TIMEOUT_S
-from .status import Status
+from .status import Status, read_status
 
 START_TIMEOUT_S = 900  # loading 44 GB from a slow disk takes minutes
 STATUS_TTL_S = 10.0  # a remote server's status, asked again at most this often
@@ -132,11 +132,11 @@ class EngineClient(_Speaking):
 
     def status(self) -> Status:
         """Our engine's own status route (state, progress, model, memory, timings)."""
-        return Status.model_validate(self._get("/v1/status"))
+        return read_status(self._get("/v1/status"), self.url)
 
     def remote_status(self, model: str) -> Status:
         """Any server in this client's protocol: reachable, serving `model`, what it serves."""
-        return Status.model_validate(self._run(protocol.remote_status(self.wire, self.url, model)))
+        return read_status(self._run(protocol.remote_status(self.wire, self.url, model)), self.url)
 
     def wait_until_ready(
         self, *, progress: bool = True, timeout: float = START_TIMEOUT_S
@@ -273,9 +273,8 @@ class AsyncEngineClient(_Speaking):
         now = time.monotonic()
         cached = self._status_cache.get(model)
         if cached is None or now - cached[0] > STATUS_TTL_S:
-            status = Status.model_validate(
-                await self._run(protocol.remote_status(self.wire, self.url, model))
-            )
+            raw = await self._run(protocol.remote_status(self.wire, self.url, model))
+            status = read_status(raw, self.url)
             self._status_cache[model] = cached = (now, status)
         return cached[1]
 

@@ -1,7 +1,7 @@
 """The wire protocols to a Codestral server, in one place: request bodies, the SSE stream
 (chunks, `[DONE]`, errors sent inside the stream) and HTTP failures mapped to `CodestralError`
-with the fix. `client.py`'s sync and async faces send and receive through this module; no other
-module parses the stream.
+with the fix. `engine_client.py`'s sync and async faces send and receive through this module;
+no other module parses the stream.
 
 Two protocols (the `protocol` setting):
 - "mistral": Mistral's API (`/v1/fim/completions`, `/v1/chat/completions`), spoken by our
@@ -256,7 +256,7 @@ def tokenizer_mismatch(url: str, model: str) -> CodestralError:
 
 # What the clients ask a remote server beyond completions, written once for the sync and the
 # async client: each step yields a request (method, path, JSON body or None), receives the
-# `httpx.Response`, and returns its conclusion; `client.py` runs it over HTTP.
+# `httpx.Response`, and returns its conclusion; `engine_client.py` runs it over HTTP.
 
 
 def check_served(wire: Wire, url: str, model: str):

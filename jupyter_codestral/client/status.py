@@ -7,9 +7,13 @@ again (lab/wire.py), so one model is read by the magic, served to the browser an
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codestral_engine import EngineStatus
+
+from ..errors import CodestralError
 
 
 class ClassroomStatus(BaseModel):
@@ -30,3 +34,18 @@ class Status(EngineStatus):
     classroom: ClassroomStatus | None = None
     kind: str | None = None  # an error's kind
     fix: str | None = None  # and what fixes it
+
+
+def read_status(raw: Any, url: str) -> Status:
+    """The status a server at `url` answered; one this version cannot read (a field of
+    another type) is a `CodestralError` with the fix, not a crash of the status display."""
+    try:
+        return Status.model_validate(raw)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "the body"
+        raise CodestralError(
+            f"The server at {url} answered a status this version cannot read ({where}).",
+            kind="protocol",
+            fix="Use one version of jupyter-codestral on both sides; a shared engine started "
+            "before an upgrade keeps running the old one: `%codestral stop`, then run again.",
+        ) from None

@@ -23,7 +23,7 @@ from ..client import protocol, shapes
 from ..client.engine_client import AsyncEngineClient
 from ..client.local_engine import start_local_server
 from ..client.settings import CodestralSettings
-from ..client.status import Status
+from ..client.status import Status, read_status
 from ..context.notebook import DEFAULT_BUDGET, DEFAULT_SUFFIX_SHARE
 from ..errors import CodestralError
 
@@ -126,7 +126,8 @@ class EngineLink:
             starting = self._starting is not None and not self._starting.done()
             return Status(state="starting" if starting else "stopped", progress=0.0)
         try:
-            return Status.model_validate(await self.client().get("/v1/status"))
+            client = self.client()
+            return read_status(await client.get("/v1/status"), client.url)
         except CodestralError as exc:
             if exc.kind == "not_responding":
                 error = f"The engine (pid {running.pid}) is not responding. {exc.fix}"

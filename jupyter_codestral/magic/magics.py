@@ -1,6 +1,6 @@
 """`%%codestral` / `%codestral`: ask Codestral from a notebook cell and watch the answer stream in.
 
-The options choose a mode and a placement from `magic_modes` (the default answers the cell as a
+The options choose a mode and a placement from `modes` (the default answers the cell as a
 question; `--insert` / `--replace` write code into a new cell / this one; `--fill` fills the
 <FILL> gap, combinable with both). This module parses options, connects to where the model runs
 (`settings`, `targets`) and streams the reply into the output (`live_output`).
@@ -87,8 +87,7 @@ class Codestral(Magics, CodestralSettings):
     temperature = Float(0.0, help="Sampling temperature (0: deterministic).").tag(config=True)
     history_chars = Integer(
         6000,
-        help="Budget for earlier cells' code as context, in characters; what the live-variables "
-        "and project headers leave of their budgets goes to the code too.",
+        help="Budget for earlier cells' code as context, in characters (0: none).",
     ).tag(config=True)
     variables_chars = Integer(1200, help="Budget for the live-variables header.").tag(config=True)
     project_context = Bool(

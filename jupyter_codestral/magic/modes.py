@@ -18,7 +18,7 @@ from typing import Any, Literal
 from IPython.core.error import UsageError
 
 from ..context.kernel_history import history_cells, live_facts, project_definitions
-from ..context.notebook import Cell, ContextBuilder
+from ..context.notebook import LINE_RESERVE, NOTE_RESERVE, RESERVE_STEP, Cell, ContextBuilder
 from ..context.teaching import HINTS_SYSTEM
 
 FILL_MARKER = "<FILL>"
@@ -42,15 +42,16 @@ class Notebook:
     project_chars: int = 0
     project_roots: tuple[str, ...] = ()
 
-    def builder(self) -> ContextBuilder:
-        """The lab's context builder, counting characters within the magic's budgets."""
-        budget = self.history_chars + self.variables_chars + self.project_chars
-        try:
-            return ContextBuilder(
-                len, budget, facts_budget=self.variables_chars, project_budget=self.project_chars
-            )
-        except ValueError as exc:
-            raise UsageError(f"{exc} Raise %config Codestral.history_chars.") from None
+    def builder(self, history: int = 0) -> ContextBuilder:
+        """The lab's context builder, counting characters: the headers within the magic's
+        budgets for them, and `history` characters of earlier cells' code."""
+        # The builder keeps a step for the cursor's line and a note of cells left out: the
+        # magic's cell is sent whole beside it, so they are added, not taken from the history.
+        room = history + RESERVE_STEP + NOTE_RESERVE
+        return ContextBuilder(
+            len, max(room, 2 * LINE_RESERVE), suffix_share=0.0,
+            facts_budget=self.variables_chars, project_budget=self.project_chars,
+        )  # fmt: skip
 
     def headers(self, text: str) -> str:
         """The project's definitions and the live objects of the names `text` mentions."""
@@ -63,18 +64,22 @@ class Notebook:
         return self.builder().project_header(definitions, "#")[0]
 
     def fim(self, mentions: str, before: str, after: str = "") -> tuple[str, str]:
-        """The FIM prefix and suffix for code written between `before` and `after`: earlier
-        cells' code and the headers for the names `mentions` holds, as the lab builds them."""
+        """The FIM prefix and suffix for code written between `before` and `after` (sent
+        whole, as written): the headers for the names `mentions` holds and, within
+        `history_chars`, the newest earlier cells, as the lab builds them."""
         if not self.use_context:
             return before, after
+        facts, definitions = self._mentions(mentions)
+        header, cost, _, _ = self.builder().header(facts, definitions)
+        if self.history_chars <= 0:  # no earlier cells at all
+            return header + before, after
         # Cell magics (this very cell among them) are not Python to continue from.
         inputs = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
-        cells = [*history_cells(inputs), Cell("code", before + after)]
-        facts, definitions = self._mentions(mentions)
-        built = self.builder().build(
-            cells, len(cells) - 1, len(before), facts=facts, definitions=definitions
+        cells = [*history_cells(inputs), Cell("code", "")]
+        built = self.builder(self.history_chars + cost).build(
+            cells, len(cells) - 1, 0, facts=facts, definitions=definitions
         )
-        return built.prefix, built.suffix
+        return built.prefix + before, after
 
     def _mentions(self, text: str) -> tuple[list[str], list]:
         """The live objects' facts and the project's definitions of the names in `text`."""

@@ -351,8 +351,13 @@ def load(
     target, chosen = torch.device(device), DTYPES[dtype]
     if target.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
-    model = build_model(checkpoint, target, chosen, quantize, progress)
     static = TorchSpec.static_decode(static_decode, device)
+    if static not in (None, "reduce-overhead", *torch._dynamo.list_backends(exclude_tags=())):
+        raise ModelLoadError(
+            f"static_decode {static!r} is not a way to run decode steps: use off, eager, "
+            "reduce-overhead or a torch.compile backend (aot_eager, inductor)."
+        )  # checked before the weights are read: a typo fails at once, not at the first request
+    model = build_model(checkpoint, target, chosen, quantize, progress)
     return TorchBackend(model, target, chosen, static, quantize)
 
 

@@ -113,7 +113,7 @@ export interface ErrorEvent {
 
 export type StreamEvent = ContextEvent | DeltaEvent | DoneEvent | ErrorEvent;
 
-/** A request's token counts and speed: the one usage shape (client/protocol.py's `Usage`,
+/** A request's token counts and speed: the one usage shape (client/shapes.py's `Usage`,
  * read from whichever shape the engine's server answered in). null: the server did not say. */
 export interface Usage {
   prompt_tokens?: number;

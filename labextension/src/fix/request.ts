@@ -11,7 +11,7 @@ import { Settings } from '../settings';
 import { CellRef } from './cells';
 import { FixMode } from './proposal';
 
-// Within lab_wire.ErrorOutput's limits; the server keeps the user's frames of what is sent.
+// Within lab/wire.py's ErrorOutput limits; the server keeps the user's frames of what is sent.
 const MAX_TRACEBACK_ENTRIES = 200;
 const MAX_ERROR_CHARS = 2000;
 const MAX_ENTRY_CHARS = 20000;

@@ -91,7 +91,8 @@ export function statusRows(status: Partial<LabStatus>, last: LastSuggestion | nu
   if (status.context_length) {
     rows.push(['Context window', `${status.context_length} tokens`]);
   }
-  if (status.queue_length !== undefined) {
+  if (status.backend && status.queue_length !== undefined) {
+    // only our engine has a queue to report
     rows.push(['Queue', `${status.queue_length} waiting`]);
   }
   const usage = last?.usage;
