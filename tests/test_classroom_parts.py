@@ -14,7 +14,6 @@ from traitlets.config import Config
 from jupyter_codestral.classroom import configure_hub
 from jupyter_codestral.classroom.fair_share import Busy, FairShare
 from jupyter_codestral.classroom.hub_config import ACCESS_SCOPE, student_key
-from jupyter_codestral.classroom.mistral_api import usage_json
 from jupyter_codestral.classroom.policy import HINTS_SYSTEM, chat_request, fim_params
 from jupyter_codestral.classroom.usage import UsageLog, usage_html
 from jupyter_codestral.client.shapes import Sampling, usage
@@ -202,7 +201,7 @@ def test_usage_keeps_the_cache_and_timings_through_the_classroom():
     }  # fmt: skip
     read = usage(ours)
     assert (read.cached_prompt_tokens, read.time_to_first_token_s) == (8, 0.2)
-    again = usage(usage_json(read))
+    again = usage(read.mistral())
     assert (again.cached_prompt_tokens, again.decode_tokens_per_s) == (8, 30.0)
     flat = usage({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7})  # vLLM's
-    assert usage_json(flat) == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert flat.mistral() == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}

@@ -87,7 +87,9 @@ def typescript_interfaces(text: str) -> dict[str, dict[str, tuple[bool, set[str]
 
 def test_every_model_is_mirrored_field_for_field():
     models = mirrored()
-    assert {"LabStatus", "Status", "EngineStatus", "LastRequest", "Usage"} <= set(models)
+    assert {"LabStatus", "Status", "EngineStatus", "LastRequest", "Usage", "RequestUsage"} <= set(
+        models
+    )
     interfaces = typescript_interfaces(WIRE_TS.read_text())
     for name, model in models.items():
         assert name in interfaces, f"wire.ts has no interface {name}"

@@ -31,6 +31,7 @@ _EXPORTS = {
     "Usage": "core.events",
     "EngineStatus": "core.status",
     "LastRequest": "core.status",
+    "RequestUsage": "core.status",
     "GenerationParams": "core.params",
     "codestral_tokenizer": "core.tokenizer",
     "Request": "core.request",
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .core.events import Completion, Event, Finished, TextDelta, Usage
     from .core.params import GenerationParams
     from .core.request import Request
-    from .core.status import EngineStatus, LastRequest
+    from .core.status import EngineStatus, LastRequest, RequestUsage
     from .core.tokenizer import codestral_tokenizer
     from .errors import (
         ContextLengthError,
@@ -97,6 +98,7 @@ __all__ = [
     "ModelLoadError",
     "QueueFullError",
     "Request",
+    "RequestUsage",
     "TextDelta",
     "Usage",
     "choose_model",

@@ -110,7 +110,7 @@ class Reply:
             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
         }
         if usage:
-            body["usage"] = usage_json(usage)
+            body["usage"] = usage.mistral()
         return body
 
     def whole(self, text: str, finish: str | None, usage: Usage | None) -> dict:
@@ -126,28 +126,8 @@ class Reply:
                     "finish_reason": finish or "stop",
                 }
             ],
-            "usage": usage_json(usage or Usage()),
+            "usage": (usage or Usage()).mistral(),
         }
-
-
-def usage_json(usage: Usage) -> dict[str, Any]:
-    """Mistral's usage object (the shape the SDKs read) at this HTTP edge, with the prompt
-    cache and timings where the upstream reported them (our engine does: a student's status
-    bar shows them)."""
-    body: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-    if usage.cached_prompt_tokens is not None:
-        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_prompt_tokens}
-    timings = {
-        "time_to_first_token_s": usage.time_to_first_token_s,
-        "decode_tokens_per_s": usage.decode_tokens_per_s,
-    }
-    if any(value is not None for value in timings.values()):
-        body["timings"] = timings
-    return body
 
 
 def models_json(model: str) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from codestral_engine import RequestUsage
 
 from ..errors import CodestralError
 
@@ -55,20 +57,31 @@ def sampling(params: dict[str, Any]) -> Sampling:
         ) from None
 
 
-class Usage(BaseModel):
-    """A request's token counts and speed: the one shape of usage on the Jupyter side, read
-    from Mistral's (our engine's adds its cache and timings) or OpenAI's (vLLM) by `usage`.
-    None: the server did not say."""
+class Usage(RequestUsage):
+    """The one shape of usage on the Jupyter side: the engine's `RequestUsage` counts, read
+    from Mistral's shape (our engine's adds its cache and timings) or OpenAI's (vLLM) by
+    `usage`, written back in Mistral's by `mistral`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int | None = None  # reused from the prompt cache (our engine)
-    draft_tokens: int | None = None  # speculative decoding (our engine)
-    accepted_draft_tokens: int | None = None
-    time_to_first_token_s: float | None = None  # the server's, or measured by the client
-    decode_tokens_per_s: float | None = None
-    peak_memory_bytes: int | None = None
+    model_config = ConfigDict(frozen=True)
+    peak_memory_bytes: int | None = None  # our engine's
+
+    def mistral(self) -> dict[str, Any]:
+        """Mistral's usage object (the shape the SDKs read), with the prompt cache and the
+        timings where they were reported."""
+        body: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+        if self.cached_prompt_tokens is not None:
+            body["prompt_tokens_details"] = {"cached_tokens": self.cached_prompt_tokens}
+        timings = {
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+        }
+        if any(value is not None for value in timings.values()):
+            body["timings"] = timings
+        return body
 
 
 def usage(raw: Any) -> Usage | None:

@@ -69,17 +69,14 @@ class Notebook:
         `history_chars`, the newest earlier cells, as the lab builds them."""
         if not self.use_context:
             return before, after
-        facts, definitions = self._mentions(mentions)
-        header, cost, _, _ = self.builder().header(facts, definitions)
+        header = self.headers(mentions)
         if self.history_chars <= 0:  # no earlier cells at all
             return header + before, after
         # Cell magics (this very cell among them) are not Python to continue from.
         inputs = [s for s in self.user_ns.get("In", []) if not s.lstrip().startswith("%%")]
         cells = [*history_cells(inputs), Cell("code", "")]
-        built = self.builder(self.history_chars + cost).build(
-            cells, len(cells) - 1, 0, facts=facts, definitions=definitions
-        )
-        return built.prefix + before, after
+        built = self.builder(self.history_chars).build(cells, len(cells) - 1, 0)
+        return header + built.prefix + before, after
 
     def _mentions(self, text: str) -> tuple[list[str], list]:
         """The live objects' facts and the project's definitions of the names in `text`."""

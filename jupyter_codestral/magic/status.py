@@ -34,7 +34,9 @@ def describe(description: str, status: Status) -> str:
         if is_demo_model(status.model):
             lines.append(f"  {DEMO_NOTE}")
     if status.memory_bytes:
-        lines.append(f"  memory {status.memory_bytes / 1e6:.0f} MB, queue {status.queue_length}")
+        lines.append(
+            f"  memory {status.memory_bytes / 1e6:.0f} MB, queue {status.queue_length or 0}"
+        )
     last = status.last_request
     if last is not None and last.time_to_first_token_s is not None:
         rate = last.decode_tokens_per_s or 0

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from codestral_engine import LastRequest, ModelChoice
+from codestral_engine import LastRequest, ModelChoice, RequestUsage
 
 from ..client import protocol, shapes
 from ..client.engine_client import EngineClient
@@ -94,7 +94,7 @@ class HTTPTarget:
             status = self.client.status()
         except CodestralError:
             return ""
-        return requests_ahead(status.queue_length + status.running_requests)
+        return requests_ahead((status.queue_length or 0) + (status.running_requests or 0))
 
     def close(self) -> None:
         self.client.close()
@@ -142,13 +142,12 @@ class _Clock:
         tokens = usage.completion_tokens
         decode_s = time.monotonic() - self.first
         return LastRequest(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=tokens,
-            cached_prompt_tokens=usage.cached_prompt_tokens,
-            time_to_first_token_s=self.first - self.sent,
-            decode_tokens_per_s=(tokens - 1) / decode_s if tokens > 1 and decode_s else None,
+            **usage.model_dump(include=set(RequestUsage.model_fields)),
             finish_reason=stream.finish_reason,
-        )
+        ).model_copy(update={
+            "time_to_first_token_s": self.first - self.sent,
+            "decode_tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s else None,
+        })  # fmt: skip
 
 
 class InProcessTarget:

@@ -35,6 +35,7 @@ describe('statusRows', () => {
       'mlx, gpu, 1 thread, mlx layout'
     );
     expect(rows['Memory']).toBe('12.6 GB, prompt cache 300 MB');
+    expect(rows['Queue']).toBe('0 waiting');
     expect(rows['Last suggestion']).toBe(
       "first text after 212 ms, engine's first token after 181 ms, 31.3 tokens/s"
     );
@@ -92,10 +93,12 @@ describe('statusRows', () => {
       url: 'http://gpu-box:8000',
       protocol: 'vllm',
       model: 'codestral-latest',
-      served_models: ['codestral-latest']
+      served_models: ['codestral-latest'],
+      queue_length: null // as the server sends it: no engine of ours to ask
     };
     const rows = Object.fromEntries(statusRows(remote, null));
     expect(rows['Engine']).toBe('remote server at http://gpu-box:8000');
+    expect(rows['Queue']).toBeUndefined(); // a remote server reports no queue
     expect(rows['Protocol']).toBe('vllm');
     expect(rows['Server serves']).toBe('codestral-latest');
     const wrong = Object.fromEntries(

@@ -14,36 +14,33 @@ if TYPE_CHECKING:
     from .events import Finished
 
 
-class LastRequest(BaseModel):
-    """The last finished request's usage and how it ended."""
+class RequestUsage(BaseModel):
+    """One request's token counts and speed, as a reader sees them (None: not reported):
+    the last request in the status, and the Jupyter side's usage of any server's answer."""
 
     # A reader ignores fields it does not know (a shared engine may outlive an upgrade of the
     # Jupyter side); tests/test_server.py holds the route to exactly these fields.
     model_config = ConfigDict(extra="ignore")
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_prompt_tokens: int | None = None  # only our engine reports its prompt cache
-    draft_tokens: int | None = None
+    cached_prompt_tokens: int | None = None  # reused from the prompt cache (our engine)
+    draft_tokens: int | None = None  # speculative decoding (our engine)
     accepted_draft_tokens: int | None = None
-    time_to_first_token_s: float | None = None
+    time_to_first_token_s: float | None = None  # the server's, or measured by a client
     decode_tokens_per_s: float | None = None
+
+
+class LastRequest(RequestUsage):
+    """The last finished request's usage and how it ended."""
+
     finish_reason: str | None = None
 
     @classmethod
     def of(cls, final: Finished | None) -> LastRequest | None:
         if final is None:
             return None
-        usage = final.usage
-        return cls(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_prompt_tokens=usage.cached_prompt_tokens,
-            draft_tokens=usage.draft_tokens,
-            accepted_draft_tokens=usage.accepted_draft_tokens,
-            time_to_first_token_s=usage.time_to_first_token_s,
-            decode_tokens_per_s=usage.decode_tokens_per_s,
-            finish_reason=final.finish_reason,
-        )
+        counts = {name: getattr(final.usage, name) for name in RequestUsage.model_fields}
+        return cls(**counts, finish_reason=final.finish_reason)
 
 
 class EngineStatus(BaseModel):
@@ -65,8 +62,8 @@ class EngineStatus(BaseModel):
     device: str | None = None
     threads: int | None = None
     context_length: int | None = None
-    queue_length: int = 0
-    running_requests: int = 0
+    queue_length: int | None = None  # None: no engine of ours to ask (not loaded, remote)
+    running_requests: int | None = None
     memory_bytes: int | None = None  # the process's resident memory
     prompt_cache_bytes: int | None = None
     finished_requests: dict[str, int] = Field(default_factory=dict)

@@ -113,9 +113,8 @@ export interface ErrorEvent {
 
 export type StreamEvent = ContextEvent | DeltaEvent | DoneEvent | ErrorEvent;
 
-/** A request's token counts and speed: the one usage shape (client/shapes.py's `Usage`,
- * read from whichever shape the engine's server answered in). null: the server did not say. */
-export interface Usage {
+/** One request's token counts and speed (codestral_engine's `RequestUsage`). */
+export interface RequestUsage {
   prompt_tokens?: number;
   completion_tokens?: number;
   /** Reused from the prompt cache (only our engine reports it). */
@@ -124,18 +123,16 @@ export interface Usage {
   accepted_draft_tokens?: number | null;
   time_to_first_token_s?: number | null;
   decode_tokens_per_s?: number | null;
+}
+
+/** The one usage shape (client/shapes.py's `Usage`, read from whichever shape the engine's
+ * server answered in). */
+export interface Usage extends RequestUsage {
   peak_memory_bytes?: number | null;
 }
 
 /** The engine's last finished request (codestral_engine's `LastRequest`). */
-export interface LastRequest {
-  prompt_tokens?: number;
-  completion_tokens?: number;
-  cached_prompt_tokens?: number | null;
-  draft_tokens?: number | null;
-  accepted_draft_tokens?: number | null;
-  time_to_first_token_s?: number | null;
-  decode_tokens_per_s?: number | null;
+export interface LastRequest extends RequestUsage {
   finish_reason?: string | null;
 }
 
@@ -157,8 +154,9 @@ export interface EngineStatus {
   device?: string | null;
   threads?: number | null;
   context_length?: number | null;
-  queue_length?: number;
-  running_requests?: number;
+  /** null: no engine of ours to ask (not loaded, or remote). */
+  queue_length?: number | null;
+  running_requests?: number | null;
   memory_bytes?: number | null;
   prompt_cache_bytes?: number | null;
   finished_requests?: Record<string, number>;

@@ -91,8 +91,7 @@ export function statusRows(status: Partial<LabStatus>, last: LastSuggestion | nu
   if (status.context_length) {
     rows.push(['Context window', `${status.context_length} tokens`]);
   }
-  if (status.backend && status.queue_length !== undefined) {
-    // only our engine has a queue to report
+  if (typeof status.queue_length === 'number') {
     rows.push(['Queue', `${status.queue_length} waiting`]);
   }
   const usage = last?.usage;
