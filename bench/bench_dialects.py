@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from codestral_engine.weights.tiny import make_tiny
+from tests.helpers import start_server
 
 PREFIX = "import numpy as np\n\n" + "def f_{i}(x):\n    return np.sqrt(x) + {i}\n\n" * 40
 SUFFIX = "\n\nprint(total)\n"
@@ -87,33 +85,14 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp())
     model = make_tiny(root / "tiny", "mlx")
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "codestral_engine",
-            "serve",
-            "--model",
-            str(model),
-            "--token",
-            TOKEN,
-            "--backend",
-            args.backend,
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
+    runtime = root / "runtime"
+    server = start_server(
+        model, runtime, "--token", TOKEN, "--backend", args.backend, log=root / "engine.log"
     )
-    conn = root / "runtime" / "codestral-engine.json"
     try:
-        deadline = time.monotonic() + 120
-        while not conn.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the server writes its connection file once it listens
-        url = json.loads(conn.read_text())["url"]
+        url = server.url
         headers = {"Authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-            while http.get("/health").status_code != 200:
-                time.sleep(0.1)
             streamed = {"Mistral /v1/fim/completions": [], "Ollama /api/generate": []}
             parsers = {"Mistral /v1/fim/completions": sse_text, "Ollama /api/generate": ndjson_text}
             whole: dict[str, list[float]] = {name: [] for name in bodies("", 1, False)}
@@ -127,8 +106,8 @@ def main() -> None:
                 for name, (path, body) in bodies(prefix + "xy", 1, False, i).items():
                     whole[name].append(round_trip_ms(http, path, body))
     finally:
-        server.terminate()
-        server.wait()
+        server.proc.terminate()
+        server.proc.wait()
 
     print(
         f"Machine: {platform.platform()}, {platform.machine()}; tiny model, "

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import random
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,42 +25,24 @@ import httpx
 import psutil
 
 from codestral_engine.weights.tiny import make_tiny
+from tests.helpers import start_server
 
 TOKEN = "bench-token"
 
 
 def start(model: Path, runtime: Path, engine_src: Path | None) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
-    if engine_src:
-        env["PYTHONPATH"] = str(engine_src)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "codestral_engine",
-            "serve",
-            "--model",
-            str(model),
-            "--token",
-            TOKEN,
-            "--backend",
-            "torch",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
+    env = {"PYTHONPATH": str(engine_src)} if engine_src else {}
+    server = start_server(
+        model,
+        runtime,
+        "--token",
+        TOKEN,
+        "--backend",
+        "torch",
+        extra_env=env,
+        log=runtime / "engine.log",
     )
-    conn = runtime / "codestral-engine.json"
-    while not conn.exists():
-        assert proc.poll() is None, "the server exited at start"
-        time.sleep(0.1)
-    url = json.loads(conn.read_text())["url"]
-    while True:
-        try:
-            if httpx.get(url + "/health").json()["status"] == "ready":
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+    return server.proc, server.url
 
 
 def refused(response: httpx.Response) -> str:
