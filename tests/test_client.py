@@ -14,6 +14,7 @@ from codestral_engine import codestral_tokenizer
 from codestral_engine.serving.server import ServerState, create_app
 from jupyter_codestral.client import protocol
 from jupyter_codestral.client.engine_client import CodestralError, EngineClient
+from jupyter_codestral.client.shapes import Sampling, sampling
 from jupyter_codestral.client.status import read_status
 
 from .helpers import TOKEN, start_server, wait_until
@@ -206,3 +207,24 @@ def test_a_status_this_version_cannot_read_says_what_to_do():
     with pytest.raises(CodestralError, match=r"cannot read \(pid\)") as bad:
         read_status({"state": "ready", "pid": "many"}, "http://h")
     assert bad.value.kind == "protocol" and "%codestral stop" in bad.value.fix
+
+
+def test_request_parameters_are_typed_and_spelled_per_protocol():
+    """Sampling from the magic's or the lab's options to the wire: Mistral's names for our
+    engine and Mistral's API, OpenAI's for vLLM; unset ones not sent; an unknown name is a
+    CodestralError naming it."""
+    params = Sampling(max_tokens=8, temperature=0.0, stop="\n", random_seed=3)
+    _, mistral = protocol.wire("mistral").fim("a", "b", "m", params)
+    assert mistral == {
+        "model": "m",
+        "prompt": "a",
+        "suffix": "b",
+        "max_tokens": 8,
+        "temperature": 0.0,
+        "stop": "\n",
+        "random_seed": 3,
+    }
+    _, openai = protocol.wire("vllm").chat([{"role": "user", "content": "a"}], "m", params)
+    assert openai["seed"] == 3 and "random_seed" not in openai and "top_p" not in openai
+    with pytest.raises(CodestralError, match=r"Unknown request parameter.*bogus"):
+        sampling({"max_tokens": 1, "bogus": 2})
